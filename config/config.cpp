@@ -1,0 +1,304 @@
+#include "config/config.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+namespace regpin::config {
+
+namespace {
+
+using json = nlohmann::json;
+
+std::string type_name(const json& j) { return j.type_name(); }
+
+void require_object(const json& j, const std::string& key) {
+    if (!j.is_object()) throw config_error(key, "must be an object, got " + type_name(j));
+}
+
+// Reports the first key of `j` that is not in `known`.
+void reject_unknown_keys(const json& j, const std::string& prefix,
+                         std::initializer_list<const char*> known) {
+    for (const auto& [k, v] : j.items()) {
+        bool found = std::any_of(known.begin(), known.end(), [&](const char* n) { return k == n; });
+        if (!found) {
+            std::string list;
+            for (const char* n : known) list += std::string(list.empty() ? "" : ", ") + n;
+            throw config_error(prefix.empty() ? k : prefix + "." + k,
+                               "unknown key (known keys: " + list + ")");
+        }
+    }
+}
+
+std::string get_string(const json& j, const std::string& key, const std::string& path) {
+    const auto& v = j.at(key);
+    if (!v.is_string()) throw config_error(path, "must be a string, got " + type_name(v));
+    return v.get<std::string>();
+}
+
+bool get_bool(const json& j, const std::string& key, const std::string& path) {
+    const auto& v = j.at(key);
+    if (!v.is_boolean()) throw config_error(path, "must be true or false, got " + type_name(v));
+    return v.get<bool>();
+}
+
+std::int64_t get_int(const json& j, const std::string& key, const std::string& path,
+                     std::int64_t min, std::int64_t max) {
+    const auto& v = j.at(key);
+    if (!v.is_number_integer()) throw config_error(path, "must be an integer, got " + type_name(v));
+    auto n = v.get<std::int64_t>();
+    if (n < min || n > max)
+        throw config_error(path, "must be between " + std::to_string(min) + " and " +
+                                     std::to_string(max) + ", got " + std::to_string(n));
+    return n;
+}
+
+std::string read_file(const std::string& path, const std::string& key) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw config_error(key, "cannot read file '" + path + "'");
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+std::string trim_newlines(std::string s) {
+    while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+    return s;
+}
+
+// A registry name as clients write it: host, optionally ":port". Lower-case DNS characters.
+bool valid_registry_name(const std::string& r) {
+    if (r.empty() || r.size() > 255) return false;
+    return std::all_of(r.begin(), r.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' ||
+               c == ':' || c == '_' || c == '[' || c == ']';
+    });
+}
+
+void check_url(const std::string& url, const std::string& key) {
+    std::string rest;
+    if (url.rfind("https://", 0) == 0)
+        rest = url.substr(8);
+    else if (url.rfind("http://", 0) == 0)
+        rest = url.substr(7);
+    else
+        throw config_error(key, "must start with http:// or https://, got '" + url + "'");
+    if (!rest.empty() && rest.back() == '/') rest.pop_back();
+    if (rest.empty()) throw config_error(key, "has no host: '" + url + "'");
+    if (rest.find('/') != std::string::npos)
+        throw config_error(key, "must not have a path (regpin appends /v2/...): '" + url + "'");
+    if (rest.find('@') != std::string::npos)
+        throw config_error(key, "must not carry credentials; use username and password_file");
+    bool has_port = rest.front() == '[' ? rest.find("]:") != std::string::npos
+                                        : rest.find(':') != std::string::npos;
+    if (has_port) parse_host_port(rest, key);
+}
+
+upstream parse_upstream(const json& j, const std::string& path) {
+    require_object(j, path);
+    reject_unknown_keys(j, path,
+                        {"registry", "aliases", "url", "ca_file", "tls_verify", "username",
+                         "password", "password_file", "password_env", "connect_timeout_ms",
+                         "read_timeout_ms", "max_idle_connections"});
+    upstream u;
+    if (!j.contains("registry")) throw config_error(path + ".registry", "is required");
+    u.registry = get_string(j, "registry", path + ".registry");
+    if (!j.contains("url")) throw config_error(path + ".url", "is required");
+    u.url = get_string(j, "url", path + ".url");
+    if (j.contains("aliases")) {
+        const auto& a = j.at("aliases");
+        if (!a.is_array()) throw config_error(path + ".aliases", "must be an array of strings");
+        for (std::size_t i = 0; i < a.size(); ++i) {
+            auto p = path + ".aliases[" + std::to_string(i) + "]";
+            if (!a[i].is_string()) throw config_error(p, "must be a string");
+            u.aliases.push_back(a[i].get<std::string>());
+        }
+    } else if (u.is_docker_hub()) {
+        u.aliases = {"registry-1.docker.io", "index.docker.io"};
+    }
+    if (j.contains("ca_file")) {
+        u.ca_file = get_string(j, "ca_file", path + ".ca_file");
+        std::ifstream probe(u.ca_file);
+        if (!probe) throw config_error(path + ".ca_file", "cannot read file '" + u.ca_file + "'");
+    }
+    if (j.contains("tls_verify")) u.tls_verify = get_bool(j, "tls_verify", path + ".tls_verify");
+    if (j.contains("username")) u.username = get_string(j, "username", path + ".username");
+    int sources = 0;
+    if (j.contains("password")) {
+        ++sources;
+        u.password = get_string(j, "password", path + ".password");
+    }
+    if (j.contains("password_file")) {
+        ++sources;
+        auto f = get_string(j, "password_file", path + ".password_file");
+        u.password = trim_newlines(read_file(f, path + ".password_file"));
+    }
+    if (j.contains("password_env")) {
+        ++sources;
+        auto var = get_string(j, "password_env", path + ".password_env");
+        const char* value = std::getenv(var.c_str());
+        if (value == nullptr)
+            throw config_error(path + ".password_env",
+                               "environment variable '" + var + "' is not set");
+        u.password = value;
+    }
+    if (sources > 1)
+        throw config_error(path, "set only one of password, password_file, password_env");
+    if (sources == 1 && u.username.empty())
+        throw config_error(path + ".username", "is required when a password is set");
+    if (!u.username.empty() && sources == 0)
+        throw config_error(path,
+                           "username is set but none of password, password_file, "
+                           "password_env is");
+    if (j.contains("connect_timeout_ms"))
+        u.connect_timeout = std::chrono::milliseconds(
+            get_int(j, "connect_timeout_ms", path + ".connect_timeout_ms", 1, 600000));
+    if (j.contains("read_timeout_ms"))
+        u.read_timeout = std::chrono::milliseconds(
+            get_int(j, "read_timeout_ms", path + ".read_timeout_ms", 1, 3600000));
+    if (j.contains("max_idle_connections"))
+        u.max_idle_connections = static_cast<int>(
+            get_int(j, "max_idle_connections", path + ".max_idle_connections", 0, 1024));
+    return u;
+}
+
+}  // namespace
+
+std::vector<upstream> default_upstreams() {
+    std::vector<upstream> v(4);
+    v[0].registry = "docker.io";
+    v[0].url = "https://registry-1.docker.io";
+    v[0].aliases = {"registry-1.docker.io", "index.docker.io"};
+    v[1].registry = "ghcr.io";
+    v[1].url = "https://ghcr.io";
+    v[2].registry = "quay.io";
+    v[2].url = "https://quay.io";
+    v[3].registry = "registry.k8s.io";
+    v[3].url = "https://registry.k8s.io";
+    return v;
+}
+
+std::pair<std::string, std::uint16_t> parse_host_port(const std::string& value,
+                                                      const std::string& key) {
+    std::string host, port;
+    if (!value.empty() && value.front() == '[') {
+        auto close = value.find(']');
+        if (close == std::string::npos || close + 1 >= value.size() || value[close + 1] != ':')
+            throw config_error(key, "must be HOST:PORT or [IPv6]:PORT, got '" + value + "'");
+        host = value.substr(1, close - 1);
+        port = value.substr(close + 2);
+    } else {
+        auto colon = value.rfind(':');
+        if (colon == std::string::npos)
+            throw config_error(key, "must be HOST:PORT, got '" + value + "'");
+        host = value.substr(0, colon);
+        port = value.substr(colon + 1);
+    }
+    if (host.empty()) throw config_error(key, "has an empty host: '" + value + "'");
+    if (port.empty() || port.size() > 5 ||
+        !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }))
+        throw config_error(key, "has an invalid port: '" + value + "'");
+    auto n = std::stoul(port);
+    if (n > 65535) throw config_error(key, "port out of range: '" + value + "'");
+    return {host, static_cast<std::uint16_t>(n)};
+}
+
+upstream parse_upstream_flag(const std::string& flag) {
+    auto eq = flag.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == flag.size())
+        throw config_error("--upstream", "must be REGISTRY=URL, got '" + flag + "'");
+    upstream u;
+    u.registry = flag.substr(0, eq);
+    u.url = flag.substr(eq + 1);
+    if (u.is_docker_hub()) u.aliases = {"registry-1.docker.io", "index.docker.io"};
+    return u;
+}
+
+void validate(settings& s) {
+    parse_host_port(s.listen, "listen");
+    if (s.data_dir.empty()) throw config_error("data_dir", "must not be empty");
+    if (s.upstreams.empty()) throw config_error("upstreams", "at least one upstream is required");
+    std::set<std::string> names;
+    for (std::size_t i = 0; i < s.upstreams.size(); ++i) {
+        auto& u = s.upstreams[i];
+        auto path = "upstreams[" + std::to_string(i) + "]";
+        if (!valid_registry_name(u.registry))
+            throw config_error(path + ".registry",
+                               "must be a lower-case registry host such as 'docker.io' or "
+                               "'127.0.0.1:5000', got '" +
+                                   u.registry + "'");
+        check_url(u.url, path + ".url");
+        if (!u.url.empty() && u.url.back() == '/') u.url.pop_back();
+        if (!names.insert(u.registry).second)
+            throw config_error(path + ".registry", "duplicate registry '" + u.registry + "'");
+        for (std::size_t k = 0; k < u.aliases.size(); ++k) {
+            if (!valid_registry_name(u.aliases[k]))
+                throw config_error(path + ".aliases[" + std::to_string(k) + "]",
+                                   "must be a lower-case registry host");
+            if (!names.insert(u.aliases[k]).second)
+                throw config_error(path + ".aliases[" + std::to_string(k) + "]",
+                                   "registry name '" + u.aliases[k] + "' is used twice");
+        }
+    }
+    if (s.default_upstream.empty()) s.default_upstream = s.upstreams.front().registry;
+    bool found = std::any_of(s.upstreams.begin(), s.upstreams.end(),
+                             [&](const upstream& u) { return u.registry == s.default_upstream; });
+    if (!found)
+        throw config_error("default_upstream",
+                           "'" + s.default_upstream + "' is not the registry of any upstream");
+    static const std::set<std::string> levels = {"trace", "debug",    "info", "warn",
+                                                 "error", "critical", "off"};
+    if (!levels.count(s.log_level))
+        throw config_error("log_level",
+                           "must be one of trace, debug, info, warn, error, critical, off; got '" +
+                               s.log_level + "'");
+}
+
+settings load_json(const std::string& text, const std::string& source) {
+    json j;
+    try {
+        j = json::parse(text);
+    } catch (const json::parse_error& e) {
+        throw config_error(source, std::string("is not valid JSON: ") + e.what());
+    }
+    require_object(j, source);
+    reject_unknown_keys(
+        j, "",
+        {"listen", "data_dir", "upstreams", "default_upstream", "manifest_max_bytes", "log_level",
+         "threads", "max_header_bytes", "client_idle_timeout_ms"});
+    settings s;
+    if (j.contains("listen")) s.listen = get_string(j, "listen", "listen");
+    if (j.contains("data_dir")) s.data_dir = get_string(j, "data_dir", "data_dir");
+    if (j.contains("default_upstream"))
+        s.default_upstream = get_string(j, "default_upstream", "default_upstream");
+    if (j.contains("log_level")) s.log_level = get_string(j, "log_level", "log_level");
+    if (j.contains("manifest_max_bytes"))
+        s.manifest_max_bytes = static_cast<std::size_t>(
+            get_int(j, "manifest_max_bytes", "manifest_max_bytes", 1024, 64 * 1024 * 1024));
+    if (j.contains("threads"))
+        s.threads = static_cast<int>(get_int(j, "threads", "threads", 0, 256));
+    if (j.contains("max_header_bytes"))
+        s.max_header_bytes = static_cast<std::size_t>(
+            get_int(j, "max_header_bytes", "max_header_bytes", 1024, 1024 * 1024));
+    if (j.contains("client_idle_timeout_ms"))
+        s.client_idle_timeout = std::chrono::milliseconds(
+            get_int(j, "client_idle_timeout_ms", "client_idle_timeout_ms", 100, 3600000));
+    if (j.contains("upstreams")) {
+        const auto& ups = j.at("upstreams");
+        if (!ups.is_array()) throw config_error("upstreams", "must be an array");
+        for (std::size_t i = 0; i < ups.size(); ++i)
+            s.upstreams.push_back(parse_upstream(ups[i], "upstreams[" + std::to_string(i) + "]"));
+    } else {
+        s.upstreams = default_upstreams();
+    }
+    validate(s);
+    return s;
+}
+
+settings load_file(const std::string& path) { return load_json(read_file(path, "--config"), path); }
+
+}  // namespace regpin::config

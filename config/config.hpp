@@ -1,0 +1,83 @@
+#pragma once
+// regpin settings: plain structs, JSON loading and validation, defaults.
+// Every error names the key (JSON pointer style, e.g. "upstreams[1].url") and the problem.
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace regpin::config {
+
+// Thrown by load_* and validate(); what() reads "<key>: <problem>".
+class config_error : public std::runtime_error {
+public:
+    config_error(const std::string& key, const std::string& problem)
+        : std::runtime_error(key + ": " + problem), key_(key) {}
+    const std::string& key() const { return key_; }
+
+private:
+    std::string key_;
+};
+
+struct upstream {
+    // The registry host clients name (containerd's `ns`, the path prefix): "docker.io",
+    // "ghcr.io", "127.0.0.1:5000".
+    std::string registry;
+    // Other names for the same registry ("registry-1.docker.io" for docker.io).
+    std::vector<std::string> aliases;
+    // Where regpin fetches from: "https://registry-1.docker.io". http or https, no path.
+    std::string url;
+    // Extra CA bundle (PEM) trusted in addition to the system CAs.
+    std::string ca_file;
+    bool tls_verify = true;
+    // Credentials for this upstream's token server or Basic auth. The password comes from
+    // exactly one of password, password_file, password_env (resolved at load time).
+    std::string username;
+    std::string password;
+    std::chrono::milliseconds connect_timeout{5000};
+    std::chrono::milliseconds read_timeout{30000};
+    // Idle keep-alive connections kept per upstream host.
+    int max_idle_connections = 16;
+
+    // Docker Hub only: one-component names gain "library/".
+    bool is_docker_hub() const { return registry == "docker.io"; }
+};
+
+struct settings {
+    std::string listen = "127.0.0.1:5000";
+    std::string data_dir = "./regpin-data";
+    std::vector<upstream> upstreams;
+    // Registry of the upstream used when a request names neither `ns` nor a path prefix.
+    std::string default_upstream;
+    std::size_t manifest_max_bytes = 4 * 1024 * 1024;
+    std::string log_level = "info";
+    // Threads running the network event loop; 0 means one per core.
+    int threads = 0;
+    // Request header limit (request line plus headers), bytes.
+    std::size_t max_header_bytes = 16 * 1024;
+    std::chrono::milliseconds client_idle_timeout{60000};
+};
+
+// The upstreams a fresh install talks to: Docker Hub, ghcr.io, quay.io, registry.k8s.io.
+std::vector<upstream> default_upstreams();
+
+// Parses and validates a JSON document. Unknown keys are errors (typos must not pass silently).
+settings load_json(const std::string& text, const std::string& source = "config");
+// Reads FILE and calls load_json; a missing or unreadable file is a config_error on "--config".
+settings load_file(const std::string& path);
+
+// Parses "REGISTRY=URL" (the --upstream flag) into an upstream with default timeouts.
+upstream parse_upstream_flag(const std::string& flag);
+
+// Checks cross-field rules (unique registries, default upstream exists, URL shape, listen
+// address). Fills default_upstream with the first upstream when empty.
+void validate(settings& s);
+
+// Splits "host:port" / "[v6]:port"; throws config_error naming `key`.
+std::pair<std::string, std::uint16_t> parse_host_port(const std::string& value,
+                                                      const std::string& key);
+
+}  // namespace regpin::config

@@ -1,0 +1,35 @@
+#!/bin/sh
+# Installs, from Debian 12's archive, exactly what regpin needs.
+#   deploy/debian-deps.sh          build and run regpin
+#   deploy/debian-deps.sh --test   also what the tests start: docker-registry, containerd, skopeo
+# Idempotent: packages already installed are left alone. Never installs libboost-dev,
+# which would remove Boost 1.81 (see ../shared/docs/stack.md).
+set -eu
+
+build_pkgs="g++ cmake ninja-build ccache pkg-config
+  libboost1.81-dev libboost-system1.81-dev libboost-url1.81-dev libboost-json1.81-dev
+  libssl-dev librocksdb-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
+  libgtest-dev libbenchmark-dev ca-certificates"
+test_pkgs="python3 docker-registry containerd skopeo curl"
+
+pkgs="$build_pkgs"
+if [ "${1:-}" = "--test" ]; then
+    pkgs="$pkgs $test_pkgs"
+fi
+
+missing=""
+for p in $pkgs; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+
+if [ -n "$missing" ]; then
+    echo "installing:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $missing
+else
+    echo "all build${1:+ and test} dependencies present"
+fi

@@ -1,0 +1,38 @@
+#pragma once
+// The OCI Distribution error codes and the one place they map to HTTP status.
+
+#include <string>
+#include <string_view>
+
+namespace regpin::proxy::oci {
+
+enum class error_code {
+    blob_unknown,
+    digest_invalid,
+    manifest_invalid,
+    manifest_unknown,
+    name_invalid,
+    name_unknown,
+    tag_invalid,
+    range_invalid,
+    pagination_number_invalid,
+    unauthorized,
+    denied,
+    unsupported,
+    unavailable,  // upstream unreachable or failing and nothing cached
+    unknown,      // regpin's own failure (storage); never for a client's mistake
+};
+
+struct error {
+    error_code code = error_code::unknown;
+    std::string message;
+
+    // HTTP status per the distribution error registry (protocol.md): 400, 404, 405, ...
+    unsigned status() const;
+    // "NAME_INVALID", ...
+    std::string_view code_name() const;
+    // {"errors":[{"code":"...","message":"...","detail":{}}]}
+    std::string body() const;
+};
+
+}  // namespace regpin::proxy::oci

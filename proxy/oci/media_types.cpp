@@ -1,0 +1,39 @@
+#include "proxy/oci/media_types.hpp"
+
+namespace regpin::proxy::oci {
+
+namespace {
+
+std::string_view trim(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+    return s;
+}
+
+}  // namespace
+
+std::string strip_parameters(std::string_view content_type) {
+    auto semi = content_type.find(';');
+    return std::string(trim(content_type.substr(0, semi)));
+}
+
+std::uint8_t accept_class(std::string_view accept) {
+    std::uint8_t cls = 0;
+    while (!accept.empty()) {
+        auto comma = accept.find(',');
+        auto item = strip_parameters(accept.substr(0, comma));
+        if (item == docker_manifest)
+            cls |= accepts_docker_manifest;
+        else if (item == docker_manifest_list)
+            cls |= accepts_docker_manifest_list;
+        else if (item == oci_manifest)
+            cls |= accepts_oci_manifest;
+        else if (item == oci_index)
+            cls |= accepts_oci_index;
+        if (comma == std::string_view::npos) break;
+        accept.remove_prefix(comma + 1);
+    }
+    return cls;
+}
+
+}  // namespace regpin::proxy::oci

@@ -1,0 +1,354 @@
+#include "proxy/registry/blob_fetcher.hpp"
+
+#include <vector>
+
+#include <spdlog/spdlog.h>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/concurrent_channel.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+namespace regpin::proxy::registry {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+using waker = asio::experimental::concurrent_channel<void(error_code)>;
+
+namespace {
+
+constexpr std::size_t read_size = 256 * 1024;
+
+oci::error upstream_failure(const std::string& registry, const std::string& what) {
+    return {oci::error_code::unavailable, "upstream " + registry + ": " + what};
+}
+
+}  // namespace
+
+class blob_download : public std::enable_shared_from_this<blob_download> {
+public:
+    enum class phase { connecting, streaming, complete, failed };
+
+    blob_download(blob_fetcher& owner, storage::digest d, std::string registry)
+        : owner_(owner), digest_(std::move(d)), registry_(std::move(registry)) {}
+
+    asio::awaitable<void> run(upstream::client& client, std::string repository);
+
+    // Registers `w` to be woken on every state change; returns nothing, wakes once at once so
+    // the caller re-reads state without a lost-wakeup window.
+    void subscribe(const std::shared_ptr<waker>& w) {
+        std::lock_guard lock(mutex_);
+        wakers_.push_back(w);
+    }
+    void unsubscribe(const std::shared_ptr<waker>& w) {
+        std::lock_guard lock(mutex_);
+        std::erase(wakers_, w);
+    }
+
+    struct view {
+        phase state;
+        std::optional<std::uint64_t> size;
+        std::uint64_t flushed;
+        std::uint64_t available;
+        oci::error failure;
+    };
+    view snapshot() const {
+        std::lock_guard lock(mutex_);
+        return {phase_, size_, flushed_, flushed_ + tail_.size(), failure_};
+    }
+
+    // Copies bytes [offset, offset + max) of the in-memory tail into `out`, stopping at
+    // `limit`. Returns false when that range is no longer in memory (already flushed).
+    bool copy_tail(std::uint64_t offset, std::uint64_t limit, std::string& out) const {
+        std::lock_guard lock(mutex_);
+        if (offset < flushed_) return false;
+        auto end = std::min<std::uint64_t>(limit, flushed_ + tail_.size());
+        if (offset >= end) {
+            out.clear();
+            return true;
+        }
+        out.assign(tail_, offset - flushed_, end - offset);
+        return true;
+    }
+
+    const storage::digest& digest() const { return digest_; }
+    std::uint32_t chunk_size() const { return chunk_size_; }
+    storage::blob_store& store() const { return owner_.blobs_; }
+
+private:
+    void fail(oci::error e) {
+        {
+            std::lock_guard lock(mutex_);
+            phase_ = phase::failed;
+            failure_ = std::move(e);
+        }
+        wake();
+    }
+    void wake() {
+        std::vector<std::shared_ptr<waker>> ws;
+        {
+            std::lock_guard lock(mutex_);
+            ws = wakers_;
+        }
+        for (auto& w : ws) w->try_send(error_code{});
+    }
+    bool flush_chunk(std::uint64_t index, std::string_view bytes);
+
+    blob_fetcher& owner_;
+    storage::digest digest_;
+    std::string registry_;
+    std::uint32_t chunk_size_ = storage::blob_store::default_chunk_size;
+
+    mutable std::mutex mutex_;
+    phase phase_ = phase::connecting;
+    std::optional<std::uint64_t> size_;
+    std::uint64_t flushed_ = 0;  // bytes stored as chunks
+    std::string tail_;           // bytes after flushed_, not yet a full chunk
+    oci::error failure_;
+    std::vector<std::shared_ptr<waker>> wakers_;
+};
+
+bool blob_download::flush_chunk(std::uint64_t index, std::string_view bytes) {
+    auto r = owner_.blobs_.put_chunk(digest_, index, bytes);
+    return static_cast<bool>(r);
+}
+
+asio::awaitable<void> blob_download::run(upstream::client& client, std::string repository) {
+    auto self = shared_from_this();
+    upstream::request req;
+    req.target = "/v2/" + repository + "/blobs/" + digest_.str();
+    req.scope = "repository:" + repository + ":pull";
+    auto resp = co_await client.send(req);
+    if (!resp) {
+        spdlog::warn("blob {}: upstream {} failed: {}", digest_.str(), registry_,
+                     resp.error().message());
+        fail(upstream_failure(registry_, resp.error().message()));
+        owner_.finished(digest_);
+        co_return;
+    }
+    if (resp->status() != 200) {
+        auto status = resp->status();
+        (void)co_await resp->read_all(64 * 1024);
+        if (status == 404)
+            fail({oci::error_code::blob_unknown, "blob unknown to upstream " + registry_});
+        else if (status == 401 || status == 403)
+            fail({oci::error_code::name_unknown,
+                  "upstream " + registry_ + " refused access (" + std::to_string(status) + ")"});
+        else
+            fail(upstream_failure(registry_, "answered " + std::to_string(status)));
+        owner_.finished(digest_);
+        co_return;
+    }
+    if (auto began = owner_.blobs_.begin(digest_, chunk_size_); !began) {
+        fail({oci::error_code::unknown, "cannot write to the cache"});
+        owner_.finished(digest_);
+        co_return;
+    }
+    {
+        std::lock_guard lock(mutex_);
+        size_ = resp->content_length();
+        phase_ = phase::streaming;
+    }
+    wake();
+
+    storage::hasher h(digest_.algorithm());
+    std::vector<char> buf(read_size);
+    std::uint64_t total = 0;
+    std::uint64_t index = 0;
+    std::string failure;
+    while (true) {
+        auto n = co_await resp->read_some(buf);
+        if (!n) {
+            failure = n.error().message();
+            break;
+        }
+        if (*n == 0) break;
+        h.update(std::span<const char>(buf.data(), *n));
+        total += *n;
+        {
+            std::lock_guard lock(mutex_);
+            tail_.append(buf.data(), *n);
+        }
+        // tail_ changes only here, so reading it unlocked while flushing is safe.
+        if (tail_.size() >= chunk_size_) {
+            if (!flush_chunk(index, std::string_view(tail_).substr(0, chunk_size_))) {
+                failure = "cache write failed";
+                break;
+            }
+            std::lock_guard lock(mutex_);
+            tail_.erase(0, chunk_size_);
+            flushed_ += chunk_size_;
+            ++index;
+        }
+        wake();
+    }
+    if (failure.empty() && !tail_.empty()) {
+        if (!flush_chunk(index, tail_)) failure = "cache write failed";
+    }
+    if (failure.empty() && size_ && total != *size_)
+        failure = "body has " + std::to_string(total) + " bytes, Content-Length said " +
+                  std::to_string(*size_);
+    if (failure.empty()) {
+        auto got = h.finish();
+        if (!(got == digest_)) failure = "content does not match digest (got " + got.str() + ")";
+    }
+    if (failure.empty() && !owner_.blobs_.commit(digest_, total)) failure = "cache commit failed";
+
+    if (!failure.empty()) {
+        spdlog::error("blob {} from {}: {}; discarded", digest_.str(), registry_, failure);
+        (void)owner_.blobs_.discard(digest_);
+        owner_.finished(digest_);
+        fail(upstream_failure(registry_, failure));
+        co_return;
+    }
+    {
+        std::lock_guard lock(mutex_);
+        flushed_ = total;
+        tail_.clear();
+        tail_.shrink_to_fit();
+        size_ = total;
+        phase_ = phase::complete;
+    }
+    spdlog::debug("blob {} stored ({} bytes)", digest_.str(), total);
+    owner_.finished(digest_);
+    wake();
+}
+
+namespace {
+
+// One client's view of a download: the whole blob from byte 0. Holds back the last byte
+// until the digest verified, so a wrong body never looks complete.
+class download_stream final : public body_stream {
+public:
+    download_stream(std::shared_ptr<blob_download> dl, std::shared_ptr<waker> w)
+        : dl_(std::move(dl)), waker_(std::move(w)) {}
+    ~download_stream() override { dl_->unsubscribe(waker_); }
+
+    asio::awaitable<boost::system::result<std::string_view>> next() override {
+        using phase = blob_download::phase;
+        while (true) {
+            auto v = dl_->snapshot();
+            if (v.state == phase::failed) co_return make_error_code(boost::system::errc::io_error);
+            bool complete = v.state == phase::complete;
+            std::uint64_t deliverable =
+                complete ? v.available : (v.available > 0 ? v.available - 1 : 0);
+            if (offset_ < v.flushed && offset_ < deliverable) {
+                auto cs = dl_->chunk_size();
+                auto index = offset_ / cs;
+                if (!dl_->store().read_chunk(dl_->digest(), index, buf_))
+                    co_return make_error_code(boost::system::errc::io_error);
+                auto start = offset_ - index * cs;
+                auto end = std::min<std::uint64_t>(buf_.size(), deliverable - index * cs);
+                if (start >= end) co_return make_error_code(boost::system::errc::io_error);
+                offset_ += end - start;
+                co_return std::string_view(buf_).substr(start, end - start);
+            }
+            if (offset_ < deliverable) {
+                if (dl_->copy_tail(offset_, deliverable, buf_) && !buf_.empty()) {
+                    offset_ += buf_.size();
+                    co_return std::string_view(buf_);
+                }
+                continue;  // flushed meanwhile: read it from the store
+            }
+            if (complete) co_return std::string_view{};
+            auto [ec] = co_await waker_->async_receive(asio::as_tuple(asio::use_awaitable));
+            if (ec) co_return make_error_code(boost::system::errc::operation_canceled);
+        }
+    }
+
+private:
+    std::shared_ptr<blob_download> dl_;
+    std::shared_ptr<waker> waker_;
+    std::uint64_t offset_ = 0;
+    std::string buf_;
+};
+
+}  // namespace
+
+blob_fetcher::blob_fetcher(asio::any_io_executor ex, storage::blob_store& blobs)
+    : ex_(std::move(ex)), blobs_(blobs) {}
+
+std::size_t blob_fetcher::in_flight() const {
+    std::lock_guard lock(mutex_);
+    return downloads_.size();
+}
+
+void blob_fetcher::finished(const storage::digest& d) {
+    std::lock_guard lock(mutex_);
+    downloads_.erase(d);
+}
+
+std::shared_ptr<blob_download> blob_fetcher::join(const storage::digest& d,
+                                                  upstream::client& client,
+                                                  const std::string& repository) {
+    std::lock_guard lock(mutex_);
+    if (auto it = downloads_.find(d); it != downloads_.end()) return it->second;
+    // Checked under the lock: a download that just finished has already committed.
+    if (auto rec = blobs_.find(d); rec && *rec) return nullptr;
+    auto dl = std::make_shared<blob_download>(*this, d, client.settings().registry);
+    downloads_.emplace(d, dl);
+    // The download belongs to no client: it finishes (and fills the cache) even if every
+    // requester goes away.
+    asio::co_spawn(asio::make_strand(ex_), dl->run(client, repository), asio::detached);
+    return dl;
+}
+
+asio::awaitable<std::variant<download_started, oci::error>> blob_fetcher::fetch(
+    const storage::digest& d, upstream::client& client, const std::string& repository) {
+    auto dl = join(d, client, repository);
+    if (!dl) {
+        download_started cached;
+        cached.already_stored = true;
+        co_return cached;
+    }
+    auto w = std::make_shared<waker>(co_await asio::this_coro::executor, 1);
+    dl->subscribe(w);
+    while (true) {
+        auto v = dl->snapshot();
+        if (v.state == blob_download::phase::failed) {
+            dl->unsubscribe(w);
+            co_return v.failure;
+        }
+        if (v.state != blob_download::phase::connecting) {
+            download_started s;
+            s.size = v.size;
+            s.stream = std::make_shared<download_stream>(dl, w);
+            co_return s;
+        }
+        auto [ec] = co_await w->async_receive(asio::as_tuple(asio::use_awaitable));
+        if (ec) {
+            dl->unsubscribe(w);
+            co_return oci::error{oci::error_code::unavailable, "cancelled"};
+        }
+    }
+}
+
+asio::awaitable<bool> blob_fetcher::wait_complete(const storage::digest& d,
+                                                  upstream::client& client,
+                                                  const std::string& repository,
+                                                  oci::error& failure) {
+    auto dl = join(d, client, repository);
+    if (!dl) co_return true;
+    auto w = std::make_shared<waker>(co_await asio::this_coro::executor, 1);
+    dl->subscribe(w);
+    while (true) {
+        auto v = dl->snapshot();
+        if (v.state == blob_download::phase::complete) break;
+        if (v.state == blob_download::phase::failed) {
+            failure = v.failure;
+            dl->unsubscribe(w);
+            co_return false;
+        }
+        auto [ec] = co_await w->async_receive(asio::as_tuple(asio::use_awaitable));
+        if (ec) {
+            failure = {oci::error_code::unavailable, "cancelled"};
+            dl->unsubscribe(w);
+            co_return false;
+        }
+    }
+    dl->unsubscribe(w);
+    co_return true;
+}
+
+}  // namespace regpin::proxy::registry

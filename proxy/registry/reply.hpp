@@ -1,0 +1,49 @@
+#pragma once
+// What the pull-through logic answers; the server turns it into HTTP. Small bodies travel in
+// `body`; blobs in a `body_stream` the server pulls from until it ends or fails.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/system/result.hpp>
+
+#include "proxy/oci/errors.hpp"
+
+namespace regpin::proxy::registry {
+
+// A body produced piece by piece. next() returns the next bytes (valid until the following
+// call), an empty view at the end, or an error: then the body is wrong or incomplete and the
+// server must abort the connection rather than end the response normally.
+class body_stream {
+public:
+    virtual ~body_stream() = default;
+    [[nodiscard]] virtual boost::asio::awaitable<boost::system::result<std::string_view>>
+    next() = 0;
+};
+
+struct reply {
+    unsigned status = 200;
+    std::vector<std::pair<std::string, std::string>> headers;
+    std::string body;
+    std::shared_ptr<body_stream> stream;
+    // Content-Length: body.size() when no stream; for a stream, its length if known (else the
+    // server uses chunked encoding).
+    std::optional<std::uint64_t> content_length;
+    // For the request log line.
+    std::string cache = "-";     // hit, miss, pin, -
+    std::string upstream = "-";  // registry name
+
+    void header(std::string name, std::string value) {
+        headers.emplace_back(std::move(name), std::move(value));
+    }
+};
+
+reply error_reply(const oci::error& e);
+
+}  // namespace regpin::proxy::registry

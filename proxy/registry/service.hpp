@@ -1,0 +1,61 @@
+#pragma once
+// The pull-through registry: routes a request to its upstream, answers from pins and the
+// cache, fetches and verifies what is missing, and pins tags on first sight.
+// Thread-safe: handle() runs concurrently on the network threads.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/thread_pool.hpp>
+
+#include "config/config.hpp"
+#include "proxy/registry/blob_fetcher.hpp"
+#include "proxy/registry/reply.hpp"
+#include "proxy/upstream/client.hpp"
+#include "storage/blob_store.hpp"
+#include "storage/database.hpp"
+#include "storage/manifest_store.hpp"
+#include "storage/pin_store.hpp"
+
+namespace regpin::proxy::registry {
+
+struct incoming {
+    bool head = false;
+    std::string target;  // origin form, as received
+    std::string accept;  // every Accept line, merged with ", "
+    std::string range;   // Range header or empty
+};
+
+class service {
+public:
+    service(boost::asio::any_io_executor ex, const config::settings& settings,
+            std::shared_ptr<storage::database> db);
+    ~service();
+
+    // Answers one pull API request. Never throws for bad input: errors are OCI replies.
+    [[nodiscard]] boost::asio::awaitable<reply> handle(incoming req);
+
+    const config::settings& settings() const { return settings_; }
+
+private:
+    struct target;
+    boost::asio::awaitable<reply> manifest(const target& t, bool head, const std::string& accept);
+    boost::asio::awaitable<reply> blob(const target& t, bool head, const std::string& range);
+    boost::asio::awaitable<reply> tags(const target& t);
+    boost::asio::awaitable<reply> referrers(const target& t, const std::string& accept);
+
+    config::settings settings_;
+    std::shared_ptr<storage::database> db_;
+    storage::blob_store blobs_;
+    storage::manifest_store manifests_;
+    std::unique_ptr<storage::pin_store> pins_;
+    std::vector<std::unique_ptr<upstream::client>> clients_;
+    blob_fetcher fetcher_;
+    // Synced pin writes block on fsync: they run here, never on the network threads.
+    boost::asio::thread_pool blocking_{2};
+};
+
+}  // namespace regpin::proxy::registry

@@ -1,0 +1,242 @@
+#include "proxy/server/server.hpp"
+
+#include <chrono>
+
+#include <spdlog/spdlog.h>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+namespace regpin::proxy::server {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using boost::system::error_code;
+
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+std::string merged(const http::fields& f, http::field name) {
+    std::string out;
+    auto range = f.equal_range(name);
+    for (auto it = range.first; it != range.second; ++it) {
+        if (!out.empty()) out += ", ";
+        out += std::string(it->value());
+    }
+    return out;
+}
+
+// Writes `r` to the socket. Returns bytes of body written and whether the connection may be
+// kept; a failing body stream aborts the connection (never a complete-looking wrong body).
+struct write_outcome {
+    std::uint64_t body_bytes = 0;
+    bool keep = true;
+};
+
+asio::awaitable<write_outcome> write_reply(beast::tcp_stream& stream, registry::reply& r, bool head,
+                                           unsigned version, bool keep_alive,
+                                           std::chrono::milliseconds timeout) {
+    write_outcome out;
+    http::response<http::empty_body> h{static_cast<http::status>(r.status), version};
+    h.set(http::field::server, "regpin");
+    h.set("Docker-Distribution-API-Version", "registry/2.0");
+    for (auto& [k, v] : r.headers) h.insert(k, v);
+    bool chunked = false;
+    if (r.stream) {
+        if (r.content_length)
+            h.content_length(*r.content_length);
+        else if (version >= 11 && !head)
+            chunked = true, h.chunked(true);
+        else
+            keep_alive = false;  // HTTP/1.0 without length: the close ends the body
+    } else {
+        h.content_length(r.content_length.value_or(r.body.size()));
+    }
+    h.keep_alive(keep_alive);
+    out.keep = keep_alive;
+
+    http::response_serializer<http::empty_body> sr{h};
+    stream.expires_after(timeout);
+    auto [ec, n] = co_await http::async_write_header(stream, sr, use_tuple);
+    if (ec) co_return write_outcome{0, false};
+    if (head) co_return out;
+
+    if (!r.stream) {
+        stream.expires_after(timeout);
+        auto [wec, wn] = co_await asio::async_write(stream, asio::buffer(r.body), use_tuple);
+        if (wec) out.keep = false;
+        out.body_bytes = wn;
+        co_return out;
+    }
+    while (true) {
+        auto piece = co_await r.stream->next();
+        if (!piece) {
+            // Abort: the client sees a truncated body or connection reset, never a clean end.
+            beast::error_code ignored;
+            stream.socket().set_option(asio::socket_base::linger(true, 0), ignored);
+            stream.socket().close(ignored);
+            out.keep = false;
+            co_return out;
+        }
+        stream.expires_after(timeout);
+        if (piece->empty()) {
+            if (chunked) {
+                auto [cec, cn] =
+                    co_await asio::async_write(stream, http::make_chunk_last(), use_tuple);
+                if (cec) out.keep = false;
+            }
+            co_return out;
+        }
+        error_code wec;
+        if (chunked) {
+            std::tie(wec, std::ignore) = co_await asio::async_write(
+                stream, http::make_chunk(asio::buffer(*piece)), use_tuple);
+        } else {
+            std::tie(wec, std::ignore) =
+                co_await asio::async_write(stream, asio::buffer(*piece), use_tuple);
+        }
+        if (wec) {
+            out.keep = false;
+            co_return out;
+        }
+        out.body_bytes += piece->size();
+    }
+}
+
+asio::awaitable<void> session(tcp::socket socket, const config::settings& settings,
+                              registry::service& service) {
+    beast::tcp_stream stream(std::move(socket));
+    beast::flat_buffer buffer;
+    std::string peer;
+    {
+        error_code ec;
+        auto ep = stream.socket().remote_endpoint(ec);
+        if (!ec) peer = ep.address().to_string() + ":" + std::to_string(ep.port());
+    }
+    try {
+        while (true) {
+            http::request_parser<http::empty_body> parser;
+            parser.header_limit(static_cast<std::uint32_t>(settings.max_header_bytes));
+            stream.expires_after(settings.client_idle_timeout);
+            auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
+            if (ec == http::error::end_of_stream || ec == asio::error::eof ||
+                ec == beast::error::timeout || ec == asio::error::connection_reset)
+                co_return;
+            auto started = std::chrono::steady_clock::now();
+            auto& req = parser.get();
+            registry::reply r;
+            bool head = false;
+            bool keep = false;
+            std::string method = "-";
+            std::string target = "-";
+            if (ec) {
+                unsigned status = ec == http::error::header_limit ? 431 : 400;
+                r.status = status;
+                r.body =
+                    oci::error{oci::error_code::unsupported, "malformed request: " + ec.message()}
+                        .body();
+                r.header("Content-Type", "application/json");
+                if (status == 400)
+                    r.body = oci::error{oci::error_code::name_invalid,
+                                        "malformed request: " + ec.message()}
+                                 .body();
+            } else {
+                method = std::string(req.method_string());
+                target = std::string(req.target());
+                head = req.method() == http::verb::head;
+                keep = req.keep_alive();
+                bool has_body = parser.content_length().value_or(0) > 0 || parser.chunked();
+                if (req.method() != http::verb::get && !head) {
+                    r = registry::error_reply(
+                        {oci::error_code::unsupported, "method " + method +
+                                                           " is not supported: regpin is a "
+                                                           "read-only pull-through cache"});
+                    r.header("Allow", "GET, HEAD");
+                    keep = false;  // its body (a push) is never read
+                } else if (has_body) {
+                    r = registry::error_reply(
+                        {oci::error_code::unsupported, "GET and HEAD take no body"});
+                    keep = false;
+                } else {
+                    registry::incoming in;
+                    in.head = head;
+                    in.target = target;
+                    in.accept = merged(req.base(), http::field::accept);
+                    in.range = std::string(req[http::field::range]);
+                    r = co_await service.handle(std::move(in));
+                }
+            }
+            auto outcome = co_await write_reply(stream, r, head, ec ? 11 : req.version(),
+                                                keep && !ec, settings.client_idle_timeout);
+            auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                          std::chrono::steady_clock::now() - started)
+                          .count();
+            spdlog::info("{} {} {} {} bytes={} ms={:.1f} cache={} upstream={}", peer, method,
+                         target, r.status, outcome.body_bytes, us / 1000.0, r.cache, r.upstream);
+            if (!outcome.keep) break;
+        }
+    } catch (const std::exception& e) {
+        spdlog::error("connection {}: internal error: {}", peer, e.what());
+    }
+    error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+}
+
+}  // namespace
+
+listener::listener(asio::io_context& ioc, const config::settings& settings,
+                   registry::service& service)
+    : ioc_(ioc), settings_(settings), service_(service), acceptor_(ioc) {
+    auto [host, port] = config::parse_host_port(settings.listen, "listen");
+    error_code ec;
+    auto address = asio::ip::make_address(host, ec);
+    if (ec) {
+        tcp::resolver resolver(ioc);
+        auto results = resolver.resolve(host, std::to_string(port), ec);
+        if (ec || results.empty())
+            throw std::system_error(ec, "cannot resolve listen address '" + settings.listen + "'");
+        address = results.begin()->endpoint().address();
+    }
+    tcp::endpoint ep(address, port);
+    acceptor_.open(ep.protocol());
+    acceptor_.set_option(asio::socket_base::reuse_address(true));
+    acceptor_.bind(ep, ec);
+    if (ec) throw std::system_error(ec, "cannot listen on " + settings.listen);
+    acceptor_.listen(asio::socket_base::max_listen_connections);
+}
+
+tcp::endpoint listener::local_endpoint() const { return acceptor_.local_endpoint(); }
+
+void listener::start() {
+    asio::co_spawn(
+        acceptor_.get_executor(),
+        [this]() -> asio::awaitable<void> {
+            while (acceptor_.is_open()) {
+                auto [ec, socket] =
+                    co_await acceptor_.async_accept(asio::make_strand(ioc_), use_tuple);
+                if (ec) {
+                    if (ec == asio::error::operation_aborted) co_return;
+                    spdlog::warn("accept failed: {}", ec.message());
+                    continue;
+                }
+                auto ex = socket.get_executor();
+                asio::co_spawn(ex, session(std::move(socket), settings_, service_), asio::detached);
+            }
+        },
+        asio::detached);
+}
+
+void listener::stop() {
+    error_code ignored;
+    acceptor_.close(ignored);
+}
+
+}  // namespace regpin::proxy::server

@@ -1,0 +1,58 @@
+#pragma once
+// Blobs stored as fixed-size chunks (integrated BlobDB) plus one record per digest.
+// Invariant: a blob is visible (find() returns it complete) only after commit(), which callers
+// make only after the bytes hashed to the digest. Thread-safe.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "storage/digest.hpp"
+#include "storage/errors.hpp"
+
+namespace regpin::storage {
+
+class database;
+
+struct blob_record {
+    std::uint64_t size = 0;
+    std::uint32_t chunk_size = 0;
+    bool complete = false;
+    std::int64_t created_ms = 0;  // unix time, milliseconds
+};
+
+class blob_store {
+public:
+    static constexpr std::uint32_t default_chunk_size = 1024 * 1024;
+
+    explicit blob_store(std::shared_ptr<database> db);
+
+    // The complete blob's record, or nullopt when absent or still being written.
+    [[nodiscard]] result<std::optional<blob_record>> find(const digest& d) const;
+
+    // Reads chunk `index` into `out` (replacing its contents). A missing chunk is
+    // errc::corruption: callers only read chunks they know exist.
+    [[nodiscard]] result<void> read_chunk(const digest& d, std::uint64_t index,
+                                          std::string& out) const;
+
+    // Starts writing: records the blob as incomplete so a crash leaves chunks that
+    // open_database() removes.
+    [[nodiscard]] result<void> begin(const digest& d, std::uint32_t chunk_size);
+    [[nodiscard]] result<void> put_chunk(const digest& d, std::uint64_t index,
+                                         std::string_view bytes);
+    // Marks the blob complete with its final size. Call only after the digest verified.
+    [[nodiscard]] result<void> commit(const digest& d, std::uint64_t size);
+    // Removes every chunk and the record (a failed or mismatching download).
+    [[nodiscard]] result<void> discard(const digest& d);
+
+private:
+    std::shared_ptr<database> db_;
+};
+
+// Key helpers, shared with recovery.
+std::string chunk_key(const digest& d, std::uint64_t index);
+std::string chunk_prefix_end(const digest& d);
+
+}  // namespace regpin::storage

@@ -1,0 +1,119 @@
+#include "storage/database_impl.hpp"
+
+#include <filesystem>
+
+#include <rocksdb/options.h>
+#include <spdlog/spdlog.h>
+
+#include "storage/blob_store.hpp"
+#include "storage/record_codec.hpp"
+
+namespace regpin::storage {
+
+namespace {
+
+const char* const cf_names[] = {rocksdb::kDefaultColumnFamilyName.c_str(),
+                                "blob_chunks",
+                                "blob_records",
+                                "manifests",
+                                "pins",
+                                "events",
+                                "outbox"};
+
+rocksdb::ColumnFamilyOptions chunk_options() {
+    rocksdb::ColumnFamilyOptions o;
+    // Chunks are large, immutable and already compressed (layers are gzip/zstd): keep them in
+    // blob files so compaction never rewrites them.
+    o.enable_blob_files = true;
+    o.min_blob_size = 4096;
+    o.blob_file_size = 256ull << 20;
+    o.blob_compression_type = rocksdb::kNoCompression;
+    o.compression = rocksdb::kNoCompression;
+    o.enable_blob_garbage_collection = true;
+    o.write_buffer_size = 64ull << 20;
+    return o;
+}
+
+// Deletes chunks and records of blobs whose record never reached `complete`. RocksDB replays
+// its WAL in order, so a chunk that survived a crash implies the earlier incomplete record did.
+result<std::size_t> remove_incomplete(database& d) {
+    std::size_t removed = 0;
+    std::unique_ptr<rocksdb::Iterator> it(d.db()->NewIterator({}, d.blob_records()));
+    std::vector<std::string> doomed;
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+        auto rec = decode_blob_record(it->value().ToStringView());
+        if (!rec || !rec->complete) doomed.push_back(it->key().ToString());
+    }
+    if (!it->status().ok()) return database::to_error(it->status(), "scan blob records");
+    for (const auto& key : doomed) {
+        auto dg = digest::parse(key);
+        if (dg) {
+            auto begin = chunk_key(*dg, 0);
+            auto end = chunk_prefix_end(*dg);
+            auto s = d.db()->DeleteRange({}, d.chunks(), begin, end);
+            if (!s.ok()) return database::to_error(s, "remove incomplete chunks");
+        }
+        auto s = d.db()->Delete({}, d.blob_records(), key);
+        if (!s.ok()) return database::to_error(s, "remove incomplete record");
+        ++removed;
+    }
+    return removed;
+}
+
+}  // namespace
+
+database::~database() {
+    for (auto* h : cfs_) {
+        if (h != nullptr && db_) db_->DestroyColumnFamilyHandle(h);
+    }
+    if (db_) db_->Close();
+}
+
+boost::system::error_code database::to_error(const rocksdb::Status& s, const char* what) {
+    spdlog::error("storage: {} failed: {}", what, s.ToString());
+    if (s.IsCorruption()) return errc::corruption;
+    return errc::io_error;
+}
+
+result<std::shared_ptr<database>> open_database(const std::string& dir, open_report& report) {
+    std::error_code fs_ec;
+    std::filesystem::create_directories(dir, fs_ec);
+    if (fs_ec) {
+        report.error_detail = "cannot create data folder '" + dir + "': " + fs_ec.message();
+        return errc::io_error;
+    }
+    report.path = std::filesystem::absolute(dir, fs_ec).lexically_normal().string();
+
+    rocksdb::DBOptions opts;
+    opts.create_if_missing = true;
+    opts.create_missing_column_families = true;
+    opts.max_background_jobs = 2;
+    // A crash must not lose acknowledged pins; a torn WAL tail is dropped, never an error.
+    opts.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+
+    std::vector<rocksdb::ColumnFamilyDescriptor> descs;
+    for (const char* name : cf_names) {
+        rocksdb::ColumnFamilyOptions o;
+        if (std::string(name) == "blob_chunks") o = chunk_options();
+        descs.emplace_back(name, o);
+    }
+    std::shared_ptr<database> d(new database());
+    rocksdb::DB* raw = nullptr;
+    auto s = rocksdb::DB::Open(opts, dir, descs, &d->cfs_, &raw);
+    if (!s.ok()) {
+        report.error_detail = s.ToString();
+        if (s.IsIOError() && report.error_detail.find("lock") != std::string::npos)
+            return errc::locked;
+        return s.IsCorruption() ? errc::corruption : errc::io_error;
+    }
+    d->db_.reset(raw);
+    auto removed = remove_incomplete(*d);
+    if (!removed) {
+        report.error_detail = "crash recovery failed";
+        return removed.error();
+    }
+    report.incomplete_blobs_removed = *removed;
+    return d;
+}
+
+}  // namespace regpin::storage

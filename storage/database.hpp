@@ -1,0 +1,25 @@
+#pragma once
+// The one RocksDB database behind regpin's stores. Opening it recovers from a crash: chunks of
+// blobs that never completed are removed before any store can see them.
+
+#include <memory>
+#include <string>
+
+#include "storage/errors.hpp"
+
+namespace regpin::storage {
+
+class database;
+
+struct open_report {
+    std::string path;  // absolute data folder
+    std::size_t incomplete_blobs_removed = 0;
+    std::string error_detail;  // RocksDB's message when open fails
+};
+
+// Opens (creating when missing) the database in `dir`. Fails with errc::locked when another
+// process holds the folder, errc::io_error / errc::corruption otherwise; `report` says why.
+[[nodiscard]] result<std::shared_ptr<database>> open_database(const std::string& dir,
+                                                              open_report& report);
+
+}  // namespace regpin::storage

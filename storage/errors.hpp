@@ -1,0 +1,31 @@
+#pragma once
+// The storage module's error codes. A cache miss is never an error: it is std::optional.
+
+#include <boost/system/error_code.hpp>
+#include <boost/system/result.hpp>
+
+namespace regpin::storage {
+
+enum class errc {
+    ok = 0,
+    io_error = 1,     // RocksDB reported an I/O failure (disk full, permissions, ...)
+    corruption,       // a stored record does not parse, or RocksDB reports corruption
+    locked,           // another process holds the data folder
+    digest_mismatch,  // written bytes do not hash to the expected digest
+    size_mismatch,    // written bytes are fewer or more than announced
+    invalid_argument,
+};
+
+const boost::system::error_category& storage_category() noexcept;
+
+inline boost::system::error_code make_error_code(errc e) noexcept {
+    return {static_cast<int>(e), storage_category()};
+}
+
+template <class T>
+using result = boost::system::result<T>;
+
+}  // namespace regpin::storage
+
+template <>
+struct boost::system::is_error_code_enum<regpin::storage::errc> : std::true_type {};

@@ -1,0 +1,33 @@
+#pragma once
+// Manifests by digest: media type plus the exact bytes (never re-serialised: the digest covers
+// the bytes). Thread-safe.
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "storage/digest.hpp"
+#include "storage/errors.hpp"
+
+namespace regpin::storage {
+
+class database;
+
+struct manifest {
+    std::string media_type;
+    std::string bytes;
+};
+
+class manifest_store {
+public:
+    explicit manifest_store(std::shared_ptr<database> db);
+
+    [[nodiscard]] result<std::optional<manifest>> find(const digest& d) const;
+    // Stores `m` under `d` after checking that the bytes hash to `d` (errc::digest_mismatch).
+    [[nodiscard]] result<void> put(const digest& d, const manifest& m);
+
+private:
+    std::shared_ptr<database> db_;
+};
+
+}  // namespace regpin::storage
