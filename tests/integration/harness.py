@@ -1,0 +1,1130 @@
+"""Helpers for regpin's integration tests: real servers and clients on loopback.
+
+Everything a test starts lives in a fresh temporary directory (tempfile.mkdtemp), listens on
+127.0.0.1 on a port picked by the kernel, and writes its log to a file in that directory, so
+a failing test can show the log tail. Readiness is awaited by polling (`wait_until`); nothing
+here sleeps to synchronise.
+
+Servers and tools, all from Debian 12 packages unless noted:
+
+- `Registry`: a docker-registry 2.8 (Distribution) upstream with filesystem storage.
+- `OciLayout`, `make_image`, `push`: synthetic images written by Python as an OCI image
+  layout, pushed with `skopeo copy --all --preserve-digests`.
+- `Containerd`: a private containerd 1.6 daemon (own root, state and socket), driven by `ctr`.
+- `Skopeo`: skopeo with a private policy.json and registries.conf.
+- `Regpin`: the binary under test (`$REGPIN_BIN`, default `<repo>/build/regpin`).
+
+Only the standard library is used.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import gzip
+import hashlib
+import http.client
+import io
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# The containerd namespace every `ctr` call uses.
+CTR_NAMESPACE = "regpin-test"
+
+# Set REGPIN_TEST_KEEP=1 to keep temp dirs (logs, storage) after the tests for debugging.
+KEEP_TEMP = os.environ.get("REGPIN_TEST_KEEP") == "1"
+
+MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MEDIA_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+MEDIA_OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MEDIA_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+
+# What containerd 1.6 sends when it resolves a tag (one header line).
+ACCEPT_ALL_MANIFESTS = ", ".join(
+    [MEDIA_DOCKER_MANIFEST, MEDIA_DOCKER_LIST, MEDIA_OCI_MANIFEST, MEDIA_OCI_INDEX, "*/*"]
+)
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------------------
+# Small utilities
+# --------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    message: str = "condition",
+) -> T:
+    """Polls `predicate` until it returns a truthy value, and returns that value.
+
+    Exceptions raised by the predicate count as "not yet". Raises TimeoutError after
+    `timeout` seconds, naming `message` and the last exception seen, if any.
+    """
+    deadline = time.monotonic() + timeout
+    last_error: Optional[BaseException] = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as e:  # noqa: BLE001 - any failure means "not ready yet"
+            last_error = e
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_error!r})" if last_error else ""
+            raise TimeoutError(f"timed out after {timeout}s waiting for {message}{detail}")
+        time.sleep(interval)
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def make_temp_dir(prefix: str) -> str:
+    return tempfile.mkdtemp(prefix=f"regpin-it-{prefix}-")
+
+
+def remove_temp_dir(path: Optional[str]) -> None:
+    if path and not KEEP_TEMP:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def tail(path: str | Path, max_bytes: int = 6000) -> str:
+    """The last `max_bytes` of a log file, for failure messages."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            return f.read().decode("utf-8", "replace")
+    except OSError as e:
+        return f"<cannot read {path}: {e}>"
+
+
+class CommandError(RuntimeError):
+    def __init__(self, cmd: Sequence[str], result: subprocess.CompletedProcess):
+        self.cmd = list(cmd)
+        self.result = result
+        super().__init__(
+            f"command failed with rc={result.returncode}: {' '.join(self.cmd)}\n"
+            f"--- stdout ---\n{result.stdout[-4000:]}\n--- stderr ---\n{result.stderr[-4000:]}"
+        )
+
+
+def run(
+    cmd: Sequence[str],
+    *,
+    env: Optional[Mapping[str, str]] = None,
+    timeout: float = 120,
+    check: bool = True,
+) -> subprocess.CompletedProcess:
+    """Runs `cmd`, capturing text output. Raises CommandError on a non-zero exit if `check`."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    result = subprocess.run(
+        list(cmd),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise CommandError(cmd, result)
+    return result
+
+
+@dataclasses.dataclass
+class Response:
+    status: int
+    reason: str
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def header(self, name: str) -> Optional[str]:
+        return self.headers.get(name)
+
+    def json(self) -> Any:
+        return json.loads(self.body.decode("utf-8"))
+
+    def error_codes(self) -> list[str]:
+        """The `code`s of an OCI error body, or [] if the body is not one."""
+        try:
+            doc = self.json()
+            return [e.get("code") for e in doc.get("errors", [])]
+        except (ValueError, AttributeError):
+            return []
+
+
+def http_request(
+    host: str,
+    method: str,
+    path: str,
+    headers: Optional[Mapping[str, str]] = None,
+    body: Optional[bytes] = None,
+    timeout: float = 30.0,
+) -> Response:
+    """One HTTP/1.1 request to `host` ("127.0.0.1:PORT") on a fresh connection."""
+    hostname, _, port = host.rpartition(":")
+    conn = http.client.HTTPConnection(hostname, int(port), timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=dict(headers or {}))
+        resp = conn.getresponse()
+        data = resp.read()
+        return Response(resp.status, resp.reason, resp.headers, data)
+    finally:
+        conn.close()
+
+
+_live_processes: set[subprocess.Popen] = set()
+_live_lock = threading.Lock()
+
+
+def _spawn(cmd: Sequence[str], log_path: str) -> subprocess.Popen:
+    """Starts a long-running server with stdout and stderr appended to `log_path`. It is
+    terminated at interpreter exit if the test forgot to stop it."""
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    with _live_lock:
+        _live_processes.add(proc)
+    return proc
+
+
+@atexit.register
+def _terminate_leftovers() -> None:
+    with _live_lock:
+        leftovers = list(_live_processes)
+    for proc in leftovers:
+        try:
+            _terminate(proc, timeout=5)
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+
+
+def _terminate(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM, then SIGKILL if the process has not exited after `timeout` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+    with _live_lock:
+        _live_processes.discard(proc)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=30)
+    with _live_lock:
+        _live_processes.discard(proc)
+
+
+# --------------------------------------------------------------------------------------------
+# Upstream: docker-registry 2.8
+# --------------------------------------------------------------------------------------------
+
+# docker-registry 2.8 writes one Apache "combined" access line per request to stdout
+# (gorilla/handlers CombinedLoggingHandler), after the handler returned, e.g.:
+#   127.0.0.1 - - [26/Nov/2026:20:51:42 +0000] "HEAD /v2/foo/manifests/bar HTTP/1.1" 404 93 "" "curl/7.88.1"
+# The logrus lines (`time="..." level=info msg="response completed" ...`) go to stderr and are
+# not counted. The request target in the access line includes the query string.
+ACCESS_LINE_RE = re.compile(
+    r'^(?P<remote>\S+) \S+ \S+ \[(?P<time>[^\]]+)\] '
+    r'"(?P<method>[A-Z]+) (?P<uri>\S+) (?P<proto>[^"]+)" '
+    r'(?P<status>\d{3}) (?P<size>\d+|-) "(?P<referer>[^"]*)" "(?P<agent>[^"]*)"\s*$'
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class AccessLogEntry:
+    method: str
+    uri: str  # path plus query, as sent
+    path: str  # without the query
+    query: str
+    status: int
+    size: int
+    user_agent: str
+
+
+class Registry:
+    """A docker-registry 2.8 (`docker-registry serve CONFIG`) on 127.0.0.1:<free port>.
+
+    Storage, config and log live in a fresh temp dir and survive stop()/start(), which reuse
+    the same port. Use as a context manager or call close() to stop and delete everything.
+    """
+
+    def __init__(self, name: str = "upstream"):
+        self.name = name
+        self.dir = make_temp_dir(f"registry-{name}")
+        self.port = free_port()
+        self.storage_dir = os.path.join(self.dir, "storage")
+        self.config_path = os.path.join(self.dir, "config.yml")
+        self.log_path = os.path.join(self.dir, "registry.log")
+        self._proc: Optional[subprocess.Popen] = None
+        with open(self.config_path, "w") as f:
+            f.write(
+                "version: 0.1\n"
+                "log:\n"
+                "  level: info\n"
+                "  accesslog:\n"
+                "    disabled: false\n"
+                "storage:\n"
+                "  filesystem:\n"
+                f"    rootdirectory: {self.storage_dir}\n"
+                "  delete:\n"
+                "    enabled: true\n"
+                "http:\n"
+                f"  addr: 127.0.0.1:{self.port}\n"
+                f"  secret: {uuid.uuid4().hex}\n"
+            )
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def start(self) -> "Registry":
+        if self.running:
+            return self
+        self._proc = _spawn(["docker-registry", "serve", self.config_path], self.log_path)
+        try:
+            wait_until(
+                lambda: self._check_alive() and http_request(self.host, "GET", "/v2/", timeout=2).status == 200,
+                timeout=15,
+                message=f"docker-registry {self.name} on {self.host}",
+            )
+        except BaseException as e:
+            self.stop()
+            raise RuntimeError(f"{e}\n--- log ---\n{tail(self.log_path)}") from e
+        return self
+
+    def _check_alive(self) -> bool:
+        if self._proc is not None and self._proc.poll() is not None:
+            raise RuntimeError(
+                f"docker-registry {self.name} exited with {self._proc.returncode}:\n{tail(self.log_path)}"
+            )
+        return True
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self) -> None:
+        """Stops the registry (SIGTERM, then SIGKILL after 10 s) and waits for it to exit,
+        after which its port refuses connections. Storage and log are kept."""
+        if self._proc is not None:
+            _terminate(self._proc, timeout=10)
+            self._proc = None
+
+    def close(self) -> None:
+        self.stop()
+        remove_temp_dir(self.dir)
+
+    def __enter__(self) -> "Registry":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- access log --------------------------------------------------------------------------
+
+    def access_log(self) -> list[AccessLogEntry]:
+        """Every request the registry logged so far, in log order."""
+        entries = []
+        with open(self.log_path, "r", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                m = ACCESS_LINE_RE.match(line)
+                if not m:
+                    continue
+                path, _, query = m["uri"].partition("?")
+                size = m["size"]
+                entries.append(
+                    AccessLogEntry(
+                        method=m["method"],
+                        uri=m["uri"],
+                        path=path,
+                        query=query,
+                        status=int(m["status"]),
+                        size=0 if size == "-" else int(size),
+                        user_agent=m["agent"],
+                    )
+                )
+        return entries
+
+    def access_log_count(self, method: str, path_regex: str) -> int:
+        """How many logged requests had `method` and a path (query excluded) that
+        fully matches `path_regex`."""
+        pattern = re.compile(path_regex)
+        return sum(
+            1 for e in self.access_log() if e.method == method and pattern.fullmatch(e.path)
+        )
+
+    def sync_log(self, timeout: float = 10.0) -> None:
+        """Barrier for access_log(): the registry logs a request only after answering it, so a
+        request that has just completed may not be in the log yet. This sends a marker request
+        and waits until its line appears; lines of requests that completed before are then
+        in the log as well (each is written right after its handler returns)."""
+        marker = f"/v2/?regpin-log-sync={uuid.uuid4().hex}"
+        http_request(self.host, "GET", marker, timeout=timeout)
+        wait_until(
+            lambda: any(e.uri == marker for e in self.access_log()),
+            timeout=timeout,
+            message=f"log marker of {self.name}",
+        )
+
+    # -- direct registry operations (test setup and assertions) -------------------------------
+
+    def manifest_digest(self, repo: str, reference: str, accept: str = ACCEPT_ALL_MANIFESTS) -> Optional[str]:
+        """Docker-Content-Digest of a HEAD on the manifest, or None on 404."""
+        resp = http_request(self.host, "HEAD", f"/v2/{repo}/manifests/{reference}", {"Accept": accept})
+        if resp.status == 404:
+            return None
+        if resp.status != 200:
+            raise RuntimeError(f"HEAD manifest {repo}:{reference} on {self.name}: {resp.status}")
+        return resp.header("Docker-Content-Digest")
+
+    def get_manifest(self, repo: str, reference: str, accept: str = ACCEPT_ALL_MANIFESTS) -> Response:
+        return http_request(self.host, "GET", f"/v2/{repo}/manifests/{reference}", {"Accept": accept})
+
+    def put_manifest(self, repo: str, tag: str, body: bytes, media_type: str) -> str:
+        """Pushes manifest bytes under `tag` (its blobs must already be in `repo`)."""
+        resp = http_request(
+            self.host, "PUT", f"/v2/{repo}/manifests/{tag}", {"Content-Type": media_type}, body
+        )
+        if resp.status != 201:
+            raise RuntimeError(f"PUT manifest {repo}:{tag} on {self.name}: {resp.status} {resp.body!r}")
+        return resp.header("Docker-Content-Digest") or sha256_digest(body)
+
+    def retag(self, repo: str, source_tag: str, new_tag: str) -> str:
+        """Points `new_tag` at the manifest that `source_tag` names. Returns its digest."""
+        resp = self.get_manifest(repo, source_tag)
+        if resp.status != 200:
+            raise RuntimeError(f"GET manifest {repo}:{source_tag} on {self.name}: {resp.status}")
+        media_type = (resp.header("Content-Type") or "").split(";")[0].strip()
+        return self.put_manifest(repo, new_tag, resp.body, media_type)
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic images in an OCI image layout
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Image:
+    """What `make_image` built: the digests a test compares against."""
+
+    tag: str
+    digest: str  # top-level manifest digest (the index's for multi-arch images)
+    media_type: str  # MEDIA_OCI_MANIFEST or MEDIA_OCI_INDEX
+    size: int
+    platform_manifests: dict[str, str]  # "linux/amd64" -> manifest digest
+    config_digests: list[str]
+    layer_digests: list[str]
+    blobs: dict[str, bytes]  # every manifest, config and layer by digest
+
+    @property
+    def all_digests(self) -> list[str]:
+        return list(self.blobs)
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type == MEDIA_OCI_INDEX
+
+    def manifest_for(self, platform: str) -> str:
+        return self.platform_manifests[platform]
+
+    def layer_bytes(self, digest: str) -> bytes:
+        return self.blobs[digest]
+
+
+def _json_bytes(doc: Any) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def _deterministic_layer(rng: random.Random, size: int, name: str) -> tuple[bytes, bytes]:
+    """(uncompressed tar, tar.gz) holding one file of `size` random bytes. Timestamps and
+    owners are fixed, so the same seed gives the same digests on every run."""
+    content = rng.randbytes(size)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(content)
+        info.mtime = 0
+        info.mode = 0o644
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        tar.addfile(info, io.BytesIO(content))
+    tar_bytes = raw.getvalue()
+    gz = io.BytesIO()
+    with gzip.GzipFile(fileobj=gz, mode="wb", mtime=0, compresslevel=1) as f:
+        f.write(tar_bytes)
+    return tar_bytes, gz.getvalue()
+
+
+class OciLayout:
+    """An OCI image layout directory (oci-layout, index.json, blobs/sha256/) written by Python.
+
+    Several images may share one layout; each is named in index.json by the
+    `org.opencontainers.image.ref.name` annotation, which is what `oci:<dir>:<tag>` selects.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        (self.path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        (self.path / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+        self._index_path = self.path / "index.json"
+        if not self._index_path.exists():
+            self._write_index([])
+
+    def _write_index(self, manifests: list[dict]) -> None:
+        self._index_path.write_bytes(
+            _json_bytes({"schemaVersion": 2, "mediaType": MEDIA_OCI_INDEX, "manifests": manifests})
+        )
+
+    def add_blob(self, data: bytes, media_type: str) -> dict:
+        """Stores `data` and returns its descriptor."""
+        digest = sha256_digest(data)
+        blob_path = self.path / "blobs" / "sha256" / digest.split(":", 1)[1]
+        if not blob_path.exists():
+            blob_path.write_bytes(data)
+        return {"mediaType": media_type, "digest": digest, "size": len(data)}
+
+    def _name_ref(self, descriptor: dict, tag: str) -> None:
+        index = json.loads(self._index_path.read_text())
+        entries = [
+            m for m in index["manifests"]
+            if m.get("annotations", {}).get("org.opencontainers.image.ref.name") != tag
+        ]
+        entry = dict(descriptor)
+        entry["annotations"] = {"org.opencontainers.image.ref.name": tag}
+        entries.append(entry)
+        self._write_index(entries)
+
+    def add_image(
+        self,
+        tag: str,
+        *,
+        seed: str,
+        platforms: Sequence[str] = ("linux/amd64",),
+        multi_arch: Optional[bool] = None,
+        layer_sizes: Sequence[int] = (4096,),
+        labels: Optional[Mapping[str, str]] = None,
+        revision: Optional[str] = None,
+    ) -> Image:
+        """Builds an image and names it `tag` in this layout.
+
+        `seed` makes the content: the same seed and arguments give the same digests, another
+        seed gives other layers. Each platform gets its own config and layers of
+        `layer_sizes` random bytes (gzip of random data is barely smaller than the data).
+        With more than one platform, or `multi_arch=True`, the tag names an OCI index over
+        one manifest per platform; otherwise it names the single OCI manifest.
+        `revision` sets the `org.opencontainers.image.revision` label (and annotation).
+        """
+        if multi_arch is None:
+            multi_arch = len(platforms) > 1
+        all_labels = dict(labels or {})
+        if revision is not None:
+            all_labels["org.opencontainers.image.revision"] = revision
+        blobs: dict[str, bytes] = {}
+        platform_manifests: dict[str, str] = {}
+        config_digests: list[str] = []
+        layer_digests: list[str] = []
+        manifest_descriptors: list[dict] = []
+
+        def store(data: bytes, media_type: str) -> dict:
+            desc = self.add_blob(data, media_type)
+            blobs[desc["digest"]] = data
+            return desc
+
+        for platform in platforms:
+            os_name, _, arch_variant = platform.partition("/")
+            arch, _, variant = arch_variant.partition("/")
+            rng = random.Random(f"{seed}|{platform}")
+            layer_descs, diff_ids = [], []
+            for i, size in enumerate(layer_sizes):
+                tar_bytes, gz_bytes = _deterministic_layer(rng, size, f"regpin-test/layer-{i}.bin")
+                diff_ids.append(sha256_digest(tar_bytes))
+                desc = store(gz_bytes, MEDIA_OCI_LAYER_GZIP)
+                layer_descs.append(desc)
+                layer_digests.append(desc["digest"])
+            config = {
+                "architecture": arch,
+                "os": os_name,
+                "created": "2024-01-01T00:00:00Z",
+                "config": {
+                    "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                    "Cmd": ["/regpin-test/layer-0.bin"],
+                    "Labels": dict(all_labels, **{"regpin.test.seed": seed}),
+                },
+                "rootfs": {"type": "layers", "diff_ids": diff_ids},
+                "history": [{"created": "2024-01-01T00:00:00Z", "created_by": f"regpin test {seed}"}],
+            }
+            if variant:
+                config["variant"] = variant
+            config_desc = store(_json_bytes(config), MEDIA_OCI_CONFIG)
+            config_digests.append(config_desc["digest"])
+            manifest = {
+                "schemaVersion": 2,
+                "mediaType": MEDIA_OCI_MANIFEST,
+                "config": config_desc,
+                "layers": layer_descs,
+            }
+            if revision is not None:
+                manifest["annotations"] = {"org.opencontainers.image.revision": revision}
+            manifest_desc = store(_json_bytes(manifest), MEDIA_OCI_MANIFEST)
+            platform_manifests[platform] = manifest_desc["digest"]
+            plat = {"architecture": arch, "os": os_name}
+            if variant:
+                plat["variant"] = variant
+            manifest_descriptors.append(dict(manifest_desc, platform=plat))
+
+        if multi_arch:
+            index = {"schemaVersion": 2, "mediaType": MEDIA_OCI_INDEX, "manifests": manifest_descriptors}
+            top = store(_json_bytes(index), MEDIA_OCI_INDEX)
+        else:
+            top = {k: v for k, v in manifest_descriptors[0].items() if k != "platform"}
+        self._name_ref(top, tag)
+        return Image(
+            tag=tag,
+            digest=top["digest"],
+            media_type=top["mediaType"],
+            size=top["size"],
+            platform_manifests=platform_manifests,
+            config_digests=config_digests,
+            layer_digests=layer_digests,
+            blobs=blobs,
+        )
+
+
+def make_image(layout: OciLayout | str | Path, tag: str, **kwargs: Any) -> Image:
+    """`OciLayout(layout).add_image(tag, **kwargs)`; see OciLayout.add_image."""
+    if not isinstance(layout, OciLayout):
+        layout = OciLayout(layout)
+    return layout.add_image(tag, **kwargs)
+
+
+def make_large_image(layout: OciLayout | str | Path, tag: str, *, seed: str, size: int = 8 << 20) -> Image:
+    """A single-platform image with one layer of `size` random bytes (default 8 MiB)."""
+    return make_image(layout, tag, seed=seed, layer_sizes=(size,))
+
+
+# --------------------------------------------------------------------------------------------
+# skopeo
+# --------------------------------------------------------------------------------------------
+
+
+class Skopeo:
+    """skopeo with its own policy.json (accept anything) and registries.conf, so the host's
+    /etc/containers files do not matter. `registries_conf` is the registries.conf text, e.g.
+    from mirror_registries_conf(); every subcommand that reads it gets `--registries-conf`."""
+
+    def __init__(self, registries_conf: str = ""):
+        self.dir = make_temp_dir("skopeo")
+        self.policy_path = os.path.join(self.dir, "policy.json")
+        self.registries_conf_path = os.path.join(self.dir, "registries.conf")
+        self.tmp_dir = os.path.join(self.dir, "tmp")
+        os.mkdir(self.tmp_dir)
+        with open(self.policy_path, "w") as f:
+            json.dump({"default": [{"type": "insecureAcceptAnything"}]}, f)
+        self.set_registries_conf(registries_conf)
+
+    def set_registries_conf(self, text: str) -> None:
+        with open(self.registries_conf_path, "w") as f:
+            f.write(text)
+
+    # Subcommands that take the hidden `--registries-conf FILE` flag. skopeo 1.9.3 ignores the
+    # CONTAINERS_REGISTRIES_CONF environment variable (measured: it still loads
+    # /etc/containers/registries.conf), so the flag is what makes the file count.
+    _TAKES_REGISTRIES_CONF = {"copy", "inspect", "list-tags", "sync", "delete", "login", "logout"}
+
+    def _env(self) -> dict[str, str]:
+        return {
+            # Honoured by newer skopeo versions; harmless here.
+            "CONTAINERS_REGISTRIES_CONF": self.registries_conf_path,
+            # Keep skopeo away from any auth file on the host.
+            "REGISTRY_AUTH_FILE": os.path.join(self.dir, "auth.json"),
+            "TMPDIR": self.tmp_dir,
+        }
+
+    def _command(self, args: Sequence[str]) -> list[str]:
+        args = list(args)
+        # Global flags (--debug, ...) may come first; the flag goes right after the subcommand.
+        for i, arg in enumerate(args):
+            if not arg.startswith("-"):
+                if arg in self._TAKES_REGISTRIES_CONF:
+                    args[i + 1:i + 1] = ["--registries-conf", self.registries_conf_path]
+                break
+        return ["skopeo", "--policy", self.policy_path, "--registries.d", self.dir, *args]
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Runs `skopeo --policy P --registries.d D SUBCOMMAND --registries-conf F ARGS...`."""
+        return run(self._command(args), env=self._env(), timeout=timeout, check=check)
+
+    def copy_to_oci(self, source: str, dest_dir: str | Path, tag: str = "copied", *extra: str) -> str:
+        """`skopeo copy --all --preserve-digests SOURCE oci:DEST:TAG`, then returns the digest
+        the layout records for TAG (the top-level manifest or index digest as fetched)."""
+        self("copy", "--all", "--preserve-digests", "--quiet", *extra, source, f"oci:{dest_dir}:{tag}")
+        index = json.loads((Path(dest_dir) / "index.json").read_text())
+        for m in index["manifests"]:
+            if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag:
+                return m["digest"]
+        raise RuntimeError(f"tag {tag} not in {dest_dir}/index.json")
+
+    def inspect_raw(self, source: str, *extra: str) -> bytes:
+        """The manifest bytes `skopeo inspect --raw SOURCE` prints (exactly as served)."""
+        # Binary output: run() would decode it as text.
+        result = subprocess.run(
+            self._command(["inspect", "--raw", *extra, source]),
+            stdin=subprocess.DEVNULL, capture_output=True, timeout=120, env=dict(os.environ, **self._env()),
+        )
+        if result.returncode != 0:
+            stderr = result.stderr.decode(errors="replace")
+            raise RuntimeError(f"skopeo inspect --raw {source} failed: {stderr}")
+        return result.stdout
+
+    def close(self) -> None:
+        remove_temp_dir(self.dir)
+
+
+_default_skopeo: Optional[Skopeo] = None
+_default_skopeo_lock = threading.Lock()
+
+
+def default_skopeo() -> Skopeo:
+    """A process-wide Skopeo with an empty registries.conf (removed at exit)."""
+    global _default_skopeo
+    with _default_skopeo_lock:
+        if _default_skopeo is None:
+            _default_skopeo = Skopeo()
+            atexit.register(_default_skopeo.close)
+        return _default_skopeo
+
+
+def mirror_registries_conf(prefix: str, mirror_location: str, dead_location: str = "127.0.0.1:1") -> str:
+    """registries.conf text that sends references under `prefix` to the mirror
+    `mirror_location` ("host:port/path-prefix", plain HTTP) and nowhere else.
+
+    The primary `location` is rewritten to `dead_location` (nothing listens on port 1), so
+    if the mirror fails, skopeo's fallback fails too: a successful pull came from the mirror.
+    Use a loopback "127.0.0.1:PORT" as `prefix`, never a DNS name: should the file not be
+    read, skopeo would otherwise look the name up in DNS.
+    The mirror's path must be valid in a docker reference: "127.0.0.1:5000/docker.io" is,
+    "127.0.0.1:5000/127.0.0.1:6000" is not (a path component may not hold ':').
+    """
+    return (
+        "[[registry]]\n"
+        f'prefix = "{prefix}"\n'
+        f'location = "{dead_location}"\n'
+        "\n"
+        "[[registry.mirror]]\n"
+        f'location = "{mirror_location}"\n'
+        "insecure = true\n"
+    )
+
+
+def push(layout: OciLayout | str | Path, ref: str, registry: Registry | str, *, source_tag: Optional[str] = None) -> None:
+    """Copies the image named `source_tag` (default: the tag of `ref`) from the layout to
+    `<registry host>/<ref>` with `skopeo copy --all --preserve-digests`, over plain HTTP.
+
+    `ref` is "repo:tag"; `registry` a Registry or a "host:port" string.
+    """
+    layout_path = layout.path if isinstance(layout, OciLayout) else Path(layout)
+    host = registry.host if isinstance(registry, Registry) else registry
+    repo, _, tag = ref.rpartition(":")
+    if not repo or "/" in tag:
+        raise ValueError(f"push wants 'repo:tag', got {ref!r}")
+    default_skopeo()(
+        "copy", "--all", "--preserve-digests", "--dest-tls-verify=false", "--quiet",
+        f"oci:{layout_path}:{source_tag or tag}", f"docker://{host}/{repo}:{tag}",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# containerd
+# --------------------------------------------------------------------------------------------
+
+
+def write_hosts_toml(hosts_dir: str | Path, registry: str, mirror_url: str, fail_closed: bool = True) -> Path:
+    """Writes `<hosts_dir>/<registry>/hosts.toml` so containerd pulls `registry` via `mirror_url`.
+
+    `registry` is the reference's host as written ("docker.io", "127.0.0.1:5000"); containerd
+    1.6 looks up `host_port_` first, then `host:port`, then `_default`, and this writes the
+    `host:port` form. With `fail_closed`, `server` is the mirror itself, so no other endpoint
+    can serve the pull (containerd still adds `?ns=<registry>` because the hosts differ).
+    Otherwise `server` is left out and containerd falls back to the registry itself; never
+    use that for docker.io here, where the fallback is registry-1.docker.io off this machine.
+    """
+    mirror_url = mirror_url.rstrip("/")
+    lines = []
+    if fail_closed:
+        lines.append(f'server = "{mirror_url}"')
+        lines.append("")
+    lines += [
+        f'[host."{mirror_url}"]',
+        '  capabilities = ["pull", "resolve"]',
+        '  dial_timeout = "2s"',
+        "",
+    ]
+    directory = Path(hosts_dir) / registry
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "hosts.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+@dataclasses.dataclass(frozen=True)
+class CtrImage:
+    name: str
+    media_type: str
+    digest: str
+    platforms: str
+
+
+class Containerd:
+    """A private containerd 1.6 daemon: root, state, sockets and config in a fresh temp dir.
+
+    The CRI plugin and the snapshotters that need special filesystems are disabled. Pulls
+    unpack with the `native` snapshotter (`SNAPSHOTTER`), which needs no mounts; overlayfs
+    happens to work on this machine too but is not needed to test a registry proxy.
+    """
+
+    SNAPSHOTTER = "native"
+
+    def __init__(self) -> None:
+        self.dir = make_temp_dir("containerd")
+        self.root = os.path.join(self.dir, "root")
+        self.state = os.path.join(self.dir, "state")
+        self.address = os.path.join(self.dir, "containerd.sock")
+        self.config_path = os.path.join(self.dir, "config.toml")
+        self.log_path = os.path.join(self.dir, "containerd.log")
+        self.hosts_dir = os.path.join(self.dir, "certs.d")
+        os.makedirs(self.hosts_dir)
+        self._proc: Optional[subprocess.Popen] = None
+        with open(self.config_path, "w") as f:
+            f.write(
+                "version = 2\n"
+                f'root = "{self.root}"\n'
+                f'state = "{self.state}"\n'
+                "disabled_plugins = [\n"
+                '  "io.containerd.grpc.v1.cri",\n'
+                '  "io.containerd.snapshotter.v1.aufs",\n'
+                '  "io.containerd.snapshotter.v1.btrfs",\n'
+                '  "io.containerd.snapshotter.v1.devmapper",\n'
+                '  "io.containerd.snapshotter.v1.zfs",\n'
+                '  "io.containerd.internal.v1.tracing",\n'
+                "]\n"
+                "\n[grpc]\n"
+                f'  address = "{self.address}"\n'
+                "\n[ttrpc]\n"
+                f'  address = "{self.address}.ttrpc"\n'
+                "\n[debug]\n"
+                '  address = ""\n'
+                '  level = "info"\n'
+                "\n[metrics]\n"
+                '  address = ""\n'
+                "\n[plugins]\n"
+                '  [plugins."io.containerd.internal.v1.opt"]\n'
+                f'    path = "{os.path.join(self.dir, "opt")}"\n'
+            )
+
+    def start(self) -> "Containerd":
+        self._proc = _spawn(["containerd", "--config", self.config_path], self.log_path)
+
+        def ready() -> bool:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"containerd exited with {self._proc.returncode}:\n{tail(self.log_path)}")
+            return os.path.exists(self.address) and self.ctr("version", check=False, timeout=5).returncode == 0
+
+        try:
+            wait_until(ready, timeout=30, interval=0.05, message="containerd to answer `ctr version`")
+        except BaseException as e:
+            log = tail(self.log_path)
+            self.close()
+            raise RuntimeError(f"{e}\n--- containerd log ---\n{log}") from e
+        return self
+
+    def ctr(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Runs `ctr --address SOCK --namespace regpin-test ARGS...`."""
+        cmd = ["ctr", "--address", self.address, "--namespace", CTR_NAMESPACE, *args]
+        return run(cmd, timeout=timeout, check=check)
+
+    # -- hosts.toml ----------------------------------------------------------------------------
+
+    def mirror(self, registry: str, mirror_url: str, fail_closed: bool = True) -> Path:
+        """write_hosts_toml into this daemon's hosts dir (passed to ctr as --hosts-dir)."""
+        return write_hosts_toml(self.hosts_dir, registry, mirror_url, fail_closed)
+
+    # -- pulls -----------------------------------------------------------------------------------
+
+    def pull(self, ref: str, *, platform: Optional[str] = None, all_platforms: bool = False,
+             check: bool = True) -> subprocess.CompletedProcess:
+        """`ctr images pull --hosts-dir ... --snapshotter native REF`: fetches and unpacks."""
+        args = ["images", "pull", "--hosts-dir", self.hosts_dir, "--snapshotter", self.SNAPSHOTTER]
+        if all_platforms:
+            args.append("--all-platforms")
+        elif platform:
+            args += ["--platform", platform]
+        return self.ctr(*args, ref, check=check)
+
+    def fetch(self, ref: str, *, platform: Optional[str] = None, all_platforms: bool = False,
+              check: bool = True) -> subprocess.CompletedProcess:
+        """`ctr content fetch --hosts-dir ... REF`: fetches content and records the image,
+        without unpacking."""
+        args = ["content", "fetch", "--hosts-dir", self.hosts_dir]
+        if all_platforms:
+            args.append("--all-platforms")
+        elif platform:
+            args += ["--platform", platform]
+        return self.ctr(*args, ref, check=check)
+
+    def images(self) -> dict[str, CtrImage]:
+        """`ctr images ls` parsed: name -> image."""
+        out = self.ctr("images", "ls").stdout.splitlines()
+        result = {}
+        for line in out[1:]:
+            fields = line.split()
+            if len(fields) < 5:
+                continue
+            # REF TYPE DIGEST SIZE(two fields: "1.2" "KiB") PLATFORMS LABELS
+            name, media_type, digest = fields[0], fields[1], fields[2]
+            platforms = fields[5] if len(fields) > 5 else ""
+            result[name] = CtrImage(name, media_type, digest, platforms)
+        return result
+
+    def image_digest(self, ref: str) -> Optional[str]:
+        image = self.images().get(ref)
+        return image.digest if image else None
+
+    def content_digests(self) -> set[str]:
+        """Digests of every blob in this namespace's content store (`ctr content ls -q`)."""
+        return set(self.ctr("content", "ls", "-q").stdout.split())
+
+    def forget_everything(self) -> None:
+        """Removes every image and blob of the test namespace, so the next pull must fetch
+        all content again (snapshots are collected by the synchronous GC)."""
+        names = list(self.images())
+        if names:
+            self.ctr("images", "rm", "--sync", *names)
+        digests = sorted(self.content_digests())
+        if digests:
+            self.ctr("content", "rm", *digests)
+        remaining = self.content_digests()
+        if remaining:
+            raise RuntimeError(f"content still present after removal: {sorted(remaining)}")
+
+    # -- shutdown --------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            _terminate(self._proc, timeout=10)
+            self._proc = None
+        self._unmount_all()
+
+    def _unmount_all(self) -> None:
+        """Unmounts anything still mounted below this daemon's directory, deepest first."""
+        prefix = self.dir.rstrip("/") + "/"
+        mounts = []
+        try:
+            with open("/proc/self/mountinfo") as f:
+                for line in f:
+                    mount_point = line.split()[4].replace("\\040", " ")
+                    if mount_point.startswith(prefix):
+                        mounts.append(mount_point)
+        except OSError:
+            return
+        for mount_point in sorted(mounts, key=len, reverse=True):
+            subprocess.run(["umount", "-l", mount_point], capture_output=True, check=False)
+
+    def close(self) -> None:
+        self.stop()
+        remove_temp_dir(self.dir)
+
+    def __enter__(self) -> "Containerd":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------------------------
+# regpin
+# --------------------------------------------------------------------------------------------
+
+
+def regpin_binary() -> str:
+    path = os.environ.get("REGPIN_BIN") or str(REPO_ROOT / "build" / "regpin")
+    if not os.access(path, os.X_OK):
+        raise FileNotFoundError(
+            f"regpin binary not found or not executable at {path}; build it first "
+            "(cmake --build build) or set REGPIN_BIN"
+        )
+    return path
+
+
+@dataclasses.dataclass
+class Upstream:
+    """One entry of regpin's `upstreams`: `registry` is the name clients use (the `ns` value
+    and path prefix), `url` where regpin fetches from."""
+
+    registry: str
+    url: str
+    connect_timeout_ms: Optional[int] = 2000
+    read_timeout_ms: Optional[int] = 5000
+
+    @classmethod
+    def of(cls, registry_name: str, upstream: Registry) -> "Upstream":
+        return cls(registry_name, upstream.url)
+
+    def to_json(self) -> dict:
+        doc: dict[str, Any] = {"registry": self.registry, "url": self.url}
+        if self.connect_timeout_ms is not None:
+            doc["connect_timeout_ms"] = self.connect_timeout_ms
+        if self.read_timeout_ms is not None:
+            doc["read_timeout_ms"] = self.read_timeout_ms
+        return doc
+
+
+class Regpin:
+    """regpin under test: `regpin serve --config FILE` on 127.0.0.1:<free port>.
+
+    The harness writes the JSON config and keeps data dir, config and log in a fresh temp
+    dir. restart() reuses data dir and port. The first upstream is the default one.
+    """
+
+    def __init__(self, upstreams: Sequence[Upstream], *, default_upstream: Optional[str] = None,
+                 log_level: str = "debug"):
+        if not upstreams:
+            raise ValueError("regpin needs at least one upstream")
+        self.binary = regpin_binary()
+        self.dir = make_temp_dir("regpin")
+        self.port = free_port()
+        self.data_dir = os.path.join(self.dir, "data")
+        os.mkdir(self.data_dir)
+        self.config_path = os.path.join(self.dir, "regpin.json")
+        self.log_path = os.path.join(self.dir, "regpin.log")
+        self.upstreams = list(upstreams)
+        self._proc: Optional[subprocess.Popen] = None
+        config = {
+            "listen": self.host,
+            "data_dir": self.data_dir,
+            "default_upstream": default_upstream or self.upstreams[0].registry,
+            "log_level": log_level,
+            "upstreams": [u.to_json() for u in self.upstreams],
+        }
+        with open(self.config_path, "w") as f:
+            json.dump(config, f, indent=2)
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> "Regpin":
+        with open(self.log_path, "ab") as log:
+            log.write(f"=== harness: starting {self.binary} serve --config {self.config_path}\n".encode())
+        self._proc = _spawn([self.binary, "serve", "--config", self.config_path], self.log_path)
+
+        def ready() -> bool:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"regpin exited with {self._proc.returncode}:\n{tail(self.log_path)}")
+            return http_request(self.host, "GET", "/v2/", timeout=2).status == 200
+
+        try:
+            wait_until(ready, timeout=20, message=f"regpin GET /v2/ == 200 on {self.host}")
+        except BaseException as e:
+            self.kill()
+            raise RuntimeError(f"regpin did not become ready: {e}\n--- log ---\n{tail(self.log_path)}") from e
+        return self
+
+    def stop(self, timeout: float = 10.0) -> Optional[int]:
+        """SIGTERM, then SIGKILL after `timeout`. Returns the exit code (None if not running)."""
+        if self._proc is None:
+            return None
+        _terminate(self._proc, timeout=timeout)
+        code = self._proc.returncode
+        self._proc = None
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush anything."""
+        if self._proc is not None:
+            _kill(self._proc)
+            self._proc = None
+
+    def restart(self) -> "Regpin":
+        self.stop()
+        return self.start()
+
+    def close(self) -> None:
+        self.stop()
+        remove_temp_dir(self.dir)
+
+    def log(self) -> str:
+        return tail(self.log_path, 20000)
+
+    def __enter__(self) -> "Regpin":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, headers: Optional[Mapping[str, str]] = None,
+                timeout: float = 30.0) -> Response:
+        return http_request(self.host, method, path, headers, timeout=timeout)
+
+    def get(self, path: str, headers: Optional[Mapping[str, str]] = None, timeout: float = 30.0) -> Response:
+        return self.request("GET", path, headers, timeout)
+
+    def head(self, path: str, headers: Optional[Mapping[str, str]] = None, timeout: float = 30.0) -> Response:
+        return self.request("HEAD", path, headers, timeout)
+
+
+def with_query(path: str, **params: str) -> str:
+    """`path` with `params` added to its query string (e.g. ns=docker.io)."""
+    if not params:
+        return path
+    sep = "&" if "?" in path else "?"
+    return path + sep + urllib.parse.urlencode(params)

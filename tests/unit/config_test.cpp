@@ -1,0 +1,103 @@
+#include "config/config.hpp"
+
+#include <gtest/gtest.h>
+
+using regpin::config::config_error;
+using regpin::config::load_json;
+
+namespace {
+
+// The key named by the error load_json throws for `text`.
+std::string failing_key(const std::string& text) {
+    try {
+        load_json(text);
+    } catch (const config_error& e) {
+        return e.key();
+    }
+    return "<no error>";
+}
+
+}  // namespace
+
+TEST(Config, EmptyObjectGivesTheFourDefaultUpstreamsWithDockerHubFirst) {
+    auto s = load_json("{}");
+    ASSERT_EQ(s.upstreams.size(), 4u);
+    EXPECT_EQ(s.upstreams[0].registry, "docker.io");
+    EXPECT_EQ(s.upstreams[0].url, "https://registry-1.docker.io");
+    EXPECT_EQ(s.upstreams[3].registry, "registry.k8s.io");
+    EXPECT_EQ(s.default_upstream, "docker.io");
+    EXPECT_EQ(s.listen, "127.0.0.1:5000");
+    EXPECT_EQ(s.manifest_max_bytes, 4u * 1024 * 1024);
+    EXPECT_TRUE(s.upstreams[1].tls_verify);
+}
+
+TEST(Config, FullUpstreamIsParsed) {
+    ::setenv("REGPIN_TEST_PW", "s3cret", 1);
+    auto s = load_json(R"({"listen":"0.0.0.0:5001","data_dir":"/var/lib/regpin",
+        "upstreams":[{"registry":"ghcr.io","url":"https://ghcr.io/","username":"bot",
+                      "password_env":"REGPIN_TEST_PW","connect_timeout_ms":100,"read_timeout_ms":200,
+                      "tls_verify":false}]})");
+    ASSERT_EQ(s.upstreams.size(), 1u);
+    const auto& u = s.upstreams[0];
+    EXPECT_EQ(u.url, "https://ghcr.io");
+    EXPECT_EQ(u.password, "s3cret");
+    EXPECT_EQ(u.connect_timeout.count(), 100);
+    EXPECT_EQ(u.read_timeout.count(), 200);
+    EXPECT_FALSE(u.tls_verify);
+    EXPECT_EQ(s.default_upstream, "ghcr.io");
+}
+
+TEST(Config, DockerHubGetsItsAliasesByDefault) {
+    auto s = load_json(R"({"upstreams":[{"registry":"docker.io","url":"http://127.0.0.1:1"}]})");
+    EXPECT_EQ(s.upstreams[0].aliases, (std::vector<std::string>{"registry-1.docker.io", "index.docker.io"}));
+}
+
+TEST(Config, ErrorsNameTheKey) {
+    EXPECT_EQ(failing_key("not json"), "config");
+    EXPECT_EQ(failing_key(R"({"listen":5})"), "listen");
+    EXPECT_EQ(failing_key(R"({"listen":"nohost"})"), "listen");
+    EXPECT_EQ(failing_key(R"({"listen":"127.0.0.1:99999"})"), "listen");
+    EXPECT_EQ(failing_key(R"({"lisen":"127.0.0.1:1"})"), "lisen");
+    EXPECT_EQ(failing_key(R"({"upstreams":[]})"), "upstreams");
+    EXPECT_EQ(failing_key(R"({"upstreams":[{"url":"http://x"}]})"), "upstreams[0].registry");
+    EXPECT_EQ(failing_key(R"({"upstreams":[{"registry":"a.io","url":"ftp://x"}]})"), "upstreams[0].url");
+    EXPECT_EQ(failing_key(R"({"upstreams":[{"registry":"a.io","url":"http://x/path"}]})"), "upstreams[0].url");
+    EXPECT_EQ(failing_key(R"({"upstreams":[{"registry":"a.io","url":"http://u:p@x"}]})"), "upstreams[0].url");
+    EXPECT_EQ(failing_key(R"({"upstreams":[{"registry":"A.io","url":"http://x"}]})"), "upstreams[0].registry");
+    EXPECT_EQ(failing_key(R"({"upstreams":[{"registry":"a.io","url":"http://x"},{"registry":"a.io","url":"http://y"}]})"),
+              "upstreams[1].registry");
+    EXPECT_EQ(failing_key(R"({"upstreams":[{"registry":"a.io","url":"http://x","read_timeout_ms":0}]})"),
+              "upstreams[0].read_timeout_ms");
+    EXPECT_EQ(failing_key(R"({"upstreams":[{"registry":"a.io","url":"http://x","password":"p"}]})"),
+              "upstreams[0].username");
+    EXPECT_EQ(failing_key(R"({"upstreams":[{"registry":"a.io","url":"http://x","password_env":"REGPIN_UNSET_VAR_X"}]})"),
+              "upstreams[0].password_env");
+    EXPECT_EQ(failing_key(R"({"upstreams":[{"registry":"a.io","url":"http://x","ca_file":"/nonexistent/ca.pem"}]})"),
+              "upstreams[0].ca_file");
+    EXPECT_EQ(failing_key(R"({"default_upstream":"quay.io","upstreams":[{"registry":"a.io","url":"http://x"}]})"),
+              "default_upstream");
+    EXPECT_EQ(failing_key(R"({"log_level":"loud"})"), "log_level");
+}
+
+TEST(Config, ErrorMessageSaysWhatIsWrong) {
+    try {
+        load_json(R"({"upstreams":[{"registry":"a.io","url":"ftp://x"}]})");
+        FAIL() << "no error";
+    } catch (const config_error& e) {
+        EXPECT_STREQ(e.what(), "upstreams[0].url: must start with http:// or https://, got 'ftp://x'");
+    }
+}
+
+TEST(Config, UpstreamFlagSplitsAtTheFirstEquals) {
+    auto u = regpin::config::parse_upstream_flag("127.0.0.1:5000=http://127.0.0.1:5000");
+    EXPECT_EQ(u.registry, "127.0.0.1:5000");
+    EXPECT_EQ(u.url, "http://127.0.0.1:5000");
+    EXPECT_THROW(regpin::config::parse_upstream_flag("docker.io"), config_error);
+    EXPECT_THROW(regpin::config::parse_upstream_flag("=http://x"), config_error);
+}
+
+TEST(Config, HostPortAcceptsIpv6) {
+    auto [h, p] = regpin::config::parse_host_port("[::1]:5000", "listen");
+    EXPECT_EQ(h, "::1");
+    EXPECT_EQ(p, 5000);
+}

@@ -1,0 +1,76 @@
+#include "proxy/registry/router.hpp"
+
+#include <gtest/gtest.h>
+
+using namespace regpin;
+using proxy::registry::routed;
+using proxy::registry::route_to_upstream;
+
+namespace {
+
+config::settings two_upstreams() {
+    config::settings s;
+    s.upstreams = config::default_upstreams();
+    config::upstream local;
+    local.registry = "127.0.0.1:5000";
+    local.url = "http://127.0.0.1:5000";
+    s.upstreams.push_back(local);
+    config::validate(s);
+    return s;
+}
+
+std::variant<routed, proxy::oci::error> route(const std::string& target) {
+    auto r = proxy::oci::parse_route(target);
+    return route_to_upstream(std::get<proxy::oci::route>(r), two_upstreams());
+}
+
+routed ok(const std::string& target) {
+    auto r = route(target);
+    if (auto* e = std::get_if<proxy::oci::error>(&r)) {
+        ADD_FAILURE() << target << ": " << e->message;
+        return {};
+    }
+    return std::get<routed>(r);
+}
+
+}  // namespace
+
+TEST(Router, NsPicksTheUpstream) {
+    auto r = ok("/v2/team/app/manifests/v1?ns=ghcr.io");
+    EXPECT_EQ(r.registry, "ghcr.io");
+    EXPECT_EQ(r.repository, "team/app");
+    EXPECT_EQ(ok("/v2/team/app/manifests/v1?ns=127.0.0.1:5000").upstream_index, 4u);
+}
+
+TEST(Router, UnknownNsIsNameUnknown) {
+    auto r = route("/v2/team/app/manifests/v1?ns=evil.example.com");
+    ASSERT_TRUE(std::holds_alternative<proxy::oci::error>(r));
+    EXPECT_EQ(std::get<proxy::oci::error>(r).code, proxy::oci::error_code::name_unknown);
+}
+
+TEST(Router, PathPrefixPicksTheUpstream) {
+    auto r = ok("/v2/quay.io/prometheus/node-exporter/manifests/v1");
+    EXPECT_EQ(r.registry, "quay.io");
+    EXPECT_EQ(r.repository, "prometheus/node-exporter");
+    EXPECT_EQ(ok("/v2/127.0.0.1:5000/a/manifests/v1").registry, "127.0.0.1:5000");
+}
+
+TEST(Router, UnknownHostPrefixIsNameUnknown) {
+    auto r = route("/v2/evil.example.com/a/manifests/v1");
+    ASSERT_TRUE(std::holds_alternative<proxy::oci::error>(r));
+    EXPECT_EQ(std::get<proxy::oci::error>(r).code, proxy::oci::error_code::name_unknown);
+}
+
+TEST(Router, NeitherGoesToTheDefaultUpstream) {
+    auto r = ok("/v2/team/app/manifests/v1");
+    EXPECT_EQ(r.registry, "docker.io");
+    EXPECT_EQ(r.repository, "team/app");
+}
+
+TEST(Router, DockerHubShortNamesGainLibraryOnDockerHubOnly) {
+    EXPECT_EQ(ok("/v2/nginx/manifests/1.27?ns=docker.io").repository, "library/nginx");
+    EXPECT_EQ(ok("/v2/nginx/manifests/1.27").repository, "library/nginx");
+    EXPECT_EQ(ok("/v2/docker.io/nginx/manifests/1.27").repository, "library/nginx");
+    EXPECT_EQ(ok("/v2/nginx/manifests/1.27?ns=ghcr.io").repository, "nginx");
+    EXPECT_EQ(ok("/v2/nginx/manifests/1.27?ns=registry-1.docker.io").registry, "docker.io");
+}

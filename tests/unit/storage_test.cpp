@@ -1,0 +1,205 @@
+#include <gtest/gtest.h>
+
+#include "storage/blob_store.hpp"
+#include "storage/database.hpp"
+#include "storage/manifest_store.hpp"
+#include "storage/rocksdb_pin_store.hpp"
+#include "tests/unit/temp_dir.hpp"
+
+using namespace regpin::storage;
+using regpin::testing::temp_dir;
+
+namespace {
+
+std::shared_ptr<database> open_at(const temp_dir& dir, open_report* out = nullptr) {
+    open_report report;
+    auto db = open_database(dir.str(), report);
+    if (!db) throw std::runtime_error("open failed: " + report.error_detail);
+    if (out) *out = report;
+    return *db;
+}
+
+std::string pattern(std::size_t n) {
+    std::string s(n, '\0');
+    for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 131) ^ (i >> 9));
+    return s;
+}
+
+pin make_pin(const std::string& tag, const std::string& body) {
+    pin p{{"docker.io", "library/nginx", tag, 15}, sha256_of(body)};
+    p.media_type = "application/vnd.oci.image.index.v1+json";
+    p.size = body.size();
+    p.first_seen_ms = 1000;
+    p.last_verified_ms = 2000;
+    return p;
+}
+
+// Writes `data` as a complete blob in chunks of `chunk` bytes.
+void write_blob(blob_store& blobs, const std::string& data, std::uint32_t chunk) {
+    auto d = sha256_of(data);
+    ASSERT_TRUE(blobs.begin(d, chunk));
+    for (std::uint64_t i = 0; i * chunk < data.size(); ++i)
+        ASSERT_TRUE(blobs.put_chunk(d, i, std::string_view(data).substr(i * chunk, chunk)));
+    ASSERT_TRUE(blobs.commit(d, data.size()));
+}
+
+std::string read_blob(const blob_store& blobs, const digest& d) {
+    auto rec = blobs.find(d);
+    EXPECT_TRUE(rec && *rec);
+    std::string out, chunk;
+    for (std::uint64_t i = 0; i * (*rec)->chunk_size < (*rec)->size; ++i) {
+        EXPECT_TRUE(blobs.read_chunk(d, i, chunk));
+        out += chunk;
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST(BlobStore, CompleteBlobReadsBackByteForByte) {
+    temp_dir dir;
+    auto db = open_at(dir);
+    blob_store blobs(db);
+    auto data = pattern(3 * 65536 + 17);
+    write_blob(blobs, data, 65536);
+    auto d = sha256_of(data);
+    auto rec = blobs.find(d);
+    ASSERT_TRUE(rec && *rec);
+    EXPECT_EQ((*rec)->size, data.size());
+    EXPECT_EQ(read_blob(blobs, d), data);
+}
+
+TEST(BlobStore, IncompleteBlobIsInvisible) {
+    temp_dir dir;
+    auto db = open_at(dir);
+    blob_store blobs(db);
+    auto d = sha256_of("partial");
+    ASSERT_TRUE(blobs.begin(d, 4));
+    ASSERT_TRUE(blobs.put_chunk(d, 0, "part"));
+    auto rec = blobs.find(d);
+    ASSERT_TRUE(rec);
+    EXPECT_FALSE(*rec);
+}
+
+TEST(BlobStore, RestartRemovesIncompleteBlobsAndKeepsCompleteOnes) {
+    temp_dir dir;
+    auto data = pattern(100000);
+    auto partial = sha256_of("never finished");
+    {
+        auto db = open_at(dir);
+        blob_store blobs(db);
+        write_blob(blobs, data, 4096);
+        ASSERT_TRUE(blobs.begin(partial, 4));
+        ASSERT_TRUE(blobs.put_chunk(partial, 0, "neve"));
+    }
+    open_report report;
+    auto db = open_at(dir, &report);
+    EXPECT_EQ(report.incomplete_blobs_removed, 1u);
+    blob_store blobs(db);
+    EXPECT_EQ(read_blob(blobs, sha256_of(data)), data);
+    std::string chunk;
+    EXPECT_FALSE(blobs.read_chunk(partial, 0, chunk)) << "chunks of an incomplete blob survived";
+}
+
+TEST(BlobStore, DiscardRemovesEverything) {
+    temp_dir dir;
+    auto db = open_at(dir);
+    blob_store blobs(db);
+    auto data = pattern(10000);
+    write_blob(blobs, data, 1000);
+    auto d = sha256_of(data);
+    ASSERT_TRUE(blobs.discard(d));
+    auto rec = blobs.find(d);
+    ASSERT_TRUE(rec);
+    EXPECT_FALSE(*rec);
+    std::string chunk;
+    EXPECT_FALSE(blobs.read_chunk(d, 0, chunk));
+}
+
+TEST(ManifestStore, KeepsExactBytesAndMediaType) {
+    temp_dir dir;
+    auto db = open_at(dir);
+    manifest_store manifests(db);
+    std::string body = "{\n  \"schemaVersion\": 2 }  ";  // odd whitespace must survive
+    auto d = sha256_of(body);
+    ASSERT_TRUE(manifests.put(d, {"application/vnd.oci.image.manifest.v1+json", body}));
+    auto m = manifests.find(d);
+    ASSERT_TRUE(m && *m);
+    EXPECT_EQ((*m)->bytes, body);
+    EXPECT_EQ((*m)->media_type, "application/vnd.oci.image.manifest.v1+json");
+}
+
+TEST(ManifestStore, RefusesBytesThatDoNotMatchTheDigest) {
+    temp_dir dir;
+    auto db = open_at(dir);
+    manifest_store manifests(db);
+    auto r = manifests.put(sha256_of("one"), {"x", "two"});
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error(), errc::digest_mismatch);
+    auto m = manifests.find(sha256_of("one"));
+    ASSERT_TRUE(m);
+    EXPECT_FALSE(*m);
+}
+
+TEST(PinStore, FirstWriterWinsAndLaterCandidatesGetTheOlderPin) {
+    temp_dir dir;
+    auto db = open_at(dir);
+    rocksdb_pin_store pins(db);
+    auto first = make_pin("1.27", "first manifest");
+    auto second = make_pin("1.27", "second manifest");
+    auto a = pins.create_if_absent(first);
+    ASSERT_TRUE(a);
+    EXPECT_EQ(a->manifest_digest, first.manifest_digest);
+    auto b = pins.create_if_absent(second);
+    ASSERT_TRUE(b);
+    EXPECT_EQ(b->manifest_digest, first.manifest_digest) << "a pin was overwritten";
+    auto found = pins.find(first.key);
+    ASSERT_TRUE(found && *found);
+    EXPECT_EQ((*found)->manifest_digest, first.manifest_digest);
+}
+
+TEST(PinStore, AcceptClassIsPartOfTheKey) {
+    temp_dir dir;
+    auto db = open_at(dir);
+    rocksdb_pin_store pins(db);
+    auto oci = make_pin("v1", "index");
+    auto docker = make_pin("v1", "schema2");
+    docker.key.accept_class = 1;
+    ASSERT_TRUE(pins.create_if_absent(oci));
+    auto d = pins.create_if_absent(docker);
+    ASSERT_TRUE(d);
+    EXPECT_EQ(d->manifest_digest, docker.manifest_digest);
+}
+
+TEST(PinStore, PinsSurviveRestartAndListByRepository) {
+    temp_dir dir;
+    {
+        auto db = open_at(dir);
+        rocksdb_pin_store pins(db);
+        ASSERT_TRUE(pins.create_if_absent(make_pin("b", "B")));
+        ASSERT_TRUE(pins.create_if_absent(make_pin("a", "A")));
+        auto other = make_pin("a", "other repo");
+        other.key.repository = "library/nginx-extra";
+        ASSERT_TRUE(pins.create_if_absent(other));
+    }
+    auto db = open_at(dir);
+    rocksdb_pin_store pins(db);
+    auto found = pins.find(make_pin("a", "A").key);
+    ASSERT_TRUE(found && *found);
+    EXPECT_EQ((*found)->manifest_digest, sha256_of("A"));
+    EXPECT_EQ((*found)->first_seen_ms, 1000);
+    auto listed = pins.list_repository("docker.io", "library/nginx");
+    ASSERT_TRUE(listed);
+    ASSERT_EQ(listed->size(), 2u);
+    EXPECT_EQ((*listed)[0].key.tag, "a");
+    EXPECT_EQ((*listed)[1].key.tag, "b");
+}
+
+TEST(Database, SecondOpenOfALiveFolderSaysLocked) {
+    temp_dir dir;
+    auto db = open_at(dir);
+    open_report report;
+    auto again = open_database(dir.str(), report);
+    ASSERT_FALSE(again);
+    EXPECT_EQ(again.error(), errc::locked);
+}
