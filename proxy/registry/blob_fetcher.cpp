@@ -33,6 +33,7 @@ public:
     blob_download(blob_fetcher& owner, storage::digest d, std::string registry)
         : owner_(owner), digest_(std::move(d)), registry_(std::move(registry)) {}
 
+    // Downloads, verifies and commits; on any failure discards and fails every client.
     asio::awaitable<void> run(upstream::client& client, std::string repository);
 
     // Registers `w` to be woken on every state change; returns nothing, wakes once at once so
@@ -94,6 +95,7 @@ private:
         for (auto& w : ws) w->try_send(error_code{});
     }
     bool flush_chunk(std::uint64_t index, std::string_view bytes);
+    asio::awaitable<void> download(upstream::client& client, std::string repository);
 
     blob_fetcher& owner_;
     storage::digest digest_;
@@ -116,6 +118,18 @@ bool blob_download::flush_chunk(std::uint64_t index, std::string_view bytes) {
 
 asio::awaitable<void> blob_download::run(upstream::client& client, std::string repository) {
     auto self = shared_from_this();
+    try {
+        co_await download(client, std::move(repository));
+    } catch (const std::exception& e) {
+        // Nothing may leave a download half-registered: clients would wait forever.
+        spdlog::error("blob {}: download failed: {}", digest_.str(), e.what());
+        (void)owner_.blobs_.discard(digest_);
+        owner_.finished(digest_);
+        fail({oci::error_code::unavailable, "download of " + digest_.str() + " failed"});
+    }
+}
+
+asio::awaitable<void> blob_download::download(upstream::client& client, std::string repository) {
     upstream::request req;
     req.target = "/v2/" + repository + "/blobs/" + digest_.str();
     req.scope = "repository:" + repository + ":pull";
