@@ -45,5 +45,7 @@ struct reply {
 };
 
 reply error_reply(const oci::error& e);
+// 500 UNKNOWN for regpin's own storage failing (logged); never for a client's mistake.
+reply storage_failure(const char* what);
 
 }  // namespace regpin::proxy::registry

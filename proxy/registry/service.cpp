@@ -13,6 +13,7 @@
 #include "proxy/oci/range.hpp"
 #include "proxy/oci/route.hpp"
 #include "proxy/registry/router.hpp"
+#include "proxy/registry/upstream_ops.hpp"
 #include "storage/rocksdb_pin_store.hpp"
 
 namespace regpin::proxy::registry {
@@ -28,41 +29,16 @@ reply error_reply(const oci::error& e) {
     return r;
 }
 
-struct service::target {
-    oci::route route;
-    routed where;
-    upstream::client* client = nullptr;
-};
+reply storage_failure(const char* what) {
+    spdlog::error("storage failure while {}", what);
+    return error_reply({error_code::unknown, std::string("cache storage failure while ") + what});
+}
 
 namespace {
 
 std::int64_t now_ms() {
     using namespace std::chrono;
     return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-}
-
-reply storage_failure(const char* what) {
-    spdlog::error("storage failure while {}", what);
-    return error_reply({error_code::unknown, std::string("cache storage failure while ") + what});
-}
-
-// Maps an upstream transport error or non-success status to what the client gets. Never 429:
-// containerd retries that in a tight loop; 503 makes it fall back at once.
-oci::error upstream_error(const std::string& registry, unsigned status, error_code not_found) {
-    if (status == 404) return {not_found, "not found on upstream " + registry};
-    if (status == 401 || status == 403)
-        return {error_code::name_unknown, "upstream " + registry + " refused access (" +
-                                              std::to_string(status) +
-                                              "): the repository does not exist or regpin's "
-                                              "credentials cannot read it"};
-    if (status == 429)
-        return {error_code::unavailable, "upstream " + registry + " is rate limiting regpin (429)"};
-    return {error_code::unavailable,
-            "upstream " + registry + " answered " + std::to_string(status)};
-}
-
-oci::error transport_error(const std::string& registry, const boost::system::error_code& ec) {
-    return {error_code::unavailable, "upstream " + registry + " unavailable: " + ec.message()};
 }
 
 reply manifest_reply(const storage::digest& d, const storage::manifest& m, bool head) {
@@ -141,11 +117,6 @@ asio::awaitable<std::optional<storage::result<storage::pin>>> create_pin(storage
     co_return pins->create_if_absent(candidate);
 }
 
-struct fetched_manifest {
-    storage::digest digest;
-    storage::manifest manifest;
-};
-
 }  // namespace
 
 service::service(asio::any_io_executor ex, const config::settings& settings,
@@ -206,95 +177,38 @@ asio::awaitable<reply> service::manifest(const target& t, bool head, const std::
     const auto& ref = t.route.reference;
     const auto& registry = t.where.registry;
 
-    // Fetches ref from the upstream and checks its digest; the bytes are not stored yet.
-    auto fetch = [&](const std::string& reference)
-        -> asio::awaitable<std::variant<fetched_manifest, oci::error>> {
-        upstream::request req;
-        req.target = "/v2/" + t.where.repository + "/manifests/" + reference;
-        req.accept = accept;
-        req.scope = "repository:" + t.where.repository + ":pull";
-        auto resp = co_await t.client->send(req);
-        if (!resp) co_return transport_error(registry, resp.error());
-        if (resp->status() != 200) {
-            auto status = resp->status();
-            (void)co_await resp->read_all(64 * 1024);
-            co_return upstream_error(registry, status, error_code::manifest_unknown);
-        }
-        auto body = co_await resp->read_all(settings_.manifest_max_bytes);
-        if (!body) {
-            if (body.error() == upstream::errc::body_too_large)
-                co_return oci::error{error_code::unavailable,
-                                     "upstream " + registry + " sent a manifest larger than " +
-                                         std::to_string(settings_.manifest_max_bytes) + " bytes"};
-            co_return transport_error(registry, body.error());
-        }
-        auto media_type = oci::strip_parameters(resp->headers()["Content-Type"]);
-        if (media_type.empty()) {
-            auto j = nlohmann::json::parse(*body, nullptr, false);
-            if (j.is_object() && j.contains("mediaType") && j["mediaType"].is_string())
-                media_type = j["mediaType"].get<std::string>();
-        }
-        auto computed = storage::sha256_of(*body);
-        std::optional<storage::digest> expected;
-        if (oci::is_digest_reference(reference)) {
-            expected = storage::digest::parse(reference);
-        } else if (auto h = resp->headers()["Docker-Content-Digest"]; !h.empty()) {
-            expected = storage::digest::parse(h);
-            if (!expected)
-                co_return oci::error{
-                    error_code::unavailable,
-                    "upstream " + registry + " sent an unusable Docker-Content-Digest"};
-        }
-        if (expected && !storage::matches(*expected, *body)) {
-            spdlog::error("manifest {}:{} from {}: body hashes to {}, expected {}; not cached",
-                          t.where.repository, reference, registry, computed.str(), expected->str());
-            co_return oci::error{
-                error_code::unavailable,
-                "upstream " + registry + " sent a manifest that does not match its digest"};
-        }
-        fetched_manifest f{expected ? *expected : computed, {media_type, std::move(*body)}};
-        co_return f;
+    auto fetch = [&](const std::string& reference) {
+        return fetch_manifest(*t.client, t.where.repository, reference, accept,
+                              settings_.manifest_max_bytes);
     };
-
-    if (oci::is_digest_reference(ref)) {
-        auto d = *storage::digest::parse(ref);
+    // Serves a manifest by digest: the store, else the upstream (verified, then stored).
+    auto by_digest = [&](const storage::digest& d,
+                         const char* cache_label) -> asio::awaitable<reply> {
         auto cached = manifests_.find(d);
         if (!cached) co_return storage_failure("reading a manifest");
         if (*cached) {
             auto r = manifest_reply(d, **cached, head);
-            r.cache = "hit";
+            r.cache = cache_label;
             co_return r;
         }
-        auto got = co_await fetch(ref);
+        auto got = co_await fetch(d.str());
         if (auto* e = std::get_if<oci::error>(&got)) co_return error_reply(*e);
         auto& f = std::get<fetched_manifest>(got);
         if (!manifests_.put(f.digest, f.manifest)) co_return storage_failure("storing a manifest");
         auto r = manifest_reply(f.digest, f.manifest, head);
-        r.cache = "miss";
+        r.cache = std::string(cache_label) == "pin" ? "pin" : "miss";
         co_return r;
-    }
+    };
+
+    if (oci::is_digest_reference(ref))
+        co_return co_await by_digest(*storage::digest::parse(ref), "hit");
 
     storage::pin_key key{registry, t.where.repository, ref, oci::accept_class(accept)};
     auto existing = pins_->find(key);
     if (!existing) co_return storage_failure("reading a pin");
-    if (*existing) {
-        const auto& p = **existing;
-        auto m = manifests_.find(p.manifest_digest);
-        if (!m) co_return storage_failure("reading a manifest");
-        if (*m) {
-            auto r = manifest_reply(p.manifest_digest, **m, head);
-            r.cache = "pin";
-            co_return r;
-        }
-        // The pin outlived its manifest bytes (they are re-fetched by digest, never by tag).
-        auto got = co_await fetch(p.manifest_digest.str());
-        if (auto* e = std::get_if<oci::error>(&got)) co_return error_reply(*e);
-        auto& f = std::get<fetched_manifest>(got);
-        if (!manifests_.put(f.digest, f.manifest)) co_return storage_failure("storing a manifest");
-        auto r = manifest_reply(f.digest, f.manifest, head);
-        r.cache = "pin";
-        co_return r;
-    }
+    // A pin answers whatever the upstream says now (and if its bytes are gone, they are
+    // fetched again by digest, never by tag).
+    if (*existing) co_return co_await by_digest((*existing)->manifest_digest, "pin");
 
     auto got = co_await fetch(ref);
     if (auto* e = std::get_if<oci::error>(&got)) co_return error_reply(*e);
@@ -371,127 +285,6 @@ asio::awaitable<reply> service::blob(const target& t, bool head, const std::stri
         co_return r;
     }
     co_return storage_failure("reading a just-stored blob");
-}
-
-asio::awaitable<reply> service::tags(const target& t) {
-    const auto& registry = t.where.registry;
-    std::optional<std::size_t> n;
-    if (t.route.n) {
-        const auto& s = *t.route.n;
-        if (s.empty() || s.size() > 9 || !std::all_of(s.begin(), s.end(), ::isdigit))
-            co_return error_reply(
-                {error_code::pagination_number_invalid, "n must be a non-negative integer"});
-        n = std::stoul(s);
-    }
-
-    std::vector<std::string> tags;
-    bool from_pins = false;
-    std::string next = "/v2/" + t.where.repository + "/tags/list";
-    std::optional<oci::error> failure;
-    for (int page = 0; page < 100 && !next.empty(); ++page) {
-        upstream::request req;
-        req.target = next;
-        req.scope = "repository:" + t.where.repository + ":pull";
-        next.clear();
-        auto resp = co_await t.client->send(req);
-        if (!resp) {
-            failure = transport_error(registry, resp.error());
-            break;
-        }
-        auto status = resp->status();
-        auto link = std::string(resp->headers()["Link"]);
-        auto body = co_await resp->read_all(16 * 1024 * 1024);
-        if (status != 200) {
-            failure = upstream_error(registry, status, error_code::name_unknown);
-            break;
-        }
-        if (!body) {
-            failure = transport_error(registry, body.error());
-            break;
-        }
-        auto j = nlohmann::json::parse(*body, nullptr, false);
-        if (!j.is_object()) {
-            failure = oci::error{error_code::unavailable,
-                                 "upstream " + registry + " sent an invalid tag list"};
-            break;
-        }
-        if (j.contains("tags") && j["tags"].is_array())
-            for (const auto& tag : j["tags"])
-                if (tag.is_string()) tags.push_back(tag.get<std::string>());
-        // Link: </v2/repo/tags/list?n=100&last=x>; rel="next"
-        auto lt = link.find('<'), gt = link.find('>');
-        if (lt != std::string::npos && gt != std::string::npos && gt > lt &&
-            link.find("rel=\"next\"") != std::string::npos) {
-            next = link.substr(lt + 1, gt - lt - 1);
-            if (next.rfind("/v2/", 0) != 0) next.clear();  // only same-origin paths
-        }
-    }
-    if (failure) {
-        // Offline: the tags regpin has pinned are still an honest (partial) answer.
-        auto pinned = pins_->list_repository(registry, t.where.repository);
-        if (!pinned || pinned->empty() || failure->code != error_code::unavailable)
-            co_return error_reply(*failure);
-        for (const auto& p : *pinned) tags.push_back(p.key.tag);
-        from_pins = true;
-    }
-    std::sort(tags.begin(), tags.end());
-    tags.erase(std::unique(tags.begin(), tags.end()), tags.end());
-    auto begin = tags.begin();
-    if (t.route.last) begin = std::upper_bound(tags.begin(), tags.end(), *t.route.last);
-    auto end = tags.end();
-    bool more = false;
-    if (n && static_cast<std::size_t>(end - begin) > *n) {
-        end = begin + static_cast<std::ptrdiff_t>(*n);
-        more = *n > 0;
-    }
-    nlohmann::json out = {{"name", t.route.name}, {"tags", std::vector<std::string>(begin, end)}};
-    reply r;
-    r.body = out.dump();
-    r.header("Content-Type", "application/json");
-    if (more) {
-        boost::urls::url link("/v2/" + t.route.name + "/tags/list");
-        link.params().append({"n", std::to_string(*n)});
-        link.params().append({"last", *(end - 1)});
-        if (t.route.ns) link.params().append({"ns", *t.route.ns});
-        r.header("Link", "<" + std::string(link.buffer()) + ">; rel=\"next\"");
-    }
-    if (from_pins)
-        r.header("Warning", "299 - \"upstream unavailable: only pinned tags are listed\"");
-    r.cache = from_pins ? "pin" : "miss";
-    co_return r;
-}
-
-asio::awaitable<reply> service::referrers(const target& t, const std::string& accept) {
-    upstream::request req;
-    boost::urls::url u("/v2/" + t.where.repository + "/referrers/" + t.route.reference);
-    if (t.route.artifact_type) u.params().append({"artifactType", *t.route.artifact_type});
-    req.target = std::string(u.buffer());
-    req.accept = accept;
-    req.scope = "repository:" + t.where.repository + ":pull";
-    auto resp = co_await t.client->send(req);
-    if (!resp) co_return error_reply(transport_error(t.where.registry, resp.error()));
-    auto status = resp->status();
-    auto content_type = oci::strip_parameters(resp->headers()["Content-Type"]);
-    auto filters = std::string(resp->headers()["OCI-Filters-Applied"]);
-    auto link = std::string(resp->headers()["Link"]);
-    auto body = co_await resp->read_all(settings_.manifest_max_bytes);
-    if (status == 404) {
-        // No referrers API upstream: clients fall back to the sha256-<hex> tag schema.
-        co_return error_reply(
-            {error_code::manifest_unknown,
-             "upstream " + t.where.registry + " does not support the referrers API"});
-    }
-    if (status != 200)
-        co_return error_reply(
-            upstream_error(t.where.registry, status, error_code::manifest_unknown));
-    if (!body) co_return error_reply(transport_error(t.where.registry, body.error()));
-    reply r;
-    r.body = std::move(*body);
-    r.header("Content-Type", content_type.empty() ? std::string(oci::oci_index) : content_type);
-    if (!filters.empty()) r.header("OCI-Filters-Applied", filters);
-    if (!link.empty() && link.find("</v2/") != std::string::npos) r.header("Link", link);
-    r.cache = "miss";
-    co_return r;
 }
 
 }  // namespace regpin::proxy::registry

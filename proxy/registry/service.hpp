@@ -14,6 +14,7 @@
 #include "config/config.hpp"
 #include "proxy/registry/blob_fetcher.hpp"
 #include "proxy/registry/reply.hpp"
+#include "proxy/registry/router.hpp"
 #include "proxy/upstream/client.hpp"
 #include "storage/blob_store.hpp"
 #include "storage/database.hpp"
@@ -40,8 +41,14 @@ public:
 
     const config::settings& settings() const { return settings_; }
 
+    // A request routed to its upstream.
+    struct target {
+        oci::route route;
+        routed where;
+        upstream::client* client = nullptr;
+    };
+
 private:
-    struct target;
     boost::asio::awaitable<reply> manifest(const target& t, bool head, const std::string& accept);
     boost::asio::awaitable<reply> blob(const target& t, bool head, const std::string& range);
     boost::asio::awaitable<reply> tags(const target& t);

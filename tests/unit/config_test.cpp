@@ -49,7 +49,8 @@ TEST(Config, FullUpstreamIsParsed) {
 
 TEST(Config, DockerHubGetsItsAliasesByDefault) {
     auto s = load_json(R"({"upstreams":[{"registry":"docker.io","url":"http://127.0.0.1:1"}]})");
-    EXPECT_EQ(s.upstreams[0].aliases, (std::vector<std::string>{"registry-1.docker.io", "index.docker.io"}));
+    EXPECT_EQ(s.upstreams[0].aliases,
+              (std::vector<std::string>{"registry-1.docker.io", "index.docker.io"}));
 }
 
 TEST(Config, ErrorsNameTheKey) {
@@ -60,22 +61,35 @@ TEST(Config, ErrorsNameTheKey) {
     EXPECT_EQ(failing_key(R"({"lisen":"127.0.0.1:1"})"), "lisen");
     EXPECT_EQ(failing_key(R"({"upstreams":[]})"), "upstreams");
     EXPECT_EQ(failing_key(R"({"upstreams":[{"url":"http://x"}]})"), "upstreams[0].registry");
-    EXPECT_EQ(failing_key(R"({"upstreams":[{"registry":"a.io","url":"ftp://x"}]})"), "upstreams[0].url");
-    EXPECT_EQ(failing_key(R"({"upstreams":[{"registry":"a.io","url":"http://x/path"}]})"), "upstreams[0].url");
-    EXPECT_EQ(failing_key(R"({"upstreams":[{"registry":"a.io","url":"http://u:p@x"}]})"), "upstreams[0].url");
-    EXPECT_EQ(failing_key(R"({"upstreams":[{"registry":"A.io","url":"http://x"}]})"), "upstreams[0].registry");
-    EXPECT_EQ(failing_key(R"({"upstreams":[{"registry":"a.io","url":"http://x"},{"registry":"a.io","url":"http://y"}]})"),
-              "upstreams[1].registry");
-    EXPECT_EQ(failing_key(R"({"upstreams":[{"registry":"a.io","url":"http://x","read_timeout_ms":0}]})"),
-              "upstreams[0].read_timeout_ms");
+    EXPECT_EQ(failing_key(R"({"upstreams":[{"registry":"a.io","url":"ftp://x"}]})"),
+              "upstreams[0].url");
+    EXPECT_EQ(failing_key(R"({"upstreams":[{"registry":"a.io","url":"http://x/path"}]})"),
+              "upstreams[0].url");
+    EXPECT_EQ(failing_key(R"({"upstreams":[{"registry":"a.io","url":"http://u:p@x"}]})"),
+              "upstreams[0].url");
+    EXPECT_EQ(failing_key(R"({"upstreams":[{"registry":"A.io","url":"http://x"}]})"),
+              "upstreams[0].registry");
+    EXPECT_EQ(
+        failing_key(
+            R"({"upstreams":[{"registry":"a.io","url":"http://x"},{"registry":"a.io","url":"http://y"}]})"),
+        "upstreams[1].registry");
+    EXPECT_EQ(
+        failing_key(R"({"upstreams":[{"registry":"a.io","url":"http://x","read_timeout_ms":0}]})"),
+        "upstreams[0].read_timeout_ms");
     EXPECT_EQ(failing_key(R"({"upstreams":[{"registry":"a.io","url":"http://x","password":"p"}]})"),
               "upstreams[0].username");
-    EXPECT_EQ(failing_key(R"({"upstreams":[{"registry":"a.io","url":"http://x","password_env":"REGPIN_UNSET_VAR_X"}]})"),
-              "upstreams[0].password_env");
-    EXPECT_EQ(failing_key(R"({"upstreams":[{"registry":"a.io","url":"http://x","ca_file":"/nonexistent/ca.pem"}]})"),
-              "upstreams[0].ca_file");
-    EXPECT_EQ(failing_key(R"({"default_upstream":"quay.io","upstreams":[{"registry":"a.io","url":"http://x"}]})"),
-              "default_upstream");
+    EXPECT_EQ(
+        failing_key(
+            R"({"upstreams":[{"registry":"a.io","url":"http://x","password_env":"REGPIN_UNSET_VAR_X"}]})"),
+        "upstreams[0].password_env");
+    EXPECT_EQ(
+        failing_key(
+            R"({"upstreams":[{"registry":"a.io","url":"http://x","ca_file":"/nonexistent/ca.pem"}]})"),
+        "upstreams[0].ca_file");
+    EXPECT_EQ(
+        failing_key(
+            R"({"default_upstream":"quay.io","upstreams":[{"registry":"a.io","url":"http://x"}]})"),
+        "default_upstream");
     EXPECT_EQ(failing_key(R"({"log_level":"loud"})"), "log_level");
 }
 
@@ -84,7 +98,8 @@ TEST(Config, ErrorMessageSaysWhatIsWrong) {
         load_json(R"({"upstreams":[{"registry":"a.io","url":"ftp://x"}]})");
         FAIL() << "no error";
     } catch (const config_error& e) {
-        EXPECT_STREQ(e.what(), "upstreams[0].url: must start with http:// or https://, got 'ftp://x'");
+        EXPECT_STREQ(e.what(),
+                     "upstreams[0].url: must start with http:// or https://, got 'ftp://x'");
     }
 }
 

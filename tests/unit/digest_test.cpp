@@ -21,11 +21,13 @@ TEST(Digest, StreamingEqualsOneShot) {
 }
 
 TEST(Digest, ParseAcceptsOnlyVerifiableWellFormedDigests) {
-    auto ok = digest::parse("sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    auto ok =
+        digest::parse("sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     ASSERT_TRUE(ok);
     EXPECT_EQ(ok->algorithm(), "sha256");
     EXPECT_EQ(ok->hex().size(), 64u);
-    EXPECT_FALSE(digest::parse("sha256:BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD"));
+    EXPECT_FALSE(
+        digest::parse("sha256:BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD"));
     EXPECT_FALSE(digest::parse("sha256:abc"));
     EXPECT_FALSE(digest::parse("sha256"));
     EXPECT_FALSE(digest::parse(":abc"));

@@ -118,7 +118,8 @@ TEST(MediaTypes, AcceptClassCountsOnlyTheFourModernTypes) {
         "application/vnd.docker.distribution.manifest.list.v2+json, "
         "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, */*";
     EXPECT_EQ(accept_class(containerd), 15);
-    EXPECT_EQ(accept_class("application/vnd.oci.image.manifest.v1+json;q=0.5"), accepts_oci_manifest);
+    EXPECT_EQ(accept_class("application/vnd.oci.image.manifest.v1+json;q=0.5"),
+              accepts_oci_manifest);
     EXPECT_EQ(strip_parameters("application/json; charset=utf-8"), "application/json");
 }
 

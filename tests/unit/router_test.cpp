@@ -3,8 +3,8 @@
 #include <gtest/gtest.h>
 
 using namespace regpin;
-using proxy::registry::routed;
 using proxy::registry::route_to_upstream;
+using proxy::registry::routed;
 
 namespace {
 

@@ -15,7 +15,8 @@ TEST(Challenge, DockerHubBearer) {
 }
 
 TEST(Challenge, InsufficientScopeAndSpacing) {
-    auto c = parse_challenge(R"(Bearer realm="https://r/t", error="insufficient_scope" ,scope="a:b:pull,push")");
+    auto c = parse_challenge(
+        R"(Bearer realm="https://r/t", error="insufficient_scope" ,scope="a:b:pull,push")");
     ASSERT_TRUE(c);
     EXPECT_EQ(c->error, "insufficient_scope");
     EXPECT_EQ(c->scope, "a:b:pull,push");

@@ -1,0 +1,137 @@
+// Tag lists and referrers: answered by the upstream, shaped by regpin.
+#include <algorithm>
+
+#include <boost/url.hpp>
+#include <nlohmann/json.hpp>
+
+#include "proxy/oci/media_types.hpp"
+#include "proxy/registry/service.hpp"
+#include "proxy/registry/upstream_ops.hpp"
+
+namespace regpin::proxy::registry {
+
+namespace asio = boost::asio;
+using oci::error_code;
+
+asio::awaitable<reply> service::tags(const target& t) {
+    const auto& registry = t.where.registry;
+    std::optional<std::size_t> n;
+    if (t.route.n) {
+        const auto& s = *t.route.n;
+        if (s.empty() || s.size() > 9 || !std::all_of(s.begin(), s.end(), ::isdigit))
+            co_return error_reply(
+                {error_code::pagination_number_invalid, "n must be a non-negative integer"});
+        n = std::stoul(s);
+    }
+
+    std::vector<std::string> tags;
+    bool from_pins = false;
+    std::string next = "/v2/" + t.where.repository + "/tags/list";
+    std::optional<oci::error> failure;
+    for (int page = 0; page < 100 && !next.empty(); ++page) {
+        upstream::request req;
+        req.target = next;
+        req.scope = "repository:" + t.where.repository + ":pull";
+        next.clear();
+        auto resp = co_await t.client->send(req);
+        if (!resp) {
+            failure = transport_error(registry, resp.error());
+            break;
+        }
+        auto status = resp->status();
+        auto link = std::string(resp->headers()["Link"]);
+        auto body = co_await resp->read_all(16 * 1024 * 1024);
+        if (status != 200) {
+            failure = upstream_error(registry, status, error_code::name_unknown);
+            break;
+        }
+        if (!body) {
+            failure = transport_error(registry, body.error());
+            break;
+        }
+        auto j = nlohmann::json::parse(*body, nullptr, false);
+        if (!j.is_object()) {
+            failure = oci::error{error_code::unavailable,
+                                 "upstream " + registry + " sent an invalid tag list"};
+            break;
+        }
+        if (j.contains("tags") && j["tags"].is_array())
+            for (const auto& tag : j["tags"])
+                if (tag.is_string()) tags.push_back(tag.get<std::string>());
+        // Link: </v2/repo/tags/list?n=100&last=x>; rel="next"
+        auto lt = link.find('<'), gt = link.find('>');
+        if (lt != std::string::npos && gt != std::string::npos && gt > lt &&
+            link.find("rel=\"next\"") != std::string::npos) {
+            next = link.substr(lt + 1, gt - lt - 1);
+            if (next.rfind("/v2/", 0) != 0) next.clear();  // only same-origin paths
+        }
+    }
+    if (failure) {
+        // Offline: the tags regpin has pinned are still an honest (partial) answer.
+        auto pinned = pins_->list_repository(registry, t.where.repository);
+        if (!pinned || pinned->empty() || failure->code != error_code::unavailable)
+            co_return error_reply(*failure);
+        for (const auto& p : *pinned) tags.push_back(p.key.tag);
+        from_pins = true;
+    }
+    std::sort(tags.begin(), tags.end());
+    tags.erase(std::unique(tags.begin(), tags.end()), tags.end());
+    auto begin = tags.begin();
+    if (t.route.last) begin = std::upper_bound(tags.begin(), tags.end(), *t.route.last);
+    auto end = tags.end();
+    bool more = false;
+    if (n && static_cast<std::size_t>(end - begin) > *n) {
+        end = begin + static_cast<std::ptrdiff_t>(*n);
+        more = *n > 0;
+    }
+    nlohmann::json out = {{"name", t.route.name}, {"tags", std::vector<std::string>(begin, end)}};
+    reply r;
+    r.body = out.dump();
+    r.header("Content-Type", "application/json");
+    if (more) {
+        boost::urls::url link("/v2/" + t.route.name + "/tags/list");
+        link.params().append({"n", std::to_string(*n)});
+        link.params().append({"last", *(end - 1)});
+        if (t.route.ns) link.params().append({"ns", *t.route.ns});
+        r.header("Link", "<" + std::string(link.buffer()) + ">; rel=\"next\"");
+    }
+    if (from_pins)
+        r.header("Warning", "299 - \"upstream unavailable: only pinned tags are listed\"");
+    r.cache = from_pins ? "pin" : "miss";
+    co_return r;
+}
+
+asio::awaitable<reply> service::referrers(const target& t, const std::string& accept) {
+    upstream::request req;
+    boost::urls::url u("/v2/" + t.where.repository + "/referrers/" + t.route.reference);
+    if (t.route.artifact_type) u.params().append({"artifactType", *t.route.artifact_type});
+    req.target = std::string(u.buffer());
+    req.accept = accept;
+    req.scope = "repository:" + t.where.repository + ":pull";
+    auto resp = co_await t.client->send(req);
+    if (!resp) co_return error_reply(transport_error(t.where.registry, resp.error()));
+    auto status = resp->status();
+    auto content_type = oci::strip_parameters(resp->headers()["Content-Type"]);
+    auto filters = std::string(resp->headers()["OCI-Filters-Applied"]);
+    auto link = std::string(resp->headers()["Link"]);
+    auto body = co_await resp->read_all(settings_.manifest_max_bytes);
+    if (status == 404) {
+        // No referrers API upstream: clients fall back to the sha256-<hex> tag schema.
+        co_return error_reply(
+            {error_code::manifest_unknown,
+             "upstream " + t.where.registry + " does not support the referrers API"});
+    }
+    if (status != 200)
+        co_return error_reply(
+            upstream_error(t.where.registry, status, error_code::manifest_unknown));
+    if (!body) co_return error_reply(transport_error(t.where.registry, body.error()));
+    reply r;
+    r.body = std::move(*body);
+    r.header("Content-Type", content_type.empty() ? std::string(oci::oci_index) : content_type);
+    if (!filters.empty()) r.header("OCI-Filters-Applied", filters);
+    if (!link.empty() && link.find("</v2/") != std::string::npos) r.header("Link", link);
+    r.cache = "miss";
+    co_return r;
+}
+
+}  // namespace regpin::proxy::registry

@@ -1,0 +1,81 @@
+#include "proxy/registry/upstream_ops.hpp"
+
+#include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
+
+#include "proxy/oci/media_types.hpp"
+#include "proxy/oci/route.hpp"
+
+namespace regpin::proxy::registry {
+
+namespace asio = boost::asio;
+using oci::error_code;
+
+oci::error upstream_error(const std::string& registry, unsigned status, error_code not_found) {
+    if (status == 404) return {not_found, "not found on upstream " + registry};
+    if (status == 401 || status == 403)
+        return {error_code::name_unknown, "upstream " + registry + " refused access (" +
+                                              std::to_string(status) +
+                                              "): the repository does not exist or regpin's "
+                                              "credentials cannot read it"};
+    if (status == 429)
+        return {error_code::unavailable, "upstream " + registry + " is rate limiting regpin (429)"};
+    return {error_code::unavailable,
+            "upstream " + registry + " answered " + std::to_string(status)};
+}
+
+oci::error transport_error(const std::string& registry, const boost::system::error_code& ec) {
+    return {error_code::unavailable, "upstream " + registry + " unavailable: " + ec.message()};
+}
+
+asio::awaitable<std::variant<fetched_manifest, oci::error>> fetch_manifest(
+    upstream::client& client, const std::string& repository, const std::string& reference,
+    const std::string& accept, std::size_t max_bytes) {
+    const auto& registry = client.settings().registry;
+    upstream::request req;
+    req.target = "/v2/" + repository + "/manifests/" + reference;
+    req.accept = accept;
+    req.scope = "repository:" + repository + ":pull";
+    auto resp = co_await client.send(req);
+    if (!resp) co_return transport_error(registry, resp.error());
+    if (resp->status() != 200) {
+        auto status = resp->status();
+        (void)co_await resp->read_all(64 * 1024);
+        co_return upstream_error(registry, status, error_code::manifest_unknown);
+    }
+    auto body = co_await resp->read_all(max_bytes);
+    if (!body) {
+        if (body.error() == upstream::errc::body_too_large)
+            co_return oci::error{error_code::unavailable, "upstream " + registry +
+                                                              " sent a manifest larger than " +
+                                                              std::to_string(max_bytes) + " bytes"};
+        co_return transport_error(registry, body.error());
+    }
+    auto media_type = oci::strip_parameters(resp->headers()["Content-Type"]);
+    if (media_type.empty() || media_type == "application/json") {
+        auto j = nlohmann::json::parse(*body, nullptr, false);
+        if (j.is_object() && j.contains("mediaType") && j["mediaType"].is_string())
+            media_type = j["mediaType"].get<std::string>();
+    }
+    std::optional<storage::digest> expected;
+    if (oci::is_digest_reference(reference)) {
+        expected = storage::digest::parse(reference);
+    } else if (auto h = resp->headers()["Docker-Content-Digest"]; !h.empty()) {
+        expected = storage::digest::parse(h);
+        if (!expected)
+            co_return oci::error{
+                error_code::unavailable,
+                "upstream " + registry + " sent an unusable Docker-Content-Digest"};
+    }
+    if (expected && !storage::matches(*expected, *body)) {
+        spdlog::error("manifest {}:{} from {}: body does not hash to {}; not cached", repository,
+                      reference, registry, expected->str());
+        co_return oci::error{
+            error_code::unavailable,
+            "upstream " + registry + " sent a manifest that does not match its digest"};
+    }
+    auto d = expected ? *expected : storage::sha256_of(*body);
+    co_return fetched_manifest{d, {media_type, std::move(*body)}};
+}
+
+}  // namespace regpin::proxy::registry
