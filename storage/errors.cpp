@@ -25,6 +25,8 @@ public:
                 return "size does not match";
             case errc::invalid_argument:
                 return "invalid argument";
+            case errc::conflict:
+                return "the record changed meanwhile";
         }
         return "unknown storage error";
     }

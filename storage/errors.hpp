@@ -14,6 +14,7 @@ enum class errc {
     digest_mismatch,  // written bytes do not hash to the expected digest
     size_mismatch,    // written bytes are fewer or more than announced
     invalid_argument,
+    conflict,  // a compare-and-set found the record changed
 };
 
 const boost::system::error_category& storage_category() noexcept;

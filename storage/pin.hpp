@@ -1,9 +1,12 @@
 #pragma once
-// A pin: the first digest seen for (registry, repository, tag, accept class).
+// A pin: the digest regpin serves for (registry, repository, tag, accept class), its state,
+// and the events that make up its history.
 
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "storage/digest.hpp"
 
@@ -20,6 +23,17 @@ struct pin_key {
     friend bool operator==(const pin_key&, const pin_key&) = default;
 };
 
+// "docker.io/library/nginx:1.27"
+std::string display_name(const pin_key& key);
+
+enum class pin_state : std::uint8_t {
+    pinned,    // serving manifest_digest; nothing pending
+    pending,   // serving manifest_digest; the upstream moved to pending_digest (policy pin)
+    rejected,  // requests fail until an operator approves a digest (policy reject)
+};
+std::string_view to_string(pin_state s);
+std::optional<pin_state> parse_pin_state(std::string_view s);
+
 struct pin {
     pin_key key;
     digest manifest_digest;
@@ -27,6 +41,37 @@ struct pin {
     std::uint64_t size = 0;
     std::int64_t first_seen_ms = 0;
     std::int64_t last_verified_ms = 0;
+    pin_state state = pin_state::pinned;
+    // The upstream's digest when it differs from the pin (states pending and rejected).
+    std::optional<digest> pending_digest;
+    std::int64_t pending_since_ms = 0;
+    // Upstream digests already recorded as re-points of this pin (each is alerted once).
+    std::vector<std::string> alerted;
+};
+
+// One entry of a pin's history. Also what alerts are made of.
+struct pin_event {
+    std::uint64_t id = 0;  // assigned by the store, increasing
+    std::int64_t time_ms = 0;
+    // "pinned" (first sight), "repointed" (upstream moved; see action), "approved",
+    // "unpinned", "set" (pinned by hand)
+    std::string type;
+    pin_key key;
+    std::string old_digest;    // may be empty
+    std::string new_digest;    // may be empty
+    std::string actor;         // "first-pull", "policy", "token:<name>"
+    std::string policy;        // pin, follow, reject, or empty
+    std::string action;        // repointed: kept, followed, rejected
+    std::string summary_json;  // repointed: what changed (JSON object), else empty
+};
+
+// A webhook delivery not yet acknowledged by its receiver.
+struct outbox_entry {
+    std::uint64_t id = 0;
+    std::uint64_t event_id = 0;
+    std::string target;  // webhook URL
+    int attempts = 0;
+    std::int64_t next_attempt_ms = 0;
 };
 
 }  // namespace regpin::storage

@@ -1,11 +1,18 @@
 #include "storage/rocksdb_pin_store.hpp"
 
+#include <stdexcept>
+
+#include <rocksdb/write_batch.h>
+
 #include "storage/database_impl.hpp"
 #include "storage/record_codec.hpp"
 
 namespace regpin::storage {
 
 namespace {
+
+constexpr char event_prefix = 'e';
+constexpr char history_prefix = 'h';
 
 // registry \0 repository \0 tag \0 class. None of the parts can hold a NUL (validated names).
 std::string repository_prefix(const std::string& registry, const std::string& repository) {
@@ -15,6 +22,17 @@ std::string repository_prefix(const std::string& registry, const std::string& re
     k.push_back('\0');
     return k;
 }
+
+// History is kept per tag across accept classes: registry \0 repository \0 tag \0.
+std::string history_key_prefix(const pin_key& key) {
+    std::string k(1, history_prefix);
+    k += repository_prefix(key.registry, key.repository);
+    k += key.tag;
+    k.push_back('\0');
+    return k;
+}
+
+std::string event_key(std::uint64_t id) { return std::string(1, event_prefix) + big_endian(id); }
 
 std::optional<pin_key> decode_key(std::string_view k) {
     auto a = k.find('\0');
@@ -27,9 +45,31 @@ std::optional<pin_key> decode_key(std::string_view k) {
                    std::string(k.substr(b + 1, c - b - 1)), static_cast<std::uint8_t>(k[c + 1])};
 }
 
+bool same_state(const pin& a, const pin& b) {
+    return a.manifest_digest == b.manifest_digest && a.state == b.state &&
+           a.pending_digest == b.pending_digest;
+}
+
+// The id after the highest key of the form prefix + 8-byte id in `cf`.
+std::uint64_t next_id(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf, const std::string& prefix) {
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator({}, cf));
+    std::string upper = prefix;
+    upper.back() = static_cast<char>(upper.back() + 1);
+    it->SeekForPrev(upper);
+    if (!it->status().ok()) throw std::runtime_error("cannot read ids: " + it->status().ToString());
+    if (!it->Valid() || !it->key().starts_with(prefix)) return 1;
+    return from_big_endian(it->key().ToStringView().substr(prefix.size())) + 1;
+}
+
 }  // namespace
 
-rocksdb_pin_store::rocksdb_pin_store(std::shared_ptr<database> db) : db_(std::move(db)) {}
+rocksdb_pin_store::rocksdb_pin_store(std::shared_ptr<database> db) : db_(std::move(db)) {
+    next_event_id_ = next_id(db_->db(), db_->events(), std::string(1, event_prefix));
+    // Outbox keys are bare ids; a prefix of "" + an upper bound of all 0xff works the same way.
+    std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, db_->outbox()));
+    it->SeekToLast();
+    next_outbox_id_ = it->Valid() ? from_big_endian(it->key().ToStringView()) + 1 : 1;
+}
 
 std::string rocksdb_pin_store::encode_key(const pin_key& key) {
     std::string k = repository_prefix(key.registry, key.repository);
@@ -49,16 +89,99 @@ result<std::optional<pin>> rocksdb_pin_store::find(const pin_key& key) const {
     return std::optional<pin>{std::move(*p)};
 }
 
-result<pin> rocksdb_pin_store::create_if_absent(const pin& candidate) {
-    std::lock_guard lock(write_mutex_);
+result<pin> rocksdb_pin_store::create_if_absent(const pin& candidate, const std::string& actor) {
+    pin_change change;
+    change.key = candidate.key;
+    change.replacement = candidate;
+    pin_event e;
+    e.time_ms = candidate.first_seen_ms;
+    e.type = "pinned";
+    e.key = candidate.key;
+    e.new_digest = candidate.manifest_digest.str();
+    e.actor = actor;
+    change.events.push_back(std::move(e));
+    auto applied = apply(change);
+    if (applied) return candidate;
+    if (applied.error() != errc::conflict) return applied.error();
     auto existing = find(candidate.key);
     if (!existing) return existing.error();
-    if (*existing) return std::move(**existing);
+    if (!*existing) return errc::conflict;  // unpinned in between: let the caller retry
+    return std::move(**existing);
+}
+
+result<std::vector<pin_event>> rocksdb_pin_store::apply(const pin_change& change) {
+    std::lock_guard lock(write_mutex_);
+    auto current = find(change.key);
+    if (!current) return current.error();
+    if (change.expected.has_value() != current->has_value()) return errc::conflict;
+    if (change.expected && !same_state(*change.expected, **current)) return errc::conflict;
+
+    rocksdb::WriteBatch batch;
+    auto key = encode_key(change.key);
+    if (change.replacement)
+        batch.Put(db_->pins(), key, encode_pin(*change.replacement));
+    else
+        batch.Delete(db_->pins(), key);
+
+    std::vector<pin_event> stored;
+    auto event_id = next_event_id_;
+    auto outbox_id = next_outbox_id_;
+    for (auto e : change.events) {
+        e.id = event_id++;
+        batch.Put(db_->events(), event_key(e.id), encode_event(e));
+        batch.Put(db_->events(), history_key_prefix(e.key) + big_endian(e.id), "");
+        if (e.type == "repointed") {
+            for (const auto& target : change.alert_targets) {
+                outbox_entry o{outbox_id++, e.id, target, 0, e.time_ms};
+                batch.Put(db_->outbox(), big_endian(o.id), encode_outbox(o));
+            }
+        }
+        stored.push_back(std::move(e));
+    }
     rocksdb::WriteOptions wo;
     wo.sync = true;
-    auto s = db_->db()->Put(wo, db_->pins(), encode_key(candidate.key), encode_pin(candidate));
-    if (!s.ok()) return database::to_error(s, "write pin");
-    return candidate;
+    auto s = db_->db()->Write(wo, &batch);
+    if (!s.ok()) return database::to_error(s, "write pin change");
+    next_event_id_ = event_id;
+    next_outbox_id_ = outbox_id;
+    return stored;
+}
+
+result<void> rocksdb_pin_store::touch_verified(const pin_key& key, std::int64_t when_ms) {
+    std::lock_guard lock(write_mutex_);
+    auto current = find(key);
+    if (!current) return current.error();
+    if (!*current) return {};
+    auto p = std::move(**current);
+    p.last_verified_ms = when_ms;
+    auto s = db_->db()->Put({}, db_->pins(), encode_key(key), encode_pin(p));
+    if (!s.ok()) return database::to_error(s, "touch pin");
+    return {};
+}
+
+result<std::vector<pin>> rocksdb_pin_store::list(const pin_filter& filter) const {
+    std::vector<pin> out;
+    std::string prefix;
+    if (!filter.registry.empty()) {
+        prefix = filter.registry;
+        prefix.push_back('\0');
+        prefix += filter.repository_prefix;
+    }
+    std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, db_->pins()));
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+        auto key = decode_key(it->key().ToStringView());
+        if (!key) return errc::corruption;
+        if (!filter.repository_prefix.empty() &&
+            key->repository.rfind(filter.repository_prefix, 0) != 0)
+            continue;
+        auto p = decode_pin(*key, it->value().ToStringView());
+        if (!p) return errc::corruption;
+        if (filter.state && p->state != *filter.state) continue;
+        out.push_back(std::move(*p));
+        if (out.size() >= filter.limit) break;
+    }
+    if (!it->status().ok()) return database::to_error(it->status(), "list pins");
+    return out;
 }
 
 result<std::vector<pin>> rocksdb_pin_store::list_repository(const std::string& registry,
@@ -75,6 +198,92 @@ result<std::vector<pin>> rocksdb_pin_store::list_repository(const std::string& r
     }
     if (!it->status().ok()) return database::to_error(it->status(), "list pins");
     return out;
+}
+
+result<std::size_t> rocksdb_pin_store::count() const {
+    std::size_t n = 0;
+    std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, db_->pins()));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) ++n;
+    if (!it->status().ok()) return database::to_error(it->status(), "count pins");
+    return n;
+}
+
+result<std::vector<pin_event>> rocksdb_pin_store::history(const pin_key& key) const {
+    std::vector<pin_event> out;
+    auto prefix = history_key_prefix(key);
+    std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, db_->events()));
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+        auto id = from_big_endian(it->key().ToStringView().substr(prefix.size()));
+        auto e = event(id);
+        if (!e) return e.error();
+        if (*e) out.push_back(std::move(**e));
+    }
+    if (!it->status().ok()) return database::to_error(it->status(), "read history");
+    return out;
+}
+
+result<std::optional<pin_event>> rocksdb_pin_store::event(std::uint64_t id) const {
+    std::string value;
+    auto s = db_->db()->Get({}, db_->events(), event_key(id), &value);
+    if (s.IsNotFound()) return std::optional<pin_event>{};
+    if (!s.ok()) return database::to_error(s, "read event");
+    auto e = decode_event(value);
+    if (!e) return errc::corruption;
+    return std::optional<pin_event>{std::move(*e)};
+}
+
+result<std::vector<pin_event>> rocksdb_pin_store::events(std::uint64_t after_id,
+                                                         std::int64_t since_ms,
+                                                         std::size_t limit) const {
+    std::vector<pin_event> out;
+    std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, db_->events()));
+    for (it->Seek(event_key(after_id + 1));
+         it->Valid() && it->key().size() == 9 && it->key()[0] == event_prefix; it->Next()) {
+        auto e = decode_event(it->value().ToStringView());
+        if (!e) return errc::corruption;
+        if (e->time_ms < since_ms) continue;
+        out.push_back(std::move(*e));
+        if (out.size() >= limit) break;
+    }
+    if (!it->status().ok()) return database::to_error(it->status(), "read events");
+    return out;
+}
+
+result<std::vector<outbox_entry>> rocksdb_pin_store::due_deliveries(std::int64_t now_ms,
+                                                                    std::size_t limit) const {
+    std::vector<outbox_entry> out;
+    std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, db_->outbox()));
+    for (it->SeekToFirst(); it->Valid() && out.size() < limit; it->Next()) {
+        auto e = decode_outbox(it->value().ToStringView());
+        if (!e) return errc::corruption;
+        if (e->next_attempt_ms <= now_ms) out.push_back(std::move(*e));
+    }
+    if (!it->status().ok()) return database::to_error(it->status(), "read outbox");
+    return out;
+}
+
+result<std::size_t> rocksdb_pin_store::pending_deliveries() const {
+    std::size_t n = 0;
+    std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, db_->outbox()));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) ++n;
+    if (!it->status().ok()) return database::to_error(it->status(), "count outbox");
+    return n;
+}
+
+result<void> rocksdb_pin_store::delivered(std::uint64_t outbox_id) {
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    auto s = db_->db()->Delete(wo, db_->outbox(), big_endian(outbox_id));
+    if (!s.ok()) return database::to_error(s, "remove delivered alert");
+    return {};
+}
+
+result<void> rocksdb_pin_store::reschedule(const outbox_entry& entry) {
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    auto s = db_->db()->Put(wo, db_->outbox(), big_endian(entry.id), encode_outbox(entry));
+    if (!s.ok()) return database::to_error(s, "reschedule alert");
+    return {};
 }
 
 }  // namespace regpin::storage

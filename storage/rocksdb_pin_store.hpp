@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 
@@ -9,21 +10,40 @@ namespace regpin::storage {
 
 class database;
 
-// Pins in the `pins` column family, one JSON value per key, written with sync = true.
+// Pins in the `pins` column family (one JSON value per key), history in `events`
+// ("e" + id -> event, "h" + pin key + id -> index), deliveries in `outbox` (id -> entry).
+// Every change is one synced WriteBatch.
 class rocksdb_pin_store final : public pin_store {
 public:
+    // Reads the highest event and outbox ids; throws std::runtime_error if the store is
+    // unreadable.
     explicit rocksdb_pin_store(std::shared_ptr<database> db);
 
     result<std::optional<pin>> find(const pin_key& key) const override;
-    result<pin> create_if_absent(const pin& candidate) override;
+    result<pin> create_if_absent(const pin& candidate, const std::string& actor) override;
+    result<std::vector<pin_event>> apply(const pin_change& change) override;
+    result<void> touch_verified(const pin_key& key, std::int64_t when_ms) override;
+    result<std::vector<pin>> list(const pin_filter& filter) const override;
     result<std::vector<pin>> list_repository(const std::string& registry,
                                              const std::string& repository) const override;
+    result<std::size_t> count() const override;
+    result<std::vector<pin_event>> history(const pin_key& key) const override;
+    result<std::vector<pin_event>> events(std::uint64_t after_id, std::int64_t since_ms,
+                                          std::size_t limit) const override;
+    result<std::optional<pin_event>> event(std::uint64_t id) const override;
+    result<std::vector<outbox_entry>> due_deliveries(std::int64_t now_ms,
+                                                     std::size_t limit) const override;
+    result<std::size_t> pending_deliveries() const override;
+    result<void> delivered(std::uint64_t outbox_id) override;
+    result<void> reschedule(const outbox_entry& entry) override;
 
     static std::string encode_key(const pin_key& key);
 
 private:
     std::shared_ptr<database> db_;
-    std::mutex write_mutex_;  // makes find-then-put atomic among writers
+    std::mutex write_mutex_;  // makes read-check-write atomic among writers
+    std::uint64_t next_event_id_ = 1;
+    std::uint64_t next_outbox_id_ = 1;
 };
 
 }  // namespace regpin::storage

@@ -114,7 +114,7 @@ reply stored_blob_reply(storage::blob_store& store, const storage::digest& d,
 // default-constructible result, hence the optional.
 asio::awaitable<std::optional<storage::result<storage::pin>>> create_pin(storage::pin_store* pins,
                                                                          storage::pin candidate) {
-    co_return pins->create_if_absent(candidate);
+    co_return pins->create_if_absent(candidate, "first-pull");
 }
 
 }  // namespace

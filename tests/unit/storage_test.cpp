@@ -147,10 +147,10 @@ TEST(PinStore, FirstWriterWinsAndLaterCandidatesGetTheOlderPin) {
     rocksdb_pin_store pins(db);
     auto first = make_pin("1.27", "first manifest");
     auto second = make_pin("1.27", "second manifest");
-    auto a = pins.create_if_absent(first);
+    auto a = pins.create_if_absent(first, "test");
     ASSERT_TRUE(a);
     EXPECT_EQ(a->manifest_digest, first.manifest_digest);
-    auto b = pins.create_if_absent(second);
+    auto b = pins.create_if_absent(second, "test");
     ASSERT_TRUE(b);
     EXPECT_EQ(b->manifest_digest, first.manifest_digest) << "a pin was overwritten";
     auto found = pins.find(first.key);
@@ -165,8 +165,8 @@ TEST(PinStore, AcceptClassIsPartOfTheKey) {
     auto oci = make_pin("v1", "index");
     auto docker = make_pin("v1", "schema2");
     docker.key.accept_class = 1;
-    ASSERT_TRUE(pins.create_if_absent(oci));
-    auto d = pins.create_if_absent(docker);
+    ASSERT_TRUE(pins.create_if_absent(oci, "test"));
+    auto d = pins.create_if_absent(docker, "test");
     ASSERT_TRUE(d);
     EXPECT_EQ(d->manifest_digest, docker.manifest_digest);
 }
@@ -176,11 +176,11 @@ TEST(PinStore, PinsSurviveRestartAndListByRepository) {
     {
         auto db = open_at(dir);
         rocksdb_pin_store pins(db);
-        ASSERT_TRUE(pins.create_if_absent(make_pin("b", "B")));
-        ASSERT_TRUE(pins.create_if_absent(make_pin("a", "A")));
+        ASSERT_TRUE(pins.create_if_absent(make_pin("b", "B"), "test"));
+        ASSERT_TRUE(pins.create_if_absent(make_pin("a", "A"), "test"));
         auto other = make_pin("a", "other repo");
         other.key.repository = "library/nginx-extra";
-        ASSERT_TRUE(pins.create_if_absent(other));
+        ASSERT_TRUE(pins.create_if_absent(other, "test"));
     }
     auto db = open_at(dir);
     rocksdb_pin_store pins(db);
@@ -202,4 +202,139 @@ TEST(Database, SecondOpenOfALiveFolderSaysLocked) {
     auto again = open_database(dir.str(), report);
     ASSERT_FALSE(again);
     EXPECT_EQ(again.error(), errc::locked);
+}
+
+TEST(PinStore, ApplyIsCompareAndSetAndRecordsHistory) {
+    temp_dir dir;
+    auto db = open_at(dir);
+    rocksdb_pin_store pins(db);
+    auto first = make_pin("v1", "A");
+    ASSERT_TRUE(pins.create_if_absent(first, "first-pull"));
+
+    auto moved = first;
+    moved.manifest_digest = sha256_of("B");
+    pin_change change{first.key, first, moved};
+    pin_event e;
+    e.type = "approved";
+    e.key = first.key;
+    e.old_digest = first.manifest_digest.str();
+    e.new_digest = moved.manifest_digest.str();
+    e.actor = "token:ops";
+    change.events.push_back(e);
+    auto applied = pins.apply(change);
+    ASSERT_TRUE(applied);
+    ASSERT_EQ(applied->size(), 1u);
+    EXPECT_EQ((*applied)[0].id, 2u) << "the first-pull event has id 1";
+
+    // The same change again was computed from a pin that no longer holds.
+    auto stale = pins.apply(change);
+    ASSERT_FALSE(stale);
+    EXPECT_EQ(stale.error(), errc::conflict);
+
+    auto history = pins.history(first.key);
+    ASSERT_TRUE(history);
+    ASSERT_EQ(history->size(), 2u);
+    EXPECT_EQ((*history)[0].type, "pinned");
+    EXPECT_EQ((*history)[0].actor, "first-pull");
+    EXPECT_EQ((*history)[1].type, "approved");
+    EXPECT_EQ((*history)[1].new_digest, sha256_of("B").str());
+}
+
+TEST(PinStore, RepointEventsQueueOneDeliveryPerTargetDurably) {
+    temp_dir dir;
+    auto p = make_pin("v1", "A");
+    {
+        auto db = open_at(dir);
+        rocksdb_pin_store pins(db);
+        ASSERT_TRUE(pins.create_if_absent(p, "first-pull"));
+        auto pending = p;
+        pending.state = pin_state::pending;
+        pending.pending_digest = sha256_of("B");
+        pin_change change{p.key, p, pending};
+        pin_event e;
+        e.type = "repointed";
+        e.key = p.key;
+        e.time_ms = 5000;
+        change.events.push_back(e);
+        change.alert_targets = {"http://a/hook", "http://b/hook"};
+        ASSERT_TRUE(pins.apply(change));
+    }
+    auto db = open_at(dir);
+    rocksdb_pin_store pins(db);
+    auto due = pins.due_deliveries(5000, 10);
+    ASSERT_TRUE(due);
+    ASSERT_EQ(due->size(), 2u);
+    EXPECT_EQ((*due)[0].target, "http://a/hook");
+    EXPECT_EQ((*due)[0].event_id, 2u);
+    auto later = (*due)[1];
+    later.attempts = 1;
+    later.next_attempt_ms = 9000;
+    ASSERT_TRUE(pins.reschedule(later));
+    ASSERT_TRUE(pins.delivered((*due)[0].id));
+    auto now_due = pins.due_deliveries(5000, 10);
+    ASSERT_TRUE(now_due);
+    EXPECT_TRUE(now_due->empty());
+    EXPECT_EQ(*pins.pending_deliveries(), 1u);
+    auto found = pins.find(p.key);
+    ASSERT_TRUE(found && *found);
+    EXPECT_EQ((*found)->state, pin_state::pending);
+    EXPECT_EQ((*found)->pending_digest, sha256_of("B"));
+
+    // Ids continue after a restart: a new event never reuses an old id.
+    auto again = **found;
+    pin_change change{p.key, again, again};
+    pin_event e;
+    e.type = "approved";
+    e.key = p.key;
+    change.events.push_back(e);
+    auto applied = pins.apply(change);
+    ASSERT_TRUE(applied);
+    EXPECT_EQ((*applied)[0].id, 3u);
+}
+
+TEST(PinStore, UnpinDeletesThePinButKeepsItsHistory) {
+    temp_dir dir;
+    auto db = open_at(dir);
+    rocksdb_pin_store pins(db);
+    auto p = make_pin("v1", "A");
+    ASSERT_TRUE(pins.create_if_absent(p, "first-pull"));
+    pin_change change{p.key, p, std::nullopt};
+    pin_event e;
+    e.type = "unpinned";
+    e.key = p.key;
+    change.events.push_back(e);
+    ASSERT_TRUE(pins.apply(change));
+    auto found = pins.find(p.key);
+    ASSERT_TRUE(found);
+    EXPECT_FALSE(*found);
+    EXPECT_EQ(pins.history(p.key)->size(), 2u);
+    auto next = make_pin("v1", "C");
+    auto created = pins.create_if_absent(next, "first-pull");
+    ASSERT_TRUE(created);
+    EXPECT_EQ(created->manifest_digest, sha256_of("C"));
+}
+
+TEST(PinStore, ListFiltersByRegistryPrefixAndState) {
+    temp_dir dir;
+    auto db = open_at(dir);
+    rocksdb_pin_store pins(db);
+    auto a = make_pin("a", "A");
+    auto b = make_pin("b", "B");
+    b.key.repository = "library/redis";
+    b.state = pin_state::rejected;
+    b.pending_digest = sha256_of("X");
+    auto c = make_pin("c", "C");
+    c.key.registry = "ghcr.io";
+    for (const auto& p : {a, b, c}) ASSERT_TRUE(pins.create_if_absent(p, "t"));
+    EXPECT_EQ(pins.list({})->size(), 3u);
+    EXPECT_EQ(pins.list({"docker.io"})->size(), 2u);
+    EXPECT_EQ(pins.list({"docker.io", "library/re"})->size(), 1u);
+    pin_filter rejected{"", "", pin_state::rejected};
+    auto r = pins.list(rejected);
+    ASSERT_EQ(r->size(), 1u);
+    EXPECT_EQ((*r)[0].key.tag, "b");
+    EXPECT_EQ(*pins.count(), 3u);
+    auto events = pins.events(1, 0, 10);
+    ASSERT_TRUE(events);
+    EXPECT_EQ(events->size(), 2u) << "events after id 1";
 }
