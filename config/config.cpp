@@ -70,6 +70,29 @@ std::string trim_newlines(std::string s) {
     return s;
 }
 
+// A secret given directly, in a file, or in an environment variable (at most one of them).
+std::optional<std::string> read_secret(const json& j, const std::string& path, const char* direct,
+                                       const char* file, const char* env) {
+    int sources =
+        (j.contains(direct) ? 1 : 0) + (j.contains(file) ? 1 : 0) + (j.contains(env) ? 1 : 0);
+    if (sources > 1)
+        throw config_error(path,
+                           std::string("set only one of ") + direct + ", " + file + ", " + env);
+    if (j.contains(direct)) return get_string(j, direct, path + "." + direct);
+    if (j.contains(file)) {
+        auto f = get_string(j, file, path + "." + file);
+        return trim_newlines(read_file(f, path + "." + file));
+    }
+    if (j.contains(env)) {
+        auto var = get_string(j, env, path + "." + env);
+        const char* value = std::getenv(var.c_str());
+        if (value == nullptr)
+            throw config_error(path + "." + env, "environment variable '" + var + "' is not set");
+        return std::string(value);
+    }
+    return std::nullopt;
+}
+
 // A registry name as clients write it: host, optionally ":port". Lower-case DNS characters.
 bool valid_registry_name(const std::string& r) {
     if (r.empty() || r.size() > 255) return false;
@@ -127,33 +150,14 @@ upstream parse_upstream(const json& j, const std::string& path) {
     }
     if (j.contains("tls_verify")) u.tls_verify = get_bool(j, "tls_verify", path + ".tls_verify");
     if (j.contains("username")) u.username = get_string(j, "username", path + ".username");
-    int sources = 0;
-    if (j.contains("password")) {
-        ++sources;
-        u.password = get_string(j, "password", path + ".password");
-    }
-    if (j.contains("password_file")) {
-        ++sources;
-        auto f = get_string(j, "password_file", path + ".password_file");
-        u.password = trim_newlines(read_file(f, path + ".password_file"));
-    }
-    if (j.contains("password_env")) {
-        ++sources;
-        auto var = get_string(j, "password_env", path + ".password_env");
-        const char* value = std::getenv(var.c_str());
-        if (value == nullptr)
-            throw config_error(path + ".password_env",
-                               "environment variable '" + var + "' is not set");
-        u.password = value;
-    }
-    if (sources > 1)
-        throw config_error(path, "set only one of password, password_file, password_env");
-    if (sources == 1 && u.username.empty())
+    auto password = read_secret(j, path, "password", "password_file", "password_env");
+    if (password && u.username.empty())
         throw config_error(path + ".username", "is required when a password is set");
-    if (!u.username.empty() && sources == 0)
+    if (!u.username.empty() && !password)
         throw config_error(path,
                            "username is set but none of password, password_file, "
                            "password_env is");
+    if (password) u.password = *password;
     if (j.contains("connect_timeout_ms"))
         u.connect_timeout = std::chrono::milliseconds(
             get_int(j, "connect_timeout_ms", path + ".connect_timeout_ms", 1, 600000));
@@ -164,6 +168,97 @@ upstream parse_upstream(const json& j, const std::string& path) {
         u.max_idle_connections = static_cast<int>(
             get_int(j, "max_idle_connections", path + ".max_idle_connections", 0, 1024));
     return u;
+}
+
+std::chrono::seconds get_seconds(const json& j, const char* key, const std::string& path,
+                                 std::int64_t min, std::int64_t max) {
+    return std::chrono::seconds(get_int(j, key, path + "." + key, min, max));
+}
+
+pin_checks parse_checks(const json& j, const std::string& path) {
+    require_object(j, path);
+    reject_unknown_keys(j, path,
+                        {"revalidate_after_s", "concurrency", "sweep_interval_s", "sweep_batch",
+                         "ratelimit_low_water", "ratelimit_pause_s"});
+    pin_checks c;
+    if (j.contains("revalidate_after_s"))
+        c.revalidate_after = get_seconds(j, "revalidate_after_s", path, 0, 365 * 86400);
+    if (j.contains("concurrency"))
+        c.concurrency = static_cast<int>(get_int(j, "concurrency", path + ".concurrency", 1, 256));
+    if (j.contains("sweep_interval_s"))
+        c.sweep_interval = get_seconds(j, "sweep_interval_s", path, 1, 86400);
+    if (j.contains("sweep_batch"))
+        c.sweep_batch =
+            static_cast<int>(get_int(j, "sweep_batch", path + ".sweep_batch", 0, 100000));
+    if (j.contains("ratelimit_low_water"))
+        c.ratelimit_low_water = static_cast<int>(
+            get_int(j, "ratelimit_low_water", path + ".ratelimit_low_water", 0, 100000));
+    if (j.contains("ratelimit_pause_s"))
+        c.ratelimit_pause = get_seconds(j, "ratelimit_pause_s", path, 1, 86400);
+    return c;
+}
+
+policy_rule parse_policy_rule(const json& j, const std::string& path) {
+    require_object(j, path);
+    reject_unknown_keys(j, path, {"match", "policy", "revalidate_after_s"});
+    policy_rule r;
+    if (!j.contains("match")) throw config_error(path + ".match", "is required");
+    r.match = get_string(j, "match", path + ".match");
+    if (r.match.empty()) throw config_error(path + ".match", "must not be empty");
+    if (!j.contains("policy")) throw config_error(path + ".policy", "is required");
+    r.policy = get_string(j, "policy", path + ".policy");
+    if (r.policy != "pin" && r.policy != "follow" && r.policy != "reject")
+        throw config_error(path + ".policy",
+                           "must be pin, follow or reject; got '" + r.policy + "'");
+    if (j.contains("revalidate_after_s"))
+        r.revalidate_after = get_seconds(j, "revalidate_after_s", path, 0, 365 * 86400);
+    return r;
+}
+
+admin_settings parse_admin(const json& j, const std::string& path) {
+    require_object(j, path);
+    reject_unknown_keys(j, path, {"listen", "tokens"});
+    admin_settings a;
+    if (j.contains("listen")) a.listen = get_string(j, "listen", path + ".listen");
+    if (j.contains("tokens")) {
+        const auto& ts = j.at("tokens");
+        if (!ts.is_array()) throw config_error(path + ".tokens", "must be an array");
+        for (std::size_t i = 0; i < ts.size(); ++i) {
+            auto p = path + ".tokens[" + std::to_string(i) + "]";
+            require_object(ts[i], p);
+            reject_unknown_keys(ts[i], p, {"name", "token", "token_file", "token_env"});
+            admin_token t;
+            if (!ts[i].contains("name")) throw config_error(p + ".name", "is required");
+            t.name = get_string(ts[i], "name", p + ".name");
+            auto value = read_secret(ts[i], p, "token", "token_file", "token_env");
+            if (!value) throw config_error(p, "one of token, token_file, token_env is required");
+            if (value->size() < 16)
+                throw config_error(p, "the token must be at least 16 characters");
+            t.value = *value;
+            a.tokens.push_back(std::move(t));
+        }
+    }
+    return a;
+}
+
+webhook parse_webhook(const json& j, const std::string& path) {
+    require_object(j, path);
+    reject_unknown_keys(
+        j, path,
+        {"url", "secret", "secret_file", "secret_env", "timeout_ms", "ca_file", "tls_verify"});
+    webhook w;
+    if (!j.contains("url")) throw config_error(path + ".url", "is required");
+    w.url = get_string(j, "url", path + ".url");
+    if (w.url.rfind("http://", 0) != 0 && w.url.rfind("https://", 0) != 0)
+        throw config_error(path + ".url", "must start with http:// or https://");
+    if (auto secret = read_secret(j, path, "secret", "secret_file", "secret_env"))
+        w.secret = *secret;
+    if (j.contains("timeout_ms"))
+        w.timeout =
+            std::chrono::milliseconds(get_int(j, "timeout_ms", path + ".timeout_ms", 1, 600000));
+    if (j.contains("ca_file")) w.ca_file = get_string(j, "ca_file", path + ".ca_file");
+    if (j.contains("tls_verify")) w.tls_verify = get_bool(j, "tls_verify", path + ".tls_verify");
+    return w;
 }
 
 }  // namespace
@@ -220,6 +315,12 @@ upstream parse_upstream_flag(const std::string& flag) {
 
 void validate(settings& s) {
     parse_host_port(s.listen, "listen");
+    if (!s.admin.listen.empty()) parse_host_port(s.admin.listen, "admin.listen");
+    std::set<std::string> token_names;
+    for (std::size_t i = 0; i < s.admin.tokens.size(); ++i)
+        if (!token_names.insert(s.admin.tokens[i].name).second)
+            throw config_error("admin.tokens[" + std::to_string(i) + "].name",
+                               "duplicate token name '" + s.admin.tokens[i].name + "'");
     if (s.data_dir.empty()) throw config_error("data_dir", "must not be empty");
     if (s.upstreams.empty()) throw config_error("upstreams", "at least one upstream is required");
     std::set<std::string> names;
@@ -266,10 +367,10 @@ settings load_json(const std::string& text, const std::string& source) {
         throw config_error(source, std::string("is not valid JSON: ") + e.what());
     }
     require_object(j, source);
-    reject_unknown_keys(
-        j, "",
-        {"listen", "data_dir", "upstreams", "default_upstream", "manifest_max_bytes", "log_level",
-         "threads", "max_header_bytes", "client_idle_timeout_ms"});
+    reject_unknown_keys(j, "",
+                        {"listen", "data_dir", "upstreams", "default_upstream",
+                         "manifest_max_bytes", "log_level", "threads", "max_header_bytes",
+                         "client_idle_timeout_ms", "pin_checks", "policies", "admin", "webhooks"});
     settings s;
     if (j.contains("listen")) s.listen = get_string(j, "listen", "listen");
     if (j.contains("data_dir")) s.data_dir = get_string(j, "data_dir", "data_dir");
@@ -287,6 +388,20 @@ settings load_json(const std::string& text, const std::string& source) {
     if (j.contains("client_idle_timeout_ms"))
         s.client_idle_timeout = std::chrono::milliseconds(
             get_int(j, "client_idle_timeout_ms", "client_idle_timeout_ms", 100, 3600000));
+    if (j.contains("pin_checks")) s.checks = parse_checks(j.at("pin_checks"), "pin_checks");
+    if (j.contains("policies")) {
+        const auto& ps = j.at("policies");
+        if (!ps.is_array()) throw config_error("policies", "must be an array");
+        for (std::size_t i = 0; i < ps.size(); ++i)
+            s.policies.push_back(parse_policy_rule(ps[i], "policies[" + std::to_string(i) + "]"));
+    }
+    if (j.contains("admin")) s.admin = parse_admin(j.at("admin"), "admin");
+    if (j.contains("webhooks")) {
+        const auto& ws = j.at("webhooks");
+        if (!ws.is_array()) throw config_error("webhooks", "must be an array");
+        for (std::size_t i = 0; i < ws.size(); ++i)
+            s.webhooks.push_back(parse_webhook(ws[i], "webhooks[" + std::to_string(i) + "]"));
+    }
     if (j.contains("upstreams")) {
         const auto& ups = j.at("upstreams");
         if (!ups.is_array()) throw config_error("upstreams", "must be an array");

@@ -46,6 +46,44 @@ struct upstream {
     bool is_docker_hub() const { return registry == "docker.io"; }
 };
 
+// A policy rule: the first rule whose glob matches "registry/repository:tag" decides.
+struct policy_rule {
+    std::string match;   // glob: * (not /), ** (anything), ? (one character, not /)
+    std::string policy;  // "pin", "follow" or "reject"
+    std::optional<std::chrono::seconds> revalidate_after;
+};
+
+// Background checks of pins against their upstream.
+struct pin_checks {
+    std::chrono::seconds revalidate_after{600};
+    // Checks in flight per upstream.
+    int concurrency = 4;
+    // The sweep re-checks pins nobody requested: every interval, at most `sweep_batch` of them.
+    std::chrono::seconds sweep_interval{60};
+    int sweep_batch = 50;
+    // Docker Hub's ratelimit-remaining at or below this pauses checks for `ratelimit_pause`.
+    int ratelimit_low_water = 20;
+    std::chrono::seconds ratelimit_pause{900};
+};
+
+struct admin_token {
+    std::string name;   // who acted, in the pin history ("token:<name>")
+    std::string value;  // resolved from token_file / token_env at load time
+};
+
+struct admin_settings {
+    std::string listen = "127.0.0.1:5001";
+    std::vector<admin_token> tokens;
+};
+
+struct webhook {
+    std::string url;
+    std::string secret;  // HMAC-SHA256 key; empty sends no signature
+    std::chrono::milliseconds timeout{5000};
+    std::string ca_file;
+    bool tls_verify = true;
+};
+
 struct settings {
     std::string listen = "127.0.0.1:5000";
     std::string data_dir = "./regpin-data";
@@ -59,6 +97,10 @@ struct settings {
     // Request header limit (request line plus headers), bytes.
     std::size_t max_header_bytes = 16 * 1024;
     std::chrono::milliseconds client_idle_timeout{60000};
+    pin_checks checks;
+    std::vector<policy_rule> policies;
+    admin_settings admin;
+    std::vector<webhook> webhooks;
 };
 
 // The upstreams a fresh install talks to: Docker Hub, ghcr.io, quay.io, registry.k8s.io.

@@ -465,7 +465,9 @@ asio::awaitable<result<response>> client_impl::send(request req) {
         auto location = std::string(r->headers()[http::field::location]);
         (void)co_await r->read_all(drain_limit);
         if (location.empty()) co_return make_error_code(errc::bad_redirect);
-        auto base_url = boost::urls::parse_uri(where.key() + target);
+        // parse_uri returns a view: the string it parses must outlive it.
+        const std::string current = where.key() + target;
+        auto base_url = boost::urls::parse_uri(current);
         auto ref = boost::urls::parse_uri_reference(location);
         if (!base_url || !ref) co_return make_error_code(errc::bad_redirect);
         boost::urls::url next;

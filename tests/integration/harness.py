@@ -13,6 +13,12 @@ Servers and tools, all from Debian 12 packages unless noted:
 - `Containerd`: a private containerd 1.6 daemon (own root, state and socket), driven by `ctr`.
 - `Skopeo`: skopeo with a private policy.json and registries.conf.
 - `Regpin`: the binary under test (`$REGPIN_BIN`, default `<repo>/build/regpin`).
+- `CertificateAuthority`: a throwaway CA and server certificates, made with the `openssl` CLI.
+- `write_htpasswd`: a bcrypt htpasswd file (`htpasswd` from apache2-utils).
+- `TokenServer` (Python): a Docker token server issuing RS256 JWTs for docker-registry's
+  `auth.token`, signed with `openssl dgst`.
+- `ScriptedHTTPServer` (Python): fake upstreams and CDNs that record every request;
+  `SilentServer` (Python): accepts connections and never answers.
 
 Only the standard library is used.
 """
@@ -20,10 +26,12 @@ Only the standard library is used.
 from __future__ import annotations
 
 import atexit
+import base64
 import dataclasses
 import gzip
 import hashlib
 import http.client
+import http.server
 import io
 import json
 import os
@@ -32,6 +40,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tarfile
 import tempfile
@@ -188,15 +197,32 @@ def http_request(
     host: str,
     method: str,
     path: str,
-    headers: Optional[Mapping[str, str]] = None,
+    headers: Optional[Mapping[str, str] | Sequence[tuple[str, str]]] = None,
     body: Optional[bytes] = None,
     timeout: float = 30.0,
+    ssl_context: Optional[ssl.SSLContext] = None,
 ) -> Response:
-    """One HTTP/1.1 request to `host` ("127.0.0.1:PORT") on a fresh connection."""
+    """One HTTP/1.1 request to `host` ("127.0.0.1:PORT") on a fresh connection.
+
+    `headers` is a mapping, or a sequence of (name, value) pairs when a header must be sent
+    on several lines (e.g. two `Accept` lines). With `ssl_context` the request goes over HTTPS.
+    """
     hostname, _, port = host.rpartition(":")
-    conn = http.client.HTTPConnection(hostname, int(port), timeout=timeout)
+    if ssl_context is not None:
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+            hostname, int(port), timeout=timeout, context=ssl_context)
+    else:
+        conn = http.client.HTTPConnection(hostname, int(port), timeout=timeout)
     try:
-        conn.request(method, path, body=body, headers=dict(headers or {}))
+        if headers is None or isinstance(headers, Mapping):
+            conn.request(method, path, body=body, headers=dict(headers or {}))
+        else:
+            conn.putrequest(method, path, skip_accept_encoding=True)
+            for name, value in headers:
+                conn.putheader(name, value)
+            if body is not None:
+                conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body)
         resp = conn.getresponse()
         data = resp.read()
         return Response(resp.status, resp.reason, resp.headers, data)
@@ -208,11 +234,12 @@ _live_processes: set[subprocess.Popen] = set()
 _live_lock = threading.Lock()
 
 
-def _spawn(cmd: Sequence[str], log_path: str) -> subprocess.Popen:
+def _spawn(cmd: Sequence[str], log_path: str, env: Optional[Mapping[str, str]] = None) -> subprocess.Popen:
     """Starts a long-running server with stdout and stderr appended to `log_path`. It is
-    terminated at interpreter exit if the test forgot to stop it."""
+    terminated at interpreter exit if the test forgot to stop it. `env` adds to os.environ."""
+    full_env = dict(os.environ, **env) if env else None
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        proc = subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=full_env)
     with _live_lock:
         _live_processes.add(proc)
     return proc
@@ -284,30 +311,62 @@ class Registry:
     the same port. Use as a context manager or call close() to stop and delete everything.
     """
 
-    def __init__(self, name: str = "upstream"):
+    def __init__(
+        self,
+        name: str = "upstream",
+        *,
+        tls: Optional["ServerCert"] = None,
+        htpasswd: Optional[str] = None,
+        token_auth: Optional["TokenServer"] = None,
+        credentials: Optional[tuple[str, str]] = None,
+    ):
+        """`tls`: serve HTTPS with this certificate (`http.tls`); the harness's own requests
+        trust the CA that issued it. `htpasswd`: require Basic auth against this bcrypt file
+        (`auth.htpasswd`). `token_auth`: require Bearer tokens from this TokenServer
+        (`auth.token`). `credentials`: (user, password) the harness uses for its own requests
+        and for push() (Basic for htpasswd, at the token server for token auth)."""
+        if htpasswd and token_auth:
+            raise ValueError("docker-registry takes one auth method")
         self.name = name
         self.dir = make_temp_dir(f"registry-{name}")
         self.port = free_port()
         self.storage_dir = os.path.join(self.dir, "storage")
         self.config_path = os.path.join(self.dir, "config.yml")
         self.log_path = os.path.join(self.dir, "registry.log")
+        self.tls = tls
+        self.credentials = credentials
+        self.ssl_context = tls.client_context() if tls else None
+        self.requires_auth = bool(htpasswd or token_auth)
         self._proc: Optional[subprocess.Popen] = None
-        with open(self.config_path, "w") as f:
-            f.write(
-                "version: 0.1\n"
-                "log:\n"
-                "  level: info\n"
-                "  accesslog:\n"
-                "    disabled: false\n"
-                "storage:\n"
-                "  filesystem:\n"
-                f"    rootdirectory: {self.storage_dir}\n"
-                "  delete:\n"
-                "    enabled: true\n"
-                "http:\n"
-                f"  addr: 127.0.0.1:{self.port}\n"
-                f"  secret: {uuid.uuid4().hex}\n"
+        config = (
+            "version: 0.1\n"
+            "log:\n"
+            "  level: info\n"
+            "  accesslog:\n"
+            "    disabled: false\n"
+            "storage:\n"
+            "  filesystem:\n"
+            f"    rootdirectory: {self.storage_dir}\n"
+            "  delete:\n"
+            "    enabled: true\n"
+            "http:\n"
+            f"  addr: 127.0.0.1:{self.port}\n"
+            f"  secret: {uuid.uuid4().hex}\n"
+        )
+        if tls:
+            config += f"  tls:\n    certificate: {tls.cert_path}\n    key: {tls.key_path}\n"
+        if htpasswd:
+            config += f"auth:\n  htpasswd:\n    realm: regpin-test\n    path: {htpasswd}\n"
+        if token_auth:
+            config += (
+                "auth:\n  token:\n"
+                f"    realm: {token_auth.realm}\n"
+                f"    service: {token_auth.service}\n"
+                f"    issuer: {token_auth.issuer}\n"
+                f"    rootcertbundle: {token_auth.root_cert_bundle}\n"
             )
+        with open(self.config_path, "w") as f:
+            f.write(config)
 
     @property
     def host(self) -> str:
@@ -315,15 +374,44 @@ class Registry:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
+
+    def request(self, method: str, path: str, headers: Optional[Mapping[str, str]] = None,
+                body: Optional[bytes] = None, timeout: float = 30.0, authenticate: bool = True) -> Response:
+        """A request straight to the registry (HTTPS if it has TLS). With `authenticate`, a 401
+        is answered the way a client would: Basic with `credentials`, or a token fetched from
+        the challenge's realm with `credentials` (anonymously without them), then retried."""
+        hdrs = dict(headers or {})
+        resp = http_request(self.host, method, path, hdrs, body, timeout, ssl_context=self.ssl_context)
+        if resp.status != 401 or not authenticate:
+            return resp
+        challenge = parse_www_authenticate(resp.header("WWW-Authenticate") or "")
+        if challenge.get("scheme") == "basic" and self.credentials:
+            hdrs["Authorization"] = basic_auth(*self.credentials)
+        elif challenge.get("scheme") == "bearer" and challenge.get("realm"):
+            query = {"service": challenge.get("service", "")}
+            if challenge.get("scope"):
+                query["scope"] = challenge["scope"]
+            realm = urllib.parse.urlsplit(challenge["realm"])
+            token_headers = {"Authorization": basic_auth(*self.credentials)} if self.credentials else {}
+            token_resp = http_request(realm.netloc, "GET", f"{realm.path}?{urllib.parse.urlencode(query)}",
+                                      token_headers, timeout=timeout)
+            if token_resp.status != 200:
+                return resp
+            hdrs["Authorization"] = "Bearer " + token_resp.json()["token"]
+        else:
+            return resp
+        return http_request(self.host, method, path, hdrs, body, timeout, ssl_context=self.ssl_context)
 
     def start(self) -> "Registry":
         if self.running:
             return self
         self._proc = _spawn(["docker-registry", "serve", self.config_path], self.log_path)
+        # An auth-protected registry answers GET /v2/ with 401 once it is up.
+        ready_statuses = (200, 401) if self.requires_auth else (200,)
         try:
             wait_until(
-                lambda: self._check_alive() and http_request(self.host, "GET", "/v2/", timeout=2).status == 200,
+                lambda: self._check_alive() and self.request("GET", "/v2/", timeout=2, authenticate=False).status in ready_statuses,
                 timeout=15,
                 message=f"docker-registry {self.name} on {self.host}",
             )
@@ -399,7 +487,8 @@ class Registry:
         and waits until its line appears; lines of requests that completed before are then
         in the log as well (each is written right after its handler returns)."""
         marker = f"/v2/?regpin-log-sync={uuid.uuid4().hex}"
-        http_request(self.host, "GET", marker, timeout=timeout)
+        # Unauthenticated on purpose: a 401 is logged too, and no token is requested.
+        self.request("GET", marker, timeout=timeout, authenticate=False)
         wait_until(
             lambda: any(e.uri == marker for e in self.access_log()),
             timeout=timeout,
@@ -410,7 +499,7 @@ class Registry:
 
     def manifest_digest(self, repo: str, reference: str, accept: str = ACCEPT_ALL_MANIFESTS) -> Optional[str]:
         """Docker-Content-Digest of a HEAD on the manifest, or None on 404."""
-        resp = http_request(self.host, "HEAD", f"/v2/{repo}/manifests/{reference}", {"Accept": accept})
+        resp = self.request("HEAD", f"/v2/{repo}/manifests/{reference}", {"Accept": accept})
         if resp.status == 404:
             return None
         if resp.status != 200:
@@ -418,13 +507,11 @@ class Registry:
         return resp.header("Docker-Content-Digest")
 
     def get_manifest(self, repo: str, reference: str, accept: str = ACCEPT_ALL_MANIFESTS) -> Response:
-        return http_request(self.host, "GET", f"/v2/{repo}/manifests/{reference}", {"Accept": accept})
+        return self.request("GET", f"/v2/{repo}/manifests/{reference}", {"Accept": accept})
 
     def put_manifest(self, repo: str, tag: str, body: bytes, media_type: str) -> str:
         """Pushes manifest bytes under `tag` (its blobs must already be in `repo`)."""
-        resp = http_request(
-            self.host, "PUT", f"/v2/{repo}/manifests/{tag}", {"Content-Type": media_type}, body
-        )
+        resp = self.request("PUT", f"/v2/{repo}/manifests/{tag}", {"Content-Type": media_type}, body)
         if resp.status != 201:
             raise RuntimeError(f"PUT manifest {repo}:{tag} on {self.name}: {resp.status} {resp.body!r}")
         return resp.header("Docker-Content-Digest") or sha256_digest(body)
@@ -756,19 +843,25 @@ def mirror_registries_conf(prefix: str, mirror_location: str, dead_location: str
     )
 
 
-def push(layout: OciLayout | str | Path, ref: str, registry: Registry | str, *, source_tag: Optional[str] = None) -> None:
+def push(layout: OciLayout | str | Path, ref: str, registry: Registry | str, *, source_tag: Optional[str] = None,
+         credentials: Optional[tuple[str, str]] = None) -> None:
     """Copies the image named `source_tag` (default: the tag of `ref`) from the layout to
-    `<registry host>/<ref>` with `skopeo copy --all --preserve-digests`, over plain HTTP.
+    `<registry host>/<ref>` with `skopeo copy --all --preserve-digests`, over plain HTTP or
+    over HTTPS without verification (`--dest-tls-verify=false` tries HTTPS first).
 
-    `ref` is "repo:tag"; `registry` a Registry or a "host:port" string.
+    `ref` is "repo:tag"; `registry` a Registry or a "host:port" string. `credentials`
+    (default: the Registry's own) go to skopeo as `--dest-creds`.
     """
     layout_path = layout.path if isinstance(layout, OciLayout) else Path(layout)
     host = registry.host if isinstance(registry, Registry) else registry
     repo, _, tag = ref.rpartition(":")
     if not repo or "/" in tag:
         raise ValueError(f"push wants 'repo:tag', got {ref!r}")
+    if credentials is None and isinstance(registry, Registry):
+        credentials = registry.credentials
+    creds = ["--dest-creds", f"{credentials[0]}:{credentials[1]}"] if credentials else []
     default_skopeo()(
-        "copy", "--all", "--preserve-digests", "--dest-tls-verify=false", "--quiet",
+        "copy", "--all", "--preserve-digests", "--dest-tls-verify=false", "--quiet", *creds,
         f"oci:{layout_path}:{source_tag or tag}", f"docker://{host}/{repo}:{tag}",
     )
 
@@ -981,6 +1074,464 @@ class Containerd:
 
 
 # --------------------------------------------------------------------------------------------
+# HTTP auth helpers
+# --------------------------------------------------------------------------------------------
+
+
+def basic_auth(username: str, password: str) -> str:
+    """An `Authorization: Basic ...` value."""
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+
+
+def parse_basic_auth(value: Optional[str]) -> Optional[tuple[str, str]]:
+    """(user, password) from an `Authorization: Basic ...` value, or None."""
+    if not value or not value.lower().startswith("basic "):
+        return None
+    try:
+        user, _, password = base64.b64decode(value[6:].strip(), validate=True).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return user, password
+
+
+def parse_www_authenticate(value: str) -> dict[str, str]:
+    """`Bearer realm="r",service="s",scope="x"` -> {"scheme": "bearer", "realm": "r", ...}."""
+    scheme, _, rest = value.strip().partition(" ")
+    result = {"scheme": scheme.lower()}
+    for m in re.finditer(r'([A-Za-z_]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))', rest):
+        result[m.group(1).lower()] = m.group(2) if m.group(2) is not None else m.group(3)
+    return result
+
+
+def write_htpasswd(directory: str | Path, users: Mapping[str, str]) -> str:
+    """A bcrypt htpasswd file (`htpasswd -Bbn`, Debian package apache2-utils) for
+    docker-registry's `auth.htpasswd`. Returns its path."""
+    lines = [run(["htpasswd", "-Bbn", user, password]).stdout.strip() for user, password in users.items()]
+    path = os.path.join(directory, "htpasswd")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# TLS: a throwaway CA made with the openssl CLI
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerCert:
+    """A server certificate and key (PEM files) and the CA that issued it."""
+
+    cert_path: str
+    key_path: str
+    ca_path: str
+
+    def client_context(self) -> ssl.SSLContext:
+        """An SSLContext that trusts only the issuing CA (and checks the host name)."""
+        return ssl.create_default_context(cafile=self.ca_path)
+
+
+class CertificateAuthority:
+    """A self-signed RSA CA in a fresh temp dir, made with `openssl req -x509`.
+
+    `issue()` signs server certificates with IP and DNS subjectAltNames. The CA's own cert and
+    key double as a JWT signing certificate for TokenServer (self-signed, so it is its own root).
+    """
+
+    def __init__(self, common_name: str = "regpin-test-ca", days: int = 2):
+        self.dir = make_temp_dir("ca")
+        self.cert_path = os.path.join(self.dir, "ca.pem")
+        self.key_path = os.path.join(self.dir, "ca.key")
+        self._serial = 0
+        run([
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256",
+            "-keyout", self.key_path, "-out", self.cert_path, "-days", str(days),
+            "-subj", f"/CN={common_name}",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+        ])
+
+    def cert_der(self) -> bytes:
+        return ssl.PEM_cert_to_DER_cert(Path(self.cert_path).read_text())
+
+    def issue(self, name: str, *, ips: Sequence[str] = ("127.0.0.1",), dns_names: Sequence[str] = (),
+              days: int = 2) -> ServerCert:
+        """A server certificate for `ips` and `dns_names` (subjectAltName), signed by this CA."""
+        self._serial += 1
+        key = os.path.join(self.dir, f"{name}.key")
+        csr = os.path.join(self.dir, f"{name}.csr")
+        cert = os.path.join(self.dir, f"{name}.pem")
+        ext = os.path.join(self.dir, f"{name}.ext")
+        sans = [f"IP:{ip}" for ip in ips] + [f"DNS:{d}" for d in dns_names]
+        with open(ext, "w") as f:
+            f.write(
+                f"subjectAltName={','.join(sans)}\n"
+                "basicConstraints=CA:FALSE\n"
+                "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                "extendedKeyUsage=serverAuth\n"
+            )
+        run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+             "-subj", f"/CN={(list(ips) + list(dns_names))[0]}"])
+        run(["openssl", "x509", "-req", "-sha256", "-in", csr, "-CA", self.cert_path, "-CAkey", self.key_path,
+             "-set_serial", str(1000 + self._serial), "-out", cert, "-days", str(days), "-extfile", ext])
+        return ServerCert(cert, key, self.cert_path)
+
+    def sign_sha256_rsa(self, data: bytes) -> bytes:
+        """RSASSA-PKCS1-v1_5 over SHA-256 with the CA key (`openssl dgst -sha256 -sign`): RS256."""
+        result = subprocess.run(
+            ["openssl", "dgst", "-sha256", "-sign", self.key_path],
+            input=data, capture_output=True, timeout=30, check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"openssl dgst -sign failed: {result.stderr.decode(errors='replace')}")
+        return result.stdout
+
+    def close(self) -> None:
+        remove_temp_dir(self.dir)
+
+
+# --------------------------------------------------------------------------------------------
+# Scripted HTTP servers: fake upstreams, CDNs and token servers that record every request
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str  # without the query
+    query: dict[str, list[str]]
+    headers: tuple[tuple[str, str], ...]  # every header line, in order, as received
+    time: float  # time.monotonic() when the request arrived
+
+    def header_values(self, name: str) -> list[str]:
+        """Every value of header `name` (case-insensitive), one per line received."""
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def header(self, name: str) -> Optional[str]:
+        values = self.header_values(name)
+        return values[0] if values else None
+
+
+@dataclasses.dataclass
+class Reply:
+    status: int = 200
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    body: bytes = b""
+
+
+class ScriptedHTTPServer:
+    """A threaded HTTP/1.1 server (http.server) on `bind_host`:<kernel port>. Every request is
+    recorded (`requests`), then answered by `handler(request) -> Reply`; Content-Length is
+    always set, so connections stay alive. `bind_host` may be another loopback address such as
+    127.0.0.2, to play a second host."""
+
+    def __init__(self, handler: Callable[[RecordedRequest], Reply], bind_host: str = "127.0.0.1"):
+        self.handler = handler
+        self.requests: list[RecordedRequest] = []
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with outer._lock:
+                    outer._sockets.add(self.connection)
+
+            def finish(self) -> None:
+                with outer._lock:
+                    outer._sockets.discard(self.connection)
+                super().finish()
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+                pass
+
+            def _serve(self) -> None:
+                split = urllib.parse.urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                request = RecordedRequest(
+                    method=self.command,
+                    path=split.path,
+                    query=urllib.parse.parse_qs(split.query, keep_blank_values=True),
+                    headers=tuple(self.headers.items()),
+                    time=time.monotonic(),
+                )
+                with outer._lock:
+                    outer.requests.append(request)
+                try:
+                    reply = outer.handler(request)
+                except Exception as e:  # noqa: BLE001 - a broken fake answers 500, visibly
+                    reply = Reply(500, {"Content-Type": "text/plain"}, f"fake server error: {e!r}".encode())
+                self.send_response(reply.status)
+                for name, value in reply.headers.items():
+                    if name.lower() != "content-length":
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                if self.command != "HEAD" and reply.body:
+                    self.wfile.write(reply.body)
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _serve
+
+        self._server = http.server.ThreadingHTTPServer((bind_host, 0), Handler)
+        self._server.daemon_threads = True
+        self.bind_host = bind_host
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+
+    @property
+    def host(self) -> str:
+        return f"{self.bind_host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def start(self) -> "ScriptedHTTPServer":
+        self._thread.start()
+        return self
+
+    def recorded(self, method: Optional[str] = None, path_regex: Optional[str] = None) -> list[RecordedRequest]:
+        """Requests received so far (a snapshot), optionally filtered by method and by a path
+        that fully matches `path_regex`. A request is recorded before it is answered, so every
+        request whose answer a client has seen is in here."""
+        with self._lock:
+            requests = list(self.requests)
+        pattern = re.compile(path_regex) if path_regex else None
+        return [
+            r for r in requests
+            if (method is None or r.method == method) and (pattern is None or pattern.fullmatch(r.path))
+        ]
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._server.shutdown()
+        self._server.server_close()
+        with self._lock:
+            sockets = list(self._sockets)
+        for s in sockets:  # end kept-alive connections, so no handler thread lingers
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def __enter__(self) -> "ScriptedHTTPServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SilentServer:
+    """Accepts TCP connections on 127.0.0.1:`port` and never answers: a hung upstream.
+    Reads and discards whatever arrives. Bounded: every wait has a timeout; close() ends it."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", port))
+        self._listener.listen(64)
+        self._listener.settimeout(0.05)
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except socket.timeout:
+                pass
+            except OSError:
+                return
+            else:
+                conn.setblocking(False)
+                with self._lock:
+                    self._conns.append(conn)
+                    self.accepted += 1
+            with self._lock:
+                conns = list(self._conns)
+            for c in conns:  # drain, so the peer's writes never block
+                try:
+                    while c.recv(65536):
+                        pass
+                except (BlockingIOError, OSError):
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._listener.close()
+        with self._lock:
+            for c in self._conns:
+                c.close()
+            self._conns.clear()
+
+
+# --------------------------------------------------------------------------------------------
+# A token server for docker-registry's `auth.token` (the Docker Registry v2 token protocol)
+# --------------------------------------------------------------------------------------------
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+@dataclasses.dataclass(frozen=True)
+class Grant:
+    """TokenServer policy: `user` (None: anyone, anonymous included) may do `actions` on
+    repositories whose name fully matches the regex `repository`."""
+
+    repository: str
+    actions: tuple[str, ...] = ("pull",)
+    user: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenRequest:
+    time: float  # time.monotonic() when the request arrived
+    user: Optional[str]  # None for anonymous
+    service: str
+    scopes: tuple[str, ...]
+    status: int
+    access: tuple[tuple[str, tuple[str, ...]], ...]  # granted (repository, actions)
+    expires_in: int
+
+
+class TokenServer:
+    """A Docker token server (distribution `docs/spec/auth/token.md`) on 127.0.0.1, stdlib only.
+
+    `GET /token?service=S&scope=repository:NAME:ACTIONS[&scope=...]`, with Basic credentials
+    or none (anonymous). Wrong credentials get 401. Otherwise it grants the intersection of the
+    requested actions and what `grants` allow, as an RS256 JWT signed with `openssl dgst` by a
+    self-signed certificate that is both the token's `x5c` and the registry's rootcertbundle.
+    What distribution 2.8 checks (registry/auth/token/token.go): `iss` is the configured issuer,
+    `aud` is a string equal to the service, exp/nbf with 60 s leeway, a signature by the leaf
+    of `x5c` (standard base64 DER) that chains to rootcertbundle, and `access` covers the
+    request. Every request is in `requests`; `expires_in` is per repository via
+    `expires_in_for` ({regex: seconds}).
+    """
+
+    def __init__(self, grants: Sequence[Grant], users: Optional[Mapping[str, str]] = None, *,
+                 expires_in: int = 300, expires_in_for: Optional[Mapping[str, int]] = None,
+                 service: str = "regpin-test-registry", issuer: str = "regpin-test-token-issuer"):
+        self.grants = list(grants)
+        self.users = dict(users or {})
+        self.expires_in = expires_in
+        self.expires_in_for = dict(expires_in_for or {})
+        self.service = service
+        self.issuer = issuer
+        self.signer = CertificateAuthority("regpin-test-token-signer")
+        self.requests: list[TokenRequest] = []
+        self._lock = threading.Lock()
+        self._http = ScriptedHTTPServer(self._handle)
+
+    @property
+    def realm(self) -> str:
+        return f"{self._http.url}/token"
+
+    @property
+    def root_cert_bundle(self) -> str:
+        return self.signer.cert_path
+
+    def start(self) -> "TokenServer":
+        self._http.start()
+        return self
+
+    def close(self) -> None:
+        self._http.close()
+        self.signer.close()
+
+    def __enter__(self) -> "TokenServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def token_requests(self, scope_regex: Optional[str] = None) -> list[TokenRequest]:
+        """Requests so far; with `scope_regex`, those with a scope that fully matches it."""
+        with self._lock:
+            requests = list(self.requests)
+        if scope_regex is None:
+            return requests
+        pattern = re.compile(scope_regex)
+        return [r for r in requests if any(pattern.fullmatch(s) for s in r.scopes)]
+
+    def _allowed(self, user: Optional[str], repository: str) -> set[str]:
+        allowed: set[str] = set()
+        for g in self.grants:
+            if (g.user is None or g.user == user) and re.fullmatch(g.repository, repository):
+                allowed.update(g.actions)
+        return allowed
+
+    def _expiry(self, repositories: Sequence[str]) -> int:
+        for pattern, seconds in self.expires_in_for.items():
+            if any(re.fullmatch(pattern, r) for r in repositories):
+                return seconds
+        return self.expires_in
+
+    def _record(self, request: TokenRequest) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+    def _handle(self, req: RecordedRequest) -> Reply:
+        service = (req.query.get("service") or [""])[0]
+        scopes = tuple(s for value in req.query.get("scope", []) for s in value.split())
+        if req.method != "GET" or req.path != "/token":
+            return Reply(404, {"Content-Type": "text/plain"}, b"not found")
+        user: Optional[str] = None
+        authorization = req.header("Authorization")
+        if authorization is not None:
+            creds = parse_basic_auth(authorization)
+            if creds is None or self.users.get(creds[0]) != creds[1]:
+                self._record(TokenRequest(req.time, creds[0] if creds else None, service, scopes, 401, (), 0))
+                return Reply(401, {"Content-Type": "application/json",
+                                   "WWW-Authenticate": 'Basic realm="regpin-test-token"'},
+                             b'{"details":"incorrect username or password"}')
+            user = creds[0]
+        access = []
+        for scope in scopes:
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")  # the name may hold host:port
+            if kind != "repository" or not name:
+                continue
+            granted = sorted(set(actions.split(",")) & self._allowed(user, name))
+            access.append((name, tuple(granted)))
+        expires_in = self._expiry([name for name, _ in access])
+        now = int(time.time())
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(self.signer.cert_der()).decode()]}
+        claims = {
+            "iss": self.issuer,
+            "sub": user or "",
+            "aud": service,
+            "exp": now + expires_in,
+            "nbf": now - 1,
+            "iat": now,
+            "jti": uuid.uuid4().hex,
+            "access": [{"type": "repository", "name": n, "actions": list(a)} for n, a in access],
+        }
+        signing_input = (_b64url(json.dumps(header).encode()) + "." + _b64url(json.dumps(claims).encode())).encode()
+        token = signing_input.decode() + "." + _b64url(self.signer.sign_sha256_rsa(signing_input))
+        self._record(TokenRequest(req.time, user, service, scopes, 200, tuple(access), expires_in))
+        body = json.dumps({
+            "token": token,
+            "access_token": token,
+            "expires_in": expires_in,
+            "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+        }).encode()
+        return Reply(200, {"Content-Type": "application/json"}, body)
+
+
+# --------------------------------------------------------------------------------------------
 # regpin
 # --------------------------------------------------------------------------------------------
 
@@ -998,23 +1549,33 @@ def regpin_binary() -> str:
 @dataclasses.dataclass
 class Upstream:
     """One entry of regpin's `upstreams`: `registry` is the name clients use (the `ns` value
-    and path prefix), `url` where regpin fetches from."""
+    and path prefix), `url` where regpin fetches from. Fields left None are not written, so
+    regpin's defaults apply."""
 
     registry: str
     url: str
     connect_timeout_ms: Optional[int] = 2000
     read_timeout_ms: Optional[int] = 5000
+    ca_file: Optional[str] = None
+    tls_verify: Optional[bool] = None
+    username: Optional[str] = None
+    password: Optional[str] = None
+    password_file: Optional[str] = None
+    password_env: Optional[str] = None
+    max_idle_connections: Optional[int] = None
+    aliases: Optional[list[str]] = None
 
     @classmethod
-    def of(cls, registry_name: str, upstream: Registry) -> "Upstream":
-        return cls(registry_name, upstream.url)
+    def of(cls, registry_name: str, upstream: Registry, **kwargs: Any) -> "Upstream":
+        return cls(registry_name, upstream.url, **kwargs)
 
     def to_json(self) -> dict:
         doc: dict[str, Any] = {"registry": self.registry, "url": self.url}
-        if self.connect_timeout_ms is not None:
-            doc["connect_timeout_ms"] = self.connect_timeout_ms
-        if self.read_timeout_ms is not None:
-            doc["read_timeout_ms"] = self.read_timeout_ms
+        for key in ("aliases", "ca_file", "tls_verify", "username", "password", "password_file",
+                    "password_env", "connect_timeout_ms", "read_timeout_ms", "max_idle_connections"):
+            value = getattr(self, key)
+            if value is not None:
+                doc[key] = value
         return doc
 
 
@@ -1026,7 +1587,8 @@ class Regpin:
     """
 
     def __init__(self, upstreams: Sequence[Upstream], *, default_upstream: Optional[str] = None,
-                 log_level: str = "debug"):
+                 log_level: str = "debug", env: Optional[Mapping[str, str]] = None):
+        """`env` is added to regpin's environment (e.g. for an upstream's `password_env`)."""
         if not upstreams:
             raise ValueError("regpin needs at least one upstream")
         self.binary = regpin_binary()
@@ -1037,6 +1599,7 @@ class Regpin:
         self.config_path = os.path.join(self.dir, "regpin.json")
         self.log_path = os.path.join(self.dir, "regpin.log")
         self.upstreams = list(upstreams)
+        self.env = dict(env or {})
         self._proc: Optional[subprocess.Popen] = None
         config = {
             "listen": self.host,
@@ -1063,7 +1626,7 @@ class Regpin:
     def start(self) -> "Regpin":
         with open(self.log_path, "ab") as log:
             log.write(f"=== harness: starting {self.binary} serve --config {self.config_path}\n".encode())
-        self._proc = _spawn([self.binary, "serve", "--config", self.config_path], self.log_path)
+        self._proc = _spawn([self.binary, "serve", "--config", self.config_path], self.log_path, self.env)
 
         def ready() -> bool:
             if self._proc.poll() is not None:

@@ -116,3 +116,36 @@ TEST(Config, HostPortAcceptsIpv6) {
     EXPECT_EQ(h, "::1");
     EXPECT_EQ(p, 5000);
 }
+
+TEST(Config, PoliciesAdminAndWebhooksAreParsed) {
+    ::setenv("REGPIN_TEST_ADMIN", "0123456789abcdef0123", 1);
+    auto s = load_json(R"({
+        "pin_checks": {"revalidate_after_s": 30, "concurrency": 2, "sweep_interval_s": 5, "sweep_batch": 7},
+        "policies": [{"match": "docker.io/library/*:*", "policy": "follow", "revalidate_after_s": 60},
+                     {"match": "**", "policy": "reject"}],
+        "admin": {"listen": "127.0.0.1:0", "tokens": [{"name": "ops", "token_env": "REGPIN_TEST_ADMIN"}]},
+        "webhooks": [{"url": "https://hooks.example/regpin", "secret": "k", "timeout_ms": 1000}]})");
+    EXPECT_EQ(s.checks.revalidate_after.count(), 30);
+    EXPECT_EQ(s.checks.concurrency, 2);
+    EXPECT_EQ(s.checks.sweep_batch, 7);
+    ASSERT_EQ(s.policies.size(), 2u);
+    EXPECT_EQ(s.policies[0].policy, "follow");
+    EXPECT_EQ(s.policies[0].revalidate_after->count(), 60);
+    EXPECT_FALSE(s.policies[1].revalidate_after);
+    ASSERT_EQ(s.admin.tokens.size(), 1u);
+    EXPECT_EQ(s.admin.tokens[0].name, "ops");
+    EXPECT_EQ(s.admin.tokens[0].value, "0123456789abcdef0123");
+    ASSERT_EQ(s.webhooks.size(), 1u);
+    EXPECT_EQ(s.webhooks[0].secret, "k");
+}
+
+TEST(Config, PolicyAdminAndWebhookErrorsNameTheKey) {
+    EXPECT_EQ(failing_key(R"({"policies":[{"match":"**","policy":"maybe"}]})"), "policies[0].policy");
+    EXPECT_EQ(failing_key(R"({"policies":[{"policy":"pin"}]})"), "policies[0].match");
+    EXPECT_EQ(failing_key(R"({"admin":{"tokens":[{"name":"a","token":"short"}]}})"), "admin.tokens[0]");
+    EXPECT_EQ(failing_key(R"({"admin":{"tokens":[{"name":"a"}]}})"), "admin.tokens[0]");
+    EXPECT_EQ(failing_key(R"({"admin":{"listen":"nope"}})"), "admin.listen");
+    EXPECT_EQ(failing_key(R"({"webhooks":[{"url":"ftp://x"}]})"), "webhooks[0].url");
+    EXPECT_EQ(failing_key(R"({"pin_checks":{"concurrency":0}})"), "pin_checks.concurrency");
+    EXPECT_EQ(failing_key(R"({"pin_checks":{"bogus":1}})"), "pin_checks.bogus");
+}
