@@ -174,7 +174,14 @@ int serve(int argc, char** argv) {
     regpin::proxy::registry::service service(ioc.get_executor(), settings, *db);
     std::unique_ptr<regpin::proxy::server::listener> listener;
     try {
-        listener = std::make_unique<regpin::proxy::server::listener>(ioc, settings, service);
+        regpin::proxy::server::listener_options o;
+        o.listen = settings.listen;
+        o.max_header_bytes = settings.max_header_bytes;
+        o.idle_timeout = settings.client_idle_timeout;
+        listener = std::make_unique<regpin::proxy::server::listener>(
+            ioc, o, [&service](regpin::proxy::registry::incoming in) {
+                return service.handle(std::move(in));
+            });
     } catch (const std::system_error& e) {
         spdlog::critical("{}: {}", e.what(), e.code().message());
         return 1;

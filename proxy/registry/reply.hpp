@@ -27,6 +27,17 @@ public:
     next() = 0;
 };
 
+// A request as the server hands it to a handler.
+struct incoming {
+    std::string method;  // "GET", "HEAD", "POST", ...
+    bool head = false;
+    std::string target;         // origin form, as received
+    std::string accept;         // every Accept line, merged with ", "
+    std::string range;          // Range header or empty
+    std::string authorization;  // Authorization header or empty (admin API only)
+    std::string body;           // only on listeners that take bodies
+};
+
 struct reply {
     unsigned status = 200;
     std::vector<std::pair<std::string, std::string>> headers;
@@ -38,6 +49,7 @@ struct reply {
     // For the request log line.
     std::string cache = "-";     // hit, miss, pin, -
     std::string upstream = "-";  // registry name
+    std::string route = "-";     // manifest, blob, tags, referrers, base, ... (metrics label)
 
     void header(std::string name, std::string value) {
         headers.emplace_back(std::move(name), std::move(value));

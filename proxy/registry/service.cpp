@@ -117,6 +117,22 @@ asio::awaitable<std::optional<storage::result<storage::pin>>> create_pin(storage
     co_return pins->create_if_absent(candidate, "first-pull");
 }
 
+const char* route_name(oci::endpoint e) {
+    switch (e) {
+        case oci::endpoint::base:
+            return "base";
+        case oci::endpoint::manifest:
+            return "manifest";
+        case oci::endpoint::blob:
+            return "blob";
+        case oci::endpoint::tags_list:
+            return "tags";
+        case oci::endpoint::referrers:
+            return "referrers";
+    }
+    return "-";
+}
+
 }  // namespace
 
 service::service(asio::any_io_executor ex, const config::settings& settings,
@@ -138,12 +154,17 @@ service::~service() { blocking_.join(); }
 
 asio::awaitable<reply> service::handle(incoming req) {
     auto parsed = oci::parse_route(req.target);
-    if (auto* e = std::get_if<oci::error>(&parsed)) co_return error_reply(*e);
+    if (auto* e = std::get_if<oci::error>(&parsed)) {
+        auto r = error_reply(*e);
+        r.route = "invalid";
+        co_return r;
+    }
     auto& route = std::get<oci::route>(parsed);
     if (route.kind == oci::endpoint::base) {
         reply r;
         r.body = "{}";
         r.header("Content-Type", "application/json");
+        r.route = "base";
         co_return r;
     }
     auto routed_or = route_to_upstream(route, settings_);
@@ -169,6 +190,7 @@ asio::awaitable<reply> service::handle(incoming req) {
             break;
     }
     r.upstream = t.where.registry;
+    r.route = route_name(route.kind);
     if (route.ns) r.header("OCI-Namespace", *route.ns);
     co_return r;
 }

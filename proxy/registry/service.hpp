@@ -23,13 +23,6 @@
 
 namespace regpin::proxy::registry {
 
-struct incoming {
-    bool head = false;
-    std::string target;  // origin form, as received
-    std::string accept;  // every Accept line, merged with ", "
-    std::string range;   // Range header or empty
-};
-
 class service {
 public:
     service(boost::asio::any_io_executor ex, const config::settings& settings,

@@ -1,5 +1,7 @@
 #include "proxy/server/server.hpp"
 
+#include "config/config.hpp"
+
 #include <chrono>
 
 #include <spdlog/spdlog.h>
@@ -111,8 +113,38 @@ asio::awaitable<write_outcome> write_reply(beast::tcp_stream& stream, registry::
     }
 }
 
-asio::awaitable<void> session(tcp::socket socket, const config::settings& settings,
-                              registry::service& service) {
+bool allowed(const listener_options& o, std::string_view method) {
+    for (const auto& m : o.methods)
+        if (m == method) return true;
+    return false;
+}
+
+std::string allowed_list(const listener_options& o) {
+    std::string out;
+    for (const auto& m : o.methods) out += (out.empty() ? "" : ", ") + m;
+    return out;
+}
+
+registry::reply bad_request(unsigned status, const std::string& why) {
+    registry::reply r;
+    r.status = status;
+    r.body = oci::error{oci::error_code::unsupported, why}.body();
+    r.header("Content-Type", "application/json");
+    return r;
+}
+
+}  // namespace
+
+struct listener::shared {
+    listener_options options;
+    handler handle;
+    observer observe;
+};
+
+namespace {
+
+asio::awaitable<void> session(tcp::socket socket, std::shared_ptr<listener::shared> sh) {
+    const auto& opts = sh->options;
     beast::tcp_stream stream(std::move(socket));
     beast::flat_buffer buffer;
     std::string peer;
@@ -123,68 +155,79 @@ asio::awaitable<void> session(tcp::socket socket, const config::settings& settin
     }
     try {
         while (true) {
-            http::request_parser<http::empty_body> parser;
-            parser.header_limit(static_cast<std::uint32_t>(settings.max_header_bytes));
-            stream.expires_after(settings.client_idle_timeout);
+            http::request_parser<http::string_body> parser;
+            parser.header_limit(static_cast<std::uint32_t>(opts.max_header_bytes));
+            parser.body_limit(opts.max_body_bytes);
+            stream.expires_after(opts.idle_timeout);
             auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
             if (ec == http::error::end_of_stream || ec == asio::error::eof ||
                 ec == beast::error::timeout || ec == asio::error::connection_reset)
                 co_return;
             auto started = std::chrono::steady_clock::now();
             auto& req = parser.get();
+            registry::incoming in;
             registry::reply r;
-            bool head = false;
             bool keep = false;
-            std::string method = "-";
-            std::string target = "-";
             if (ec) {
-                unsigned status = ec == http::error::header_limit ? 431 : 400;
-                r.status = status;
-                r.body =
-                    oci::error{oci::error_code::unsupported, "malformed request: " + ec.message()}
-                        .body();
-                r.header("Content-Type", "application/json");
-                if (status == 400)
-                    r.body = oci::error{oci::error_code::name_invalid,
-                                        "malformed request: " + ec.message()}
-                                 .body();
+                r = bad_request(ec == http::error::header_limit ? 431 : 400,
+                                "malformed request: " + ec.message());
+                in.method = "-";
+                in.target = "-";
             } else {
-                method = std::string(req.method_string());
-                target = std::string(req.target());
-                head = req.method() == http::verb::head;
+                in.method = std::string(req.method_string());
+                in.target = std::string(req.target());
+                in.head = req.method() == http::verb::head;
                 keep = req.keep_alive();
                 bool has_body = parser.content_length().value_or(0) > 0 || parser.chunked();
-                if (req.method() != http::verb::get && !head) {
+                if (!allowed(opts, in.method)) {
                     r = registry::error_reply(
-                        {oci::error_code::unsupported, "method " + method +
-                                                           " is not supported: regpin is a "
-                                                           "read-only pull-through cache"});
-                    r.header("Allow", "GET, HEAD");
+                        {oci::error_code::unsupported,
+                         "method " + in.method +
+                             " is not supported here (allowed: " + allowed_list(opts) + ")" +
+                             (opts.max_body_bytes == 0
+                                  ? "; regpin is a read-only pull-through cache"
+                                  : "")});
+                    r.header("Allow", allowed_list(opts));
                     keep = false;  // its body (a push) is never read
-                } else if (has_body) {
+                } else if (has_body && opts.max_body_bytes == 0) {
                     r = registry::error_reply(
-                        {oci::error_code::unsupported, "GET and HEAD take no body"});
+                        {oci::error_code::unsupported, in.method + " takes no body here"});
                     keep = false;
                 } else {
-                    registry::incoming in;
-                    in.head = head;
-                    in.target = target;
-                    in.accept = merged(req.base(), http::field::accept);
-                    in.range = std::string(req[http::field::range]);
-                    r = co_await service.handle(std::move(in));
+                    bool body_ok = true;
+                    if (has_body) {
+                        stream.expires_after(opts.idle_timeout);
+                        auto [bec, bn] =
+                            co_await http::async_read(stream, buffer, parser, use_tuple);
+                        if (bec) {
+                            r = bad_request(bec == http::error::body_limit ? 413 : 400,
+                                            "request body: " + bec.message());
+                            keep = false;
+                            body_ok = false;
+                        }
+                    }
+                    if (body_ok) {
+                        in.accept = merged(req.base(), http::field::accept);
+                        in.range = std::string(req[http::field::range]);
+                        in.authorization = std::string(req[http::field::authorization]);
+                        in.body = std::move(req.body());
+                        r = co_await sh->handle(in);
+                    }
                 }
             }
-            auto outcome = co_await write_reply(stream, r, head, ec ? 11 : req.version(),
-                                                keep && !ec, settings.client_idle_timeout);
-            auto us = std::chrono::duration_cast<std::chrono::microseconds>(
-                          std::chrono::steady_clock::now() - started)
-                          .count();
-            spdlog::info("{} {} {} {} bytes={} ms={:.1f} cache={} upstream={}", peer, method,
-                         target, r.status, outcome.body_bytes, us / 1000.0, r.cache, r.upstream);
+            auto outcome = co_await write_reply(stream, r, in.head, ec ? 11 : req.version(),
+                                                keep && !ec, opts.idle_timeout);
+            auto seconds =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+            auto level = opts.log_requests ? spdlog::level::info : spdlog::level::debug;
+            spdlog::log(level, "{} {} {} {} bytes={} ms={:.1f} cache={} upstream={}", peer,
+                        in.method, in.target, r.status, outcome.body_bytes, seconds * 1000.0,
+                        r.cache, r.upstream);
+            if (sh->observe) sh->observe(in, r, outcome.body_bytes, seconds);
             if (!outcome.keep) break;
         }
     } catch (const std::exception& e) {
-        spdlog::error("connection {}: internal error: {}", peer, e.what());
+        spdlog::error("{} connection {}: internal error: {}", opts.name, peer, e.what());
     }
     error_code ignored;
     stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
@@ -192,24 +235,26 @@ asio::awaitable<void> session(tcp::socket socket, const config::settings& settin
 
 }  // namespace
 
-listener::listener(asio::io_context& ioc, const config::settings& settings,
-                   registry::service& service)
-    : ioc_(ioc), settings_(settings), service_(service), acceptor_(ioc) {
-    auto [host, port] = config::parse_host_port(settings.listen, "listen");
+listener::listener(asio::io_context& ioc, listener_options options, handler h, observer o)
+    : ioc_(ioc),
+      shared_(std::make_shared<shared>(shared{std::move(options), std::move(h), std::move(o)})),
+      acceptor_(ioc) {
+    const auto& listen = shared_->options.listen;
+    auto [host, port] = config::parse_host_port(listen, "listen");
     error_code ec;
     auto address = asio::ip::make_address(host, ec);
     if (ec) {
         tcp::resolver resolver(ioc);
         auto results = resolver.resolve(host, std::to_string(port), ec);
         if (ec || results.empty())
-            throw std::system_error(ec, "cannot resolve listen address '" + settings.listen + "'");
+            throw std::system_error(ec, "cannot resolve listen address '" + listen + "'");
         address = results.begin()->endpoint().address();
     }
     tcp::endpoint ep(address, port);
     acceptor_.open(ep.protocol());
     acceptor_.set_option(asio::socket_base::reuse_address(true));
     acceptor_.bind(ep, ec);
-    if (ec) throw std::system_error(ec, "cannot listen on " + settings.listen);
+    if (ec) throw std::system_error(ec, "cannot listen on " + listen);
     acceptor_.listen(asio::socket_base::max_listen_connections);
 }
 
@@ -224,11 +269,11 @@ void listener::start() {
                     co_await acceptor_.async_accept(asio::make_strand(ioc_), use_tuple);
                 if (ec) {
                     if (ec == asio::error::operation_aborted) co_return;
-                    spdlog::warn("accept failed: {}", ec.message());
+                    spdlog::warn("{}: accept failed: {}", shared_->options.name, ec.message());
                     continue;
                 }
                 auto ex = socket.get_executor();
-                asio::co_spawn(ex, session(std::move(socket), settings_, service_), asio::detached);
+                asio::co_spawn(ex, session(std::move(socket), shared_), asio::detached);
             }
         },
         asio::detached);

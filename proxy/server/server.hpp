@@ -1,23 +1,46 @@
 #pragma once
-// The HTTP/1.1 listener for the pull API: one coroutine per connection on its own strand,
-// keep-alive, header size and idle limits, one log line per request.
+// An HTTP/1.1 listener: one coroutine per connection on its own strand, keep-alive, header
+// size and idle limits, one log line per request. What a request means is the handler's
+// business (the registry API, the admin API).
 
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
-#include "config/config.hpp"
-#include "proxy/registry/service.hpp"
+#include "proxy/registry/reply.hpp"
 
 namespace regpin::proxy::server {
 
+using handler = std::function<boost::asio::awaitable<registry::reply>(registry::incoming)>;
+
+// Called after every request with its reply and the body bytes written (for metrics).
+using observer = std::function<void(const registry::incoming&, const registry::reply&,
+                                    std::uint64_t body_bytes, double seconds)>;
+
+struct listener_options {
+    std::string name = "registry";  // for log lines
+    std::string listen;             // HOST:PORT; port 0 picks one
+    std::size_t max_header_bytes = 16 * 1024;
+    std::chrono::milliseconds idle_timeout{60000};
+    // Methods the handler accepts; others get 405 UNSUPPORTED without reaching it.
+    std::vector<std::string> methods = {"GET", "HEAD"};
+    // Largest request body read for the handler; 0 refuses bodies.
+    std::size_t max_body_bytes = 0;
+    // Log one line per request at info level (the registry API); else at debug.
+    bool log_requests = true;
+};
+
 class listener {
 public:
-    // Binds `settings.listen` (throws std::system_error with a clear message on failure).
-    listener(boost::asio::io_context& ioc, const config::settings& settings,
-             registry::service& service);
+    // Binds (throws std::system_error with a clear message on failure).
+    listener(boost::asio::io_context& ioc, listener_options options, handler h,
+             observer o = nullptr);
 
     // The bound address (port 0 in the config becomes the real port).
     boost::asio::ip::tcp::endpoint local_endpoint() const;
@@ -26,10 +49,11 @@ public:
     void start();
     void stop();
 
+    struct shared;  // options and callbacks, shared with every connection
+
 private:
     boost::asio::io_context& ioc_;
-    const config::settings& settings_;
-    registry::service& service_;
+    std::shared_ptr<shared> shared_;
     boost::asio::ip::tcp::acceptor acceptor_;
 };
 
