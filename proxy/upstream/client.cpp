@@ -219,8 +219,8 @@ const boost::system::error_category& upstream_category() noexcept {
 // Shared by the client and every response it hands out (a response may outlive the call).
 class client_impl : public std::enable_shared_from_this<client_impl> {
 public:
-    client_impl(asio::any_io_executor ex, const config::upstream& cfg)
-        : ex_(std::move(ex)), cfg_(cfg), tls_(ssl::context::tls_client) {
+    client_impl(asio::any_io_executor ex, const config::upstream& cfg, observer obs)
+        : ex_(std::move(ex)), cfg_(cfg), tls_(ssl::context::tls_client), observe_(std::move(obs)) {
         auto u = boost::urls::parse_uri(cfg_.url);
         if (!u || !origin_of(*u)) throw std::invalid_argument("bad upstream url " + cfg_.url);
         base_ = *origin_of(*u);
@@ -236,6 +236,7 @@ public:
     config::upstream cfg_;
     ssl::context tls_;
     origin base_;
+    observer observe_;
 
     std::mutex mutex_;
     std::unordered_map<std::string, std::vector<std::unique_ptr<connection>>> idle_;
@@ -271,8 +272,8 @@ public:
     }
 
     asio::awaitable<result<response>> send(request req);
-    asio::awaitable<result<response>> send_once(const origin& o, http::request<http::empty_body>& m,
-                                                bool head);
+    asio::awaitable<result<response>> send_once(const origin& o,
+                                                http::request<http::string_body>& m, bool head);
     asio::awaitable<result<void>> fetch_token(const challenge& ch, const std::string& scope);
 };
 
@@ -347,7 +348,7 @@ asio::awaitable<result<std::string>> response::read_all(std::size_t limit) {
 }
 
 asio::awaitable<result<response>> client_impl::send_once(const origin& o,
-                                                         http::request<http::empty_body>& m,
+                                                         http::request<http::string_body>& m,
                                                          bool head) {
     // A pooled connection may have been closed by the server while idle; then retry once on a
     // fresh connection (nothing was received, so the request is safe to repeat).
@@ -388,7 +389,7 @@ asio::awaitable<result<void>> client_impl::fetch_token(const challenge& ch,
     auto want = ch.scope.empty() ? scope : ch.scope;
     if (!want.empty()) u.params().append({"scope", want});
 
-    http::request<http::empty_body> m{http::verb::get, u.encoded_resource(), 11};
+    http::request<http::string_body> m{http::verb::get, u.encoded_resource(), 11};
     m.set(http::field::host, o.host_header());
     m.set(http::field::user_agent, "regpin");
     // Credentials go to the token server only over TLS or to the upstream's own host.
@@ -427,11 +428,17 @@ asio::awaitable<result<response>> client_impl::send(request req) {
     bool auth_tried = false;
     bool head = req.method == http::verb::head;
     for (int hop = 0; hop < max_hops; ++hop) {
-        http::request<http::empty_body> m{req.method, target, 11};
+        http::request<http::string_body> m{req.method, target, 11};
         m.set(http::field::host, where.host_header());
         m.set(http::field::user_agent, "regpin");
         if (!req.accept.empty()) m.set(http::field::accept, req.accept);
         if (!req.range.empty()) m.set(http::field::range, req.range);
+        for (const auto& [name, value] : req.headers) m.set(name, value);
+        if (!req.body.empty() || req.method == http::verb::post) {
+            m.body() = req.body;
+            if (!req.content_type.empty()) m.set(http::field::content_type, req.content_type);
+            m.prepare_payload();
+        }
         bool same_host = where.host == base_.host && where.port == base_.port;
         if (same_host) {
             if (auto a = authorization_for(req.scope)) m.set(http::field::authorization, *a);
@@ -481,7 +488,7 @@ asio::awaitable<result<response>> client_impl::send(request req) {
         where = *o;
         target = std::string(next.encoded_resource());
         if (target.empty()) target = "/";
-        if (status == 303) head = false, req.method = http::verb::get;
+        if (status == 303) head = false, req.method = http::verb::get, req.body.clear();
     }
     co_return make_error_code(errc::too_many_redirects);
 }
@@ -532,13 +539,21 @@ std::optional<challenge> parse_challenge(std::string_view h) {
     return c;
 }
 
-client::client(asio::any_io_executor ex, const config::upstream& cfg)
-    : impl_(std::make_shared<client_impl>(std::move(ex), cfg)) {}
+client::client(asio::any_io_executor ex, const config::upstream& cfg, observer obs)
+    : impl_(std::make_shared<client_impl>(std::move(ex), cfg, std::move(obs))) {}
 client::~client() = default;
 
 asio::awaitable<result<response>> client::send(request req) {
     auto impl = impl_;  // keep alive across suspension
-    co_return co_await impl->send(std::move(req));
+    auto started = std::chrono::steady_clock::now();
+    auto r = co_await impl->send(std::move(req));
+    if (impl->observe_) {
+        auto seconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        impl->observe_(impl->cfg_.registry, r ? r->status() : 0u, r ? error_code{} : r.error(),
+                       seconds);
+    }
+    co_return r;
 }
 
 const config::upstream& client::settings() const { return impl_->cfg_; }

@@ -8,10 +8,13 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -47,11 +50,19 @@ using result = boost::system::result<T>;
 
 struct request {
     boost::beast::http::verb method = boost::beast::http::verb::get;
-    std::string target;  // origin form on the upstream: "/v2/library/nginx/manifests/1.27"
-    std::string accept;  // one merged Accept value; empty sends none
-    std::string range;   // a Range value; empty sends none
-    std::string scope;   // token scope, "repository:library/nginx:pull"; empty for none
+    std::string target;        // origin form on the upstream: "/v2/library/nginx/manifests/1.27"
+    std::string accept;        // one merged Accept value; empty sends none
+    std::string range;         // a Range value; empty sends none
+    std::string scope;         // token scope, "repository:library/nginx:pull"; empty for none
+    std::string body;          // request body (POST); empty sends none
+    std::string content_type;  // of the body
+    std::vector<std::pair<std::string, std::string>> headers;  // extra headers, sent as they are
 };
+
+// Told about every send(): the final status (0 on a transport error), the error, and the time
+// to the response header. For metrics; must not block.
+using observer = std::function<void(const std::string& registry, unsigned status,
+                                    const boost::system::error_code& error, double seconds)>;
 
 class response_state;
 
@@ -82,7 +93,7 @@ class client_impl;
 
 class client {
 public:
-    client(boost::asio::any_io_executor ex, const config::upstream& cfg);
+    client(boost::asio::any_io_executor ex, const config::upstream& cfg, observer obs = nullptr);
     ~client();
 
     // Sends `req`, answering auth challenges and following up to 8 redirects. Returns the

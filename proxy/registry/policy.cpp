@@ -1,0 +1,151 @@
+#include "proxy/registry/policy.hpp"
+
+#include <algorithm>
+
+namespace regpin::proxy::registry {
+
+namespace {
+
+enum class token_kind : unsigned char { literal, one, star, double_star };
+
+struct token {
+    token_kind kind;
+    char c = 0;
+};
+
+std::vector<token> tokenize(std::string_view pattern) {
+    std::vector<token> out;
+    out.reserve(pattern.size());
+    for (std::size_t i = 0; i < pattern.size();) {
+        if (pattern[i] == '*') {
+            std::size_t j = i;
+            while (j < pattern.size() && pattern[j] == '*') ++j;
+            out.push_back({j - i == 1 ? token_kind::star : token_kind::double_star});
+            i = j;
+        } else {
+            out.push_back(pattern[i] == '?' ? token{token_kind::one}
+                                            : token{token_kind::literal, pattern[i]});
+            ++i;
+        }
+    }
+    return out;
+}
+
+// A star may match the empty run, so a reachable state before a star also reaches the state
+// after it. One forward pass suffices because stars only lead forward.
+void close_over_stars(const std::vector<token>& tokens, std::vector<char>& states) {
+    for (std::size_t i = 0; i < tokens.size(); ++i)
+        if (states[i] && tokens[i].kind != token_kind::literal && tokens[i].kind != token_kind::one)
+            states[i + 1] = 1;
+}
+
+}  // namespace
+
+std::string_view to_string(policy_kind p) {
+    switch (p) {
+        case policy_kind::pin:
+            return "pin";
+        case policy_kind::follow:
+            return "follow";
+        case policy_kind::reject:
+            return "reject";
+    }
+    return "pin";
+}
+
+std::optional<policy_kind> parse_policy(std::string_view s) {
+    if (s == "pin") return policy_kind::pin;
+    if (s == "follow") return policy_kind::follow;
+    if (s == "reject") return policy_kind::reject;
+    return std::nullopt;
+}
+
+std::string_view to_string(repoint_action a) {
+    switch (a) {
+        case repoint_action::kept:
+            return "kept";
+        case repoint_action::followed:
+            return "followed";
+        case repoint_action::rejected:
+            return "rejected";
+    }
+    return "kept";
+}
+
+// A simulation of the pattern's NFA (state i = "the first i tokens matched"), one text
+// character at a time: no backtracking, so "**a**a**a**b" costs the same as any other pattern
+// of its length.
+bool glob_match(std::string_view pattern, std::string_view text) {
+    const auto tokens = tokenize(pattern);
+    std::vector<char> states(tokens.size() + 1, 0), next(tokens.size() + 1, 0);
+    states[0] = 1;
+    close_over_stars(tokens, states);
+    for (char c : text) {
+        std::fill(next.begin(), next.end(), 0);
+        bool any = false;
+        for (std::size_t i = 0; i < tokens.size(); ++i) {
+            if (!states[i]) continue;
+            const auto& t = tokens[i];
+            switch (t.kind) {
+                case token_kind::literal:
+                    if (c == t.c) next[i + 1] = 1, any = true;
+                    break;
+                case token_kind::one:
+                    if (c != '/') next[i + 1] = 1, any = true;
+                    break;
+                case token_kind::star:
+                    if (c != '/') next[i] = 1, any = true;
+                    break;
+                case token_kind::double_star:
+                    next[i] = 1, any = true;
+                    break;
+            }
+        }
+        if (!any) return false;
+        close_over_stars(tokens, next);
+        states.swap(next);
+    }
+    return states[tokens.size()] != 0;
+}
+
+resolved_policy resolve_policy(const std::vector<policy_rule>& rules, std::string_view registry,
+                               std::string_view repository, std::string_view tag,
+                               std::chrono::seconds default_revalidate) {
+    std::string text;
+    text.reserve(registry.size() + repository.size() + tag.size() + 2);
+    text.append(registry).append("/").append(repository).append(":").append(tag);
+    for (std::size_t i = 0; i < rules.size(); ++i) {
+        if (!glob_match(rules[i].match, text)) continue;
+        return {rules[i].policy, rules[i].revalidate_after.value_or(default_revalidate), i};
+    }
+    return {policy_kind::pin, default_revalidate, resolved_policy::npos};
+}
+
+std::optional<repoint_decision> decide_repoint(policy_kind policy, std::string_view pinned_digest,
+                                               std::string_view upstream_digest,
+                                               const std::vector<std::string>& already_alerted) {
+    if (upstream_digest == pinned_digest) return std::nullopt;
+    repoint_decision d;
+    d.record_event = std::find(already_alerted.begin(), already_alerted.end(), upstream_digest) ==
+                     already_alerted.end();
+    switch (policy) {
+        case policy_kind::pin:
+            d.action = repoint_action::kept;
+            d.new_state = pin_state::pending;
+            d.pending_digest = std::string(upstream_digest);
+            break;
+        case policy_kind::follow:
+            d.action = repoint_action::followed;
+            d.new_state = pin_state::pinned;
+            d.move_pin = true;
+            break;
+        case policy_kind::reject:
+            d.action = repoint_action::rejected;
+            d.new_state = pin_state::rejected;
+            d.pending_digest = std::string(upstream_digest);
+            break;
+    }
+    return d;
+}
+
+}  // namespace regpin::proxy::registry

@@ -1,0 +1,83 @@
+#pragma once
+// Pin policies as pure functions: which policy a tag falls under, and what a re-point (the
+// upstream answering another digest than the pin) does to the pin under that policy.
+// No I/O; every function is thread-safe.
+
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "storage/pin.hpp"
+
+namespace regpin::proxy::registry {
+
+enum class policy_kind { pin, follow, reject };
+
+// "pin", "follow", "reject".
+std::string_view to_string(policy_kind p);
+// The inverse of to_string (exact, lower case); nullopt for anything else.
+std::optional<policy_kind> parse_policy(std::string_view s);
+
+struct policy_rule {
+    std::string match;  // glob over "registry/repository:tag", see glob_match
+    policy_kind policy = policy_kind::pin;
+    std::optional<std::chrono::seconds> revalidate_after;  // nullopt: the default
+};
+
+// Whole-string glob match. In `pattern`: "**" matches any run of characters including '/',
+// '*' any run without '/', '?' one character other than '/'; three or more '*' in a row act as
+// "**"; every other character (including '[', '\\') is literal. Runs in O(|pattern| * |text|)
+// time and O(|pattern|) space, whatever the input.
+// Examples over "docker.io/library/nginx:1.27": "docker.io/library/*:*", "docker.io/**",
+// "**:1.27" match; "docker.io/*:*" and "docker.io/library/nginx" do not (a pattern names the
+// tag too: end it with ":*" or "**" to match every tag).
+bool glob_match(std::string_view pattern, std::string_view text);
+
+struct resolved_policy {
+    static constexpr std::size_t npos = static_cast<std::size_t>(-1);
+
+    policy_kind policy = policy_kind::pin;
+    std::chrono::seconds revalidate_after{0};
+    std::size_t rule_index = npos;  // the rule that matched, npos for the default
+};
+
+// The first rule whose `match` globs "registry/repository:tag" wins; no match gives
+// {pin, default_revalidate, npos}. A matching rule without revalidate_after takes the default.
+resolved_policy resolve_policy(const std::vector<policy_rule>& rules, std::string_view registry,
+                               std::string_view repository, std::string_view tag,
+                               std::chrono::seconds default_revalidate);
+
+using storage::pin_state;
+
+enum class repoint_action { kept, followed, rejected };
+// "kept", "followed", "rejected" (pin_event::action).
+std::string_view to_string(repoint_action a);
+
+struct repoint_decision {
+    // False when this upstream digest was already recorded for this pin: no event, no alert.
+    bool record_event = true;
+    repoint_action action = repoint_action::kept;
+    pin_state new_state = pin_state::pending;
+    // follow: the pin now serves the upstream digest (history keeps the old one).
+    bool move_pin = false;
+    // The pin's pending digest after the decision: the upstream digest for pin and reject
+    // (what an operator would approve), empty for follow (nothing pending).
+    std::string pending_digest;
+};
+
+// What the upstream answering `upstream_digest` for a tag pinned to `pinned_digest` does:
+//   pin    -> kept: keep serving the pinned digest; state pending, upstream digest pending.
+//   follow -> followed: the pin moves to the upstream digest; state pinned.
+//   reject -> rejected: state rejected (requests fail until an operator approves a digest).
+// nullopt when upstream_digest == pinned_digest: not a re-point, leave the pin as it is
+// (state and pending digest unchanged; the caller only refreshes last-verified).
+// record_event is false when upstream_digest is in `already_alerted` (pin::alerted): re-points
+// are recorded once per (pin, upstream digest), while the state still follows the policy.
+std::optional<repoint_decision> decide_repoint(policy_kind policy, std::string_view pinned_digest,
+                                               std::string_view upstream_digest,
+                                               const std::vector<std::string>& already_alerted);
+
+}  // namespace regpin::proxy::registry

@@ -1,0 +1,176 @@
+#include "proxy/registry/policy.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+using namespace regpin::proxy::registry;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string pinned = "sha256:" + std::string(64, 'a');
+const std::string upstream = "sha256:" + std::string(64, 'b');
+
+}  // namespace
+
+TEST(PolicyGlob, SingleStarStaysWithinOnePathComponent) {
+    EXPECT_TRUE(glob_match("docker.io/library/*:*", "docker.io/library/nginx:1.27"));
+    EXPECT_FALSE(glob_match("docker.io/*:*", "docker.io/library/nginx:1.27"));
+    EXPECT_TRUE(glob_match("docker.io/library/*", "docker.io/library/nginx:1.27"));
+    EXPECT_FALSE(glob_match("docker.io/library/*", "docker.io/library/a/b:1"));
+}
+
+TEST(PolicyGlob, DoubleStarCrossesSlashes) {
+    EXPECT_TRUE(glob_match("ghcr.io/myorg/**", "ghcr.io/myorg/team/api:v1"));
+    EXPECT_TRUE(glob_match("ghcr.io/myorg/**", "ghcr.io/myorg/api:v1"));
+    EXPECT_FALSE(glob_match("ghcr.io/myorg/**", "ghcr.io/other/api:v1"));
+    EXPECT_TRUE(glob_match("**:latest", "quay.io/a/b/c:latest"));
+    EXPECT_FALSE(glob_match("**:latest", "quay.io/a/b/c:latest2"));
+    EXPECT_TRUE(glob_match("quay.io/**:v1.*", "quay.io/org/app:v1.4.2"));
+    EXPECT_FALSE(glob_match("quay.io/**:v1.*", "quay.io/org/app:v2.0"));
+    EXPECT_TRUE(glob_match("**", ""));
+    EXPECT_TRUE(glob_match("a/***/b", "a/x/y/b"));  // three stars act as two
+}
+
+TEST(PolicyGlob, QuestionMarkIsOneCharacterOtherThanSlash) {
+    EXPECT_TRUE(glob_match("r/app:v?", "r/app:v1"));
+    EXPECT_FALSE(glob_match("r/app:v?", "r/app:v10"));
+    EXPECT_FALSE(glob_match("r/app:v?", "r/app:v"));
+    EXPECT_FALSE(glob_match("r?app:v1", "r/app:v1"));
+}
+
+TEST(PolicyGlob, EverythingElseIsLiteralAndTheWholeTextMustMatch) {
+    EXPECT_TRUE(glob_match("docker.io/library/nginx:1.27", "docker.io/library/nginx:1.27"));
+    EXPECT_FALSE(glob_match("docker.io/library/nginx:1.2", "docker.io/library/nginx:1.27"));
+    EXPECT_FALSE(glob_match("docker.io/library/nginx", "docker.io/library/nginx:1.27"));
+    EXPECT_FALSE(glob_match("docker.io", "xdocker.io"));
+    EXPECT_TRUE(glob_match("a[1]\\b", "a[1]\\b"));
+    EXPECT_FALSE(glob_match("a[1]", "a1"));
+    EXPECT_TRUE(glob_match("", ""));
+    EXPECT_FALSE(glob_match("", "a"));
+    EXPECT_FALSE(glob_match("a", ""));
+    EXPECT_TRUE(glob_match("*", ""));
+    EXPECT_FALSE(glob_match("?", ""));
+}
+
+TEST(PolicyGlob, PathologicalPatternsRunInLinearTime) {
+    std::string text(20000, 'a');
+    std::string pattern;
+    for (int i = 0; i < 50; ++i) pattern += "**a";
+    auto start = std::chrono::steady_clock::now();
+    EXPECT_FALSE(glob_match(pattern + "**b", text));
+    EXPECT_TRUE(glob_match(pattern + "**", text));
+    EXPECT_FALSE(glob_match("*a*a*a*a*a*a*a*a*a*a*a*b", text));
+    // A backtracking matcher takes astronomically long here; the NFA needs ~milliseconds.
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+}
+
+TEST(PolicyGlob, ArbitraryBytesAreSafe) {
+    std::string junk;
+    for (int i = 0; i < 256; ++i) junk += static_cast<char>(i);
+    EXPECT_TRUE(glob_match(junk, junk));
+    EXPECT_FALSE(glob_match(junk, junk.substr(1)));
+    EXPECT_TRUE(glob_match(std::string("a\0b", 3), std::string("a\0b", 3)));
+}
+
+TEST(PolicyResolve, FirstMatchingRuleWins) {
+    std::vector<policy_rule> rules = {
+        {"docker.io/library/*:latest", policy_kind::follow, 60s},
+        {"docker.io/**", policy_kind::reject, std::nullopt},
+    };
+    auto r = resolve_policy(rules, "docker.io", "library/nginx", "latest", 3600s);
+    EXPECT_EQ(r.policy, policy_kind::follow);
+    EXPECT_EQ(r.revalidate_after, 60s);
+    EXPECT_EQ(r.rule_index, 0u);
+
+    r = resolve_policy(rules, "docker.io", "library/nginx", "1.27", 3600s);
+    EXPECT_EQ(r.policy, policy_kind::reject);
+    EXPECT_EQ(r.revalidate_after, 3600s);  // the rule gives none: the default
+    EXPECT_EQ(r.rule_index, 1u);
+}
+
+TEST(PolicyResolve, NoMatchIsPinWithTheDefaultRevalidation) {
+    std::vector<policy_rule> rules = {{"ghcr.io/**", policy_kind::follow, 5s}};
+    auto r = resolve_policy(rules, "quay.io", "org/app", "v1", 900s);
+    EXPECT_EQ(r.policy, policy_kind::pin);
+    EXPECT_EQ(r.revalidate_after, 900s);
+    EXPECT_EQ(r.rule_index, resolved_policy::npos);
+    EXPECT_EQ(resolve_policy({}, "quay.io", "org/app", "v1", 900s).rule_index,
+              resolved_policy::npos);
+}
+
+TEST(PolicyResolve, RegistryWithPortIsPartOfTheText) {
+    std::vector<policy_rule> rules = {{"localhost:5000/**", policy_kind::follow, std::nullopt}};
+    EXPECT_EQ(resolve_policy(rules, "localhost:5000", "a/b", "v1", 1s).policy, policy_kind::follow);
+}
+
+TEST(PolicyNames, RoundTrip) {
+    for (auto p : {policy_kind::pin, policy_kind::follow, policy_kind::reject})
+        EXPECT_EQ(parse_policy(to_string(p)), p);
+    EXPECT_EQ(parse_policy("Pin"), std::nullopt);
+    EXPECT_EQ(parse_policy(""), std::nullopt);
+    EXPECT_EQ(to_string(repoint_action::kept), "kept");
+    EXPECT_EQ(to_string(repoint_action::followed), "followed");
+    EXPECT_EQ(to_string(repoint_action::rejected), "rejected");
+}
+
+TEST(PolicyRepoint, PinKeepsServingThePinnedDigestAndRecordsThePending) {
+    auto d = decide_repoint(policy_kind::pin, pinned, upstream, {});
+    ASSERT_TRUE(d);
+    EXPECT_TRUE(d->record_event);
+    EXPECT_EQ(d->action, repoint_action::kept);
+    EXPECT_EQ(d->new_state, pin_state::pending);
+    EXPECT_FALSE(d->move_pin);
+    EXPECT_EQ(d->pending_digest, upstream);
+}
+
+TEST(PolicyRepoint, FollowMovesThePin) {
+    auto d = decide_repoint(policy_kind::follow, pinned, upstream, {});
+    ASSERT_TRUE(d);
+    EXPECT_TRUE(d->record_event);
+    EXPECT_EQ(d->action, repoint_action::followed);
+    EXPECT_EQ(d->new_state, pin_state::pinned);
+    EXPECT_TRUE(d->move_pin);
+    EXPECT_EQ(d->pending_digest, "");
+}
+
+TEST(PolicyRepoint, RejectFreezesThePinAndKeepsTheCandidate) {
+    auto d = decide_repoint(policy_kind::reject, pinned, upstream, {});
+    ASSERT_TRUE(d);
+    EXPECT_TRUE(d->record_event);
+    EXPECT_EQ(d->action, repoint_action::rejected);
+    EXPECT_EQ(d->new_state, pin_state::rejected);
+    EXPECT_FALSE(d->move_pin);
+    EXPECT_EQ(d->pending_digest, upstream);
+}
+
+TEST(PolicyRepoint, SameDigestIsNotARepoint) {
+    for (auto p : {policy_kind::pin, policy_kind::follow, policy_kind::reject})
+        EXPECT_EQ(decide_repoint(p, pinned, pinned, {upstream}), std::nullopt);
+}
+
+TEST(PolicyRepoint, AlreadyAlertedDigestIsNotRecordedAgainButStateStillFollowsPolicy) {
+    const std::vector<std::string> alerted = {"sha256:" + std::string(64, 'c'), upstream};
+    auto d = decide_repoint(policy_kind::pin, pinned, upstream, alerted);
+    ASSERT_TRUE(d);
+    EXPECT_FALSE(d->record_event);
+    EXPECT_EQ(d->new_state, pin_state::pending);
+
+    d = decide_repoint(policy_kind::reject, pinned, upstream, alerted);
+    ASSERT_TRUE(d);
+    EXPECT_FALSE(d->record_event);
+    EXPECT_EQ(d->new_state, pin_state::rejected);
+
+    d = decide_repoint(policy_kind::follow, pinned, upstream, alerted);
+    ASSERT_TRUE(d);
+    EXPECT_FALSE(d->record_event);
+    EXPECT_TRUE(d->move_pin);
+
+    // Another upstream digest is a new re-point.
+    d = decide_repoint(policy_kind::pin, pinned, "sha256:" + std::string(64, 'd'), alerted);
+    ASSERT_TRUE(d);
+    EXPECT_TRUE(d->record_event);
+}
