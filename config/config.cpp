@@ -313,6 +313,13 @@ upstream parse_upstream_flag(const std::string& flag) {
     return u;
 }
 
+admin_token read_token_file(const std::string& name, const std::string& path) {
+    admin_token t{name, trim_newlines(read_file(path, "--admin-token-file"))};
+    if (t.value.size() < 16)
+        throw config_error("--admin-token-file", "the token must be at least 16 characters");
+    return t;
+}
+
 void validate(settings& s) {
     parse_host_port(s.listen, "listen");
     if (!s.admin.listen.empty()) parse_host_port(s.admin.listen, "admin.listen");

@@ -114,6 +114,9 @@ settings load_file(const std::string& path);
 // Parses "REGISTRY=URL" (the --upstream flag) into an upstream with default timeouts.
 upstream parse_upstream_flag(const std::string& flag);
 
+// An admin token read from FILE (the --admin-token-file flag); at least 16 characters.
+admin_token read_token_file(const std::string& name, const std::string& path);
+
 // Checks cross-field rules (unique registries, default upstream exists, URL shape, listen
 // address). Fills default_upstream with the first upstream when empty.
 void validate(settings& s);

@@ -14,8 +14,8 @@
 #include <boost/asio/signal_set.hpp>
 
 #include "config/config.hpp"
-#include "proxy/registry/service.hpp"
-#include "proxy/server/server.hpp"
+#include "proxy/app.hpp"
+#include "proxy/cli/commands.hpp"
 #include "storage/database.hpp"
 
 namespace {
@@ -25,6 +25,9 @@ constexpr const char* usage_main =
 
 Usage:
   regpin serve [options]     run the proxy (see 'regpin serve --help')
+  regpin pins COMMAND ...    list, show, approve, unpin, set or check pins of a running regpin
+                             (see 'regpin pins --help')
+  regpin events [options]    list pin events, or follow them (see 'regpin events --help')
   regpin --help              this text
   regpin --version           print the version
 
@@ -47,6 +50,9 @@ Options:
   --upstream REGISTRY=URL  an upstream, e.g. docker.io=https://registry-1.docker.io;
                            repeatable; replaces the configured list; the first one is the
                            default upstream
+  --admin-listen HOST:PORT address of the admin API (default 127.0.0.1:5001)
+  --admin-token-file FILE  an admin API token (named "admin" in pin histories); more tokens
+                           in the config's admin.tokens
   --log-level LEVEL        trace, debug, info, warn, error, critical, off (default info)
   --check-config           validate the configuration, print it, and exit
   -h, --help               this text
@@ -54,7 +60,7 @@ Options:
 
 struct serve_options {
     std::string config_file;
-    std::string listen, data, log_level;
+    std::string listen, data, log_level, admin_listen, admin_token_file;
     std::vector<std::string> upstreams;
     bool check_only = false;
 };
@@ -92,6 +98,10 @@ serve_options parse_serve(int argc, char** argv) {
             o.data = get(a);
         } else if (a == "--upstream") {
             o.upstreams.push_back(get(a));
+        } else if (a == "--admin-listen") {
+            o.admin_listen = get(a);
+        } else if (a == "--admin-token-file") {
+            o.admin_token_file = get(a);
         } else if (a == "--log-level") {
             o.log_level = get(a);
         } else if (a == "--check-config") {
@@ -114,6 +124,9 @@ regpin::config::settings build_settings(const serve_options& o) {
     if (!o.listen.empty()) s.listen = o.listen;
     if (!o.data.empty()) s.data_dir = o.data;
     if (!o.log_level.empty()) s.log_level = o.log_level;
+    if (!o.admin_listen.empty()) s.admin.listen = o.admin_listen;
+    if (!o.admin_token_file.empty())
+        s.admin.tokens.push_back(read_token_file("admin", o.admin_token_file));
     if (!o.upstreams.empty()) {
         s.upstreams.clear();
         s.default_upstream.clear();
@@ -171,30 +184,19 @@ int serve(int argc, char** argv) {
                       ? settings.threads
                       : static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
     boost::asio::io_context ioc(threads);
-    regpin::proxy::registry::service service(ioc.get_executor(), settings, *db);
-    std::unique_ptr<regpin::proxy::server::listener> listener;
+    regpin::proxy::app app(ioc, settings);
     try {
-        regpin::proxy::server::listener_options o;
-        o.listen = settings.listen;
-        o.max_header_bytes = settings.max_header_bytes;
-        o.idle_timeout = settings.client_idle_timeout;
-        listener = std::make_unique<regpin::proxy::server::listener>(
-            ioc, o, [&service](regpin::proxy::registry::incoming in) {
-                return service.handle(std::move(in));
-            });
+        app.start(*db);
     } catch (const std::system_error& e) {
         spdlog::critical("{}: {}", e.what(), e.code().message());
         return 1;
     }
-    auto ep = listener->local_endpoint();
-    spdlog::info("serving the registry API on http://{}:{}", ep.address().to_string(), ep.port());
-    listener->start();
 
     boost::asio::signal_set signals(ioc, SIGINT, SIGTERM);
     signals.async_wait([&](const boost::system::error_code& ec, int sig) {
         if (ec) return;
         spdlog::info("signal {}: stopping", sig);
-        listener->stop();
+        app.stop();
         ioc.stop();
     });
 
@@ -224,6 +226,8 @@ int main(int argc, char** argv) {
         return 0;
     }
     if (cmd == "serve") return serve(argc - 2, argv + 2);
+    if (cmd == "pins") return regpin::proxy::cli::pins_command(argc - 2, argv + 2);
+    if (cmd == "events") return regpin::proxy::cli::events_command(argc - 2, argv + 2);
     std::fprintf(stderr, "regpin: unknown command '%s'\n\n%s", cmd.c_str(), usage_main);
     return 2;
 }

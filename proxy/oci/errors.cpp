@@ -67,8 +67,12 @@ std::string_view error::code_name() const {
 }
 
 std::string error::body() const {
-    nlohmann::json e = {
-        {"code", code_name()}, {"message", message}, {"detail", nlohmann::json::object()}};
+    auto detail = nlohmann::json::object();
+    if (!detail_json.empty()) {
+        auto parsed = nlohmann::json::parse(detail_json, nullptr, false);
+        if (!parsed.is_discarded()) detail = std::move(parsed);
+    }
+    nlohmann::json e = {{"code", code_name()}, {"message", message}, {"detail", detail}};
     nlohmann::json j = {{"errors", nlohmann::json::array({e})}};
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }

@@ -26,6 +26,8 @@ enum class error_code {
 struct error {
     error_code code = error_code::unknown;
     std::string message;
+    // A JSON object with specifics (e.g. the digests of a rejected tag); empty gives {}.
+    std::string detail_json;
 
     // HTTP status per the distribution error registry (protocol.md): 400, 404, 405, ...
     unsigned status() const;

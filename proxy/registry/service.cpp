@@ -136,21 +136,32 @@ const char* route_name(oci::endpoint e) {
 }  // namespace
 
 service::service(asio::any_io_executor ex, const config::settings& settings,
-                 std::shared_ptr<storage::database> db)
+                 std::shared_ptr<storage::database> db, pin_hooks hooks,
+                 upstream::observer upstream_observer)
     : settings_(settings),
       db_(std::move(db)),
       blobs_(db_),
       manifests_(db_),
       pins_(std::make_unique<storage::rocksdb_pin_store>(db_)),
       fetcher_(ex, blobs_) {
+    std::vector<upstream::client*> raw;
     for (const auto& u : settings_.upstreams) {
         if (!u.tls_verify)
             spdlog::warn("upstream {}: TLS certificate verification is DISABLED", u.registry);
-        clients_.push_back(std::make_unique<upstream::client>(ex, u));
+        clients_.push_back(std::make_unique<upstream::client>(ex, u, upstream_observer));
+        raw.push_back(clients_.back().get());
     }
+    manager_ = std::make_unique<pin_manager>(ex, settings_, *pins_, manifests_, blobs_, fetcher_,
+                                             std::move(raw), blocking_, std::move(hooks));
 }
 
-service::~service() { blocking_.join(); }
+service::~service() {
+    manager_->stop();
+    blocking_.join();
+}
+
+void service::start() { manager_->start_sweep(); }
+void service::stop() { manager_->stop(); }
 
 asio::awaitable<reply> service::handle(incoming req) {
     auto parsed = oci::parse_route(req.target);
@@ -230,7 +241,28 @@ asio::awaitable<reply> service::manifest(const target& t, bool head, const std::
     if (!existing) co_return storage_failure("reading a pin");
     // A pin answers whatever the upstream says now (and if its bytes are gone, they are
     // fetched again by digest, never by tag).
-    if (*existing) co_return co_await by_digest((*existing)->manifest_digest, "pin");
+    if (*existing) {
+        const auto& p = **existing;
+        if (p.state == storage::pin_state::rejected) {
+            auto pending = p.pending_digest ? p.pending_digest->str() : std::string();
+            oci::error e{error_code::denied,
+                         storage::display_name(key) +
+                             " is rejected by policy: the upstream moved it from " +
+                             p.manifest_digest.str() + " to " + pending +
+                             "; an operator must approve a digest (regpin pins approve)"};
+            e.detail_json = nlohmann::json{
+                {"tag", storage::display_name(key)},
+                {"pinned", p.manifest_digest.str()},
+                {"upstream",
+                 pending}}.dump();
+            manager_->served(p, t.where.upstream_index);
+            auto r = error_reply(e);
+            r.cache = "pin";
+            co_return r;
+        }
+        manager_->served(p, t.where.upstream_index);
+        co_return co_await by_digest(p.manifest_digest, "pin");
+    }
 
     auto got = co_await fetch(ref);
     if (auto* e = std::get_if<oci::error>(&got)) co_return error_reply(*e);

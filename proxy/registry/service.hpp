@@ -13,6 +13,7 @@
 
 #include "config/config.hpp"
 #include "proxy/registry/blob_fetcher.hpp"
+#include "proxy/registry/pin_manager.hpp"
 #include "proxy/registry/reply.hpp"
 #include "proxy/registry/router.hpp"
 #include "proxy/upstream/client.hpp"
@@ -26,13 +27,19 @@ namespace regpin::proxy::registry {
 class service {
 public:
     service(boost::asio::any_io_executor ex, const config::settings& settings,
-            std::shared_ptr<storage::database> db);
+            std::shared_ptr<storage::database> db, pin_hooks hooks = {},
+            upstream::observer upstream_observer = nullptr);
     ~service();
 
     // Answers one pull API request. Never throws for bad input: errors are OCI replies.
     [[nodiscard]] boost::asio::awaitable<reply> handle(incoming req);
 
     const config::settings& settings() const { return settings_; }
+    storage::pin_store& pins() { return *pins_; }
+    pin_manager& manager() { return *manager_; }
+    // Starts background work (the pin sweep).
+    void start();
+    void stop();
 
     // A request routed to its upstream.
     struct target {
@@ -56,6 +63,7 @@ private:
     blob_fetcher fetcher_;
     // Synced pin writes block on fsync: they run here, never on the network threads.
     boost::asio::thread_pool blocking_{2};
+    std::unique_ptr<pin_manager> manager_;
 };
 
 }  // namespace regpin::proxy::registry

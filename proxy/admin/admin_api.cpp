@@ -1,0 +1,270 @@
+#include "proxy/admin/admin_api.hpp"
+
+#include <openssl/crypto.h>
+#include <spdlog/spdlog.h>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/url/parse.hpp>
+#include <nlohmann/json.hpp>
+
+#include "proxy/admin/views.hpp"
+#include "proxy/oci/route.hpp"
+#include "storage/digest.hpp"
+
+namespace regpin::proxy::admin {
+
+namespace asio = boost::asio;
+using nlohmann::json;
+using registry::reply;
+
+namespace {
+
+reply json_reply(unsigned status, const json& j) {
+    reply r;
+    r.status = status;
+    r.body = j.dump(2) + "\n";
+    r.header("Content-Type", "application/json");
+    r.route = "admin";
+    return r;
+}
+
+reply fail(oci::error_code code, const std::string& message, unsigned status = 0) {
+    auto r = registry::error_reply({code, message});
+    if (status != 0) r.status = status;
+    r.route = "admin";
+    return r;
+}
+
+std::optional<registry::pin_target> target_of(const json& j, const config::settings& s,
+                                              std::string& why) {
+    for (const char* k : {"registry", "repository", "tag"}) {
+        if (!j.contains(k) || !j[k].is_string() || j[k].get<std::string>().empty()) {
+            why = std::string("'") + k + "' (a string) is required";
+            return std::nullopt;
+        }
+    }
+    registry::pin_target t{j["registry"], j["repository"], j["tag"]};
+    bool known = false;
+    for (const auto& u : s.upstreams) {
+        if (u.registry == t.registry) {
+            known = true;
+            if (u.is_docker_hub() && t.repository.find('/') == std::string::npos)
+                t.repository = "library/" + t.repository;
+        }
+    }
+    if (!known) {
+        why = "no upstream is configured for registry '" + t.registry + "'";
+        return std::nullopt;
+    }
+    if (!oci::valid_repository(t.repository) || !oci::valid_tag(t.tag)) {
+        why = "invalid repository or tag";
+        return std::nullopt;
+    }
+    return t;
+}
+
+reply events_or_error(const registry::pin_manager::events_or_error& r) {
+    if (auto* e = std::get_if<oci::error>(&r)) {
+        unsigned status = e->code == oci::error_code::denied ? 409 : e->status();
+        return fail(e->code, e->message, status);
+    }
+    json out = {{"events", json::array()}};
+    for (const auto& e : std::get<std::vector<storage::pin_event>>(r))
+        out["events"].push_back(event_json(e));
+    return json_reply(200, out);
+}
+
+}  // namespace
+
+admin_api::admin_api(const config::settings& settings, registry::service& service, metrics& m)
+    : settings_(settings), service_(service), metrics_(m) {}
+
+std::string admin_api::token_name(std::string_view presented) const {
+    // Hash both sides so the comparison takes the same time whatever the lengths.
+    auto given = storage::sha256_of(presented).str();
+    std::string found;
+    for (const auto& t : settings_.admin.tokens) {
+        auto want = storage::sha256_of(t.value).str();
+        if (CRYPTO_memcmp(given.data(), want.data(), want.size()) == 0) found = t.name;
+    }
+    return found;
+}
+
+asio::awaitable<reply> admin_api::handle(registry::incoming in) {
+    auto url = boost::urls::parse_origin_form(in.target);
+    if (!url) co_return fail(oci::error_code::name_invalid, "malformed target", 400);
+    std::string path = url->path();
+    if (path == "/healthz") co_return json_reply(200, {{"status", "ok"}});
+    if (path == "/readyz") {
+        auto n = service_.pins().count();
+        if (!n) co_return json_reply(503, {{"status", "storage unavailable"}});
+        co_return json_reply(200, {{"status", "ready"}, {"pins", *n}});
+    }
+    if (path == "/metrics") {
+        reply r;
+        r.body = metrics_.render();
+        r.header("Content-Type", "text/plain; version=0.0.4");
+        r.route = "metrics";
+        co_return r;
+    }
+    if (path.rfind("/api/", 0) != 0)
+        co_return fail(oci::error_code::name_unknown, "no such endpoint", 404);
+
+    if (settings_.admin.tokens.empty()) {
+        auto r = fail(oci::error_code::unauthorized,
+                      "the admin API is disabled: no token is configured (admin.tokens)", 401);
+        co_return r;
+    }
+    constexpr std::string_view bearer = "Bearer ";
+    std::string name;
+    if (in.authorization.size() > bearer.size() &&
+        std::string_view(in.authorization).substr(0, bearer.size()) == bearer)
+        name = token_name(std::string_view(in.authorization).substr(bearer.size()));
+    if (name.empty()) {
+        spdlog::warn("admin API: {} {} refused: missing or wrong token", in.method, path);
+        auto r = fail(oci::error_code::unauthorized, "a valid admin token is required", 401);
+        r.header("WWW-Authenticate", "Bearer realm=\"regpin-admin\"");
+        co_return r;
+    }
+    co_return co_await api(in, "token:" + name);
+}
+
+asio::awaitable<reply> admin_api::api(const registry::incoming& in, std::string actor) {
+    auto url = boost::urls::parse_origin_form(in.target);
+    std::string path = url->path();
+    auto param = [&](const char* k) -> std::string {
+        auto it = url->params().find(k);
+        return it != url->params().end() ? std::string((*it).value) : std::string();
+    };
+    auto& pins = service_.pins();
+    auto& manager = service_.manager();
+
+    if (in.method == "GET" && path == "/api/v1/pins") {
+        storage::pin_filter f;
+        f.registry = param("registry");
+        f.repository_prefix = param("repository_prefix");
+        if (!f.repository_prefix.empty() && f.registry.empty())
+            co_return fail(oci::error_code::name_invalid, "repository_prefix needs registry", 400);
+        if (auto s = param("state"); !s.empty()) {
+            f.state = storage::parse_pin_state(s);
+            if (!f.state)
+                co_return fail(oci::error_code::name_invalid,
+                               "state must be pinned, pending or rejected", 400);
+        }
+        if (auto l = param("limit"); !l.empty()) {
+            if (l.find_first_not_of("0123456789") != std::string::npos || l.size() > 7)
+                co_return fail(oci::error_code::pagination_number_invalid, "limit must be a number",
+                               400);
+            f.limit = std::stoul(l);
+        }
+        auto listed = pins.list(f);
+        if (!listed) co_return fail(oci::error_code::unknown, "storage failure", 500);
+        json out = {{"pins", json::array()}};
+        for (const auto& p : *listed) out["pins"].push_back(pin_json(p));
+        co_return json_reply(200, out);
+    }
+    if (in.method == "GET" && path == "/api/v1/pin") {
+        std::string why;
+        auto t = target_of({{"registry", param("registry")},
+                            {"repository", param("repository")},
+                            {"tag", param("tag")}},
+                           settings_, why);
+        if (!t) co_return fail(oci::error_code::name_invalid, why, 400);
+        auto listed = pins.list_repository(t->registry, t->repository);
+        if (!listed) co_return fail(oci::error_code::unknown, "storage failure", 500);
+        json out = {{"pins", json::array()}, {"history", json::array()}};
+        for (const auto& p : *listed)
+            if (p.key.tag == t->tag) out["pins"].push_back(pin_json(p));
+        auto history = pins.history({t->registry, t->repository, t->tag, 0});
+        if (history)
+            for (const auto& e : *history) out["history"].push_back(event_json(e));
+        if (out["pins"].empty() && out["history"].empty())
+            co_return fail(oci::error_code::manifest_unknown, "no pin and no history for that tag",
+                           404);
+        co_return json_reply(200, out);
+    }
+    if (in.method == "GET" && path == "/api/v1/events") {
+        std::uint64_t after = 0;
+        std::int64_t since = 0;
+        std::size_t limit = 1000;
+        int wait_s = 0;
+        try {
+            if (auto a = param("after"); !a.empty()) after = std::stoull(a);
+            if (auto l = param("limit"); !l.empty())
+                limit = std::min<std::size_t>(std::stoul(l), 10000);
+            if (auto w = param("wait_s"); !w.empty()) wait_s = std::clamp(std::stoi(w), 0, 60);
+        } catch (const std::exception&) {
+            co_return fail(oci::error_code::name_invalid, "after, limit and wait_s must be numbers",
+                           400);
+        }
+        if (auto s = param("since"); !s.empty()) {
+            auto t = parse_time(s);
+            if (!t)
+                co_return fail(oci::error_code::name_invalid,
+                               "since must be RFC 3339 or unix milliseconds", 400);
+            since = *t;
+        }
+        asio::steady_timer timer(co_await asio::this_coro::executor);
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait_s);
+        while (true) {
+            auto events = pins.events(after, since, limit);
+            if (!events) co_return fail(oci::error_code::unknown, "storage failure", 500);
+            if (!events->empty() || std::chrono::steady_clock::now() >= deadline) {
+                json out = {{"events", json::array()}};
+                for (const auto& e : *events) out["events"].push_back(event_json(e));
+                co_return json_reply(200, out);
+            }
+            // Long poll: look again shortly (bounded by wait_s).
+            timer.expires_after(std::chrono::milliseconds(200));
+            co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+        }
+    }
+    if (in.method == "POST" && path.rfind("/api/v1/pin/", 0) == 0) {
+        auto body = json::parse(in.body, nullptr, false);
+        if (!body.is_object())
+            co_return fail(oci::error_code::name_invalid, "the body must be a JSON object", 400);
+        std::string why;
+        auto t = target_of(body, settings_, why);
+        if (!t) co_return fail(oci::error_code::name_invalid, why, 400);
+        auto action = path.substr(std::string("/api/v1/pin/").size());
+        std::optional<std::string> digest;
+        if (body.contains("digest") && body["digest"].is_string())
+            digest = body["digest"].get<std::string>();
+        spdlog::info("admin API: {} {}/{}:{} by {}", action, t->registry, t->repository, t->tag,
+                     actor);
+        if (action == "approve")
+            co_return events_or_error(co_await manager.approve(*t, digest, actor));
+        if (action == "unpin") co_return events_or_error(co_await manager.unpin(*t, actor));
+        if (action == "set") {
+            if (!digest)
+                co_return fail(oci::error_code::digest_invalid, "'digest' is required", 400);
+            co_return events_or_error(co_await manager.set(*t, *digest, actor));
+        }
+        if (action == "check") {
+            auto listed = pins.list_repository(t->registry, t->repository);
+            if (!listed) co_return fail(oci::error_code::unknown, "storage failure", 500);
+            json out = {{"results", json::array()}};
+            auto ui = manager.upstream_index(t->registry);
+            for (const auto& p : *listed) {
+                if (p.key.tag != t->tag) continue;
+                auto r = co_await manager.check(p.key, ui);
+                json jr = {{"accept_class", p.key.accept_class},
+                           {"outcome", r.outcome},
+                           {"upstream_digest", r.upstream_digest},
+                           {"error", r.error},
+                           {"events", json::array()}};
+                for (const auto& e : r.events) jr["events"].push_back(event_json(e));
+                out["results"].push_back(jr);
+            }
+            if (out["results"].empty())
+                co_return fail(oci::error_code::manifest_unknown, "no pin for that tag", 404);
+            co_return json_reply(200, out);
+        }
+    }
+    co_return fail(oci::error_code::name_unknown, "no such endpoint: " + in.method + " " + path,
+                   404);
+}
+
+}  // namespace regpin::proxy::admin

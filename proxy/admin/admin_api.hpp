@@ -1,0 +1,45 @@
+#pragma once
+// The admin API, on its own listener (default 127.0.0.1:5001):
+//   GET  /healthz, /readyz, /metrics                      open
+//   GET  /api/v1/pins?registry=&repository_prefix=&state=&limit=
+//   GET  /api/v1/pin?registry=&repository=&tag=           the tag's pins and history
+//   POST /api/v1/pin/approve  {registry, repository, tag, digest?}
+//   POST /api/v1/pin/unpin    {registry, repository, tag}
+//   POST /api/v1/pin/set      {registry, repository, tag, digest}
+//   POST /api/v1/pin/check    {registry, repository, tag}
+//   GET  /api/v1/events?after=ID&since=TIME&limit=N&wait_s=S
+// Everything under /api/ needs `Authorization: Bearer <token>` (admin.tokens; compared in
+// constant time); the token's name is the actor in the pin history. JSON in and out; errors
+// use the OCI error body.
+
+#include <functional>
+#include <string>
+
+#include <boost/asio/awaitable.hpp>
+
+#include "config/config.hpp"
+#include "proxy/admin/metrics.hpp"
+#include "proxy/registry/reply.hpp"
+#include "proxy/registry/service.hpp"
+
+namespace regpin::proxy::admin {
+
+class admin_api {
+public:
+    admin_api(const config::settings& settings, registry::service& service, metrics& m);
+
+    [[nodiscard]] boost::asio::awaitable<registry::reply> handle(registry::incoming in);
+
+    // The name of the configured token equal to `presented`, or empty. Constant time in the
+    // token's contents.
+    std::string token_name(std::string_view presented) const;
+
+private:
+    boost::asio::awaitable<registry::reply> api(const registry::incoming& in, std::string actor);
+
+    const config::settings& settings_;
+    registry::service& service_;
+    metrics& metrics_;
+};
+
+}  // namespace regpin::proxy::admin

@@ -1,0 +1,175 @@
+#include "proxy/admin/webhooks.hpp"
+
+#include <map>
+
+#include <openssl/hmac.h>
+#include <spdlog/spdlog.h>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/url/parse.hpp>
+
+#include "proxy/admin/views.hpp"
+#include "proxy/upstream/client.hpp"
+
+namespace regpin::proxy::admin {
+
+namespace asio = boost::asio;
+
+namespace {
+
+std::int64_t now_ms() {
+    using namespace std::chrono;
+    return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+std::int64_t backoff_ms(int attempts) {
+    std::int64_t ms = 1000;
+    for (int i = 1; i < attempts && ms < 600000; ++i) ms *= 2;
+    return std::min<std::int64_t>(ms, 600000);
+}
+
+}  // namespace
+
+std::string hmac_sha256_hex(const std::string& key, const std::string& body) {
+    unsigned char out[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+         reinterpret_cast<const unsigned char*>(body.data()), body.size(), out, &len);
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string s;
+    for (unsigned int i = 0; i < len; ++i) {
+        s.push_back(hex[out[i] >> 4]);
+        s.push_back(hex[out[i] & 0xf]);
+    }
+    return s;
+}
+
+struct webhook_sender::state : std::enable_shared_from_this<webhook_sender::state> {
+    struct target {
+        config::webhook hook;
+        std::string path;  // origin form of the URL
+        std::unique_ptr<upstream::client> client;
+    };
+
+    asio::any_io_executor ex;
+    storage::pin_store& pins;
+    std::function<void(std::string_view)> attempted;
+    std::map<std::string, target> targets;  // by URL
+    asio::steady_timer timer;
+    std::atomic<bool> stopped{false};
+
+    state(asio::any_io_executor e, const config::settings& s, storage::pin_store& p,
+          std::function<void(std::string_view)> a)
+        : ex(e), pins(p), attempted(std::move(a)), timer(asio::make_strand(e)) {
+        for (const auto& w : s.webhooks) {
+            auto u = boost::urls::parse_uri(w.url);
+            if (!u) continue;
+            config::upstream cfg;
+            cfg.registry = "webhook " + std::string(u->host());
+            cfg.url = std::string(u->scheme()) + "://" + std::string(u->encoded_host_and_port());
+            cfg.ca_file = w.ca_file;
+            cfg.tls_verify = w.tls_verify;
+            cfg.connect_timeout = w.timeout;
+            cfg.read_timeout = w.timeout;
+            cfg.max_idle_connections = 2;
+            std::string path = std::string(u->encoded_resource());
+            if (path.empty()) path = "/";
+            targets.emplace(w.url, target{w, path, std::make_unique<upstream::client>(e, cfg)});
+        }
+    }
+
+    asio::awaitable<bool> deliver(const storage::outbox_entry& entry) {
+        auto it = targets.find(entry.target);
+        if (it == targets.end()) {
+            spdlog::warn("webhook {} is no longer configured: alert {} dropped", entry.target,
+                         entry.event_id);
+            co_return true;
+        }
+        auto ev = pins.event(entry.event_id);
+        if (!ev) co_return false;
+        if (!*ev) co_return true;  // the event is gone: nothing to say
+        auto body = alert_json(**ev).dump();
+        upstream::request req;
+        req.method = boost::beast::http::verb::post;
+        req.target = it->second.path;
+        req.body = body;
+        req.content_type = "application/json";
+        req.headers.emplace_back("X-Regpin-Event-Id", std::to_string(entry.event_id));
+        req.headers.emplace_back("X-Regpin-Delivery-Attempt", std::to_string(entry.attempts + 1));
+        if (!it->second.hook.secret.empty())
+            req.headers.emplace_back("X-Regpin-Signature-256",
+                                     "sha256=" + hmac_sha256_hex(it->second.hook.secret, body));
+        auto resp = co_await it->second.client->send(req);
+        if (!resp) {
+            spdlog::warn("webhook {}: alert {} not delivered: {}", entry.target, entry.event_id,
+                         resp.error().message());
+            co_return false;
+        }
+        auto status = resp->status();
+        (void)co_await resp->read_all(64 * 1024);
+        if (status < 200 || status > 299) {
+            spdlog::warn("webhook {}: alert {} refused with {}", entry.target, entry.event_id,
+                         status);
+            co_return false;
+        }
+        co_return true;
+    }
+
+    asio::awaitable<void> run() {
+        auto self = shared_from_this();
+        while (!stopped) {
+            auto due = pins.due_deliveries(now_ms(), 64);
+            if (due) {
+                for (auto entry : *due) {
+                    if (stopped) co_return;
+                    bool ok = false;
+                    try {
+                        ok = co_await deliver(entry);
+                    } catch (const std::exception& e) {
+                        spdlog::error("webhook {}: {}", entry.target, e.what());
+                    }
+                    if (attempted) attempted(ok ? "ok" : "failed");
+                    if (ok) {
+                        if (!pins.delivered(entry.id))
+                            spdlog::error("webhook: cannot remove delivered alert {}", entry.id);
+                        spdlog::info("webhook {}: alert {} delivered", entry.target,
+                                     entry.event_id);
+                    } else {
+                        ++entry.attempts;
+                        entry.next_attempt_ms = now_ms() + backoff_ms(entry.attempts);
+                        (void)pins.reschedule(entry);
+                    }
+                }
+            }
+            timer.expires_after(std::chrono::seconds(1));
+            (void)co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+        }
+    }
+};
+
+webhook_sender::webhook_sender(asio::any_io_executor ex, const config::settings& settings,
+                               storage::pin_store& pins,
+                               std::function<void(std::string_view)> attempted)
+    : state_(std::make_shared<state>(std::move(ex), settings, pins, std::move(attempted))) {}
+
+webhook_sender::~webhook_sender() { stop(); }
+
+void webhook_sender::start() {
+    if (state_->targets.empty()) return;
+    asio::co_spawn(state_->timer.get_executor(), state_->run(), asio::detached);
+}
+
+void webhook_sender::wake() {
+    asio::post(state_->timer.get_executor(), [st = state_] { st->timer.cancel(); });
+}
+
+void webhook_sender::stop() {
+    state_->stopped = true;
+    wake();
+}
+
+}  // namespace regpin::proxy::admin

@@ -1,0 +1,39 @@
+#pragma once
+// Delivers re-point alerts from the durable outbox to the configured webhooks: POST of the
+// alert JSON with the event id (X-Regpin-Event-Id) for de-duplication and, when a secret is
+// set, X-Regpin-Signature-256: sha256=<hex HMAC-SHA256 of the body>. Retried with exponential
+// backoff (1 s doubling to 10 min) until a 2xx; entries survive restarts, so every alert is
+// delivered at least once.
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <boost/asio/any_io_executor.hpp>
+
+#include "config/config.hpp"
+#include "storage/pin_store.hpp"
+
+namespace regpin::proxy::admin {
+
+// HMAC-SHA256 of `body` under `key`, lower-case hex.
+std::string hmac_sha256_hex(const std::string& key, const std::string& body);
+
+class webhook_sender {
+public:
+    // `delivered` is told "ok" or "failed" per attempt (metrics).
+    webhook_sender(boost::asio::any_io_executor ex, const config::settings& settings,
+                   storage::pin_store& pins, std::function<void(std::string_view)> attempted);
+    ~webhook_sender();
+
+    void start();
+    // New entries were queued: look now rather than at the next tick.
+    void wake();
+    void stop();
+
+private:
+    struct state;
+    std::shared_ptr<state> state_;
+};
+
+}  // namespace regpin::proxy::admin

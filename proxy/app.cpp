@@ -1,0 +1,188 @@
+#include "proxy/app.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "proxy/admin/admin_api.hpp"
+#include "proxy/admin/metrics.hpp"
+#include "proxy/admin/views.hpp"
+#include "proxy/admin/webhooks.hpp"
+#include "proxy/registry/service.hpp"
+#include "proxy/server/server.hpp"
+
+namespace regpin::proxy {
+
+namespace asio = boost::asio;
+
+struct app::parts {
+    asio::io_context& ioc;
+    config::settings settings;
+    admin::metrics metrics;
+    std::unique_ptr<registry::service> service;
+    std::unique_ptr<admin::webhook_sender> webhooks;
+    std::unique_ptr<admin::admin_api> admin;
+    std::unique_ptr<server::listener> registry_listener;
+    std::unique_ptr<server::listener> admin_listener;
+
+    // Metric families, registered once.
+    admin::counter_family* requests = nullptr;
+    admin::counter_family* cache = nullptr;
+    admin::counter_family* bytes = nullptr;
+    admin::histogram_family* request_seconds = nullptr;
+    admin::counter_family* upstream_requests = nullptr;
+    admin::counter_family* upstream_errors = nullptr;
+    admin::histogram_family* upstream_seconds = nullptr;
+    admin::counter_family* checks = nullptr;
+    admin::counter_family* repoints = nullptr;
+    admin::counter_family* deliveries = nullptr;
+
+    parts(asio::io_context& c, config::settings s) : ioc(c), settings(std::move(s)) {
+        requests =
+            &metrics.counter("regpin_requests_total", "Registry API requests by route and status",
+                             {"route", "status"});
+        cache = &metrics.counter("regpin_cache_requests_total",
+                                 "Manifest and blob answers by cache outcome: pin, hit or miss",
+                                 {"route", "result"});
+        bytes =
+            &metrics.counter("regpin_served_bytes_total", "Body bytes sent to clients", {"route"});
+        request_seconds = &metrics.histogram("regpin_request_duration_seconds",
+                                             "Time to answer a registry API request", {"route"});
+        upstream_requests = &metrics.counter("regpin_upstream_requests_total",
+                                             "Requests to upstream registries by final status",
+                                             {"registry", "status"});
+        upstream_errors =
+            &metrics.counter("regpin_upstream_errors_total",
+                             "Upstream requests that failed without an answer", {"registry"});
+        upstream_seconds =
+            &metrics.histogram("regpin_upstream_request_duration_seconds",
+                               "Time to an upstream's response header", {"registry"});
+        checks = &metrics.counter("regpin_pin_checks_total", "Background pin checks by outcome",
+                                  {"registry", "outcome"});
+        repoints = &metrics.counter("regpin_repoints_total", "Upstream tag re-points detected",
+                                    {"registry", "policy"});
+        deliveries = &metrics.counter("regpin_webhook_deliveries_total",
+                                      "Webhook delivery attempts by result", {"result"});
+    }
+};
+
+app::app(asio::io_context& ioc, config::settings settings)
+    : parts_(std::make_unique<parts>(ioc, std::move(settings))) {}
+
+app::~app() { stop(); }
+
+void app::start(std::shared_ptr<storage::database> db) {
+    auto& p = *parts_;
+    auto* pp = &p;
+
+    registry::pin_hooks hooks;
+    hooks.checked = [pp](const std::string& registry, std::string_view outcome) {
+        pp->checks->with({registry, std::string(outcome)}).inc();
+    };
+    hooks.repointed = [pp](const storage::pin_event& e) {
+        pp->repoints->with({e.key.registry, e.policy}).inc();
+        std::string summary = "-";
+        auto j = admin::event_json(e);
+        if (j["summary"].is_object() && j["summary"].contains("text") &&
+            j["summary"]["text"].is_string())
+            summary = j["summary"]["text"].get<std::string>();
+        spdlog::warn(
+            "re-point: {} moved upstream from {} to {}; policy {}, action {}, event {}, "
+            "detected at {}; {}",
+            storage::display_name(e.key), e.old_digest, e.new_digest, e.policy, e.action, e.id,
+            admin::format_time(e.time_ms), summary);
+        if (pp->webhooks) pp->webhooks->wake();
+    };
+    hooks.changed = [](const storage::pin_event& e) {
+        spdlog::info("pin {}: {} {} -> {} by {}", storage::display_name(e.key), e.type,
+                     e.old_digest.empty() ? "-" : e.old_digest,
+                     e.new_digest.empty() ? "-" : e.new_digest, e.actor);
+    };
+    upstream::observer observe = [pp](const std::string& registry, unsigned status,
+                                      const boost::system::error_code& ec, double seconds) {
+        if (ec) {
+            pp->upstream_errors->with({registry}).inc();
+            pp->upstream_requests->with({registry, "error"}).inc();
+        } else {
+            pp->upstream_requests->with({registry, std::to_string(status)}).inc();
+            pp->upstream_seconds->with({registry}).observe(seconds);
+        }
+    };
+
+    p.service =
+        std::make_unique<registry::service>(p.ioc.get_executor(), p.settings, db, hooks, observe);
+    auto* pins = &p.service->pins();
+    p.metrics.gauge("regpin_pins", "Pins stored").set_callback([pins] {
+        auto n = pins->count();
+        return n ? static_cast<double>(*n) : 0.0;
+    });
+    p.metrics
+        .gauge("regpin_pins_pending",
+               "Pins whose upstream moved and that await an operator (pending or rejected)")
+        .set_callback([pins] {
+            storage::pin_filter pending{"", "", storage::pin_state::pending,
+                                        static_cast<std::size_t>(-1)};
+            storage::pin_filter rejected{"", "", storage::pin_state::rejected,
+                                         static_cast<std::size_t>(-1)};
+            auto a = pins->list(pending);
+            auto b = pins->list(rejected);
+            return static_cast<double>((a ? a->size() : 0) + (b ? b->size() : 0));
+        });
+    p.metrics.gauge("regpin_webhook_queue", "Alert deliveries waiting in the outbox")
+        .set_callback([pins] {
+            auto n = pins->pending_deliveries();
+            return n ? static_cast<double>(*n) : 0.0;
+        });
+    p.webhooks = std::make_unique<admin::webhook_sender>(
+        p.ioc.get_executor(), p.settings, *pins,
+        [pp](std::string_view result) { pp->deliveries->with({std::string(result)}).inc(); });
+    p.admin = std::make_unique<admin::admin_api>(p.settings, *p.service, p.metrics);
+
+    server::listener_options ro;
+    ro.listen = p.settings.listen;
+    ro.max_header_bytes = p.settings.max_header_bytes;
+    ro.idle_timeout = p.settings.client_idle_timeout;
+    auto* service = p.service.get();
+    p.registry_listener = std::make_unique<server::listener>(
+        p.ioc, ro, [service](registry::incoming in) { return service->handle(std::move(in)); },
+        [pp](const registry::incoming&, const registry::reply& r, std::uint64_t body_bytes,
+             double seconds) {
+            pp->requests->with({r.route, std::to_string(r.status)}).inc();
+            if (r.cache != "-") pp->cache->with({r.route, r.cache}).inc();
+            if (body_bytes > 0) pp->bytes->with({r.route}).inc(body_bytes);
+            pp->request_seconds->with({r.route}).observe(seconds);
+        });
+    auto ep = p.registry_listener->local_endpoint();
+    spdlog::info("serving the registry API on http://{}:{}", ep.address().to_string(), ep.port());
+
+    if (!p.settings.admin.listen.empty()) {
+        server::listener_options ao;
+        ao.name = "admin";
+        ao.listen = p.settings.admin.listen;
+        ao.methods = {"GET", "HEAD", "POST"};
+        ao.max_body_bytes = 64 * 1024;
+        ao.log_requests = false;
+        auto* admin = p.admin.get();
+        p.admin_listener = std::make_unique<server::listener>(
+            p.ioc, ao, [admin](registry::incoming in) { return admin->handle(std::move(in)); });
+        auto aep = p.admin_listener->local_endpoint();
+        spdlog::info(
+            "serving the admin API on http://{}:{}{}", aep.address().to_string(), aep.port(),
+            p.settings.admin.tokens.empty() ? " (no token configured: /api/ is disabled)" : "");
+    }
+    for (const auto& w : p.settings.webhooks)
+        spdlog::info("webhook {}{}", w.url, w.secret.empty() ? "" : " (signed)");
+
+    p.registry_listener->start();
+    if (p.admin_listener) p.admin_listener->start();
+    p.service->start();
+    p.webhooks->start();
+}
+
+void app::stop() {
+    auto& p = *parts_;
+    if (p.registry_listener) p.registry_listener->stop();
+    if (p.admin_listener) p.admin_listener->stop();
+    if (p.service) p.service->stop();
+    if (p.webhooks) p.webhooks->stop();
+}
+
+}  // namespace regpin::proxy
