@@ -38,17 +38,12 @@ std::string key_string(const pin_key& k) {
     return storage::display_name(k) + "#" + std::to_string(k.accept_class);
 }
 
-// Runs a blocking store call (synced writes) on the blocking pool. A named coroutine: g++ 12
-// mishandles by-value captures of coroutine lambdas.
-template <class T>
-asio::awaitable<std::optional<T>> call(std::function<T()> fn) {
-    co_return fn();
-}
-
-template <class T>
-asio::awaitable<T> blocking(asio::thread_pool& pool, std::function<T()> fn) {
-    auto r = co_await asio::co_spawn(pool, call<T>(std::move(fn)), asio::use_awaitable);
-    co_return std::move(*r);
+// The synced write of a pin change, run on the blocking pool. A named coroutine taking its
+// arguments as lvalue copies: g++ 12 destroys closures and moved-from temporaries passed to
+// coroutines twice. co_spawn needs a default-constructible result, hence the optional.
+asio::awaitable<std::optional<storage::result<std::vector<pin_event>>>> apply_change(
+    storage::pin_store* store, storage::pin_change change) {
+    co_return store->apply(change);
 }
 
 // Docker Hub: "ratelimit-remaining: 76;w=21600".
@@ -207,6 +202,13 @@ struct pin_manager::state : std::enable_shared_from_this<pin_manager::state> {
         co_return summarize(a, b).dump();
     }
 
+    // One pin change, synced, on the blocking pool.
+    asio::awaitable<storage::result<std::vector<pin_event>>> apply(
+        const storage::pin_change& change) {
+        auto r = co_await asio::co_spawn(pool, apply_change(&pins, change), asio::use_awaitable);
+        co_return std::move(*r);
+    }
+
     asio::awaitable<check_result> run_check(pin_key key, std::size_t ui);
     asio::awaitable<void> background_check(pin_key key, std::size_t ui);
     asio::awaitable<void> sweep();
@@ -278,9 +280,7 @@ asio::awaitable<check_result> pin_manager::state::run_check(pin_key key, std::si
             storage::pin_change change{key, p, np};
             change.events.push_back({0, now, "reverted", key, p.pending_digest->str(),
                                      p.manifest_digest.str(), "policy", "", "", ""});
-            auto* store = &pins;
-            auto applied = co_await blocking<storage::result<std::vector<pin_event>>>(
-                pool, [store, change] { return store->apply(change); });
+            auto applied = co_await apply(change);
             if (applied) {
                 out.events = *applied;
                 for (const auto& e : *applied)
@@ -337,9 +337,7 @@ asio::awaitable<check_result> pin_manager::state::run_check(pin_key key, std::si
         out.outcome = "already_recorded";
         co_return out;
     }
-    auto* store = &pins;
-    auto applied = co_await blocking<storage::result<std::vector<pin_event>>>(
-        pool, [store, change] { return store->apply(change); });
+    auto applied = co_await apply(change);
     if (!applied) {
         out.outcome = "error";
         out.error = applied.error() == storage::errc::conflict
@@ -500,9 +498,7 @@ asio::awaitable<pin_manager::events_or_error> pin_manager::approve(
         storage::pin_change change{p.key, p, np};
         change.events.push_back({0, now_ms(), "approved", p.key, p.manifest_digest.str(),
                                  target->str(), actor, "", "", ""});
-        auto* store = &st->pins;
-        auto applied = co_await blocking<storage::result<std::vector<pin_event>>>(
-            st->pool, [store, change] { return store->apply(change); });
+        auto applied = co_await st->apply(change);
         if (!applied)
             co_return oci::error{error_code::denied, "the pin changed meanwhile; try again"};
         for (auto& e : *applied) {
@@ -522,9 +518,7 @@ asio::awaitable<pin_manager::events_or_error> pin_manager::unpin(pin_target t, s
         storage::pin_change change{p.key, p, std::nullopt};
         change.events.push_back(
             {0, now_ms(), "unpinned", p.key, p.manifest_digest.str(), "", actor, "", "", ""});
-        auto* store = &st->pins;
-        auto applied = co_await blocking<storage::result<std::vector<pin_event>>>(
-            st->pool, [store, change] { return store->apply(change); });
+        auto applied = co_await st->apply(change);
         if (!applied)
             co_return oci::error{error_code::denied, "the pin changed meanwhile; try again"};
         for (auto& e : *applied) {
@@ -567,9 +561,7 @@ asio::awaitable<pin_manager::events_or_error> pin_manager::set(pin_target t, std
         change.events.push_back({0, now_ms(), "set", key,
                                  before ? before->manifest_digest.str() : "", target->str(), actor,
                                  "", "", ""});
-        auto* store = &st->pins;
-        auto applied = co_await blocking<storage::result<std::vector<pin_event>>>(
-            st->pool, [store, change] { return store->apply(change); });
+        auto applied = co_await st->apply(change);
         if (!applied)
             co_return oci::error{error_code::denied, "the pin changed meanwhile; try again"};
         for (auto& e : *applied) {
