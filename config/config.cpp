@@ -353,6 +353,7 @@ void validate(settings& s) {
         }
     }
     if (s.default_upstream.empty()) s.default_upstream = s.upstreams.front().registry;
+    for (auto& u : s.upstreams) u.offline = s.offline;
     bool found = std::any_of(s.upstreams.begin(), s.upstreams.end(),
                              [&](const upstream& u) { return u.registry == s.default_upstream; });
     if (!found)
@@ -374,10 +375,11 @@ settings load_json(const std::string& text, const std::string& source) {
         throw config_error(source, std::string("is not valid JSON: ") + e.what());
     }
     require_object(j, source);
-    reject_unknown_keys(j, "",
-                        {"listen", "data_dir", "upstreams", "default_upstream",
-                         "manifest_max_bytes", "log_level", "threads", "max_header_bytes",
-                         "client_idle_timeout_ms", "pin_checks", "policies", "admin", "webhooks"});
+    reject_unknown_keys(
+        j, "",
+        {"listen", "data_dir", "upstreams", "default_upstream", "manifest_max_bytes", "log_level",
+         "threads", "max_header_bytes", "client_idle_timeout_ms", "offline", "pin_checks",
+         "policies", "admin", "webhooks"});
     settings s;
     if (j.contains("listen")) s.listen = get_string(j, "listen", "listen");
     if (j.contains("data_dir")) s.data_dir = get_string(j, "data_dir", "data_dir");
@@ -395,6 +397,7 @@ settings load_json(const std::string& text, const std::string& source) {
     if (j.contains("client_idle_timeout_ms"))
         s.client_idle_timeout = std::chrono::milliseconds(
             get_int(j, "client_idle_timeout_ms", "client_idle_timeout_ms", 100, 3600000));
+    if (j.contains("offline")) s.offline = get_bool(j, "offline", "offline");
     if (j.contains("pin_checks")) s.checks = parse_checks(j.at("pin_checks"), "pin_checks");
     if (j.contains("policies")) {
         const auto& ps = j.at("policies");

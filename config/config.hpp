@@ -41,6 +41,8 @@ struct upstream {
     std::chrono::milliseconds read_timeout{30000};
     // Idle keep-alive connections kept per upstream host.
     int max_idle_connections = 16;
+    // Set from settings::offline: the client refuses every request without dialling.
+    bool offline = false;
 
     // Docker Hub only: one-component names gain "library/".
     bool is_docker_hub() const { return registry == "docker.io"; }
@@ -97,6 +99,8 @@ struct settings {
     // Request header limit (request line plus headers), bytes.
     std::size_t max_header_bytes = 16 * 1024;
     std::chrono::milliseconds client_idle_timeout{60000};
+    // Never contact an upstream: serve only what is cached, pinned or imported.
+    bool offline = false;
     pin_checks checks;
     std::vector<policy_rule> policies;
     admin_settings admin;

@@ -16,6 +16,7 @@
 #include "config/config.hpp"
 #include "proxy/app.hpp"
 #include "proxy/cli/commands.hpp"
+#include "proxy/cli/node_config.hpp"
 #include "storage/database.hpp"
 
 namespace {
@@ -28,6 +29,8 @@ Usage:
   regpin pins COMMAND ...    list, show, approve, unpin, set or check pins of a running regpin
                              (see 'regpin pins --help')
   regpin events [options]    list pin events, or follow them (see 'regpin events --help')
+  regpin hosts-toml ...      write node configuration (containerd hosts.toml, CRI-O, k3s,
+                             Docker) that sends pulls through regpin (see 'regpin hosts-toml --help')
   regpin --help              this text
   regpin --version           print the version
 
@@ -54,6 +57,7 @@ Options:
   --admin-token-file FILE  an admin API token (named "admin" in pin histories); more tokens
                            in the config's admin.tokens
   --log-level LEVEL        trace, debug, info, warn, error, critical, off (default info)
+  --offline                never contact an upstream: serve what is cached, pinned or imported
   --check-config           validate the configuration, print it, and exit
   -h, --help               this text
 )";
@@ -63,6 +67,7 @@ struct serve_options {
     std::string listen, data, log_level, admin_listen, admin_token_file;
     std::vector<std::string> upstreams;
     bool check_only = false;
+    bool offline = false;
 };
 
 [[noreturn]] void fail_usage(const std::string& message) {
@@ -104,6 +109,8 @@ serve_options parse_serve(int argc, char** argv) {
             o.admin_token_file = get(a);
         } else if (a == "--log-level") {
             o.log_level = get(a);
+        } else if (a == "--offline") {
+            o.offline = true;
         } else if (a == "--check-config") {
             o.check_only = true;
         } else {
@@ -125,6 +132,7 @@ regpin::config::settings build_settings(const serve_options& o) {
     if (!o.data.empty()) s.data_dir = o.data;
     if (!o.log_level.empty()) s.log_level = o.log_level;
     if (!o.admin_listen.empty()) s.admin.listen = o.admin_listen;
+    if (o.offline) s.offline = true;
     if (!o.admin_token_file.empty())
         s.admin.tokens.push_back(read_token_file("admin", o.admin_token_file));
     if (!o.upstreams.empty()) {
@@ -172,6 +180,10 @@ int serve(int argc, char** argv) {
         return 1;
     }
     spdlog::info("regpin {} starting; data in {}", REGPIN_VERSION, report.path);
+    if (settings.offline)
+        spdlog::info(
+            "offline mode: no upstream is ever contacted; serving the cache, pins and "
+            "imported bundles only");
     if (report.incomplete_blobs_removed > 0)
         spdlog::info("removed {} incomplete blob download(s) left by an earlier stop",
                      report.incomplete_blobs_removed);
@@ -228,6 +240,7 @@ int main(int argc, char** argv) {
     if (cmd == "serve") return serve(argc - 2, argv + 2);
     if (cmd == "pins") return regpin::proxy::cli::pins_command(argc - 2, argv + 2);
     if (cmd == "events") return regpin::proxy::cli::events_command(argc - 2, argv + 2);
+    if (cmd == "hosts-toml") return regpin::proxy::cli::hosts_toml_command(argc - 2, argv + 2);
     std::fprintf(stderr, "regpin: unknown command '%s'\n\n%s", cmd.c_str(), usage_main);
     return 2;
 }

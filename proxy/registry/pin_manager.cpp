@@ -422,7 +422,8 @@ resolved_policy pin_manager::policy_for(const pin_key& key) const {
 }
 
 void pin_manager::served(const pin& p, std::size_t upstream_index) {
-    if (state_->stopped || upstream_index >= state_->clients.size()) return;
+    if (state_->settings.offline || state_->stopped || upstream_index >= state_->clients.size())
+        return;
     state_->try_schedule(p, upstream_index);
 }
 
@@ -432,6 +433,7 @@ asio::awaitable<check_result> pin_manager::check(pin_key key, std::size_t upstre
 }
 
 void pin_manager::start_sweep() {
+    if (state_->settings.offline) return;
     state_->sweep_timer = std::make_unique<asio::steady_timer>(asio::make_strand(state_->ex));
     asio::co_spawn(state_->sweep_timer->get_executor(), state_->sweep(), asio::detached);
 }

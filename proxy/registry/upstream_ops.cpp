@@ -25,6 +25,10 @@ oci::error upstream_error(const std::string& registry, unsigned status, error_co
 }
 
 oci::error transport_error(const std::string& registry, const boost::system::error_code& ec) {
+    if (ec == upstream::errc::offline)
+        return {error_code::unavailable,
+                "not in regpin's cache, and regpin is offline: " + registry +
+                    " is never contacted (import a bundle or prefetch while online)"};
     return {error_code::unavailable, "upstream " + registry + " unavailable: " + ec.message()};
 }
 

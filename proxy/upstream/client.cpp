@@ -64,6 +64,8 @@ public:
                 return "upstream sent an unusable redirect";
             case errc::body_too_large:
                 return "upstream body too large";
+            case errc::offline:
+                return "regpin is offline: upstreams are never contacted";
             case errc::auth_failed:
                 return "upstream token request failed";
         }
@@ -423,6 +425,8 @@ asio::awaitable<result<void>> client_impl::fetch_token(const challenge& ch,
 }
 
 asio::awaitable<result<response>> client_impl::send(request req) {
+    // The one choke point every upstream request passes: offline means no socket at all.
+    if (cfg_.offline) co_return make_error_code(errc::offline);
     origin where = base_;
     std::string target = req.target;
     bool auth_tried = false;

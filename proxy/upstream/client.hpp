@@ -38,6 +38,7 @@ enum class errc {
     bad_redirect,    // Location missing, not http(s), or unparsable
     body_too_large,  // read_all() limit exceeded
     auth_failed,     // token server unreachable or answered without a token
+    offline,         // regpin runs offline: nothing is sent
 };
 
 const boost::system::error_category& upstream_category() noexcept;
