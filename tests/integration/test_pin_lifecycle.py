@@ -1,0 +1,1060 @@
+"""The pin lifecycle after the first pull, end to end (issue 3): re-points detected against a real
+docker-registry, the three policies as a real containerd sees them, the admin API and CLI, the
+webhook alerts (signed, durable across restarts, recorded once), the metrics, and the admin
+API's tokens.
+
+The upstream tag is re-pushed with other content (skopeo), then a check is forced
+(`POST /api/v1/pin/check`), or, in BackgroundCheckTest and SweepTest, left to regpin. Each test
+uses its own repository, so the tests of a class share servers without depending on each
+other's order. Run one class with, e.g.:
+
+    REGPIN_BIN=../../build/regpin python3 -m unittest -v test_pin_lifecycle.RepointPolicyTest
+
+`promtool` (Debian package `prometheus`) must be installed: MetricsExpositionTest fails, rather
+than skips, without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import http.client
+import http.server
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import urllib.parse
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+import harness as h
+
+WEBHOOK_PATH = "/hooks/regpin"
+ALERT_FIELDS = {
+    "id", "type", "registry", "repository", "tag", "reference", "pinned_digest", "upstream_digest",
+    "policy", "action", "detected_at", "summary",
+}
+TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+# Far enough that no background check or sweep runs during a test that forces its checks.
+NO_BACKGROUND_CHECKS = h.PinChecks(revalidate_after_s=3600, sweep_interval_s=86400)
+
+
+# ------------------------------------------------------------------------------------------------
+# A webhook receiver
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    """One POST the receiver got: path, headers (lower-case names), raw body, and the status it
+    answered."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    status: int
+    time: float
+
+    @property
+    def event_id(self) -> Optional[str]:
+        return self.headers.get("x-regpin-event-id")
+
+    def alert(self) -> dict:
+        return json.loads(self.body.decode("utf-8"))
+
+
+class WebhookReceiver:
+    """A threaded HTTP server on 127.0.0.1:`port` (default: a kernel port) recording every
+    request with its raw body. It answers `statuses` in turn (the last one from then on),
+    200 by default. stop() closes the port (connections are then refused) and start() opens
+    the same port again, keeping what was recorded."""
+
+    def __init__(self, port: Optional[int] = None, statuses: tuple[int, ...] = (200,)):
+        self.port = port or h.free_port()
+        self.statuses = list(statuses)
+        self._deliveries: list[Delivery] = []
+        self._lock = threading.Lock()
+        self._server: Optional[http.server.ThreadingHTTPServer] = None
+        self._thread: Optional[threading.Thread] = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{WEBHOOK_PATH}"
+
+    def start(self) -> "WebhookReceiver":
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                with outer._lock:
+                    status = outer.statuses.pop(0) if len(outer.statuses) > 1 else outer.statuses[0]
+                    outer._deliveries.append(Delivery(
+                        urllib.parse.urlsplit(self.path).path,
+                        {k.lower(): v for k, v in self.headers.items()},
+                        body, status, time.monotonic()))
+                reply = b'{"ok":true}' if 200 <= status < 300 else b'{"ok":false}'
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            do_GET = do_PUT = do_POST
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(timeout=10)
+            self._server = None
+
+    def deliveries(self, event_id: Optional[int] = None, reference: Optional[str] = None) -> list[Delivery]:
+        with self._lock:
+            out = list(self._deliveries)
+        if event_id is not None:
+            out = [d for d in out if d.event_id == str(event_id)]
+        if reference is not None:
+            out = [d for d in out if _alert_or_empty(d).get("reference") == reference]
+        return out
+
+    def accepted(self, event_id: Optional[int] = None, reference: Optional[str] = None) -> list[Delivery]:
+        """Deliveries answered with a 2xx."""
+        return [d for d in self.deliveries(event_id, reference) if 200 <= d.status < 300]
+
+
+def _alert_or_empty(d: Delivery) -> dict:
+    try:
+        doc = d.alert()
+        return doc if isinstance(doc, dict) else {}
+    except ValueError:
+        return {}
+
+
+# ------------------------------------------------------------------------------------------------
+# Prometheus text exposition
+# ------------------------------------------------------------------------------------------------
+
+SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\d+)?$")
+LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of `name` whose labels include `labels` (0 if there is none)."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = SAMPLE_RE.match(line)
+        if not m or m.group(1) != name:
+            continue
+        have = dict(LABEL_RE.findall(m.group(2) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += float(m.group(3))
+    return total
+
+
+def metric_types(text: str) -> dict[str, str]:
+    """{family: type} from the `# TYPE` lines."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[:2] == ["#", "TYPE"]:
+            out[parts[2]] = parts[3]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Base class
+# ------------------------------------------------------------------------------------------------
+
+
+class PinLifecycleTestCase(unittest.TestCase):
+    """Helpers over one regpin (`self.regpin`) and one upstream (`self.upstream`). Prints the tail
+    of regpin's log and what the webhook receiver got when a test fails."""
+
+    regpin: Optional[h.Regpin] = None
+    upstream: Optional[h.Registry] = None
+    receiver: Optional[WebhookReceiver] = None
+    secret: str = ""
+
+    def run(self, result=None):
+        if result is None:
+            return super().run(result)
+        before = len(result.failures) + len(result.errors)
+        outcome = super().run(result)
+        if len(result.failures) + len(result.errors) > before:
+            regpin = getattr(self, "regpin", None)
+            if regpin is not None:
+                sys.stderr.write(f"\n--- regpin log ({regpin.log_path}), last lines, for {self.id()} ---\n"
+                                 f"{h.tail(regpin.log_path, 5000)}\n--- end of regpin log ---\n")
+            receiver = getattr(self, "receiver", None)
+            if receiver is not None:
+                got = [(d.status, d.event_id, d.body[:200]) for d in receiver.deliveries()]
+                sys.stderr.write(f"--- webhook receiver got: {got}\n")
+        return outcome
+
+    # -- fixtures -------------------------------------------------------------------------------
+
+    @classmethod
+    def new_layout(cls, cleanup) -> h.OciLayout:
+        layout = h.OciLayout(tempfile.mkdtemp(prefix="regpin-it-layout-"))
+        cleanup(h.remove_temp_dir, str(layout.path))
+        return layout
+
+    # -- the registry API -----------------------------------------------------------------------
+
+    def ref(self, repo: str, tag: str = "v1") -> str:
+        return f"{self.upstream.host}/{repo}:{tag}"
+
+    def manifest_via_regpin(self, repo: str, reference: str, method: str = "GET") -> h.Response:
+        return self.regpin.request(method, h.with_query(f"/v2/{repo}/manifests/{reference}", ns=self.upstream.host),
+                                   {"Accept": h.ACCEPT_ALL_MANIFESTS})
+
+    def served_digest(self, repo: str, tag: str = "v1") -> str:
+        """GET the tag through regpin as containerd would (its Accept, `ns`); the digest served,
+        checked against the body's sha256."""
+        resp = self.manifest_via_regpin(repo, tag)
+        self.assertEqual(resp.status, 200, f"GET {repo}:{tag} via regpin: {resp.body[:300]!r}")
+        digest = h.sha256_digest(resp.body)
+        self.assertEqual(resp.header("Docker-Content-Digest"), digest, "Docker-Content-Digest != sha256(body)")
+        return digest
+
+    # -- the admin API ---------------------------------------------------------------------------
+
+    def api(self, method: str, path: str, body: Any = None, *, token: Optional[str] = "",
+            expect: Optional[int] = 200) -> h.Response:
+        resp = self.regpin.admin_request(method, path, body, token=token)
+        if expect is not None:
+            self.assertEqual(resp.status, expect, f"{method} {path} {body}: {resp.body[:600]!r}")
+        return resp
+
+    def target(self, repo: str, tag: str = "v1", **extra: str) -> dict:
+        return {"registry": self.upstream.host, "repository": repo, "tag": tag, **extra}
+
+    def check(self, repo: str, tag: str = "v1") -> dict:
+        """POST /api/v1/pin/check; the one result (one accept class)."""
+        doc = self.api("POST", "/api/v1/pin/check", self.target(repo, tag)).json()
+        self.assertEqual(len(doc["results"]), 1, doc)
+        return doc["results"][0]
+
+    def pin_doc(self, repo: str, tag: str = "v1") -> dict:
+        query = urllib.parse.urlencode(self.target(repo, tag))
+        return self.api("GET", f"/api/v1/pin?{query}").json()
+
+    def the_pin(self, repo: str, tag: str = "v1") -> dict:
+        pins = self.pin_doc(repo, tag)["pins"]
+        self.assertEqual(len(pins), 1, pins)
+        return pins[0]
+
+    def events(self, after: int = 0) -> list[dict]:
+        return self.api("GET", f"/api/v1/events?after={after}&limit=10000").json()["events"]
+
+    def last_event_id(self) -> int:
+        return max([e["id"] for e in self.events()], default=0)
+
+    def metrics(self) -> str:
+        return self.regpin.metrics_text()
+
+    def wait_queue_empty(self, timeout: float = 20) -> None:
+        h.wait_until(lambda: metric_value(self.metrics(), "regpin_webhook_queue") == 0 and
+                     "regpin_webhook_queue" in metric_types(self.metrics()),
+                     timeout=timeout, interval=0.1, message="regpin_webhook_queue == 0")
+
+    # -- assertions ------------------------------------------------------------------------------
+
+    def assert_repoint_event(self, event: dict, repo: str, pinned: str, upstream: str, policy: str,
+                             action: str, tag: str = "v1") -> None:
+        self.assertEqual(
+            {k: event[k] for k in ("type", "registry", "repository", "tag", "reference", "old_digest",
+                                   "new_digest", "actor", "policy", "action")},
+            {"type": "repointed", "registry": self.upstream.host, "repository": repo, "tag": tag,
+             "reference": self.ref(repo, tag), "old_digest": pinned, "new_digest": upstream,
+             "actor": "policy", "policy": policy, "action": action})
+        self.assertRegex(event["time"], TIME_RE)
+        summary = event["summary"]
+        self.assertIsInstance(summary, dict, event)
+        for key in ("text", "media_type", "platforms", "layers", "config"):
+            self.assertIn(key, summary, f"summary lacks {key}: {summary}")
+        self.assertIsInstance(summary["text"], str)
+        self.assertTrue(summary["text"], "empty summary text")
+        self.assertNotIn("\n", summary["text"], "summary text is not one line")
+
+    def assert_history(self, history: list[dict], expected: list[tuple[str, str]]) -> None:
+        """The history's (type, actor) pairs, in order."""
+        self.assertEqual([(e["type"], e["actor"]) for e in history], expected, json.dumps(history, indent=1))
+
+    def wait_alert(self, event_id: int, timeout: float = 15) -> Delivery:
+        """The one accepted delivery of `event_id`, once it arrived."""
+        h.wait_until(lambda: self.receiver.accepted(event_id), timeout=timeout, interval=0.05,
+                     message=f"webhook delivery of event {event_id}")
+        return self.receiver.accepted(event_id)[0]
+
+    def assert_signed_alert(self, delivery: Delivery, event: dict, *, secret: Optional[str] = None) -> dict:
+        """Checks a delivery against its event: path, event id header, HMAC-SHA256 signature of
+        the raw body, and every alert field. Returns the alert."""
+        secret = self.secret if secret is None else secret
+        self.assertEqual(delivery.path, WEBHOOK_PATH)
+        self.assertEqual(delivery.headers.get("x-regpin-event-id"), str(event["id"]))
+        self.assertTrue((delivery.headers.get("content-type") or "").startswith("application/json"),
+                        delivery.headers)
+        expected = "sha256=" + hmac.new(secret.encode(), delivery.body, hashlib.sha256).hexdigest()
+        signature = delivery.headers.get("x-regpin-signature-256") or ""
+        self.assertTrue(hmac.compare_digest(signature, expected),
+                        f"X-Regpin-Signature-256 {signature!r} != HMAC-SHA256 of the body {expected!r}")
+        alert = delivery.alert()
+        self.assertEqual(set(alert), ALERT_FIELDS, alert)
+        self.assertEqual(
+            {k: alert[k] for k in ALERT_FIELDS - {"detected_at", "summary"}},
+            {"id": event["id"], "type": "repoint", "registry": event["registry"],
+             "repository": event["repository"], "tag": event["tag"], "reference": event["reference"],
+             "pinned_digest": event["old_digest"], "upstream_digest": event["new_digest"],
+             "policy": event["policy"], "action": event["action"]})
+        self.assertEqual(alert["detected_at"], event["time"])
+        self.assertRegex(alert["detected_at"], TIME_RE)
+        detected = datetime.strptime(alert["detected_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+        self.assertLess(abs(detected.timestamp() - time.time()), 300, "detected_at is not about now")
+        self.assertEqual(alert["summary"], event["summary"])
+        return alert
+
+    def assert_repoint_logged(self, event: dict) -> None:
+        line = (f"re-point: {event['reference']} moved upstream from {event['old_digest']} to "
+                f"{event['new_digest']}; policy {event['policy']}, action {event['action']}, "
+                f"event {event['id']}, detected at {event['time']}; {event['summary']['text']}")
+        pattern = re.compile(r"^\S+ (warn|warning) " + re.escape(line) + r"$", re.MULTILINE)
+        h.wait_until(lambda: pattern.search(self.regpin.log()), timeout=5,
+                     message=f"warning log line: {line}")
+
+
+# ------------------------------------------------------------------------------------------------
+# 1-3, 6. Policies as containerd sees them; alerts; recorded once; operator actions; tokens
+# ------------------------------------------------------------------------------------------------
+
+
+class RepointPolicyTest(PinLifecycleTestCase):
+    """One upstream, one regpin (policies: follow/** follow, reject/** reject, everything else pin;
+    no background checks), one containerd whose hosts.toml makes regpin the only endpoint, one
+    signed webhook receiver. Admin tokens: ops (token), cli (token_file), env (token_env)."""
+
+    OPS = "ops-token-0123456789abcdef"
+    CLI = "cli-token-0123456789abcdef"
+    ENV = "env-token-0123456789abcdef"
+    SECRET = "webhook-secret-for-regpin-tests"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.upstream = h.Registry("policy-upstream").start()
+        cls.addClassCleanup(cls.upstream.close)
+        cls.layout = cls.new_layout(cls.addClassCleanup)
+        cls.secret = cls.SECRET
+        cls.receiver = WebhookReceiver().start()
+        cls.addClassCleanup(cls.receiver.stop)
+        host = cls.upstream.host
+        cls.regpin = h.Regpin(
+            [h.Upstream.of(host, cls.upstream)],
+            admin_tokens=[h.AdminToken("ops", cls.OPS), h.AdminToken("cli", cls.CLI, "token_file"),
+                          h.AdminToken("env", cls.ENV, "token_env")],
+            webhooks=[h.Webhook(cls.receiver.url, secret=cls.SECRET, timeout_ms=2000)],
+            policies=[h.PolicyRule(f"{host}/follow/**", "follow"),
+                      h.PolicyRule(f"{host}/reject/**", "reject"),
+                      h.PolicyRule(f"{host}/**", "pin")],
+            pin_checks=h.PinChecks(revalidate_after_s=3600, concurrency=2, sweep_interval_s=86400, sweep_batch=10,
+                                   ratelimit_low_water=0, ratelimit_pause_s=60),
+        )
+        cls.addClassCleanup(cls.regpin.close)
+        cls.regpin.start()
+        cls.containerd = h.Containerd().start()
+        cls.addClassCleanup(cls.containerd.close)
+        cls.containerd.mirror(host, cls.regpin.url)
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def image(self, name: str, **kwargs: Any) -> h.Image:
+        return h.make_image(self.layout, name, **kwargs)
+
+    def push(self, image: h.Image, repo: str, tag: str = "v1") -> None:
+        h.push(self.layout, f"{repo}:{tag}", self.upstream, source_tag=image.tag)
+        self.assertEqual(self.upstream.manifest_digest(repo, tag), image.digest, "the upstream tag after the push")
+
+    def ctr_pull(self, repo: str, tag: str = "v1", check: bool = True) -> Optional[str]:
+        """A fresh `ctr images pull` through regpin (nothing cached in containerd); the digest
+        containerd recorded for the reference, or None when the pull failed (check=False)."""
+        self.containerd.forget_everything()
+        ref = self.ref(repo, tag)
+        result = self.containerd.pull(ref, check=check)
+        self.last_pull = result
+        if result.returncode != 0:
+            self.assertIsNone(self.containerd.image_digest(ref))
+            return None
+        return self.containerd.image_digest(ref)
+
+    def repoint(self, repo: str, first: h.Image, second: h.Image) -> dict:
+        """first is pushed and pulled by containerd (pinned), second re-pushed under the same tag,
+        then a check is forced: returns the recorded re-point event."""
+        self.push(first, repo)
+        self.assertEqual(self.ctr_pull(repo), first.digest, "containerd's first pull")
+        self.push(second, repo)
+        result = self.check(repo)
+        self.assertEqual((result["outcome"], result["upstream_digest"]), ("repointed", second.digest), result)
+        self.assertEqual([e["type"] for e in result["events"]], ["repointed"], result)
+        return result["events"][0]
+
+    def counters(self, policy: str) -> tuple[float, float, float]:
+        text = self.metrics()
+        host = self.upstream.host
+        return (metric_value(text, "regpin_repoints_total", registry=host, policy=policy),
+                metric_value(text, "regpin_pins_pending"),
+                metric_value(text, "regpin_pin_checks_total", registry=host, outcome="repointed"))
+
+    # -- 1. each policy ---------------------------------------------------------------------------
+
+    def test_policy_pin_keeps_serving_the_first_digest_records_it_pending_and_alerts(self):
+        repo = "pin/app"
+        first = self.image("pin-first", seed="policy-pin-1", revision="pin-r1")
+        second = self.image("pin-second", seed="policy-pin-2", revision="pin-r2")
+        repoints, pending, checks = self.counters("pin")
+
+        event = self.repoint(repo, first, second)
+
+        # containerd still gets the pinned digest, content and all.
+        self.assertEqual(self.ctr_pull(repo), first.digest, "containerd after the re-point (policy pin)")
+        self.assertTrue(set(first.blobs) <= self.containerd.content_digests())
+        # The pin and its history through the admin API.
+        doc = self.pin_doc(repo)
+        self.assertEqual(len(doc["pins"]), 1, doc)
+        pin = doc["pins"][0]
+        self.assertEqual((pin["state"], pin["digest"], pin["pending_digest"], pin["reference"]),
+                         ("pending", first.digest, second.digest, self.ref(repo)))
+        self.assertRegex(pin["pending_since"] or "", TIME_RE)
+        self.assert_history(doc["history"], [("pinned", "first-pull"), ("repointed", "policy")])
+        self.assertEqual(doc["history"][0]["new_digest"], first.digest)
+        self.assert_repoint_event(doc["history"][1], repo, first.digest, second.digest, "pin", "kept")
+        self.assertEqual(doc["history"][1], event)
+        summary = event["summary"]
+        self.assertEqual(summary["media_type"], {"pinned": h.MEDIA_OCI_MANIFEST, "upstream": h.MEDIA_OCI_MANIFEST,
+                                                 "changed": False})
+        self.assertIsNone(summary["platforms"], "two single manifests: no platforms")
+        self.assertEqual(summary["config"]["revision"], {"pinned": "pin-r1", "upstream": "pin-r2"})
+        self.assertEqual((summary["layers"]["shared"], summary["layers"]["total_pinned"],
+                          summary["layers"]["total_upstream"]), (0, 1, 1))
+        self.assertIn("pin-r1", summary["text"])
+        self.assertIn("pin-r2", summary["text"])
+        # The pin list filtered by state.
+        listed = self.api("GET", f"/api/v1/pins?registry={self.upstream.host}&repository_prefix=pin/&state=pending").json()
+        self.assertIn(self.ref(repo), [p["reference"] for p in listed["pins"]])
+        self.assertTrue(all(p["state"] == "pending" for p in listed["pins"]), listed)
+        # The same through the CLI.
+        shown = self.regpin.cli("pins", "show", self.ref(repo), "--json", token=self.CLI)
+        self.assertEqual(shown.returncode, 0, shown.stderr)
+        self.assertEqual(json.loads(shown.stdout), doc)
+        listed_cli = self.regpin.cli("events", "--json", "--after", str(event["id"] - 1), token=self.CLI)
+        self.assertEqual(listed_cli.returncode, 0, listed_cli.stderr)
+        cli_events = [json.loads(line) for line in listed_cli.stdout.splitlines() if line.strip()]
+        self.assertIn(event, cli_events)
+        self.assertTrue(all(e["id"] > event["id"] - 1 for e in cli_events))
+        # Events since the re-point's time: it is there, nothing older is.
+        since = self.api("GET", "/api/v1/events?" + urllib.parse.urlencode({"since": event["time"]})).json()["events"]
+        self.assertIn(event, since)
+        self.assertTrue(all(e["time"] >= event["time"] for e in since), since)
+        if doc["history"][0]["time"] < event["time"]:
+            self.assertNotIn(doc["history"][0]["id"], [e["id"] for e in since])
+        # The alert, the log line, the metrics.
+        self.assertEqual(self.assert_signed_alert(self.wait_alert(event["id"]), event)["action"], "kept")
+        self.assert_repoint_logged(event)
+        self.assertEqual(self.counters("pin"), (repoints + 1, pending + 1, checks + 1))
+
+    def test_policy_follow_moves_the_pin_so_containerd_gets_the_new_digest_and_alerts(self):
+        repo = "follow/app"
+        # The same seed keeps the linux/amd64 and linux/arm64 layers; the revision label changes
+        # both configs; the new index adds linux/arm/v7.
+        first = self.image("follow-first", seed="policy-follow", platforms=("linux/amd64", "linux/arm64"),
+                           revision="follow-r1")
+        second = self.image("follow-second", seed="policy-follow",
+                            platforms=("linux/amd64", "linux/arm64", "linux/arm/v7"), revision="follow-r2")
+        self.assertEqual(set(first.layer_digests) & set(second.layer_digests), set(first.layer_digests))
+        repoints, pending, checks = self.counters("follow")
+
+        event = self.repoint(repo, first, second)
+
+        self.assertEqual(self.ctr_pull(repo), second.digest, "containerd after the re-point (policy follow)")
+        self.assertEqual(self.served_digest(repo), second.digest)
+        doc = self.pin_doc(repo)
+        pin = doc["pins"][0]
+        self.assertEqual((len(doc["pins"]), pin["state"], pin["digest"], pin["pending_digest"]),
+                         (1, "pinned", second.digest, None))
+        self.assertEqual(pin["media_type"], h.MEDIA_OCI_INDEX)
+        self.assert_history(doc["history"], [("pinned", "first-pull"), ("repointed", "policy")])
+        self.assert_repoint_event(doc["history"][1], repo, first.digest, second.digest, "follow", "followed")
+        summary = event["summary"]
+        self.assertEqual(summary["media_type"], {"pinned": h.MEDIA_OCI_INDEX, "upstream": h.MEDIA_OCI_INDEX,
+                                                 "changed": False})
+        self.assertEqual(summary["platforms"]["added"], ["linux/arm/v7"], summary)
+        self.assertEqual(summary["platforms"]["removed"], [], summary)
+        self.assertEqual(summary["platforms"]["changed"], ["linux/amd64", "linux/arm64"], summary)
+        self.assertEqual(summary["layers"], {"platform": "linux/amd64", "shared": 1, "total_pinned": 1,
+                                             "total_upstream": 1})
+        self.assertEqual(summary["config"]["revision"], {"pinned": "follow-r1", "upstream": "follow-r2"})
+        self.assertIn("linux/arm/v7", summary["text"])
+        self.assertEqual(self.assert_signed_alert(self.wait_alert(event["id"]), event)["action"], "followed")
+        self.assert_repoint_logged(event)
+        self.assertEqual(self.counters("follow"), (repoints + 1, pending, checks + 1))
+
+    def test_policy_reject_fails_containerd_pulls_with_403_denied_until_approved_and_alerts(self):
+        repo = "reject/app"
+        first = self.image("reject-first", seed="policy-reject", revision="reject-r1")
+        second = self.image("reject-second", seed="policy-reject", platforms=("linux/amd64", "linux/arm64"),
+                            revision="reject-r2")
+        repoints, pending, checks = self.counters("reject")
+
+        event = self.repoint(repo, first, second)
+
+        self.assertIsNone(self.ctr_pull(repo, check=False), "containerd must not get the rejected tag")
+        self.assertIn("403", self.last_pull.stdout + self.last_pull.stderr)
+        for method in ("GET", "HEAD"):
+            resp = self.manifest_via_regpin(repo, "v1", method)
+            self.assertEqual(resp.status, 403, f"{method} of the rejected tag: {resp.body[:300]!r}")
+        resp = self.manifest_via_regpin(repo, "v1")
+        errors = resp.json()["errors"]
+        self.assertEqual([e["code"] for e in errors], ["DENIED"], errors)
+        self.assertEqual(errors[0]["detail"], {"tag": self.ref(repo), "pinned": first.digest,
+                                               "upstream": second.digest})
+        # Content by digest stays servable.
+        self.assertEqual(self.served_digest(repo, first.digest), first.digest)
+        blob = self.regpin.get(h.with_query(f"/v2/{repo}/blobs/{first.layer_digests[0]}", ns=self.upstream.host))
+        self.assertEqual((blob.status, h.sha256_digest(blob.body)), (200, first.layer_digests[0]))
+        doc = self.pin_doc(repo)
+        pin = doc["pins"][0]
+        self.assertEqual((len(doc["pins"]), pin["state"], pin["digest"], pin["pending_digest"]),
+                         (1, "rejected", first.digest, second.digest))
+        self.assert_history(doc["history"], [("pinned", "first-pull"), ("repointed", "policy")])
+        self.assert_repoint_event(doc["history"][1], repo, first.digest, second.digest, "reject", "rejected")
+        listed = self.api("GET", f"/api/v1/pins?registry={self.upstream.host}&state=rejected").json()
+        self.assertIn(self.ref(repo), [p["reference"] for p in listed["pins"]])
+        summary = event["summary"]
+        self.assertEqual(summary["media_type"], {"pinned": h.MEDIA_OCI_MANIFEST, "upstream": h.MEDIA_OCI_INDEX,
+                                                 "changed": True})
+        self.assertEqual((summary["platforms"]["added"], summary["platforms"]["removed"]), (["linux/arm64"], []))
+        self.assertEqual(self.assert_signed_alert(self.wait_alert(event["id"]), event)["action"], "rejected")
+        self.assert_repoint_logged(event)
+        self.assertEqual(self.counters("reject"), (repoints + 1, pending + 1, checks + 1))
+
+        # Approving the pending digest lets containerd pull it.
+        approved = self.api("POST", "/api/v1/pin/approve", self.target(repo)).json()["events"]
+        self.assertEqual([(e["type"], e["actor"], e["old_digest"], e["new_digest"]) for e in approved],
+                         [("approved", "token:ops", first.digest, second.digest)])
+        self.assertEqual(self.ctr_pull(repo), second.digest, "containerd after the approval")
+        self.assertEqual(self.counters("reject")[1], pending)
+
+    # -- 2. recorded once -------------------------------------------------------------------------
+
+    def test_the_same_repoint_checked_again_and_again_is_one_event_and_one_webhook_delivery(self):
+        repo = "pin/once"
+        first = self.image("once-first", seed="once-1")
+        second = self.image("once-second", seed="once-2")
+        repoints, _, _ = self.counters("pin")
+        event = self.repoint(repo, first, second)
+        outcomes = [self.check(repo)["outcome"] for _ in range(3)]
+        cli = self.regpin.cli("pins", "check", self.ref(repo), "--json", token=self.ENV)
+        self.assertEqual(cli.returncode, 0, cli.stderr)
+        outcomes += [r["outcome"] for r in json.loads(cli.stdout)["results"]]
+        self.assertEqual(outcomes, ["already_recorded"] * 4)
+        self.assertEqual(self.served_digest(repo), first.digest)
+
+        history = self.pin_doc(repo)["history"]
+        self.assertEqual([e["id"] for e in history if e["type"] == "repointed"], [event["id"]])
+        everywhere = [e for e in self.events() if e["reference"] == self.ref(repo) and e["type"] == "repointed"]
+        self.assertEqual([e["id"] for e in everywhere], [event["id"]])
+        self.assertEqual(self.counters("pin")[0], repoints + 1)
+        self.assert_signed_alert(self.wait_alert(event["id"]), event)
+        self.wait_queue_empty()
+        self.assertEqual(len(self.receiver.deliveries(reference=self.ref(repo))), 1,
+                         [d.body for d in self.receiver.deliveries(reference=self.ref(repo))])
+
+    def test_a_long_poll_on_events_returns_as_soon_as_a_repoint_is_recorded(self):
+        repo = "pin/long-poll"
+        first = self.image("poll-first", seed="poll-1")
+        second = self.image("poll-second", seed="poll-2")
+        self.push(first, repo)
+        self.assertEqual(self.served_digest(repo), first.digest)
+        self.push(second, repo)
+        after = self.last_event_id()
+        # Nothing new: the poll waits about wait_s, then answers an empty list.
+        started = time.monotonic()
+        self.assertEqual(self.api("GET", f"/api/v1/events?after={after}&wait_s=1").json()["events"], [])
+        self.assertGreaterEqual(time.monotonic() - started, 0.9, "wait_s=1 answered before a second")
+
+        sent = threading.Event()
+        answer: dict[str, Any] = {}
+
+        def poll() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", self.regpin.admin_port, timeout=60)
+            try:
+                conn.request("GET", f"/api/v1/events?after={after}&wait_s=30",
+                             headers={"Authorization": f"Bearer {self.OPS}"})
+                sent.set()
+                resp = conn.getresponse()
+                answer["status"], answer["body"] = resp.status, resp.read()
+                answer["at"] = time.monotonic()
+            except Exception as e:  # noqa: BLE001 - reported by the assertions below
+                answer["error"] = e
+            finally:
+                sent.set()
+                conn.close()
+
+        thread = threading.Thread(target=poll, daemon=True)
+        thread.start()
+        self.assertTrue(sent.wait(10), "the long poll was not sent")
+        checked_at = time.monotonic()
+        result = self.check(repo)
+        self.assertEqual(result["outcome"], "repointed")
+        thread.join(timeout=40)
+        self.assertFalse(thread.is_alive(), "the long poll never answered")
+        self.assertNotIn("error", answer)
+        self.assertEqual(answer["status"], 200)
+        events = json.loads(answer["body"])["events"]
+        self.assertEqual([e["id"] for e in events], [result["events"][0]["id"]])
+        self.assertLess(answer["at"] - checked_at, 10, "the long poll waited out wait_s despite the new event")
+
+    # -- 3. operator actions ----------------------------------------------------------------------
+
+    def test_approve_without_a_digest_moves_the_pin_to_the_pending_digest(self):
+        repo = "pin/approve-pending"
+        first = self.image("approve-first", seed="approve-1")
+        second = self.image("approve-second", seed="approve-2")
+        self.repoint(repo, first, second)
+        _, pending, _ = self.counters("pin")
+
+        approved = self.api("POST", "/api/v1/pin/approve", self.target(repo)).json()["events"]
+
+        self.assertEqual([(e["type"], e["actor"], e["old_digest"], e["new_digest"]) for e in approved],
+                         [("approved", "token:ops", first.digest, second.digest)])
+        self.assertEqual(self.ctr_pull(repo), second.digest, "containerd after the approval")
+        doc = self.pin_doc(repo)
+        pin = doc["pins"][0]
+        self.assertEqual((pin["state"], pin["digest"], pin["pending_digest"]), ("pinned", second.digest, None))
+        self.assert_history(doc["history"], [("pinned", "first-pull"), ("repointed", "policy"),
+                                             ("approved", "token:ops")])
+        self.assertEqual(doc["history"][-1], approved[0])
+        self.assertEqual(self.counters("pin")[1], pending - 1)
+        # Nothing is pending any more: approving again without a digest is refused.
+        again = self.api("POST", "/api/v1/pin/approve", self.target(repo), expect=None)
+        self.assertFalse(200 <= again.status < 300, again.body)
+        self.assertEqual(self.the_pin(repo)["digest"], second.digest)
+
+    def test_approve_with_an_explicit_digest_through_the_cli_pins_that_digest(self):
+        repo = "reject/approve-explicit"
+        first = self.image("explicit-first", seed="explicit-1")
+        second = self.image("explicit-second", seed="explicit-2")
+        chosen = self.image("explicit-chosen", seed="explicit-3")
+        self.push(chosen, repo, "candidate")  # upstream has it; the tag v1 never pointed at it
+        self.repoint(repo, first, second)
+        self.assertIsNone(self.ctr_pull(repo, check=False), "rejected before the approval")
+
+        approved = self.regpin.cli("pins", "approve", self.ref(repo), "--digest", chosen.digest, "--json",
+                                   token=self.CLI)
+
+        self.assertEqual(approved.returncode, 0, approved.stderr)
+        events = json.loads(approved.stdout)["events"]
+        self.assertEqual([(e["type"], e["actor"], e["old_digest"], e["new_digest"]) for e in events],
+                         [("approved", "token:cli", first.digest, chosen.digest)])
+        self.assertEqual(self.ctr_pull(repo), chosen.digest, "containerd after approving an explicit digest")
+        doc = self.pin_doc(repo)
+        pin = doc["pins"][0]
+        self.assertEqual((pin["state"], pin["digest"], pin["pending_digest"]), ("pinned", chosen.digest, None))
+        self.assert_history(doc["history"], [("pinned", "first-pull"), ("repointed", "policy"),
+                                             ("approved", "token:cli")])
+
+    def test_unpin_forgets_the_pin_so_the_next_pull_pins_the_current_upstream_digest(self):
+        repo = "pin/unpin"
+        first = self.image("unpin-first", seed="unpin-1")
+        second = self.image("unpin-second", seed="unpin-2")
+        self.push(first, repo)
+        self.assertEqual(self.ctr_pull(repo), first.digest)
+        self.push(second, repo)
+        self.assertEqual(self.ctr_pull(repo), first.digest, "pinned before the unpin")
+
+        unpinned = self.api("POST", "/api/v1/pin/unpin", self.target(repo), token=self.ENV).json()["events"]
+
+        self.assertEqual([(e["type"], e["actor"], e["old_digest"]) for e in unpinned],
+                         [("unpinned", "token:env", first.digest)])
+        doc = self.pin_doc(repo)
+        self.assertEqual(doc["pins"], [])
+        self.assert_history(doc["history"], [("pinned", "first-pull"), ("unpinned", "token:env")])
+        self.assertEqual(self.ctr_pull(repo), second.digest, "containerd after the unpin")
+        doc = self.pin_doc(repo)
+        self.assertEqual(len(doc["pins"]), 1, doc)
+        self.assertEqual((doc["pins"][0]["state"], doc["pins"][0]["digest"]), ("pinned", second.digest))
+        self.assert_history(doc["history"], [("pinned", "first-pull"), ("unpinned", "token:env"),
+                                             ("pinned", "first-pull")])
+        self.assertEqual(doc["history"][-1]["new_digest"], second.digest)
+
+    def test_set_by_hand_pins_a_chosen_digest_and_refuses_one_the_upstream_lacks(self):
+        repo = "pin/set"
+        first = self.image("set-first", seed="set-1")
+        chosen = self.image("set-chosen", seed="set-2")
+        self.push(first, repo)
+        self.push(chosen, repo, "candidate")
+        self.assertEqual(self.ctr_pull(repo), first.digest)
+
+        done = self.api("POST", "/api/v1/pin/set", self.target(repo, digest=chosen.digest)).json()["events"]
+
+        self.assertEqual([(e["type"], e["actor"], e["old_digest"], e["new_digest"]) for e in done],
+                         [("set", "token:ops", first.digest, chosen.digest)])
+        self.assertEqual(self.ctr_pull(repo), chosen.digest, "containerd after the pin by hand")
+        self.assertEqual(self.upstream.manifest_digest(repo, "v1"), first.digest, "the upstream tag is untouched")
+        doc = self.pin_doc(repo)
+        self.assertEqual((doc["pins"][0]["state"], doc["pins"][0]["digest"]), ("pinned", chosen.digest))
+        self.assert_history(doc["history"], [("pinned", "first-pull"), ("set", "token:ops")])
+        # A digest the upstream does not have cannot be fetched and verified: refused, pin kept.
+        missing = h.sha256_digest(b"no such manifest anywhere")
+        refused = self.api("POST", "/api/v1/pin/set", self.target(repo, digest=missing), expect=None)
+        self.assertFalse(200 <= refused.status < 300, f"set to a missing digest: {refused.status} {refused.body!r}")
+        self.assertTrue(refused.error_codes(), refused.body)
+        self.assertEqual(self.the_pin(repo)["digest"], chosen.digest)
+        self.assertEqual(len(self.pin_doc(repo)["history"]), 2)
+        self.assertEqual(self.ctr_pull(repo), chosen.digest)
+
+    # -- 6. tokens --------------------------------------------------------------------------------
+
+    def test_every_api_endpoint_refuses_a_missing_or_wrong_token_with_401_and_changes_nothing(self):
+        repo = "pin/auth"
+        image = self.image("auth", seed="auth-1")
+        self.push(image, repo)
+        self.assertEqual(self.served_digest(repo), image.digest)
+        history_before = self.pin_doc(repo)["history"]
+        query = urllib.parse.urlencode(self.target(repo))
+        endpoints = [
+            ("GET", f"/api/v1/pins?registry={self.upstream.host}", None),
+            ("GET", f"/api/v1/pin?{query}", None),
+            ("GET", "/api/v1/events?after=0", None),
+            ("GET", "/api/v1/events?after=0&wait_s=2", None),
+            ("POST", "/api/v1/pin/approve", self.target(repo, digest=image.digest)),
+            ("POST", "/api/v1/pin/unpin", self.target(repo)),
+            ("POST", "/api/v1/pin/set", self.target(repo, digest=image.digest)),
+            ("POST", "/api/v1/pin/check", self.target(repo)),
+            ("GET", "/api/v1/no-such-endpoint", None),
+        ]
+        wrong = [
+            None,  # no Authorization header
+            "Bearer wrong-token-0123456789abcdef",
+            "Bearer " + self.OPS[:-1],  # a prefix of a real token
+            "Bearer " + self.OPS + "x",  # a real token with more after it
+            "Bearer ",
+            h.basic_auth("ops", self.OPS),  # the right secret in the wrong scheme
+            self.OPS,  # no scheme at all
+        ]
+        for method, path, body in endpoints:
+            for authorization in wrong:
+                with self.subTest(method=method, path=path, authorization=authorization):
+                    headers = {"Authorization": authorization} if authorization is not None else None
+                    started = time.monotonic()
+                    resp = self.regpin.admin_request(method, path, body, token=None, headers=headers)
+                    self.assertEqual(resp.status, 401, resp.body[:300])
+                    self.assertEqual(resp.error_codes(), ["UNAUTHORIZED"], resp.body[:300])
+                    self.assertLess(time.monotonic() - started, 1.5, "a refused long poll must not wait")
+        doc = self.pin_doc(repo)
+        self.assertEqual(doc["history"], history_before, "a refused request changed the pin's history")
+        self.assertEqual((doc["pins"][0]["state"], doc["pins"][0]["digest"]), ("pinned", image.digest))
+        # The open endpoints.
+        for path in ("/healthz", "/readyz", "/metrics"):
+            with self.subTest(path=path):
+                self.assertEqual(self.regpin.admin_request("GET", path, token=None).status, 200)
+        # The CLI says the token was refused, and exits non-zero.
+        for args in (("pins", "list"), ("pins", "show", self.ref(repo)), ("pins", "unpin", self.ref(repo)),
+                     ("pins", "check", self.ref(repo)), ("events",)):
+            with self.subTest(cli=args):
+                result = self.regpin.cli(*args, token="wrong-token-0123456789abcdef")
+                self.assertNotEqual(result.returncode, 0, result.stdout)
+                self.assertIn("refused the token", result.stderr)
+                missing = self.regpin.cli(*args, token=None)
+                self.assertNotEqual(missing.returncode, 0, missing.stdout)
+                self.assertIn("token", missing.stderr)
+        self.assertEqual(self.pin_doc(repo)["history"], history_before)
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. background checks
+# ------------------------------------------------------------------------------------------------
+
+
+class BackgroundCheckTest(PinLifecycleTestCase):
+    """revalidate_after_s 0 and no sweep: a request for a pinned tag starts the only check."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.upstream = h.Registry("background-upstream").start()
+        cls.addClassCleanup(cls.upstream.close)
+        cls.layout = cls.new_layout(cls.addClassCleanup)
+        cls.regpin = h.Regpin([h.Upstream.of(cls.upstream.host, cls.upstream)],
+                              admin_tokens=[h.AdminToken("ops", "background-token-0123456789")],
+                              pin_checks=h.PinChecks(revalidate_after_s=0, sweep_interval_s=86400))
+        cls.addClassCleanup(cls.regpin.close)
+        cls.regpin.start()
+
+    def test_a_request_for_a_pinned_tag_is_answered_with_the_pin_and_detects_the_repoint_in_the_background(self):
+        repo = "bg/app"
+        first = h.make_image(self.layout, "bg-first", seed="bg-1")
+        second = h.make_image(self.layout, "bg-second", seed="bg-2")
+        h.push(self.layout, f"{repo}:v1", self.upstream, source_tag=first.tag)
+        self.assertEqual(self.served_digest(repo), first.digest)  # the first pull pins
+        h.push(self.layout, f"{repo}:v1", self.upstream, source_tag=second.tag)
+        self.assertEqual(self.upstream.manifest_digest(repo, "v1"), second.digest)
+        after = self.last_event_id()
+        self.assertEqual(metric_value(self.metrics(), "regpin_pin_checks_total"), 0, "no check before the request")
+
+        self.assertEqual(self.served_digest(repo), first.digest, "the request that starts the check")
+
+        def repointed() -> Optional[dict]:
+            events = self.api("GET", f"/api/v1/events?after={after}&wait_s=2").json()["events"]
+            return next((e for e in events if e["type"] == "repointed" and e["reference"] == self.ref(repo)), None)
+
+        event = h.wait_until(repointed, timeout=15, interval=0.05, message="a repointed event from the background")
+        self.assert_repoint_event(event, repo, first.digest, second.digest, "pin", "kept")
+        pin = self.the_pin(repo)
+        self.assertEqual((pin["state"], pin["digest"], pin["pending_digest"]), ("pending", first.digest, second.digest))
+        self.assertEqual(self.served_digest(repo), first.digest, "policy pin keeps serving the pin")
+        self.assertEqual(metric_value(self.metrics(), "regpin_repoints_total", registry=self.upstream.host,
+                                      policy="pin"), 1)
+
+
+    def test_with_a_hung_upstream_the_pinned_answer_does_not_wait_for_its_background_check(self):
+        # Own upstream and regpin: this test hangs the upstream.
+        self.upstream = h.Registry("hung-upstream").start()
+        self.addCleanup(self.upstream.close)
+        repo = "hung/app"
+        first = h.make_image(self.layout, "hung-first", seed="hung-1")
+        h.push(self.layout, f"{repo}:v1", self.upstream, source_tag=first.tag)
+        self.regpin = h.Regpin([h.Upstream.of(self.upstream.host, self.upstream, read_timeout_ms=2000)],
+                               admin_tokens=[h.AdminToken("ops", "hung-token-0123456789abcd")],
+                               pin_checks=h.PinChecks(revalidate_after_s=0, sweep_interval_s=86400))
+        self.addCleanup(self.regpin.close)
+        self.regpin.start()
+        self.assertEqual(self.served_digest(repo), first.digest)
+        self.upstream.stop()
+        silent = h.SilentServer(self.upstream.port)
+        self.addCleanup(silent.close)
+
+        for _ in range(5):
+            started = time.monotonic()
+            self.assertEqual(self.served_digest(repo), first.digest)
+            self.assertLess(time.monotonic() - started, 1.0, "a pinned answer waited for the upstream")
+
+        host = self.upstream.host
+        h.wait_until(lambda: metric_value(self.metrics(), "regpin_pin_checks_total", registry=host, outcome="error") >= 1,
+                     timeout=15, interval=0.05, message="the background check to time out")
+        # A forced check times out as well; by then any other background check started by the
+        # five requests would have timed out too: there was one, the pin key's only one.
+        result = self.check(repo)
+        self.assertEqual(result["outcome"], "error", result)
+        self.assertTrue(result["error"], result)
+        text = self.metrics()
+        self.assertEqual(metric_value(text, "regpin_pin_checks_total", registry=host, outcome="error"), 2)
+        self.assertGreaterEqual(metric_value(text, "regpin_upstream_errors_total", registry=host), 2)
+        pin = self.the_pin(repo)
+        self.assertEqual((pin["state"], pin["digest"], pin["pending_digest"]), ("pinned", first.digest, None))
+
+
+class SweepTest(PinLifecycleTestCase):
+    """The periodic sweep (every second here) finds a re-point nobody asked about."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.upstream = h.Registry("sweep-upstream").start()
+        cls.addClassCleanup(cls.upstream.close)
+        cls.layout = cls.new_layout(cls.addClassCleanup)
+        cls.regpin = h.Regpin([h.Upstream.of(cls.upstream.host, cls.upstream)],
+                              admin_tokens=[h.AdminToken("ops", "sweep-token-0123456789abc")],
+                              policies=[h.PolicyRule("**/follow/**", "follow", revalidate_after_s=0)],
+                              pin_checks=h.PinChecks(revalidate_after_s=3600, sweep_interval_s=1, sweep_batch=10))
+        cls.addClassCleanup(cls.regpin.close)
+        cls.regpin.start()
+
+    def test_the_sweep_detects_a_repoint_of_a_pin_due_by_its_rule_without_any_request(self):
+        repo = "team/follow/app"
+        first = h.make_image(self.layout, "sweep-first", seed="sweep-1")
+        second = h.make_image(self.layout, "sweep-second", seed="sweep-2")
+        h.push(self.layout, f"{repo}:v1", self.upstream, source_tag=first.tag)
+        self.assertEqual(self.served_digest(repo), first.digest)
+        h.push(self.layout, f"{repo}:v1", self.upstream, source_tag=second.tag)
+
+        def repointed() -> Optional[dict]:
+            events = self.api("GET", "/api/v1/events?after=0&wait_s=2").json()["events"]
+            return next((e for e in events if e["type"] == "repointed"), None)
+
+        event = h.wait_until(repointed, timeout=15, interval=0.05, message="a repointed event from the sweep")
+        self.assert_repoint_event(event, repo, first.digest, second.digest, "follow", "followed")
+        self.assertEqual(self.served_digest(repo), second.digest)
+
+
+# ------------------------------------------------------------------------------------------------
+# 5. alerts survive a receiver that is down, and a restart
+# ------------------------------------------------------------------------------------------------
+
+
+class AlertDurabilityTest(PinLifecycleTestCase):
+    """Each test: its own upstream, regpin (fresh data dir) and webhook port."""
+
+    TOKEN = "durable-token-0123456789abc"
+
+    def setUp(self):
+        self.upstream = h.Registry("durable-upstream").start()
+        self.addCleanup(self.upstream.close)
+        self.layout = self.new_layout(self.addCleanup)
+        self.secret = "durable-webhook-secret-" + self.id().rsplit(".", 1)[-1][:20]
+        self.receiver = WebhookReceiver()  # not started: nothing listens on its port yet
+        self.addCleanup(self.receiver.stop)
+
+    def start_regpin(self, webhook: h.Webhook, env: Optional[dict] = None) -> None:
+        self.regpin = h.Regpin([h.Upstream.of(self.upstream.host, self.upstream)], env=env,
+                               admin_tokens=[h.AdminToken("ops", self.TOKEN)], webhooks=[webhook],
+                               pin_checks=NO_BACKGROUND_CHECKS)
+        self.addCleanup(self.regpin.close)
+        self.regpin.start()
+
+    def repoint(self, repo: str) -> dict:
+        first = h.make_image(self.layout, "first", seed=f"{repo}-1")
+        second = h.make_image(self.layout, "second", seed=f"{repo}-2")
+        h.push(self.layout, f"{repo}:v1", self.upstream, source_tag=first.tag)
+        self.assertEqual(self.served_digest(repo), first.digest)
+        h.push(self.layout, f"{repo}:v1", self.upstream, source_tag=second.tag)
+        result = self.check(repo)
+        self.assertEqual(result["outcome"], "repointed", result)
+        return result["events"][0]
+
+    def deliveries_metric(self, result: str) -> float:
+        return metric_value(self.metrics(), "regpin_webhook_deliveries_total", result=result)
+
+    def test_an_alert_queued_while_the_receiver_is_down_survives_a_restart_and_arrives_exactly_once(self):
+        secret_file = f"{self.layout.path}/webhook-secret"
+        with open(secret_file, "w") as f:
+            f.write(self.secret + "\n")
+        self.start_regpin(h.Webhook(self.receiver.url, secret_file=secret_file, timeout_ms=1000))
+        event = self.repoint("durable/app")
+        h.wait_until(lambda: self.deliveries_metric("failed") >= 1, timeout=15, interval=0.05,
+                     message="a failed delivery attempt (nothing listens on the webhook port)")
+        self.assertEqual(metric_value(self.metrics(), "regpin_webhook_queue"), 1)
+
+        self.regpin.stop()
+        self.regpin.start()
+
+        self.assertEqual(metric_value(self.metrics(), "regpin_webhook_queue"), 1, "the outbox after the restart")
+        self.assertEqual([e["id"] for e in self.events() if e["type"] == "repointed"], [event["id"]])
+        self.assertEqual(self.receiver.deliveries(), [])
+        self.receiver.start()
+        # Attempts back off (1 s, 2 s, 4 s, ...) and an entry is due after its next_attempt time.
+        delivery = self.wait_alert(event["id"], timeout=40)
+        self.assert_signed_alert(delivery, event)
+        self.wait_queue_empty()
+        self.assertEqual(len(self.receiver.deliveries()), 1,
+                         [(d.event_id, d.status) for d in self.receiver.deliveries()])
+        self.assertEqual(self.deliveries_metric("ok"), 1)
+
+    def test_an_alert_answered_500_is_retried_with_the_same_signed_body_until_a_2xx(self):
+        self.receiver.statuses = [500, 200]
+        self.receiver.start()
+        self.start_regpin(h.Webhook(self.receiver.url, secret_env="REGPIN_IT_WEBHOOK_SECRET"),
+                          env={"REGPIN_IT_WEBHOOK_SECRET": self.secret})
+        event = self.repoint("retried/app")
+
+        h.wait_until(lambda: self.receiver.accepted(event["id"]), timeout=20, interval=0.05,
+                     message="the retry after a 500")
+        self.wait_queue_empty()
+        got = self.receiver.deliveries(event["id"])
+        self.assertEqual([d.status for d in got], [500, 200])
+        self.assertEqual(got[0].body, got[1].body, "a retry sends the same alert")
+        for d in got:
+            self.assert_signed_alert(d, event)
+        self.assertEqual(len(self.receiver.deliveries()), 2)
+        self.assertEqual((self.deliveries_metric("failed"), self.deliveries_metric("ok")), (1, 1))
+
+
+# ------------------------------------------------------------------------------------------------
+# 7. the metrics exposition
+# ------------------------------------------------------------------------------------------------
+
+
+class MetricsExpositionTest(PinLifecycleTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.upstream = h.Registry("metrics-upstream").start()
+        cls.addClassCleanup(cls.upstream.close)
+        cls.layout = cls.new_layout(cls.addClassCleanup)
+        cls.receiver = WebhookReceiver().start()
+        cls.addClassCleanup(cls.receiver.stop)
+        cls.secret = "metrics-webhook-secret"
+        cls.regpin = h.Regpin([h.Upstream.of(cls.upstream.host, cls.upstream)],
+                              admin_tokens=[h.AdminToken("ops", "metrics-token-0123456789ab")],
+                              webhooks=[h.Webhook(cls.receiver.url, secret=cls.secret)],
+                              pin_checks=NO_BACKGROUND_CHECKS)
+        cls.addClassCleanup(cls.regpin.close)
+        cls.regpin.start()
+
+    def test_the_metrics_exposition_passes_promtool_check_metrics_with_every_family_typed(self):
+        promtool = shutil.which("promtool")
+        self.assertIsNotNone(promtool, "promtool not found: install the Debian package `prometheus`")
+        repo = "metrics/app"
+        first = h.make_image(self.layout, "m-first", seed="metrics-1")
+        second = h.make_image(self.layout, "m-second", seed="metrics-2")
+        h.push(self.layout, f"{repo}:v1", self.upstream, source_tag=first.tag)
+        self.assertEqual(self.served_digest(repo), first.digest)
+        blob = self.regpin.get(h.with_query(f"/v2/{repo}/blobs/{first.layer_digests[0]}", ns=self.upstream.host))
+        self.assertEqual(blob.status, 200)
+        self.assertEqual(self.manifest_via_regpin(repo, "missing").status, 404)
+        self.assertEqual(self.regpin.get(h.with_query("/v2/nowhere/app/manifests/v1", ns="nowhere.test")).status, 404)
+        h.push(self.layout, f"{repo}:v1", self.upstream, source_tag=second.tag)
+        event = self.check(repo)["events"][0]
+        self.wait_alert(event["id"])
+        self.wait_queue_empty()
+
+        text = self.metrics()
+        result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True,
+                                timeout=30)
+        self.assertEqual(result.returncode, 0, f"promtool check metrics:\n{result.stdout}{result.stderr}\n"
+                                               f"--- exposition ---\n{text}")
+        self.assertEqual(result.stdout + result.stderr, "", "promtool found problems")
+        types = metric_types(text)
+        expected = {
+            "regpin_requests_total": "counter", "regpin_cache_requests_total": "counter",
+            "regpin_served_bytes_total": "counter", "regpin_request_duration_seconds": "histogram",
+            "regpin_upstream_requests_total": "counter", "regpin_upstream_request_duration_seconds": "histogram",
+            "regpin_pin_checks_total": "counter", "regpin_repoints_total": "counter", "regpin_pins": "gauge",
+            "regpin_pins_pending": "gauge", "regpin_webhook_deliveries_total": "counter",
+            "regpin_webhook_queue": "gauge",
+        }
+        self.assertEqual({k: types.get(k) for k in expected}, expected, text)
+        host = self.upstream.host
+        self.assertGreaterEqual(metric_value(text, "regpin_requests_total", route="manifest", status="200"), 1)
+        self.assertGreaterEqual(metric_value(text, "regpin_requests_total", route="manifest", status="404"), 1)
+        self.assertGreaterEqual(metric_value(text, "regpin_cache_requests_total", route="manifest", result="miss"), 1)
+        self.assertGreaterEqual(metric_value(text, "regpin_served_bytes_total", route="blob"), len(first.blobs[first.layer_digests[0]]))
+        self.assertEqual(metric_value(text, "regpin_repoints_total", registry=host, policy="pin"), 1)
+        self.assertEqual(metric_value(text, "regpin_pin_checks_total", registry=host, outcome="repointed"), 1)
+        self.assertEqual((metric_value(text, "regpin_pins"), metric_value(text, "regpin_pins_pending")), (1, 1))
+        self.assertEqual(metric_value(text, "regpin_webhook_deliveries_total", result="ok"), 1)
+        self.assertGreaterEqual(metric_value(text, "regpin_upstream_requests_total", registry=host, status="200"), 2)
+        self.assertEqual(metric_value(text, "regpin_request_duration_seconds_count", route="manifest"),
+                         metric_value(text, "regpin_requests_total", route="manifest"))
+
+
+if __name__ == "__main__":
+    unittest.main()
