@@ -15,6 +15,7 @@
 
 #include "config/config.hpp"
 #include "proxy/app.hpp"
+#include "proxy/cli/bundle_commands.hpp"
 #include "proxy/cli/commands.hpp"
 #include "proxy/cli/node_config.hpp"
 #include "storage/database.hpp"
@@ -29,6 +30,9 @@ Usage:
   regpin pins COMMAND ...    list, show, approve, unpin, set or check pins of a running regpin
                              (see 'regpin pins --help')
   regpin events [options]    list pin events, or follow them (see 'regpin events --help')
+  regpin prefetch IMAGE...   pull images through a running regpin: cache and pin them
+  regpin export ...          write pinned images and their pins to a bundle (OCI layout tar)
+  regpin import BUNDLE.tar   load a bundle into a data folder (air-gapped sites)
   regpin hosts-toml ...      write node configuration (containerd hosts.toml, CRI-O, k3s,
                              Docker) that sends pulls through regpin (see 'regpin hosts-toml --help')
   regpin --help              this text
@@ -241,6 +245,9 @@ int main(int argc, char** argv) {
     if (cmd == "pins") return regpin::proxy::cli::pins_command(argc - 2, argv + 2);
     if (cmd == "events") return regpin::proxy::cli::events_command(argc - 2, argv + 2);
     if (cmd == "hosts-toml") return regpin::proxy::cli::hosts_toml_command(argc - 2, argv + 2);
+    if (cmd == "prefetch") return regpin::proxy::cli::prefetch_command(argc - 2, argv + 2);
+    if (cmd == "export") return regpin::proxy::cli::export_command(argc - 2, argv + 2);
+    if (cmd == "import") return regpin::proxy::cli::import_command(argc - 2, argv + 2);
     std::fprintf(stderr, "regpin: unknown command '%s'\n\n%s", cmd.c_str(), usage_main);
     return 2;
 }

@@ -75,9 +75,15 @@ boost::system::error_code database::to_error(const rocksdb::Status& s, const cha
     return errc::io_error;
 }
 
-result<std::shared_ptr<database>> open_database(const std::string& dir, open_report& report) {
+result<std::shared_ptr<database>> open_database(const std::string& dir, open_report& report,
+                                                open_mode mode) {
     std::error_code fs_ec;
-    std::filesystem::create_directories(dir, fs_ec);
+    bool read_only = mode == open_mode::read_only;
+    if (read_only && !std::filesystem::exists(std::filesystem::path(dir) / "CURRENT", fs_ec)) {
+        report.error_detail = "no regpin database in '" + dir + "'";
+        return errc::io_error;
+    }
+    if (!read_only) std::filesystem::create_directories(dir, fs_ec);
     if (fs_ec) {
         report.error_detail = "cannot create data folder '" + dir + "': " + fs_ec.message();
         return errc::io_error;
@@ -99,7 +105,8 @@ result<std::shared_ptr<database>> open_database(const std::string& dir, open_rep
     }
     std::shared_ptr<database> d(new database());
     rocksdb::DB* raw = nullptr;
-    auto s = rocksdb::DB::Open(opts, dir, descs, &d->cfs_, &raw);
+    auto s = read_only ? rocksdb::DB::OpenForReadOnly(opts, dir, descs, &d->cfs_, &raw)
+                       : rocksdb::DB::Open(opts, dir, descs, &d->cfs_, &raw);
     if (!s.ok()) {
         report.error_detail = s.ToString();
         if (s.IsIOError() && report.error_detail.find("lock") != std::string::npos)
@@ -107,6 +114,7 @@ result<std::shared_ptr<database>> open_database(const std::string& dir, open_rep
         return s.IsCorruption() ? errc::corruption : errc::io_error;
     }
     d->db_.reset(raw);
+    if (read_only) return d;
     auto removed = remove_incomplete(*d);
     if (!removed) {
         report.error_detail = "crash recovery failed";

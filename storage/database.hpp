@@ -17,9 +17,14 @@ struct open_report {
     std::string error_detail;  // RocksDB's message when open fails
 };
 
-// Opens (creating when missing) the database in `dir`. Fails with errc::locked when another
-// process holds the folder, errc::io_error / errc::corruption otherwise; `report` says why.
-[[nodiscard]] result<std::shared_ptr<database>> open_database(const std::string& dir,
-                                                              open_report& report);
+enum class open_mode {
+    read_write,  // creates when missing; one process at a time (errc::locked otherwise)
+    read_only,   // an existing database, even while a regpin process holds it; no writes
+};
+
+// Opens the database in `dir`. Fails with errc::locked when another process holds the folder
+// (read_write), errc::io_error / errc::corruption otherwise; `report` says why.
+[[nodiscard]] result<std::shared_ptr<database>> open_database(
+    const std::string& dir, open_report& report, open_mode mode = open_mode::read_write);
 
 }  // namespace regpin::storage

@@ -27,7 +27,8 @@ public:
     static boost::system::error_code to_error(const rocksdb::Status& s, const char* what);
 
 private:
-    friend result<std::shared_ptr<database>> open_database(const std::string&, open_report&);
+    friend result<std::shared_ptr<database>> open_database(const std::string&, open_report&,
+                                                           open_mode);
     database() = default;
     std::unique_ptr<rocksdb::DB> db_;
     std::vector<rocksdb::ColumnFamilyHandle*> cfs_;

@@ -56,7 +56,81 @@ asio::awaitable<void> exchange(std::string host, std::string port,
     out.body = std::move(parser.get().body());
 }
 
+asio::awaitable<void> stream_exchange(
+    std::string host, std::string port, http::request<http::empty_body> req,
+    const std::function<void(unsigned, std::string_view)>* on_data, std::chrono::seconds timeout,
+    http_result& out) {
+    auto ex = co_await asio::this_coro::executor;
+    tcp::resolver resolver(ex);
+    auto [rec, endpoints] = co_await resolver.async_resolve(host, port, use_tuple);
+    if (rec) {
+        out.error = "cannot resolve " + host + ": " + rec.message();
+        co_return;
+    }
+    beast::tcp_stream stream(ex);
+    stream.expires_after(std::chrono::seconds(5));
+    auto [cec, ep] = co_await stream.async_connect(endpoints, use_tuple);
+    if (cec) {
+        out.error = cec.message();
+        co_return;
+    }
+    stream.expires_after(timeout);
+    auto [wec, wn] = co_await http::async_write(stream, req, use_tuple);
+    if (wec) {
+        out.error = wec.message();
+        co_return;
+    }
+    beast::flat_buffer buffer;
+    http::response_parser<http::buffer_body> parser;
+    parser.body_limit(boost::none);
+    stream.expires_after(timeout);
+    auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
+    if (hec) {
+        out.error = hec.message();
+        co_return;
+    }
+    out.status = parser.get().result_int();
+    std::vector<char> buf(256 * 1024);
+    while (!parser.is_done()) {
+        parser.get().body().data = buf.data();
+        parser.get().body().size = buf.size();
+        stream.expires_after(timeout);
+        auto [bec, bn] = co_await http::async_read(stream, buffer, parser, use_tuple);
+        if (bec == http::error::need_buffer) bec = {};
+        if (bec) {
+            out.error = bec.message();
+            co_return;
+        }
+        auto got = buf.size() - parser.get().body().size;
+        if (got > 0) (*on_data)(out.status, std::string_view(buf.data(), got));
+    }
+}
+
 }  // namespace
+
+http_result http_get_stream(const std::string& base, const std::string& target,
+                            const std::vector<std::pair<std::string, std::string>>& headers,
+                            const std::function<void(unsigned, std::string_view)>& on_data,
+                            std::chrono::seconds timeout) {
+    http_result out;
+    auto u = boost::urls::parse_uri(base);
+    if (!u || u->scheme() != "http" || u->host().empty()) {
+        out.error = "the URL must look like http://HOST:PORT, got '" + base + "'";
+        return out;
+    }
+    http::request<http::empty_body> req{http::verb::get, target, 11};
+    req.set(http::field::host, std::string(u->encoded_host_and_port()));
+    req.set(http::field::user_agent, "regpin-prefetch");
+    for (const auto& [k, v] : headers) req.set(k, v);
+    asio::io_context ioc;
+    asio::co_spawn(ioc,
+                   stream_exchange(std::string(u->host_address()),
+                                   u->has_port() ? std::string(u->port()) : "80", std::move(req),
+                                   &on_data, timeout, out),
+                   asio::detached);
+    ioc.run();
+    return out;
+}
 
 http_result http_call(const std::string& base, const std::string& method, const std::string& target,
                       const std::string& body, const std::string& token,

@@ -1,0 +1,217 @@
+#include <chrono>
+#include <map>
+#include <set>
+#include <stdexcept>
+
+#include <nlohmann/json.hpp>
+
+#include "proxy/admin/views.hpp"
+#include "proxy/bundle/bundle.hpp"
+#include "proxy/bundle/tar.hpp"
+#include "proxy/oci/manifest.hpp"
+#include "proxy/oci/route.hpp"
+#include "storage/blob_store.hpp"
+#include "storage/database.hpp"
+#include "storage/manifest_store.hpp"
+#include "storage/rocksdb_pin_store.hpp"
+
+namespace regpin::proxy::bundle {
+
+using nlohmann::json;
+
+image_ref parse_image_ref(const std::string& ref) {
+    auto at = ref.find('@');
+    auto colon = ref.rfind(':');
+    auto slash = ref.rfind('/');
+    if (at != std::string::npos || colon == std::string::npos ||
+        (slash != std::string::npos && colon < slash))
+        throw std::invalid_argument("'" + ref +
+                                    "' must be REGISTRY/REPOSITORY:TAG (a tag, not a digest)");
+    image_ref r;
+    r.tag = ref.substr(colon + 1);
+    auto name = ref.substr(0, colon);
+    auto first = name.find('/');
+    if (first != std::string::npos && oci::looks_like_registry_host(name.substr(0, first))) {
+        r.registry = name.substr(0, first);
+        r.repository = name.substr(first + 1);
+    } else {
+        r.registry = "docker.io";
+        r.repository = name;
+    }
+    if (r.registry == "docker.io" && r.repository.find('/') == std::string::npos)
+        r.repository = "library/" + r.repository;
+    if (!oci::valid_repository(r.repository) || !oci::valid_tag(r.tag))
+        throw std::invalid_argument("'" + ref + "' is not a valid image reference");
+    return r;
+}
+
+namespace {
+
+std::int64_t now_ms() {
+    using namespace std::chrono;
+    return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+std::string blob_path(const storage::digest& d) {
+    return "blobs/" + std::string(d.algorithm()) + "/" + std::string(d.hex());
+}
+
+struct collected {
+    std::map<std::string, storage::manifest> manifests;  // digest -> manifest
+    std::map<std::string, storage::blob_record> blobs;   // digest -> record
+};
+
+}  // namespace
+
+export_report export_bundle(const export_request& r) {
+    export_report report;
+    storage::open_report opened;
+    auto db = storage::open_database(r.data_dir, opened, storage::open_mode::read_only);
+    if (!db)
+        throw std::runtime_error("cannot open the data folder '" + r.data_dir +
+                                 "': " + opened.error_detail);
+    storage::rocksdb_pin_store pins(*db);
+    storage::manifest_store manifests(*db);
+    storage::blob_store blobs(*db);
+
+    std::vector<storage::pin> chosen;
+    if (r.all) {
+        storage::pin_filter all;
+        all.limit = static_cast<std::size_t>(-1);
+        auto listed = pins.list(all);
+        if (!listed) throw std::runtime_error("cannot read pins");
+        chosen = std::move(*listed);
+    }
+    for (const auto& ref : r.images) {
+        auto ir = parse_image_ref(ref);
+        auto listed = pins.list_repository(ir.registry, ir.repository);
+        if (!listed) throw std::runtime_error("cannot read pins");
+        bool found = false;
+        for (auto& p : *listed)
+            if (p.key.tag == ir.tag) {
+                chosen.push_back(p);
+                found = true;
+            }
+        if (!found)
+            throw std::runtime_error(ir.str() + " is not pinned in " + opened.path +
+                                     " (pull or prefetch it first)");
+    }
+    if (chosen.empty()) throw std::runtime_error("nothing to export: give --image REF or --all");
+
+    collected c;
+    std::vector<std::string> missing;
+    auto need_blob = [&](const std::string& digest, const std::string& what) {
+        auto d = storage::digest::parse(digest);
+        if (!d) {
+            missing.push_back(what + ": invalid digest " + digest);
+            return;
+        }
+        if (c.blobs.count(digest)) return;
+        auto rec = blobs.find(*d);
+        if (!rec || !*rec) {
+            missing.push_back(what + ": blob " + digest + " is not cached");
+            return;
+        }
+        c.blobs[digest] = **rec;
+    };
+    auto image = [&](const std::string& digest, const storage::manifest& m,
+                     const std::string& what) {
+        auto refs = oci::read_manifest(m.media_type, m.bytes);
+        if (!refs) {
+            missing.push_back(what + ": manifest " + digest + " does not parse");
+            return;
+        }
+        if (refs->config) need_blob(refs->config->digest, what);
+        for (const auto& l : refs->layers) need_blob(l.digest, what);
+    };
+    for (const auto& p : chosen) {
+        auto what = storage::display_name(p.key);
+        auto top = p.manifest_digest.str();
+        if (c.manifests.count(top)) continue;
+        auto m = manifests.find(p.manifest_digest);
+        if (!m || !*m) {
+            missing.push_back(what + ": manifest " + top + " is not cached");
+            continue;
+        }
+        c.manifests[top] = **m;
+        auto refs = oci::read_manifest((*m)->media_type, (*m)->bytes);
+        if (refs && refs->is_index) {
+            for (const auto& child : refs->children) {
+                auto cd = storage::digest::parse(child.digest);
+                auto cm =
+                    cd ? manifests.find(*cd) : storage::result<std::optional<storage::manifest>>{};
+                if (!cd || !cm || !*cm) {
+                    report.warnings.push_back(
+                        what + ": platform " +
+                        (child.platform.empty() ? child.digest : child.platform) +
+                        " was never pulled; not in the bundle");
+                    continue;
+                }
+                c.manifests[child.digest] = **cm;
+                image(child.digest, **cm, what + " (" + child.platform + ")");
+            }
+        } else {
+            image(top, **m, what);
+        }
+    }
+    if (!missing.empty()) {
+        std::string msg = "cannot export: content is missing from the cache:";
+        for (const auto& m : missing) msg += "\n  " + m;
+        throw std::runtime_error(msg);
+    }
+
+    // index.json: one entry per (reference, digest); pins of several accept classes that
+    // agree share one.
+    json index = {{"schemaVersion", 2},
+                  {"mediaType", "application/vnd.oci.image.index.v1+json"},
+                  {"manifests", json::array()}};
+    std::set<std::pair<std::string, std::string>> listed;
+    json pins_doc = {
+        {"version", 1}, {"exported_at", admin::format_time(now_ms())}, {"pins", json::array()}};
+    for (const auto& p : chosen) {
+        auto name = storage::display_name(p.key);
+        auto digest = p.manifest_digest.str();
+        if (listed.insert({name, digest}).second) {
+            const auto& m = c.manifests[digest];
+            index["manifests"].push_back(
+                {{"mediaType", m.media_type},
+                 {"digest", digest},
+                 {"size", m.bytes.size()},
+                 {"annotations", {{"org.opencontainers.image.ref.name", name}}}});
+        }
+        auto entry = admin::pin_json(p);
+        entry["first_seen_ms"] = p.first_seen_ms;
+        entry["history"] = json::array();
+        if (auto h = pins.history(p.key))
+            for (const auto& e : *h) entry["history"].push_back(admin::event_json(e));
+        pins_doc["pins"].push_back(entry);
+    }
+
+    tar_writer tar(r.output);
+    tar.add("oci-layout", R"({"imageLayoutVersion":"1.0.0"})");
+    for (const auto& [digest, m] : c.manifests) {
+        tar.add(blob_path(*storage::digest::parse(digest)), m.bytes);
+        report.bytes += m.bytes.size();
+    }
+    for (const auto& [digest, rec] : c.blobs) {
+        auto d = *storage::digest::parse(digest);
+        tar.add(blob_path(d), rec.size, [&](const std::function<void(std::string_view)>& write) {
+            std::string chunk;
+            for (std::uint64_t i = 0; i * rec.chunk_size < rec.size; ++i) {
+                if (!blobs.read_chunk(d, i, chunk))
+                    throw std::runtime_error("cannot read blob " + digest);
+                write(chunk);
+            }
+        });
+        report.bytes += rec.size;
+    }
+    tar.add("index.json", index.dump(2));
+    tar.add("regpin-pins.json", pins_doc.dump(2));
+    tar.finish();
+    report.pins = chosen.size();
+    report.manifests = c.manifests.size();
+    report.blobs = c.blobs.size();
+    return report;
+}
+
+}  // namespace regpin::proxy::bundle

@@ -1,0 +1,317 @@
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <set>
+#include <stdexcept>
+
+#include <nlohmann/json.hpp>
+
+#include "proxy/bundle/bundle.hpp"
+#include "proxy/bundle/tar.hpp"
+#include "proxy/oci/manifest.hpp"
+#include "proxy/oci/media_types.hpp"
+#include "proxy/registry/policy.hpp"
+#include "storage/blob_store.hpp"
+#include "storage/database.hpp"
+#include "storage/manifest_store.hpp"
+#include "storage/rocksdb_pin_store.hpp"
+
+namespace regpin::proxy::bundle {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr std::uint64_t manifest_limit = 4 * 1024 * 1024;
+constexpr std::size_t io_chunk = 256 * 1024;
+
+std::int64_t now_ms() {
+    using namespace std::chrono;
+    return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+struct wanted_pin {
+    storage::pin_key key;
+    storage::digest digest;
+    std::string media_type;
+    std::int64_t first_seen_ms = 0;
+};
+
+class importer {
+public:
+    importer(const import_request& r, import_report& report)
+        : r_(r), report_(report), in_(r.bundle, std::ios::binary) {
+        if (!in_) throw std::runtime_error("cannot read '" + r.bundle + "'");
+        entries_ = index_tar(in_);
+        if (!entries_.count("oci-layout") || !entries_.count("index.json"))
+            throw std::runtime_error("'" + r.bundle +
+                                     "' is not an OCI image layout (no oci-layout or index.json)");
+    }
+
+    std::vector<wanted_pin> pins_to_make() {
+        auto index =
+            json::parse(read_entry(in_, entries_.at("index.json"), manifest_limit), nullptr, false);
+        if (!index.is_object() || !index.contains("manifests") || !index["manifests"].is_array())
+            throw std::runtime_error("index.json is not an OCI index");
+        std::map<std::string, std::string> types;  // digest -> media type from the descriptor
+        std::vector<std::pair<std::string, std::string>> named;  // ref.name -> digest
+        for (const auto& m : index["manifests"]) {
+            auto d = m.value("digest", std::string());
+            if (!storage::digest::parse(d))
+                throw std::runtime_error("index.json lists an invalid digest '" + d + "'");
+            types[d] = m.value("mediaType", std::string());
+            std::string name;
+            if (m.contains("annotations") && m["annotations"].is_object())
+                name = m["annotations"].value("org.opencontainers.image.ref.name", std::string());
+            named.emplace_back(name, d);
+        }
+        types_ = types;
+        std::vector<wanted_pin> out;
+        if (!r_.as.empty()) {
+            auto ref = parse_image_ref(r_.as);
+            std::string digest;
+            if (named.size() == 1) digest = named[0].second;
+            for (const auto& [name, d] : named)
+                if (name == ref.tag || name == ref.str()) digest = d;
+            if (digest.empty())
+                throw std::runtime_error("the layout holds " + std::to_string(named.size()) +
+                                         " images; none is named '" + ref.tag + "' for --as");
+            out.push_back({{ref.registry, ref.repository, ref.tag, 15},
+                           *storage::digest::parse(digest),
+                           types[digest],
+                           now_ms()});
+            return out;
+        }
+        if (entries_.count("regpin-pins.json")) {
+            auto doc = json::parse(
+                read_entry(in_, entries_.at("regpin-pins.json"), 64 * 1024 * 1024), nullptr, false);
+            if (!doc.is_object() || !doc.contains("pins") || !doc["pins"].is_array())
+                throw std::runtime_error("regpin-pins.json is malformed");
+            for (const auto& p : doc["pins"]) {
+                auto d = storage::digest::parse(p.value("digest", std::string()));
+                if (!d) throw std::runtime_error("regpin-pins.json has an invalid digest");
+                storage::pin_key key{
+                    p.value("registry", std::string()), p.value("repository", std::string()),
+                    p.value("tag", std::string()), p.value("accept_class", std::uint8_t{15})};
+                if (key.registry.empty() || key.repository.empty() || key.tag.empty())
+                    throw std::runtime_error(
+                        "regpin-pins.json has a pin without registry, repository or tag");
+                out.push_back({key, *d, p.value("media_type", std::string()),
+                               p.value("first_seen_ms", now_ms())});
+            }
+            return out;
+        }
+        for (const auto& [name, d] : named) {
+            image_ref ref;
+            try {
+                ref = parse_image_ref(name);
+            } catch (const std::invalid_argument&) {
+                throw std::runtime_error(
+                    "this layout carries no provenance ('" + name +
+                    "' is not REGISTRY/REPOSITORY:TAG): pass --as REGISTRY/REPO:TAG");
+            }
+            out.push_back({{ref.registry, ref.repository, ref.tag, 15},
+                           *storage::digest::parse(d),
+                           types[d],
+                           now_ms()});
+        }
+        return out;
+    }
+
+    // Stores every manifest and blob the pins need, each verified first.
+    void store_content(storage::manifest_store& manifests, storage::blob_store& blobs,
+                       const std::vector<wanted_pin>& wanted) {
+        for (const auto& w : wanted)
+            manifest(manifests, blobs, w.digest, w.media_type, storage::display_name(w.key), true);
+    }
+
+private:
+    const tar_entry& entry_for(const storage::digest& d, const std::string& what) {
+        auto name = "blobs/" + std::string(d.algorithm()) + "/" + std::string(d.hex());
+        auto it = entries_.find(name);
+        if (it == entries_.end())
+            throw std::runtime_error(what + ": " + d.str() + " is not in the bundle");
+        return it->second;
+    }
+
+    void manifest(storage::manifest_store& manifests, storage::blob_store& blobs,
+                  const storage::digest& d, std::string media_type, const std::string& what,
+                  bool required) {
+        if (!done_manifests_.insert(d.str()).second) return;
+        auto name = "blobs/" + std::string(d.algorithm()) + "/" + std::string(d.hex());
+        if (!entries_.count(name)) {
+            if (required)
+                throw std::runtime_error(what + ": manifest " + d.str() + " is not in the bundle");
+            report_.warnings.push_back(what + ": " + d.str() +
+                                       " is not in the bundle (a platform never pulled)");
+            return;
+        }
+        auto bytes = read_entry(in_, entries_.at(name), manifest_limit);
+        if (!storage::matches(d, bytes))
+            throw std::runtime_error(what + ": manifest " + d.str() + " does not match its digest");
+        auto refs = oci::read_manifest(media_type, bytes);
+        if (!refs) throw std::runtime_error(what + ": manifest " + d.str() + " does not parse");
+        if (media_type.empty()) {
+            auto j = json::parse(bytes, nullptr, false);
+            if (j.is_object() && j.contains("mediaType") && j["mediaType"].is_string())
+                media_type = j["mediaType"].get<std::string>();
+        }
+        if (refs->is_index) {
+            for (const auto& c : refs->children)
+                manifest(manifests, blobs, *storage::digest::parse(c.digest), c.media_type,
+                         what + " (" + c.platform + ")", false);
+        } else {
+            if (refs->config) blob(blobs, *storage::digest::parse(refs->config->digest), what);
+            for (const auto& l : refs->layers) blob(blobs, *storage::digest::parse(l.digest), what);
+        }
+        // Stored after everything it refers to, so a stored manifest is always complete.
+        auto existing = manifests.find(d);
+        if (existing && *existing) return;
+        if (!manifests.put(d, {media_type, bytes}))
+            throw std::runtime_error("cannot store manifest " + d.str());
+        ++report_.manifests_added;
+    }
+
+    void blob(storage::blob_store& blobs, const storage::digest& d, const std::string& what) {
+        if (!done_blobs_.insert(d.str()).second) return;
+        auto rec = blobs.find(d);
+        if (rec && *rec) {
+            ++report_.blobs_present;
+            return;
+        }
+        const auto& e = entry_for(d, what);
+        if (!blobs.begin(d, storage::blob_store::default_chunk_size))
+            throw std::runtime_error("cannot write to the data folder");
+        storage::hasher h(d.algorithm());
+        std::string chunk;
+        std::vector<char> buf(io_chunk);
+        std::uint64_t left = e.size, index = 0;
+        in_.seekg(static_cast<std::streamoff>(e.offset));
+        while (left > 0) {
+            // Never cross a chunk boundary in one read: chunks are exactly chunk_size bytes.
+            auto room = storage::blob_store::default_chunk_size - chunk.size();
+            auto n = static_cast<std::size_t>(std::min<std::uint64_t>({left, buf.size(), room}));
+            if (!in_.read(buf.data(), static_cast<std::streamsize>(n))) {
+                (void)blobs.discard(d);
+                throw std::runtime_error("truncated bundle while reading " + d.str());
+            }
+            h.update(std::span<const char>(buf.data(), n));
+            chunk.append(buf.data(), n);
+            left -= n;
+            if (chunk.size() >= storage::blob_store::default_chunk_size || left == 0) {
+                if (!blobs.put_chunk(d, index++, chunk)) {
+                    (void)blobs.discard(d);
+                    throw std::runtime_error("cannot write to the data folder");
+                }
+                chunk.clear();
+            }
+        }
+        // The blob becomes visible only now, after its digest verified.
+        if (!(h.finish() == d)) {
+            (void)blobs.discard(d);
+            throw std::runtime_error(what + ": blob " + d.str() +
+                                     " does not match its digest; nothing was pinned");
+        }
+        if (!blobs.commit(d, e.size)) throw std::runtime_error("cannot commit blob " + d.str());
+        ++report_.blobs_added;
+    }
+
+    const import_request& r_;
+    import_report& report_;
+    std::ifstream in_;
+    std::map<std::string, tar_entry> entries_;
+    std::map<std::string, std::string> types_;
+    std::set<std::string> done_manifests_;
+    std::set<std::string> done_blobs_;
+};
+
+}  // namespace
+
+import_report import_bundle(const import_request& r) {
+    import_report report;
+    importer imp(r, report);
+    auto wanted = imp.pins_to_make();
+
+    storage::open_report opened;
+    auto db = storage::open_database(r.data_dir, opened);
+    if (!db) {
+        if (db.error() == storage::errc::locked)
+            throw std::runtime_error(
+                "the data folder '" + r.data_dir +
+                "' is in use by a running regpin: stop it, import, start it again");
+        throw std::runtime_error("cannot open the data folder '" + r.data_dir +
+                                 "': " + opened.error_detail);
+    }
+    storage::manifest_store manifests(*db);
+    storage::blob_store blobs(*db);
+    storage::rocksdb_pin_store pins(*db);
+    imp.store_content(manifests, blobs, wanted);
+
+    std::vector<registry::policy_rule> rules;
+    for (const auto& p : r.settings.policies)
+        rules.push_back({p.match, *registry::parse_policy(p.policy), p.revalidate_after});
+    std::vector<std::string> targets;
+    for (const auto& w : r.settings.webhooks) targets.push_back(w.url);
+    auto actor = "import:" + r.bundle.substr(r.bundle.find_last_of('/') + 1);
+
+    for (const auto& w : wanted) {
+        auto m = manifests.find(w.digest);
+        if (!m || !*m) throw std::runtime_error("manifest " + w.digest.str() + " vanished");
+        auto existing = pins.find(w.key);
+        if (!existing) throw std::runtime_error("cannot read pins");
+        auto name = storage::display_name(w.key);
+        if (!*existing) {
+            storage::pin p{w.key, w.digest};
+            p.media_type = (*m)->media_type;
+            p.size = (*m)->bytes.size();
+            p.first_seen_ms = w.first_seen_ms;
+            p.last_verified_ms = now_ms();
+            storage::pin_change change{w.key, std::nullopt, p};
+            change.events.push_back(
+                {0, now_ms(), "imported", w.key, "", w.digest.str(), actor, "", "", ""});
+            if (!pins.apply(change)) throw std::runtime_error("cannot write the pin for " + name);
+            ++report.pins_created;
+            continue;
+        }
+        const auto& cur = **existing;
+        if (cur.manifest_digest == w.digest) {
+            ++report.pins_unchanged;
+            continue;
+        }
+        // A different pin already holds: never overwritten silently. The policy decides, as for
+        // an upstream re-point, and the event (and alert) says so.
+        auto policy = registry::resolve_policy(rules, w.key.registry, w.key.repository, w.key.tag,
+                                               r.settings.checks.revalidate_after);
+        auto decision = registry::decide_repoint(policy.policy, cur.manifest_digest.str(),
+                                                 w.digest.str(), cur.alerted);
+        auto np = cur;
+        np.state = decision->new_state;
+        if (decision->move_pin) {
+            np.manifest_digest = w.digest;
+            np.media_type = (*m)->media_type;
+            np.size = (*m)->bytes.size();
+            np.pending_digest.reset();
+        } else {
+            np.pending_digest = w.digest;
+            np.pending_since_ms = now_ms();
+        }
+        storage::pin_change change{w.key, cur, np};
+        if (decision->record_event) {
+            np.alerted.push_back(w.digest.str());
+            change.replacement = np;
+            change.events.push_back({0, now_ms(), "repointed", w.key, cur.manifest_digest.str(),
+                                     w.digest.str(), actor,
+                                     std::string(registry::to_string(policy.policy)),
+                                     std::string(registry::to_string(decision->action)), "{}"});
+            change.alert_targets = targets;
+        }
+        if (!pins.apply(change)) throw std::runtime_error("cannot write the pin for " + name);
+        report.conflicts.push_back(name + ": pinned " + cur.manifest_digest.str() + ", bundle " +
+                                   w.digest.str() + ": policy " +
+                                   std::string(registry::to_string(policy.policy)) + ", " +
+                                   std::string(registry::to_string(decision->action)));
+    }
+    return report;
+}
+
+}  // namespace regpin::proxy::bundle

@@ -1,0 +1,197 @@
+#include "proxy/bundle/tar.hpp"
+
+#include <array>
+#include <cstring>
+#include <stdexcept>
+
+namespace regpin::proxy::bundle {
+
+namespace {
+
+constexpr std::size_t block = 512;
+
+void put_octal(char* field, std::size_t width, std::uint64_t value) {
+    // width includes the terminating NUL
+    std::memset(field, '0', width - 1);
+    field[width - 1] = '\0';
+    for (std::size_t i = width - 1; i-- > 0 && value > 0; value >>= 3)
+        field[i] = static_cast<char>('0' + (value & 7));
+}
+
+std::uint64_t get_number(const char* field, std::size_t width) {
+    if (static_cast<unsigned char>(field[0]) & 0x80) {  // GNU base-256
+        std::uint64_t v = static_cast<unsigned char>(field[0]) & 0x7f;
+        for (std::size_t i = 1; i < width; ++i) v = (v << 8) | static_cast<unsigned char>(field[i]);
+        return v;
+    }
+    std::uint64_t v = 0;
+    for (std::size_t i = 0; i < width && field[i] != '\0' && field[i] != ' '; ++i) {
+        if (field[i] < '0' || field[i] > '7')
+            throw std::runtime_error("not a tar file (bad number field)");
+        v = (v << 3) | static_cast<std::uint64_t>(field[i] - '0');
+    }
+    return v;
+}
+
+std::string field_string(const char* field, std::size_t width) {
+    return std::string(field, strnlen(field, width));
+}
+
+std::string normalise(std::string name) {
+    while (name.rfind("./", 0) == 0) name.erase(0, 2);
+    while (!name.empty() && name.front() == '/') name.erase(0, 1);
+    return name;
+}
+
+// pax records: "<len> key=value\n"...
+void parse_pax(std::string_view data, std::string& path, std::optional<std::uint64_t>& size) {
+    while (!data.empty()) {
+        auto space = data.find(' ');
+        if (space == std::string_view::npos) return;
+        std::uint64_t len = 0;
+        for (char c : data.substr(0, space)) {
+            if (c < '0' || c > '9') return;
+            len = len * 10 + static_cast<std::uint64_t>(c - '0');
+        }
+        if (len == 0 || len > data.size()) return;
+        auto record = data.substr(space + 1, len - space - 2);  // without the trailing \n
+        auto eq = record.find('=');
+        if (eq != std::string_view::npos) {
+            auto key = record.substr(0, eq);
+            auto value = record.substr(eq + 1);
+            if (key == "path") path = std::string(value);
+            if (key == "size") size = std::stoull(std::string(value));
+        }
+        data.remove_prefix(len);
+    }
+}
+
+}  // namespace
+
+tar_writer::tar_writer(const std::string& path)
+    : out_(path, std::ios::binary | std::ios::trunc), path_(path) {
+    if (!out_) throw std::runtime_error("cannot create '" + path + "'");
+}
+
+void tar_writer::header(const std::string& name, std::uint64_t size) {
+    if (name.size() > 100) throw std::runtime_error("tar name too long: " + name);
+    std::array<char, block> h{};
+    std::memcpy(h.data(), name.data(), name.size());
+    put_octal(h.data() + 100, 8, 0644);
+    put_octal(h.data() + 108, 8, 0);
+    put_octal(h.data() + 116, 8, 0);
+    if (size < (1ull << 33)) {
+        put_octal(h.data() + 124, 12, size);
+    } else {  // GNU base-256 for sizes past 8 GiB
+        h[124] = static_cast<char>(0x80);
+        for (int i = 11; i >= 1; --i, size >>= 8) h[124 + i] = static_cast<char>(size & 0xff);
+    }
+    put_octal(h.data() + 136, 12, 0);
+    h[156] = '0';
+    std::memcpy(h.data() + 257, "ustar", 6);
+    h[263] = '0';
+    h[264] = '0';
+    std::memset(h.data() + 148, ' ', 8);
+    unsigned sum = 0;
+    for (char c : h) sum += static_cast<unsigned char>(c);
+    put_octal(h.data() + 148, 7, sum);
+    h[155] = ' ';
+    out_.write(h.data(), block);
+}
+
+void tar_writer::add(
+    const std::string& name, std::uint64_t size,
+    const std::function<void(const std::function<void(std::string_view)>&)>& fill) {
+    header(name, size);
+    std::uint64_t written = 0;
+    fill([&](std::string_view bytes) {
+        out_.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+        written += bytes.size();
+    });
+    if (written != size)
+        throw std::runtime_error("tar entry " + name + ": wrote " + std::to_string(written) +
+                                 " bytes, announced " + std::to_string(size));
+    static const char zeros[block] = {};
+    if (auto pad = size % block) out_.write(zeros, static_cast<std::streamsize>(block - pad));
+    if (!out_) throw std::runtime_error("write to '" + path_ + "' failed");
+}
+
+void tar_writer::add(const std::string& name, std::string_view content) {
+    add(name, content.size(),
+        [&](const std::function<void(std::string_view)>& write) { write(content); });
+}
+
+void tar_writer::finish() {
+    static const char zeros[2 * block] = {};
+    out_.write(zeros, sizeof zeros);
+    out_.close();
+    if (!out_) throw std::runtime_error("write to '" + path_ + "' failed");
+}
+
+std::map<std::string, tar_entry> index_tar(std::ifstream& in) {
+    std::map<std::string, tar_entry> entries;
+    in.seekg(0, std::ios::end);
+    auto file_size = static_cast<std::uint64_t>(in.tellg());
+    std::uint64_t pos = 0;
+    std::string long_name;
+    std::string pax_path;
+    std::optional<std::uint64_t> pax_size;
+    std::array<char, block> h{};
+    while (pos + block <= file_size) {
+        in.seekg(static_cast<std::streamoff>(pos));
+        if (!in.read(h.data(), block)) throw std::runtime_error("truncated tar header");
+        bool zero = std::all_of(h.begin(), h.end(), [](char c) { return c == 0; });
+        if (zero) break;
+        unsigned sum = 0;
+        for (std::size_t i = 0; i < block; ++i)
+            sum += (i >= 148 && i < 156) ? ' ' : static_cast<unsigned char>(h[i]);
+        if (get_number(h.data() + 148, 8) != sum)
+            throw std::runtime_error("not a tar file (bad header checksum)");
+        std::uint64_t size = get_number(h.data() + 124, 12);
+        char type = h[156];
+        std::string name = field_string(h.data(), 100);
+        if (std::memcmp(h.data() + 257, "ustar", 5) == 0) {
+            auto prefix = field_string(h.data() + 345, 155);
+            if (!prefix.empty()) name = prefix + "/" + name;
+        }
+        std::uint64_t content = pos + block;
+        if (type == 'x' || type == 'L') {
+            if (size > 1024 * 1024) throw std::runtime_error("tar extended header too large");
+            std::string data(size, '\0');
+            in.seekg(static_cast<std::streamoff>(content));
+            if (!in.read(data.data(), static_cast<std::streamsize>(size)))
+                throw std::runtime_error("truncated tar");
+            if (type == 'x')
+                parse_pax(data, pax_path, pax_size);
+            else
+                long_name = std::string(data.c_str());
+        } else if (type == '0' || type == '\0' || type == '7') {
+            if (!long_name.empty()) name = long_name;
+            if (!pax_path.empty()) name = pax_path;
+            if (pax_size) size = *pax_size;
+            if (content + size > file_size) throw std::runtime_error("truncated tar entry " + name);
+            entries[normalise(name)] = {content, size};
+            long_name.clear();
+            pax_path.clear();
+            pax_size.reset();
+        } else {
+            long_name.clear();
+            pax_path.clear();
+            pax_size.reset();
+        }
+        pos = content + (size + block - 1) / block * block;
+    }
+    return entries;
+}
+
+std::string read_entry(std::ifstream& in, const tar_entry& entry, std::uint64_t limit) {
+    if (entry.size > limit)
+        throw std::runtime_error("tar entry larger than " + std::to_string(limit) + " bytes");
+    std::string data(entry.size, '\0');
+    in.seekg(static_cast<std::streamoff>(entry.offset));
+    if (!in.read(data.data(), static_cast<std::streamsize>(entry.size)))
+        throw std::runtime_error("truncated tar");
+    return data;
+}
+
+}  // namespace regpin::proxy::bundle
