@@ -96,7 +96,9 @@ export_report export_bundle(const export_request& r) {
             throw std::runtime_error(ir.str() + " is not pinned in " + opened.path +
                                      " (pull or prefetch it first)");
     }
-    if (chosen.empty()) throw std::runtime_error("nothing to export: give --image REF or --all");
+    if (chosen.empty())
+        throw std::runtime_error(r.all ? "nothing to export: " + opened.path + " holds no pins"
+                                       : "nothing to export: give --image REF or --all");
 
     collected c;
     std::vector<std::string> missing;

@@ -21,29 +21,37 @@ namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
-asio::awaitable<void> exchange(std::string host, std::string port,
-                               http::request<http::string_body> req, std::chrono::seconds timeout,
-                               http_result& out) {
-    auto ex = co_await asio::this_coro::executor;
-    tcp::resolver resolver(ex);
+// Resolves, connects (5 s) and sends `req`; false with out.error set on failure.
+template <class Request>
+asio::awaitable<bool> connect_and_send(beast::tcp_stream& stream, const std::string& host,
+                                       const std::string& port, Request& req,
+                                       std::chrono::seconds timeout, http_result& out) {
+    tcp::resolver resolver(stream.get_executor());
     auto [rec, endpoints] = co_await resolver.async_resolve(host, port, use_tuple);
     if (rec) {
         out.error = "cannot resolve " + host + ": " + rec.message();
-        co_return;
+        co_return false;
     }
-    beast::tcp_stream stream(ex);
     stream.expires_after(std::chrono::seconds(5));
     auto [cec, ep] = co_await stream.async_connect(endpoints, use_tuple);
     if (cec) {
         out.error = cec.message();
-        co_return;
+        co_return false;
     }
     stream.expires_after(timeout);
     auto [wec, wn] = co_await http::async_write(stream, req, use_tuple);
     if (wec) {
         out.error = wec.message();
-        co_return;
+        co_return false;
     }
+    co_return true;
+}
+
+asio::awaitable<void> exchange(std::string host, std::string port,
+                               http::request<http::string_body> req, std::chrono::seconds timeout,
+                               http_result& out) {
+    beast::tcp_stream stream(co_await asio::this_coro::executor);
+    if (!co_await connect_and_send(stream, host, port, req, timeout, out)) co_return;
     beast::flat_buffer buffer;
     http::response_parser<http::string_body> parser;
     parser.body_limit(64 * 1024 * 1024);
@@ -60,26 +68,8 @@ asio::awaitable<void> stream_exchange(
     std::string host, std::string port, http::request<http::empty_body> req,
     const std::function<void(unsigned, std::string_view)>* on_data, std::chrono::seconds timeout,
     http_result& out) {
-    auto ex = co_await asio::this_coro::executor;
-    tcp::resolver resolver(ex);
-    auto [rec, endpoints] = co_await resolver.async_resolve(host, port, use_tuple);
-    if (rec) {
-        out.error = "cannot resolve " + host + ": " + rec.message();
-        co_return;
-    }
-    beast::tcp_stream stream(ex);
-    stream.expires_after(std::chrono::seconds(5));
-    auto [cec, ep] = co_await stream.async_connect(endpoints, use_tuple);
-    if (cec) {
-        out.error = cec.message();
-        co_return;
-    }
-    stream.expires_after(timeout);
-    auto [wec, wn] = co_await http::async_write(stream, req, use_tuple);
-    if (wec) {
-        out.error = wec.message();
-        co_return;
-    }
+    beast::tcp_stream stream(co_await asio::this_coro::executor);
+    if (!co_await connect_and_send(stream, host, port, req, timeout, out)) co_return;
     beast::flat_buffer buffer;
     http::response_parser<http::buffer_body> parser;
     parser.body_limit(boost::none);

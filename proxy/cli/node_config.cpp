@@ -237,9 +237,21 @@ int hosts_toml_command(int argc, char** argv) {
         auto path = std::filesystem::path(output) / f.path;
         std::error_code ec;
         std::filesystem::create_directories(path.parent_path(), ec);
-        std::ofstream out(path, std::ios::trunc);
-        if (!out || !(out << f.text)) {
-            std::fprintf(stderr, "regpin: cannot write %s\n", path.c_str());
+        // Write beside and rename: containerd re-reads hosts.toml on every pull and must never
+        // see a half-written file.
+        auto temp = path;
+        temp += ".regpin-tmp";
+        {
+            std::ofstream out(temp, std::ios::trunc);
+            if (!out || !(out << f.text) || !(out.flush())) {
+                std::fprintf(stderr, "regpin: cannot write %s\n", temp.c_str());
+                return 1;
+            }
+        }
+        std::filesystem::rename(temp, path, ec);
+        if (ec) {
+            std::fprintf(stderr, "regpin: cannot replace %s: %s\n", path.c_str(),
+                         ec.message().c_str());
             return 1;
         }
         std::printf("wrote %s\n", path.c_str());

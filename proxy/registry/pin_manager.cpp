@@ -209,6 +209,19 @@ struct pin_manager::state : std::enable_shared_from_this<pin_manager::state> {
         co_return std::move(*r);
     }
 
+    // An operator's change: applied, announced to the hooks, its events appended to `all`.
+    // False when the pin changed meanwhile (or storage failed): nothing was written.
+    asio::awaitable<bool> operator_change(const storage::pin_change& change,
+                                          std::vector<pin_event>& all) {
+        auto applied = co_await apply(change);
+        if (!applied) co_return false;
+        for (auto& e : *applied) {
+            if (hooks.changed) hooks.changed(e);
+            all.push_back(std::move(e));
+        }
+        co_return true;
+    }
+
     asio::awaitable<check_result> run_check(pin_key key, std::size_t ui);
     asio::awaitable<void> background_check(pin_key key, std::size_t ui);
     asio::awaitable<void> sweep();
@@ -500,13 +513,8 @@ asio::awaitable<pin_manager::events_or_error> pin_manager::approve(
         storage::pin_change change{p.key, p, np};
         change.events.push_back({0, now_ms(), "approved", p.key, p.manifest_digest.str(),
                                  target->str(), actor, "", "", ""});
-        auto applied = co_await st->apply(change);
-        if (!applied)
+        if (!co_await st->operator_change(change, all))
             co_return oci::error{error_code::denied, "the pin changed meanwhile; try again"};
-        for (auto& e : *applied) {
-            if (st->hooks.changed) st->hooks.changed(e);
-            all.push_back(std::move(e));
-        }
     }
     co_return all;
 }
@@ -520,13 +528,8 @@ asio::awaitable<pin_manager::events_or_error> pin_manager::unpin(pin_target t, s
         storage::pin_change change{p.key, p, std::nullopt};
         change.events.push_back(
             {0, now_ms(), "unpinned", p.key, p.manifest_digest.str(), "", actor, "", "", ""});
-        auto applied = co_await st->apply(change);
-        if (!applied)
+        if (!co_await st->operator_change(change, all))
             co_return oci::error{error_code::denied, "the pin changed meanwhile; try again"};
-        for (auto& e : *applied) {
-            if (st->hooks.changed) st->hooks.changed(e);
-            all.push_back(std::move(e));
-        }
     }
     co_return all;
 }
@@ -563,13 +566,8 @@ asio::awaitable<pin_manager::events_or_error> pin_manager::set(pin_target t, std
         change.events.push_back({0, now_ms(), "set", key,
                                  before ? before->manifest_digest.str() : "", target->str(), actor,
                                  "", "", ""});
-        auto applied = co_await st->apply(change);
-        if (!applied)
+        if (!co_await st->operator_change(change, all))
             co_return oci::error{error_code::denied, "the pin changed meanwhile; try again"};
-        for (auto& e : *applied) {
-            if (st->hooks.changed) st->hooks.changed(e);
-            all.push_back(std::move(e));
-        }
     }
     co_return all;
 }
