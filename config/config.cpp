@@ -126,7 +126,7 @@ upstream parse_upstream(const json& j, const std::string& path) {
     reject_unknown_keys(j, path,
                         {"registry", "aliases", "url", "ca_file", "tls_verify", "username",
                          "password", "password_file", "password_env", "connect_timeout_ms",
-                         "read_timeout_ms", "max_idle_connections"});
+                         "read_timeout_ms", "max_idle_connections", "send_ns"});
     upstream u;
     if (!j.contains("registry")) throw config_error(path + ".registry", "is required");
     u.registry = get_string(j, "registry", path + ".registry");
@@ -164,6 +164,7 @@ upstream parse_upstream(const json& j, const std::string& path) {
     if (j.contains("read_timeout_ms"))
         u.read_timeout = std::chrono::milliseconds(
             get_int(j, "read_timeout_ms", path + ".read_timeout_ms", 1, 3600000));
+    if (j.contains("send_ns")) u.send_ns = get_bool(j, "send_ns", path + ".send_ns");
     if (j.contains("max_idle_connections"))
         u.max_idle_connections = static_cast<int>(
             get_int(j, "max_idle_connections", path + ".max_idle_connections", 0, 1024));

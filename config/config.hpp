@@ -41,6 +41,9 @@ struct upstream {
     std::chrono::milliseconds read_timeout{30000};
     // Idle keep-alive connections kept per upstream host.
     int max_idle_connections = 16;
+    // The upstream is itself a proxy (another regpin, for tiering): add `?ns=<registry>` to
+    // every request so it routes the way containerd's requests would.
+    bool send_ns = false;
     // Set from settings::offline: the client refuses every request without dialling.
     bool offline = false;
 

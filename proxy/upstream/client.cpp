@@ -429,6 +429,8 @@ asio::awaitable<result<response>> client_impl::send(request req) {
     if (cfg_.offline) co_return make_error_code(errc::offline);
     origin where = base_;
     std::string target = req.target;
+    if (cfg_.send_ns)
+        target += (target.find('?') == std::string::npos ? "?ns=" : "&ns=") + cfg_.registry;
     bool auth_tried = false;
     bool head = req.method == http::verb::head;
     for (int hop = 0; hop < max_hops; ++hop) {
