@@ -23,7 +23,8 @@ void require_object(const json& j, const std::string& key) {
 // Reports the first key of `j` that is not in `known`.
 void reject_unknown_keys(const json& j, const std::string& prefix,
                          std::initializer_list<const char*> known) {
-    for (const auto& [k, v] : j.items()) {
+    for (const auto& item : j.items()) {
+        const auto& k = item.key();
         bool found = std::any_of(known.begin(), known.end(), [&](const char* n) { return k == n; });
         if (!found) {
             std::string list;
@@ -123,10 +124,11 @@ void check_url(const std::string& url, const std::string& key) {
 
 upstream parse_upstream(const json& j, const std::string& path) {
     require_object(j, path);
-    reject_unknown_keys(j, path,
-                        {"registry", "aliases", "url", "ca_file", "tls_verify", "username",
-                         "password", "password_file", "password_env", "connect_timeout_ms",
-                         "read_timeout_ms", "max_idle_connections", "send_ns"});
+    reject_unknown_keys(
+        j, path,
+        {"registry", "aliases", "url", "ca_file", "tls_verify", "username", "password",
+         "password_file", "password_env", "connect_timeout_ms", "read_timeout_ms",
+         "low_speed_limit_bytes_per_s", "max_idle_connections", "send_ns"});
     upstream u;
     if (!j.contains("registry")) throw config_error(path + ".registry", "is required");
     u.registry = get_string(j, "registry", path + ".registry");
@@ -164,6 +166,9 @@ upstream parse_upstream(const json& j, const std::string& path) {
     if (j.contains("read_timeout_ms"))
         u.read_timeout = std::chrono::milliseconds(
             get_int(j, "read_timeout_ms", path + ".read_timeout_ms", 1, 3600000));
+    if (j.contains("low_speed_limit_bytes_per_s"))
+        u.low_speed_limit = static_cast<std::uint64_t>(get_int(
+            j, "low_speed_limit_bytes_per_s", path + ".low_speed_limit_bytes_per_s", 0, 1ll << 40));
     if (j.contains("send_ns")) u.send_ns = get_bool(j, "send_ns", path + ".send_ns");
     if (j.contains("max_idle_connections"))
         u.max_idle_connections = static_cast<int>(
@@ -216,10 +221,25 @@ policy_rule parse_policy_rule(const json& j, const std::string& path) {
     return r;
 }
 
+tls_settings parse_tls(const json& j, const std::string& path) {
+    require_object(j, path);
+    reject_unknown_keys(j, path, {"cert_file", "key_file"});
+    tls_settings t;
+    for (const char* k : {"cert_file", "key_file"}) {
+        if (!j.contains(k)) throw config_error(path + "." + k, "is required");
+        auto f = get_string(j, k, path + "." + k);
+        std::ifstream probe(f);
+        if (!probe) throw config_error(path + "." + k, "cannot read file '" + f + "'");
+        (std::string(k) == "cert_file" ? t.cert_file : t.key_file) = f;
+    }
+    return t;
+}
+
 admin_settings parse_admin(const json& j, const std::string& path) {
     require_object(j, path);
-    reject_unknown_keys(j, path, {"listen", "tokens"});
+    reject_unknown_keys(j, path, {"listen", "tokens", "tls"});
     admin_settings a;
+    if (j.contains("tls")) a.tls = parse_tls(j.at("tls"), path + ".tls");
     if (j.contains("listen")) a.listen = get_string(j, "listen", path + ".listen");
     if (j.contains("tokens")) {
         const auto& ts = j.at("tokens");
@@ -372,15 +392,16 @@ settings load_json(const std::string& text, const std::string& source) {
     json j;
     try {
         j = json::parse(text);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
+        // parse_error, and out_of_range for numbers past double (found by the config fuzzer).
         throw config_error(source, std::string("is not valid JSON: ") + e.what());
     }
     require_object(j, source);
     reject_unknown_keys(
         j, "",
         {"listen", "data_dir", "upstreams", "default_upstream", "manifest_max_bytes", "log_level",
-         "threads", "max_header_bytes", "client_idle_timeout_ms", "offline", "pin_checks",
-         "policies", "admin", "webhooks"});
+         "threads", "max_header_bytes", "client_idle_timeout_ms", "client_header_timeout_ms",
+         "max_connections", "tls", "offline", "pin_checks", "policies", "admin", "webhooks"});
     settings s;
     if (j.contains("listen")) s.listen = get_string(j, "listen", "listen");
     if (j.contains("data_dir")) s.data_dir = get_string(j, "data_dir", "data_dir");
@@ -398,6 +419,13 @@ settings load_json(const std::string& text, const std::string& source) {
     if (j.contains("client_idle_timeout_ms"))
         s.client_idle_timeout = std::chrono::milliseconds(
             get_int(j, "client_idle_timeout_ms", "client_idle_timeout_ms", 100, 3600000));
+    if (j.contains("client_header_timeout_ms"))
+        s.client_header_timeout = std::chrono::milliseconds(
+            get_int(j, "client_header_timeout_ms", "client_header_timeout_ms", 100, 600000));
+    if (j.contains("max_connections"))
+        s.max_connections =
+            static_cast<std::size_t>(get_int(j, "max_connections", "max_connections", 1, 1000000));
+    if (j.contains("tls")) s.tls = parse_tls(j.at("tls"), "tls");
     if (j.contains("offline")) s.offline = get_bool(j, "offline", "offline");
     if (j.contains("pin_checks")) s.checks = parse_checks(j.at("pin_checks"), "pin_checks");
     if (j.contains("policies")) {

@@ -39,6 +39,9 @@ struct upstream {
     std::string password;
     std::chrono::milliseconds connect_timeout{5000};
     std::chrono::milliseconds read_timeout{30000};
+    // A blob download slower than this (bytes per second, over a read_timeout window) is
+    // abandoned; a manifest must arrive whole within read_timeout. 0 turns the limit off.
+    std::uint64_t low_speed_limit = 1024;
     // Idle keep-alive connections kept per upstream host.
     int max_idle_connections = 16;
     // The upstream is itself a proxy (another regpin, for tiering): add `?ns=<registry>` to
@@ -76,8 +79,16 @@ struct admin_token {
     std::string value;  // resolved from token_file / token_env at load time
 };
 
+// TLS for one of regpin's own listeners.
+struct tls_settings {
+    std::string cert_file;  // PEM certificate chain
+    std::string key_file;   // PEM private key
+    bool enabled() const { return !cert_file.empty(); }
+};
+
 struct admin_settings {
     std::string listen = "127.0.0.1:5001";
+    tls_settings tls;
     std::vector<admin_token> tokens;
 };
 
@@ -102,6 +113,12 @@ struct settings {
     // Request header limit (request line plus headers), bytes.
     std::size_t max_header_bytes = 16 * 1024;
     std::chrono::milliseconds client_idle_timeout{60000};
+    // From a request's first byte to its last header byte.
+    std::chrono::milliseconds client_header_timeout{10000};
+    // Open client connections at most; more are answered 503 and closed.
+    std::size_t max_connections = 1024;
+    // TLS on the registry API listener (TLS 1.2 and 1.3 only).
+    tls_settings tls;
     // Never contact an upstream: serve only what is cached, pinned or imported.
     bool offline = false;
     pin_checks checks;

@@ -1,6 +1,7 @@
 #include "proxy/app.hpp"
 
 #include <spdlog/spdlog.h>
+#include <boost/asio/ssl/context.hpp>
 
 #include "proxy/admin/admin_api.hpp"
 #include "proxy/admin/metrics.hpp"
@@ -12,6 +13,30 @@
 namespace regpin::proxy {
 
 namespace asio = boost::asio;
+
+namespace {
+
+// A server TLS context: TLS 1.2 and 1.3 only, OpenSSL's default (modern) ciphers. Throws
+// std::runtime_error naming the file that does not load.
+std::shared_ptr<asio::ssl::context> server_tls(const config::tls_settings& t,
+                                               const std::string& what) {
+    if (!t.enabled()) return nullptr;
+    auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_server);
+    SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
+    ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                     asio::ssl::context::no_sslv3 | asio::ssl::context::single_dh_use);
+    boost::system::error_code ec;
+    ctx->use_certificate_chain_file(t.cert_file, ec);
+    if (ec)
+        throw std::runtime_error(what + ": cannot load certificate " + t.cert_file + ": " +
+                                 ec.message());
+    ctx->use_private_key_file(t.key_file, asio::ssl::context::pem, ec);
+    if (ec)
+        throw std::runtime_error(what + ": cannot load key " + t.key_file + ": " + ec.message());
+    return ctx;
+}
+
+}  // namespace
 
 struct app::parts {
     asio::io_context& ioc;
@@ -140,6 +165,9 @@ void app::start(std::shared_ptr<storage::database> db) {
     ro.listen = p.settings.listen;
     ro.max_header_bytes = p.settings.max_header_bytes;
     ro.idle_timeout = p.settings.client_idle_timeout;
+    ro.header_timeout = p.settings.client_header_timeout;
+    ro.max_connections = p.settings.max_connections;
+    ro.tls = server_tls(p.settings.tls, "tls");
     auto* service = p.service.get();
     p.registry_listener = std::make_unique<server::listener>(
         p.ioc, ro, [service](registry::incoming in) { return service->handle(std::move(in)); },
@@ -151,7 +179,8 @@ void app::start(std::shared_ptr<storage::database> db) {
             pp->request_seconds->with({r.route}).observe(seconds);
         });
     auto ep = p.registry_listener->local_endpoint();
-    spdlog::info("serving the registry API on http://{}:{}", ep.address().to_string(), ep.port());
+    spdlog::info("serving the registry API on {}://{}:{}", ro.tls ? "https" : "http",
+                 ep.address().to_string(), ep.port());
 
     if (!p.settings.admin.listen.empty()) {
         server::listener_options ao;
@@ -160,6 +189,9 @@ void app::start(std::shared_ptr<storage::database> db) {
         ao.methods = {"GET", "HEAD", "POST"};
         ao.max_body_bytes = 64 * 1024;
         ao.log_requests = false;
+        ao.max_connections = 64;
+        ao.header_timeout = p.settings.client_header_timeout;
+        ao.tls = server_tls(p.settings.admin.tls, "admin.tls");
         auto* admin = p.admin.get();
         p.admin_listener = std::make_unique<server::listener>(
             p.ioc, ao, [admin](registry::incoming in) { return admin->handle(std::move(in)); });
@@ -169,7 +201,8 @@ void app::start(std::shared_ptr<storage::database> db) {
             p.settings.admin.tokens.empty() ? " (no token configured: /api/ is disabled)" : "");
     }
     for (const auto& w : p.settings.webhooks)
-        spdlog::info("webhook {}{}", w.url, w.secret.empty() ? "" : " (signed)");
+        spdlog::info("webhook {}{}", admin::display_url(w.url),
+                     w.secret.empty() ? "" : " (signed)");
 
     p.registry_listener->start();
     if (p.admin_listener) p.admin_listener->start();

@@ -206,6 +206,9 @@ int serve(int argc, char** argv) {
     } catch (const std::system_error& e) {
         spdlog::critical("{}: {}", e.what(), e.code().message());
         return 1;
+    } catch (const std::exception& e) {
+        spdlog::critical("{}", e.what());
+        return 1;
     }
 
     boost::asio::signal_set signals(ioc, SIGINT, SIGTERM);

@@ -34,6 +34,14 @@ std::int64_t backoff_ms(int attempts) {
 
 }  // namespace
 
+std::string display_url(const std::string& url) {
+    auto u = boost::urls::parse_uri(url);
+    if (!u) return "(invalid URL)";
+    std::string out = std::string(u->scheme()) + "://" + std::string(u->encoded_host_and_port());
+    if (!u->encoded_path().empty() && u->encoded_path() != "/") out += "/...";
+    return out;
+}
+
 std::string hmac_sha256_hex(const std::string& key, const std::string& body) {
     unsigned char out[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
@@ -85,8 +93,8 @@ struct webhook_sender::state : std::enable_shared_from_this<webhook_sender::stat
     asio::awaitable<bool> deliver(const storage::outbox_entry& entry) {
         auto it = targets.find(entry.target);
         if (it == targets.end()) {
-            spdlog::warn("webhook {} is no longer configured: alert {} dropped", entry.target,
-                         entry.event_id);
+            spdlog::warn("webhook {} is no longer configured: alert {} dropped",
+                         display_url(entry.target), entry.event_id);
             co_return true;
         }
         auto ev = pins.event(entry.event_id);
@@ -105,15 +113,15 @@ struct webhook_sender::state : std::enable_shared_from_this<webhook_sender::stat
                                      "sha256=" + hmac_sha256_hex(it->second.hook.secret, body));
         auto resp = co_await it->second.client->send(req);
         if (!resp) {
-            spdlog::warn("webhook {}: alert {} not delivered: {}", entry.target, entry.event_id,
-                         resp.error().message());
+            spdlog::warn("webhook {}: alert {} not delivered: {}", display_url(entry.target),
+                         entry.event_id, resp.error().message());
             co_return false;
         }
         auto status = resp->status();
         (void)co_await resp->read_all(64 * 1024);
         if (status < 200 || status > 299) {
-            spdlog::warn("webhook {}: alert {} refused with {}", entry.target, entry.event_id,
-                         status);
+            spdlog::warn("webhook {}: alert {} refused with {}", display_url(entry.target),
+                         entry.event_id, status);
             co_return false;
         }
         co_return true;
@@ -130,13 +138,13 @@ struct webhook_sender::state : std::enable_shared_from_this<webhook_sender::stat
                     try {
                         ok = co_await deliver(entry);
                     } catch (const std::exception& e) {
-                        spdlog::error("webhook {}: {}", entry.target, e.what());
+                        spdlog::error("webhook {}: {}", display_url(entry.target), e.what());
                     }
                     if (attempted) attempted(ok ? "ok" : "failed");
                     if (ok) {
                         if (!pins.delivered(entry.id))
                             spdlog::error("webhook: cannot remove delivered alert {}", entry.id);
-                        spdlog::info("webhook {}: alert {} delivered", entry.target,
+                        spdlog::info("webhook {}: alert {} delivered", display_url(entry.target),
                                      entry.event_id);
                     } else {
                         ++entry.attempts;

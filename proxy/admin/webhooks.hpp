@@ -16,6 +16,10 @@
 
 namespace regpin::proxy::admin {
 
+// A webhook URL as logs may show it: scheme and host only. Paths and queries often hold
+// secrets (Slack-style URLs), so they never reach a log line.
+std::string display_url(const std::string& url);
+
 // HMAC-SHA256 of `body` under `key`, lower-case hex.
 std::string hmac_sha256_hex(const std::string& key, const std::string& body);
 

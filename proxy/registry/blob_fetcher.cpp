@@ -171,6 +171,11 @@ asio::awaitable<void> blob_download::download(upstream::client& client, std::str
     std::uint64_t total = 0;
     std::uint64_t index = 0;
     std::string failure;
+    // Low-speed limit (as curl's): an upstream that drips bytes never trips the read timeout,
+    // so a window of read_timeout must bring at least low_speed_limit bytes per second.
+    const auto& cfg = client.settings();
+    auto window_start = std::chrono::steady_clock::now();
+    std::uint64_t window_bytes = 0;
     while (true) {
         auto n = co_await resp->read_some(buf);
         if (!n) {
@@ -178,6 +183,20 @@ asio::awaitable<void> blob_download::download(upstream::client& client, std::str
             break;
         }
         if (*n == 0) break;
+        window_bytes += *n;
+        if (cfg.low_speed_limit > 0) {
+            auto elapsed = std::chrono::steady_clock::now() - window_start;
+            if (elapsed >= cfg.read_timeout) {
+                auto seconds = std::chrono::duration<double>(elapsed).count();
+                if (window_bytes < cfg.low_speed_limit * seconds) {
+                    failure = "upstream too slow: " + std::to_string(window_bytes) + " bytes in " +
+                              std::to_string(static_cast<int>(seconds)) + " s (low_speed_limit)";
+                    break;
+                }
+                window_start = std::chrono::steady_clock::now();
+                window_bytes = 0;
+            }
+        }
         h.update(std::span<const char>(buf.data(), *n));
         total += *n;
         {
@@ -296,12 +315,17 @@ void blob_fetcher::finished(const storage::digest& d) {
 std::shared_ptr<blob_download> blob_fetcher::join(const storage::digest& d,
                                                   upstream::client& client,
                                                   const std::string& repository) {
-    std::lock_guard lock(mutex_);
-    if (auto it = downloads_.find(d); it != downloads_.end()) return it->second;
-    // Checked under the lock: a download that just finished has already committed.
-    if (auto rec = blobs_.find(d); rec && *rec) return nullptr;
-    auto dl = std::make_shared<blob_download>(*this, d, client.settings().registry);
-    downloads_.emplace(d, dl);
+    std::shared_ptr<blob_download> dl;
+    {
+        std::lock_guard lock(mutex_);
+        if (auto it = downloads_.find(d); it != downloads_.end()) return it->second;
+        // Checked under the lock: a download that just finished has already committed.
+        if (auto rec = blobs_.find(d); rec && *rec) return nullptr;
+        dl = std::make_shared<blob_download>(*this, d, client.settings().registry);
+        downloads_.emplace(d, dl);
+    }
+    // Started outside the lock: co_spawn may run the download inline, and a download that
+    // fails at once (offline, an immediate error) calls finished(), which takes the lock.
     // The download belongs to no client: it finishes (and fills the cache) even if every
     // requester goes away.
     asio::co_spawn(asio::make_strand(ex_), dl->run(client, repository), asio::detached);

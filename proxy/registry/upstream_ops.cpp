@@ -47,7 +47,9 @@ asio::awaitable<std::variant<fetched_manifest, oci::error>> fetch_manifest(
         (void)co_await resp->read_all(64 * 1024);
         co_return upstream_error(registry, status, error_code::manifest_unknown);
     }
-    auto body = co_await resp->read_all(max_bytes);
+    // A manifest is small: it must arrive whole within one read timeout.
+    auto body = co_await resp->read_all(
+        max_bytes, std::chrono::steady_clock::now() + client.settings().read_timeout);
     if (!body) {
         if (body.error() == upstream::errc::body_too_large)
             co_return oci::error{error_code::unavailable, "upstream " + registry +

@@ -2,6 +2,7 @@
 
 #include "config/config.hpp"
 
+#include <atomic>
 #include <chrono>
 
 #include <spdlog/spdlog.h>
@@ -13,12 +14,14 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 
 namespace regpin::proxy::server {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using boost::system::error_code;
 
@@ -43,7 +46,8 @@ struct write_outcome {
     bool keep = true;
 };
 
-asio::awaitable<write_outcome> write_reply(beast::tcp_stream& stream, registry::reply& r, bool head,
+template <class Stream>
+asio::awaitable<write_outcome> write_reply(Stream& stream, registry::reply& r, bool head,
                                            unsigned version, bool keep_alive,
                                            std::chrono::milliseconds timeout) {
     write_outcome out;
@@ -66,13 +70,14 @@ asio::awaitable<write_outcome> write_reply(beast::tcp_stream& stream, registry::
     out.keep = keep_alive;
 
     http::response_serializer<http::empty_body> sr{h};
-    stream.expires_after(timeout);
+    auto& lowest = beast::get_lowest_layer(stream);
+    lowest.expires_after(timeout);
     auto [ec, n] = co_await http::async_write_header(stream, sr, use_tuple);
     if (ec) co_return write_outcome{0, false};
     if (head) co_return out;
 
     if (!r.stream) {
-        stream.expires_after(timeout);
+        lowest.expires_after(timeout);
         auto [wec, wn] = co_await asio::async_write(stream, asio::buffer(r.body), use_tuple);
         if (wec) out.keep = false;
         out.body_bytes = wn;
@@ -83,12 +88,13 @@ asio::awaitable<write_outcome> write_reply(beast::tcp_stream& stream, registry::
         if (!piece) {
             // Abort: the client sees a truncated body or connection reset, never a clean end.
             beast::error_code ignored;
-            stream.socket().set_option(asio::socket_base::linger(true, 0), ignored);
-            stream.socket().close(ignored);
+            auto& socket = beast::get_lowest_layer(stream).socket();
+            socket.set_option(asio::socket_base::linger(true, 0), ignored);
+            socket.close(ignored);
             out.keep = false;
             co_return out;
         }
-        stream.expires_after(timeout);
+        lowest.expires_after(timeout);
         if (piece->empty()) {
             if (chunked) {
                 auto [cec, cn] =
@@ -139,26 +145,31 @@ struct listener::shared {
     listener_options options;
     handler handle;
     observer observe;
+    std::atomic<std::size_t> open{0};
 };
 
 namespace {
 
-asio::awaitable<void> session(tcp::socket socket, std::shared_ptr<listener::shared> sh) {
+// The request loop of one connection, plain or TLS.
+template <class Stream>
+asio::awaitable<void> serve(Stream& stream, std::shared_ptr<listener::shared> sh,
+                            std::string peer) {
     const auto& opts = sh->options;
-    beast::tcp_stream stream(std::move(socket));
+    auto& lowest = beast::get_lowest_layer(stream);
     beast::flat_buffer buffer;
-    std::string peer;
-    {
-        error_code ec;
-        auto ep = stream.socket().remote_endpoint(ec);
-        if (!ec) peer = ep.address().to_string() + ":" + std::to_string(ep.port());
-    }
     try {
         while (true) {
             http::request_parser<http::string_body> parser;
             parser.header_limit(static_cast<std::uint32_t>(opts.max_header_bytes));
             parser.body_limit(opts.max_body_bytes);
-            stream.expires_after(opts.idle_timeout);
+            if (buffer.size() == 0) {
+                // Idle until the client starts a request (pipelined bytes skip the wait).
+                lowest.expires_after(opts.idle_timeout);
+                auto [wec, wn] = co_await stream.async_read_some(buffer.prepare(4096), use_tuple);
+                if (wec) co_return;
+                buffer.commit(wn);
+            }
+            lowest.expires_after(opts.header_timeout);
             auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
             if (ec == http::error::end_of_stream || ec == asio::error::eof ||
                 ec == beast::error::timeout || ec == asio::error::connection_reset)
@@ -196,7 +207,7 @@ asio::awaitable<void> session(tcp::socket socket, std::shared_ptr<listener::shar
                 } else {
                     bool body_ok = true;
                     if (has_body) {
-                        stream.expires_after(opts.idle_timeout);
+                        lowest.expires_after(opts.header_timeout);
                         auto [bec, bn] =
                             co_await http::async_read(stream, buffer, parser, use_tuple);
                         if (bec) {
@@ -229,16 +240,70 @@ asio::awaitable<void> session(tcp::socket socket, std::shared_ptr<listener::shar
     } catch (const std::exception& e) {
         spdlog::error("{} connection {}: internal error: {}", opts.name, peer, e.what());
     }
+}
+
+asio::awaitable<void> session(tcp::socket socket, std::shared_ptr<listener::shared> sh) {
+    struct counted {
+        std::shared_ptr<listener::shared> sh;
+        ~counted() { --sh->open; }
+    } guard{sh};
+    std::string peer;
+    {
+        error_code ec;
+        auto ep = socket.remote_endpoint(ec);
+        if (!ec) peer = ep.address().to_string() + ":" + std::to_string(ep.port());
+    }
+    beast::tcp_stream plain(std::move(socket));
+    if (sh->options.tls) {
+        beast::ssl_stream<beast::tcp_stream> tls(std::move(plain), *sh->options.tls);
+        beast::get_lowest_layer(tls).expires_after(sh->options.header_timeout);
+        auto [hec] = co_await tls.async_handshake(ssl::stream_base::server, use_tuple);
+        if (hec) {
+            spdlog::debug("{} {}: TLS handshake failed: {}", sh->options.name, peer, hec.message());
+        } else {
+            co_await serve(tls, sh, peer);
+            beast::get_lowest_layer(tls).expires_after(std::chrono::seconds(2));
+            (void)co_await tls.async_shutdown(use_tuple);
+        }
+        error_code ignored;
+        beast::get_lowest_layer(tls).socket().shutdown(tcp::socket::shutdown_both, ignored);
+        co_return;
+    }
+    co_await serve(plain, sh, peer);
     error_code ignored;
-    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    plain.socket().shutdown(tcp::socket::shutdown_both, ignored);
+}
+
+// Over the connection cap: a short 503 written without waiting, then close. Nothing else is
+// read from or sent to this client, and the established connections are untouched.
+void refuse(tcp::socket socket, const listener_options& o) {
+    static std::atomic<std::int64_t> last_log{0};
+    auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+    if (now - last_log.load() > std::int64_t{1000000000}) {
+        last_log = now;
+        spdlog::warn("{}: {} connections open: refusing new ones (max_connections)", o.name,
+                     o.max_connections);
+    }
+    static const std::string body =
+        R"({"errors":[{"code":"UNAVAILABLE","message":"too many connections","detail":{}}]})";
+    static const std::string response =
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        "Retry-After: 1\r\nConnection: close\r\nContent-Length: " +
+        std::to_string(body.size()) + "\r\n\r\n" + body;
+    error_code ignored;
+    socket.non_blocking(true, ignored);
+    socket.write_some(asio::buffer(response), ignored);
+    socket.shutdown(tcp::socket::shutdown_both, ignored);
+    socket.close(ignored);
 }
 
 }  // namespace
 
 listener::listener(asio::io_context& ioc, listener_options options, handler h, observer o)
-    : ioc_(ioc),
-      shared_(std::make_shared<shared>(shared{std::move(options), std::move(h), std::move(o)})),
-      acceptor_(ioc) {
+    : ioc_(ioc), shared_(std::make_shared<shared>()), acceptor_(ioc) {
+    shared_->options = std::move(options);
+    shared_->handle = std::move(h);
+    shared_->observe = std::move(o);
     const auto& listen = shared_->options.listen;
     auto [host, port] = config::parse_host_port(listen, "listen");
     error_code ec;
@@ -272,6 +337,11 @@ void listener::start() {
                     spdlog::warn("{}: accept failed: {}", shared_->options.name, ec.message());
                     continue;
                 }
+                if (shared_->open.load() >= shared_->options.max_connections) {
+                    refuse(std::move(socket), shared_->options);
+                    continue;
+                }
+                ++shared_->open;
                 auto ex = socket.get_executor();
                 asio::co_spawn(ex, session(std::move(socket), shared_), asio::detached);
             }

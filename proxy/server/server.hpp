@@ -12,6 +12,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
 
 #include "proxy/registry/reply.hpp"
 
@@ -27,7 +28,16 @@ struct listener_options {
     std::string name = "registry";  // for log lines
     std::string listen;             // HOST:PORT; port 0 picks one
     std::size_t max_header_bytes = 16 * 1024;
+    // Waiting for the next request on a kept-alive connection, and any single write.
     std::chrono::milliseconds idle_timeout{60000};
+    // From a request's first byte to the end of its header (and body): a client dripping a
+    // header one byte at a time is cut off after this, however steady the drip.
+    std::chrono::milliseconds header_timeout{10000};
+    // Open connections at most; one more is answered 503 and closed at once, without
+    // disturbing the others.
+    std::size_t max_connections = 1024;
+    // TLS (certificate and key loaded) or nullptr for plain HTTP.
+    std::shared_ptr<boost::asio::ssl::context> tls;
     // Methods the handler accepts; others get 405 UNSUPPORTED without reaching it.
     std::vector<std::string> methods = {"GET", "HEAD"};
     // Largest request body read for the handler; 0 refuses bodies.

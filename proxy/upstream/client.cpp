@@ -139,6 +139,14 @@ public:
     }
     beast::flat_buffer& buffer() { return buffer_; }
 
+    // Unread bytes: buffered beyond the last response, or waiting in the socket.
+    bool has_pending_bytes() {
+        if (buffer_.size() > 0) return true;
+        error_code ec;
+        auto n = lowest().socket().available(ec);
+        return ec || n > 0;
+    }
+
     // Calls f with the plain or TLS stream; both branches yield the same awaitable type.
     template <class F>
     auto with_stream(F&& f) {
@@ -248,10 +256,14 @@ public:
     std::unique_ptr<connection> take_idle(const origin& o) {
         std::lock_guard lock(mutex_);
         auto it = idle_.find(o.key());
-        if (it == idle_.end() || it->second.empty()) return nullptr;
-        auto c = std::move(it->second.back());
-        it->second.pop_back();
-        return c;
+        while (it != idle_.end() && !it->second.empty()) {
+            auto c = std::move(it->second.back());
+            it->second.pop_back();
+            // Bytes that arrived on an idle connection belong to no request: a broken or
+            // hostile upstream would have them taken for the next answer. Drop it.
+            if (!c->has_pending_bytes()) return c;
+        }
+        return nullptr;
     }
 
     void give_back(std::unique_ptr<connection> c) {
@@ -290,7 +302,10 @@ public:
 
     void finish() {
         done = true;
-        if (conn && parser.keep_alive()) owner->give_back(std::move(conn));
+        // Reused only when nothing follows the body (a body longer than its Content-Length
+        // must not become the next response).
+        if (conn && parser.keep_alive() && !conn->has_pending_bytes())
+            owner->give_back(std::move(conn));
         conn.reset();
     }
 };
@@ -332,7 +347,8 @@ asio::awaitable<result<std::size_t>> response::read_some(std::span<char> buf) {
     }
 }
 
-asio::awaitable<result<std::string>> response::read_all(std::size_t limit) {
+asio::awaitable<result<std::string>> response::read_all(
+    std::size_t limit, std::chrono::steady_clock::time_point deadline) {
     std::string out;
     if (auto n = content_length(); n && *n > limit) co_return make_error_code(errc::body_too_large);
     std::vector<char> buf(64 * 1024);
@@ -340,6 +356,10 @@ asio::awaitable<result<std::string>> response::read_all(std::size_t limit) {
         auto r = co_await read_some(buf);
         if (!r) co_return r.error();
         if (*r == 0) break;
+        if (std::chrono::steady_clock::now() > deadline) {
+            state_->conn.reset();
+            co_return make_error_code(errc::timeout);
+        }
         if (out.size() + *r > limit) {
             state_->conn.reset();
             co_return make_error_code(errc::body_too_large);
@@ -497,52 +517,6 @@ asio::awaitable<result<response>> client_impl::send(request req) {
         if (status == 303) head = false, req.method = http::verb::get, req.body.clear();
     }
     co_return make_error_code(errc::too_many_redirects);
-}
-
-std::optional<challenge> parse_challenge(std::string_view h) {
-    auto is_space = [](char c) { return c == ' ' || c == '\t'; };
-    while (!h.empty() && is_space(h.front())) h.remove_prefix(1);
-    auto sp = h.find(' ');
-    challenge c;
-    c.scheme = std::string(h.substr(0, sp));
-    if (c.scheme.empty()) return std::nullopt;
-    for (auto& ch : c.scheme) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-    if (sp == std::string_view::npos) return c;
-    h.remove_prefix(sp + 1);
-    while (!h.empty()) {
-        while (!h.empty() && (is_space(h.front()) || h.front() == ',')) h.remove_prefix(1);
-        auto eq = h.find('=');
-        if (eq == std::string_view::npos) break;
-        std::string key(h.substr(0, eq));
-        while (!key.empty() && is_space(key.back())) key.pop_back();
-        h.remove_prefix(eq + 1);
-        std::string value;
-        if (!h.empty() && h.front() == '"') {
-            h.remove_prefix(1);
-            while (!h.empty() && h.front() != '"') {
-                if (h.front() == '\\' && h.size() > 1) h.remove_prefix(1);
-                value.push_back(h.front());
-                h.remove_prefix(1);
-            }
-            if (h.empty()) return std::nullopt;  // unterminated quote
-            h.remove_prefix(1);
-        } else {
-            auto end = h.find(',');
-            value = std::string(h.substr(0, end));
-            while (!value.empty() && is_space(value.back())) value.pop_back();
-            h.remove_prefix(end == std::string_view::npos ? h.size() : end);
-        }
-        for (auto& ch : key) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-        if (key == "realm")
-            c.realm = value;
-        else if (key == "service")
-            c.service = value;
-        else if (key == "scope")
-            c.scope = value;
-        else if (key == "error")
-            c.error = value;
-    }
-    return c;
 }
 
 client::client(asio::any_io_executor ex, const config::upstream& cfg, observer obs)

@@ -84,7 +84,10 @@ public:
     // Reads up to `buf.size()` body bytes; 0 means the body is complete.
     [[nodiscard]] boost::asio::awaitable<result<std::size_t>> read_some(std::span<char> buf);
     // Reads the whole body; errc::body_too_large past `limit` bytes.
-    [[nodiscard]] boost::asio::awaitable<result<std::string>> read_all(std::size_t limit);
+    // With a deadline, errc::timeout once it passes (an upstream dripping a body).
+    [[nodiscard]] boost::asio::awaitable<result<std::string>> read_all(
+        std::size_t limit,
+        std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max());
 
 private:
     std::unique_ptr<response_state> state_;

@@ -149,3 +149,8 @@ TEST(Config, PolicyAdminAndWebhookErrorsNameTheKey) {
     EXPECT_EQ(failing_key(R"({"pin_checks":{"concurrency":0}})"), "pin_checks.concurrency");
     EXPECT_EQ(failing_key(R"({"pin_checks":{"bogus":1}})"), "pin_checks.bogus");
 }
+
+TEST(Config, NumberPastDoubleIsAConfigErrorNotACrash) {
+    // Found by tests/fuzz/config_fuzz: nlohmann throws out_of_range, not parse_error.
+    EXPECT_EQ(failing_key(R"({"threads": 1e999999})"), "config");
+}
