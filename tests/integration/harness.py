@@ -1334,6 +1334,8 @@ class SilentServer:
     def __init__(self, port: int):
         self.port = port
         self.accepted = 0
+        self.peers: list[tuple[str, int]] = []  # the client address of each accepted connection
+        self._barrier_peers: set[tuple[str, int]] = set()
         self._stop = threading.Event()
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -1348,7 +1350,7 @@ class SilentServer:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                conn, _ = self._listener.accept()
+                conn, peer = self._listener.accept()
             except socket.timeout:
                 pass
             except OSError:
@@ -1358,6 +1360,7 @@ class SilentServer:
                 with self._lock:
                     self._conns.append(conn)
                     self.accepted += 1
+                    self.peers.append(peer)
             with self._lock:
                 conns = list(self._conns)
             for c in conns:  # drain, so the peer's writes never block
@@ -1366,6 +1369,24 @@ class SilentServer:
                         pass
                 except (BlockingIOError, OSError):
                     pass
+
+    def connections_before_barrier(self, timeout: float = 10.0) -> int:
+        """How many connections others made before now, without sleeping: connects once itself,
+        waits until that connection is accepted (the kernel hands out pending connections in
+        arrival order, so every earlier one has been accepted by then) and counts the others."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            mine = s.getsockname()
+            with self._lock:
+                self._barrier_peers.add(mine)
+
+            def others_before_mine() -> Optional[list[tuple[str, int]]]:
+                with self._lock:
+                    if mine not in self.peers:
+                        return None
+                    before = self.peers[:self.peers.index(mine)]
+                    return [[p for p in before if p not in self._barrier_peers]]  # truthy
+
+            return len(wait_until(others_before_mine, timeout=timeout, message="the barrier connection")[0])
 
     def close(self) -> None:
         self._stop.set()
@@ -1564,6 +1585,8 @@ class Upstream:
     password_env: Optional[str] = None
     max_idle_connections: Optional[int] = None
     aliases: Optional[list[str]] = None
+    send_ns: Optional[bool] = None
+    low_speed_limit_bytes_per_s: Optional[int] = None
 
     @classmethod
     def of(cls, registry_name: str, upstream: Registry, **kwargs: Any) -> "Upstream":
@@ -1572,7 +1595,8 @@ class Upstream:
     def to_json(self) -> dict:
         doc: dict[str, Any] = {"registry": self.registry, "url": self.url}
         for key in ("aliases", "ca_file", "tls_verify", "username", "password", "password_file",
-                    "password_env", "connect_timeout_ms", "read_timeout_ms", "max_idle_connections"):
+                    "password_env", "connect_timeout_ms", "read_timeout_ms", "max_idle_connections",
+                    "send_ns", "low_speed_limit_bytes_per_s"):
             value = getattr(self, key)
             if value is not None:
                 doc[key] = value
@@ -1681,23 +1705,44 @@ class Regpin:
                  admin_tokens: Optional[Sequence[AdminToken | dict]] = None,
                  webhooks: Optional[Sequence[Webhook | dict]] = None,
                  policies: Optional[Sequence[PolicyRule | dict]] = None,
-                 pin_checks: Optional[PinChecks | dict] = None):
+                 pin_checks: Optional[PinChecks | dict] = None,
+                 offline: Optional[bool] = None,
+                 data_dir: Optional[str] = None,
+                 args: Sequence[str] = (),
+                 tls: Optional[ServerCert] = None,
+                 admin_tls: Optional[ServerCert] = None,
+                 settings: Optional[Mapping[str, Any]] = None):
         """`env` is added to regpin's environment (e.g. for an upstream's `password_env`).
         `admin_tokens` as AdminToken (their token_file/token_env are set up here) or as
-        config dicts ({name, token|token_file|token_env})."""
+        config dicts ({name, token|token_file|token_env}). `offline` writes the config key
+        `offline` when not None. `data_dir` runs on an existing data folder (e.g. one a bundle
+        was imported into; it is not deleted by close()) instead of a fresh one. `args` are
+        added to the command line after `serve --config FILE` (e.g. "--offline").
+        `tls` / `admin_tls` (a ServerCert) write `tls` / `admin.tls` ({cert_file, key_file}):
+        the listener serves HTTPS, and the harness's own requests trust the issuing CA.
+        `settings` are more top-level config keys, written as given (e.g.
+        {"max_connections": 10, "client_header_timeout_ms": 1500})."""
         if not upstreams:
             raise ValueError("regpin needs at least one upstream")
         self.binary = regpin_binary()
         self.dir = make_temp_dir("regpin")
         self.port = free_port()
         self.admin_port = free_port()
-        self.data_dir = os.path.join(self.dir, "data")
-        os.mkdir(self.data_dir)
+        if data_dir is None:
+            self.data_dir = os.path.join(self.dir, "data")
+            os.mkdir(self.data_dir)
+        else:
+            self.data_dir = str(data_dir)
+        self.extra_args = list(args)
         self.config_path = os.path.join(self.dir, "regpin.json")
         self.log_path = os.path.join(self.dir, "regpin.log")
         self.upstreams = list(upstreams)
         self.env = dict(env or {})
         self.admin_tokens = list(admin_tokens or [])
+        self.tls = tls
+        self.admin_tls = admin_tls
+        self.ssl_context = tls.client_context() if tls else None
+        self.admin_ssl_context = admin_tls.client_context() if admin_tls else None
         self._proc: Optional[subprocess.Popen] = None
         config: dict[str, Any] = {
             "listen": self.host,
@@ -1717,6 +1762,14 @@ class Regpin:
             config["policies"] = [_as_json(p) for p in policies]
         if pin_checks is not None:
             config["pin_checks"] = _as_json(pin_checks)
+        if offline is not None:
+            config["offline"] = offline
+        if tls is not None:
+            config["tls"] = {"cert_file": tls.cert_path, "key_file": tls.key_path}
+        if admin_tls is not None:
+            config["admin"]["tls"] = {"cert_file": admin_tls.cert_path, "key_file": admin_tls.key_path}
+        config.update(settings or {})
+        self.config = config
         with open(self.config_path, "w") as f:
             json.dump(config, f, indent=2)
 
@@ -1726,7 +1779,7 @@ class Regpin:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     @property
     def admin_host(self) -> str:
@@ -1734,22 +1787,55 @@ class Regpin:
 
     @property
     def admin_url(self) -> str:
-        return f"http://{self.admin_host}"
+        return f"{'https' if self.admin_tls else 'http'}://{self.admin_host}"
 
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> Optional[int]:
+        """The process id of the running regpin (None when it is not running)."""
+        return self._proc.pid if self.running else None
+
+    def open_fds(self) -> int:
+        """How many file descriptors the running regpin has open (`/proc/PID/fd`)."""
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def open_fd_targets(self) -> list[str]:
+        """What each open descriptor points at (`socket:[...]`, files), for failure messages."""
+        out = []
+        for fd in sorted(os.listdir(f"/proc/{self.pid}/fd"), key=int):
+            try:
+                out.append(os.readlink(f"/proc/{self.pid}/fd/{fd}"))
+            except OSError:
+                pass
+        return out
+
+    def thread_count(self) -> int:
+        """The running regpin's thread count (`Threads:` in /proc/PID/status)."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("Threads:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no Threads: line in /proc/PID/status")
+
+    @property
+    def command(self) -> list[str]:
+        """The command line start() runs."""
+        return [self.binary, "serve", "--config", self.config_path, *self.extra_args]
+
     def start(self) -> "Regpin":
         with open(self.log_path, "ab") as log:
-            log.write(f"=== harness: starting {self.binary} serve --config {self.config_path}\n".encode())
-        self._proc = _spawn([self.binary, "serve", "--config", self.config_path], self.log_path, self.env)
+            log.write(f"=== harness: starting {' '.join(self.command)}\n".encode())
+        self._proc = _spawn(self.command, self.log_path, self.env)
 
         def ready() -> bool:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"regpin exited with {self._proc.returncode}:\n{tail(self.log_path)}")
-            return (http_request(self.host, "GET", "/v2/", timeout=2).status == 200
-                    and http_request(self.admin_host, "GET", "/healthz", timeout=2).status == 200)
+            return (http_request(self.host, "GET", "/v2/", timeout=2, ssl_context=self.ssl_context).status == 200
+                    and http_request(self.admin_host, "GET", "/healthz", timeout=2,
+                                     ssl_context=self.admin_ssl_context).status == 200)
 
         try:
             wait_until(ready, timeout=20,
@@ -1795,7 +1881,7 @@ class Regpin:
 
     def request(self, method: str, path: str, headers: Optional[Mapping[str, str]] = None,
                 timeout: float = 30.0) -> Response:
-        return http_request(self.host, method, path, headers, timeout=timeout)
+        return http_request(self.host, method, path, headers, timeout=timeout, ssl_context=self.ssl_context)
 
     def get(self, path: str, headers: Optional[Mapping[str, str]] = None, timeout: float = 30.0) -> Response:
         return self.request("GET", path, headers, timeout)
@@ -1826,11 +1912,11 @@ class Regpin:
         if body is not None:
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
             hdrs.setdefault("Content-Type", "application/json")
-        return http_request(self.admin_host, method, path, hdrs, data, timeout)
+        return http_request(self.admin_host, method, path, hdrs, data, timeout, ssl_context=self.admin_ssl_context)
 
     def metrics_text(self) -> str:
         """GET /metrics on the admin listener (no token needed)."""
-        resp = http_request(self.admin_host, "GET", "/metrics", timeout=10)
+        resp = http_request(self.admin_host, "GET", "/metrics", timeout=10, ssl_context=self.admin_ssl_context)
         if resp.status != 200:
             raise RuntimeError(f"GET /metrics: {resp.status} {resp.body[:300]!r}")
         return resp.body.decode("utf-8")
@@ -1854,6 +1940,14 @@ class Regpin:
         if check and result.returncode != 0:
             raise CommandError(cmd, result)
         return result
+
+
+def regpin_command(*args: str, timeout: float = 120, check: bool = False,
+                   env: Optional[Mapping[str, str]] = None) -> subprocess.CompletedProcess:
+    """Runs `$REGPIN_BIN ARGS...` (prefetch, export, import, hosts-toml, ...) to completion,
+    capturing text output; stdin is /dev/null and stdout/stderr are pipes, never a terminal.
+    Raises CommandError on a non-zero exit only with `check`."""
+    return run([regpin_binary(), *args], timeout=timeout, check=check, env=env)
 
 
 def with_query(path: str, **params: str) -> str:
