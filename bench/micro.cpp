@@ -1,0 +1,115 @@
+// Micro benchmarks of the hot paths: SHA-256 streaming (ours against raw OpenSSL), route parsing,
+// pin lookup, chunk reads. Run: build/bench/regpin_micro --benchmark_min_time=0.5
+#include <benchmark/benchmark.h>
+#include <openssl/evp.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "proxy/oci/route.hpp"
+#include "storage/blob_store.hpp"
+#include "storage/database.hpp"
+#include "storage/digest.hpp"
+#include "storage/rocksdb_pin_store.hpp"
+
+namespace {
+
+std::string random_bytes(std::size_t n) {
+    std::string s(n, '\0');
+    std::uint64_t x = 88172645463325252ull;
+    for (auto& c : s) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        c = static_cast<char>(x);
+    }
+    return s;
+}
+
+void BM_Sha256Hasher(benchmark::State& state) {
+    auto data = random_bytes(static_cast<std::size_t>(state.range(0)));
+    for (auto _ : state) {
+        regpin::storage::hasher h;
+        h.update(std::string_view(data));
+        benchmark::DoNotOptimize(h.finish());
+    }
+    state.SetBytesProcessed(state.iterations() * state.range(0));
+}
+BENCHMARK(BM_Sha256Hasher)->Arg(64 << 10)->Arg(1 << 20);
+
+void BM_Sha256RawOpenSsl(benchmark::State& state) {
+    auto data = random_bytes(static_cast<std::size_t>(state.range(0)));
+    unsigned char out[EVP_MAX_MD_SIZE];
+    unsigned len = 0;
+    for (auto _ : state) {
+        EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+        EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+        EVP_DigestUpdate(ctx, data.data(), data.size());
+        EVP_DigestFinal_ex(ctx, out, &len);
+        EVP_MD_CTX_free(ctx);
+        benchmark::DoNotOptimize(out);
+    }
+    state.SetBytesProcessed(state.iterations() * state.range(0));
+}
+BENCHMARK(BM_Sha256RawOpenSsl)->Arg(64 << 10)->Arg(1 << 20);
+
+void BM_ParseRoute(benchmark::State& state) {
+    const std::string target =
+        "/v2/library/nginx/manifests/"
+        "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad?ns=docker.io";
+    for (auto _ : state) benchmark::DoNotOptimize(regpin::proxy::oci::parse_route(target));
+}
+BENCHMARK(BM_ParseRoute);
+
+struct scratch {
+    std::filesystem::path dir;
+    std::shared_ptr<regpin::storage::database> db;
+    scratch() {
+        std::string tmpl =
+            (std::filesystem::temp_directory_path() / "regpin-bench-XXXXXX").string();
+        dir = ::mkdtemp(tmpl.data());
+        regpin::storage::open_report report;
+        db = *regpin::storage::open_database(dir.string(), report);
+    }
+    ~scratch() {
+        db.reset();
+        std::filesystem::remove_all(dir);
+    }
+};
+
+void BM_PinLookup(benchmark::State& state) {
+    scratch s;
+    regpin::storage::rocksdb_pin_store pins(s.db);
+    for (int i = 0; i < state.range(0); ++i) {
+        regpin::storage::pin p{{"docker.io", "library/app" + std::to_string(i), "v1", 15},
+                               regpin::storage::sha256_of(std::to_string(i))};
+        (void)pins.create_if_absent(p, "bench");
+    }
+    regpin::storage::pin_key key{"docker.io", "library/app" + std::to_string(state.range(0) / 2),
+                                 "v1", 15};
+    for (auto _ : state) benchmark::DoNotOptimize(pins.find(key));
+}
+BENCHMARK(BM_PinLookup)->Arg(10)->Arg(10000)->Iterations(20000);
+
+void BM_ChunkRead(benchmark::State& state) {
+    scratch s;
+    regpin::storage::blob_store blobs(s.db);
+    auto data = random_bytes(16 << 20);
+    auto d = regpin::storage::sha256_of(data);
+    const std::uint32_t chunk = regpin::storage::blob_store::default_chunk_size;
+    (void)blobs.begin(d, chunk);
+    for (std::uint64_t i = 0; i * chunk < data.size(); ++i)
+        (void)blobs.put_chunk(d, i, std::string_view(data).substr(i * chunk, chunk));
+    (void)blobs.commit(d, data.size());
+    std::string out;
+    std::uint64_t i = 0;
+    for (auto _ : state) {
+        (void)blobs.read_chunk(d, i++ % 16, out);
+        benchmark::DoNotOptimize(out.data());
+    }
+    state.SetBytesProcessed(state.iterations() * chunk);
+}
+BENCHMARK(BM_ChunkRead);
+
+}  // namespace
+
+BENCHMARK_MAIN();
