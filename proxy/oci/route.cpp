@@ -1,5 +1,7 @@
 #include "proxy/oci/route.hpp"
 
+#include <cctype>
+
 #include <boost/url/parse.hpp>
 
 #include "storage/digest.hpp"
@@ -86,6 +88,29 @@ bool looks_like_registry_host(std::string_view c) {
            c.find(':') != std::string_view::npos;
 }
 
+bool valid_registry_host(std::string_view c) {
+    if (c.empty() || c.size() > 255) return false;
+    auto colon = c.rfind(':');
+    if (colon != std::string_view::npos) {
+        auto port = c.substr(colon + 1);
+        if (port.empty() || port.size() > 5 ||
+            port.find_first_not_of("0123456789") != std::string_view::npos)
+            return false;
+        c = c.substr(0, colon);
+    }
+    // DNS labels: [A-Za-z0-9-]{1,63}, no '-' at either end; IPv4 is a special case of it.
+    while (true) {
+        auto dot = c.find('.');
+        auto label = c.substr(0, dot);
+        if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-')
+            return false;
+        for (char ch : label)
+            if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-') return false;
+        if (dot == std::string_view::npos) return true;
+        c.remove_prefix(dot + 1);
+    }
+}
+
 bool is_digest_reference(std::string_view reference) {
     return reference.find(':') != std::string_view::npos;
 }
@@ -159,8 +184,11 @@ std::variant<route, error> parse_route(std::string_view target) {
     // checked when routing, the rest here.
     std::string_view repo = r.name;
     auto slash = repo.find('/');
-    if (slash != std::string_view::npos && looks_like_registry_host(repo.substr(0, slash)))
+    if (slash != std::string_view::npos && looks_like_registry_host(repo.substr(0, slash))) {
+        // ".", "..", "-evil.com": never a registry, and never a repository either.
+        if (!valid_registry_host(repo.substr(0, slash))) return invalid_name(r.name);
         repo.remove_prefix(slash + 1);
+    }
     if (!valid_repository(repo)) return invalid_name(r.name);
     return r;
 }

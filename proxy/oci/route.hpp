@@ -34,6 +34,8 @@ bool valid_repository(std::string_view name);
 bool valid_tag(std::string_view tag);
 // A registry host as clients name it in `ns` or a path prefix: "docker.io", "127.0.0.1:5000".
 bool looks_like_registry_host(std::string_view component);
+// A well-formed host[:port] (DNS labels or IPv4); "." and ".." are not.
+bool valid_registry_host(std::string_view component);
 bool is_digest_reference(std::string_view reference);
 
 }  // namespace regpin::proxy::oci

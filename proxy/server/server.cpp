@@ -161,7 +161,9 @@ asio::awaitable<void> serve(Stream& stream, std::shared_ptr<listener::shared> sh
         while (true) {
             http::request_parser<http::string_body> parser;
             parser.header_limit(static_cast<std::uint32_t>(opts.max_header_bytes));
-            parser.body_limit(opts.max_body_bytes);
+            // No body limit while reading the header: a push with a body must reach the method
+            // check (405), not fail as a malformed request. Bodies are limited below.
+            parser.body_limit(boost::none);
             if (buffer.size() == 0) {
                 // Idle until the client starts a request (pipelined bytes skip the wait).
                 lowest.expires_after(opts.idle_timeout);
@@ -206,7 +208,13 @@ asio::awaitable<void> serve(Stream& stream, std::shared_ptr<listener::shared> sh
                     keep = false;
                 } else {
                     bool body_ok = true;
-                    if (has_body) {
+                    if (has_body && parser.content_length().value_or(0) > opts.max_body_bytes) {
+                        r = bad_request(413, "request body larger than " +
+                                                 std::to_string(opts.max_body_bytes) + " bytes");
+                        keep = false;
+                        body_ok = false;
+                    } else if (has_body) {
+                        parser.body_limit(opts.max_body_bytes);
                         lowest.expires_after(opts.header_timeout);
                         auto [bec, bn] =
                             co_await http::async_read(stream, buffer, parser, use_tuple);

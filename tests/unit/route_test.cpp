@@ -74,6 +74,9 @@ TEST(Route, RegistryHostPrefixIsKeptInTheName) {
 TEST(Route, InvalidInputGetsTheMatchingCode) {
     EXPECT_EQ(fails("/v2/UPPER/manifests/v1").code, error_code::name_invalid);
     EXPECT_EQ(fails("/v2/a/../b/manifests/v1").code, error_code::name_invalid);
+    EXPECT_EQ(fails("/v2/../team/manifests/x").code, error_code::name_invalid);
+    EXPECT_EQ(fails("/v2/./team/manifests/x").code, error_code::name_invalid);
+    EXPECT_EQ(fails("/v2/-evil.com/team/manifests/x").code, error_code::name_invalid);
     EXPECT_EQ(fails("/v2/a/%2e%2e/manifests/v1").code, error_code::name_invalid);
     EXPECT_EQ(fails("/v2/a%2fb/manifests/v1").code, error_code::name_invalid);
     EXPECT_EQ(fails("/v2//manifests/v1").code, error_code::name_invalid);
