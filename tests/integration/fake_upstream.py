@@ -180,7 +180,13 @@ class FakeUpstream:
                 except (BrokenPipeError, ConnectionResetError, OSError):
                     self.close_connection = True
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        class Server(http.server.ThreadingHTTPServer):
+            def handle_error(self, request, client_address) -> None:
+                import sys
+                if not isinstance(sys.exc_info()[1], OSError):  # a peer hanging up is no error
+                    super().handle_error(request, client_address)
+
+        self.server = Server(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
