@@ -42,11 +42,13 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
 import time
 import urllib.parse
+import unittest
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
@@ -1956,3 +1958,30 @@ def with_query(path: str, **params: str) -> str:
         return path
     sep = "&" if "?" in path else "?"
     return path + sep + urllib.parse.urlencode(params)
+
+
+# --------------------------------------------------------------------------------------------
+# Test cases
+# --------------------------------------------------------------------------------------------
+
+
+class LogsOnFailure(unittest.TestCase):
+    """A TestCase that prints the tail of regpin's log (and anything else failure_report()
+    adds) when a test fails or errors, so a CI log shows why."""
+
+    def failure_report(self) -> list[tuple[str, str]]:
+        """(title, text) pairs to print on failure; by default the tail of self.regpin's log."""
+        regpin = getattr(self, "regpin", None)
+        if regpin is None:
+            return []
+        return [(f"regpin log ({regpin.log_path}), last lines", tail(regpin.log_path, 4000))]
+
+    def run(self, result=None):
+        if result is None:
+            return super().run(result)
+        before = len(result.failures) + len(result.errors)
+        outcome = super().run(result)
+        if len(result.failures) + len(result.errors) > before:
+            for title, text in self.failure_report():
+                sys.stderr.write(f"\n--- {title}, for {self.id()} ---\n{text}\n--- end ---\n")
+        return outcome

@@ -33,7 +33,7 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{h.free_port()}"
 
 
-class AirgapTestCase(unittest.TestCase):
+class AirgapTestCase(h.LogsOnFailure):
     """Fixtures for bundles, and the tail of every regpin's log when a test fails."""
 
     _class_regpins: list[h.Regpin] = []
@@ -45,17 +45,10 @@ class AirgapTestCase(unittest.TestCase):
     def setUp(self):
         self._test_logs: list[tuple[str, str]] = []  # (path, tail) of this test's regpins
 
-    def run(self, result=None):
-        if result is None:
-            return super().run(result)
-        before = len(result.failures) + len(result.errors)
-        outcome = super().run(result)
-        if len(result.failures) + len(result.errors) > before:
-            logs = [(r.log_path, h.tail(r.log_path, 3000)) for r in type(self)._class_regpins]
-            for path, text in logs + list(getattr(self, "_test_logs", [])):
-                sys.stderr.write(f"\n--- regpin log ({path}), last lines, for {self.id()} ---\n"
-                                 f"{text}\n--- end of regpin log ---\n")
-        return outcome
+    def failure_report(self):
+        logs = [(r.log_path, h.tail(r.log_path, 3000)) for r in type(self)._class_regpins]
+        return [(f"regpin log ({path}), last lines", text)
+                for path, text in logs + list(getattr(self, "_test_logs", []))]
 
     # -- class fixtures ---------------------------------------------------------------------------
 

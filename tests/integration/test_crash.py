@@ -88,7 +88,7 @@ class Ledger:
             self.problems.append(text)
 
 
-class CrashTest(unittest.TestCase):
+class CrashTest(h.LogsOnFailure):
     def setUp(self) -> None:
         self.rng = random.Random(os.environ.get("REGPIN_CRASH_SEED", "regpin-crash"))
         self.fake = FakeUpstream()
@@ -108,15 +108,8 @@ class CrashTest(unittest.TestCase):
         self.addCleanup(self.regpin.close)
         self.ledger = Ledger()
 
-    def run(self, result=None):
-        if result is None:
-            return super().run(result)
-        before = len(result.failures) + len(result.errors)
-        outcome = super().run(result)
-        if len(result.failures) + len(result.errors) > before:
-            sys.stderr.write(f"\n--- regpin log ({self.regpin.log_path}), last lines ---\n"
-                             f"{h.tail(self.regpin.log_path, 5000)}\n--- end of regpin log ---\n")
-        return outcome
+    def failure_report(self):
+        return [(f"regpin log ({self.regpin.log_path}), last lines", h.tail(self.regpin.log_path, 5000))]
 
     # -- the fake upstream ----------------------------------------------------------------------
 

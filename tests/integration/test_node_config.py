@@ -23,18 +23,10 @@ import harness as h
 DOCKER_HUB = "docker.io"
 
 
-class NodeConfigTestCase(unittest.TestCase):
+class NodeConfigTestCase(h.LogsOnFailure):
     regpin: Optional[h.Regpin] = None
 
-    def run(self, result=None):
-        if result is None:
-            return super().run(result)
-        before = len(result.failures) + len(result.errors)
-        outcome = super().run(result)
-        if len(result.failures) + len(result.errors) > before and self.regpin is not None:
-            sys.stderr.write(f"\n--- regpin log ({self.regpin.log_path}), last lines, for {self.id()} ---\n"
-                             f"{h.tail(self.regpin.log_path, 3000)}\n--- end of regpin log ---\n")
-        return outcome
+    # failure_report: the default (self.regpin's log) from h.LogsOnFailure
 
     @classmethod
     def class_dir(cls, prefix: str) -> str:

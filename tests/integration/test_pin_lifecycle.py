@@ -189,7 +189,7 @@ def metric_types(text: str) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------------
 
 
-class PinLifecycleTestCase(unittest.TestCase):
+class PinLifecycleTestCase(h.LogsOnFailure):
     """Helpers over one regpin (`self.regpin`) and one upstream (`self.upstream`). Prints the tail
     of regpin's log and what the webhook receiver got when a test fails."""
 
@@ -198,21 +198,13 @@ class PinLifecycleTestCase(unittest.TestCase):
     receiver: Optional[WebhookReceiver] = None
     secret: str = ""
 
-    def run(self, result=None):
-        if result is None:
-            return super().run(result)
-        before = len(result.failures) + len(result.errors)
-        outcome = super().run(result)
-        if len(result.failures) + len(result.errors) > before:
-            regpin = getattr(self, "regpin", None)
-            if regpin is not None:
-                sys.stderr.write(f"\n--- regpin log ({regpin.log_path}), last lines, for {self.id()} ---\n"
-                                 f"{h.tail(regpin.log_path, 5000)}\n--- end of regpin log ---\n")
-            receiver = getattr(self, "receiver", None)
-            if receiver is not None:
-                got = [(d.status, d.event_id, d.body[:200]) for d in receiver.deliveries()]
-                sys.stderr.write(f"--- webhook receiver got: {got}\n")
-        return outcome
+    def failure_report(self):
+        report = super().failure_report()
+        receiver = getattr(self, "receiver", None)
+        if receiver is not None:
+            got = [(d.status, d.event_id, d.body[:200]) for d in receiver.deliveries()]
+            report.append(("webhook receiver got", repr(got)))
+        return report
 
     # -- fixtures -------------------------------------------------------------------------------
 

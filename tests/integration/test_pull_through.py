@@ -27,24 +27,12 @@ import harness as h
 DOCKER_HUB = "docker.io"
 
 
-class RegpinTestCase(unittest.TestCase):
+class RegpinTestCase(h.LogsOnFailure):
     """Prints the tail of regpin's log when a test fails or errors."""
 
     regpin: Optional[h.Regpin] = None
 
-    def run(self, result=None):
-        if result is None:
-            return super().run(result)
-        before = len(result.failures) + len(result.errors)
-        outcome = super().run(result)
-        if len(result.failures) + len(result.errors) > before:
-            regpin = getattr(self, "regpin", None)
-            if regpin is not None:
-                sys.stderr.write(
-                    f"\n--- regpin log ({regpin.log_path}), last lines, for {self.id()} ---\n"
-                    f"{h.tail(regpin.log_path, 4000)}\n--- end of regpin log ---\n"
-                )
-        return outcome
+    # failure_report: the default (self.regpin's log) from h.LogsOnFailure
 
     # -- fixtures ---------------------------------------------------------------------------------
 
