@@ -29,7 +29,9 @@ void reject_unknown_keys(const json& j, const std::string& prefix,
         if (!found) {
             std::string list;
             for (const char* n : known) list += std::string(list.empty() ? "" : ", ") + n;
-            throw config_error(prefix.empty() ? k : prefix + "." + k,
+            // An empty key still needs a name in the message (found by tests/fuzz/config_fuzz).
+            std::string shown = k.empty() ? "\"\"" : k;
+            throw config_error(prefix.empty() ? shown : prefix + "." + shown,
                                "unknown key (known keys: " + list + ")");
         }
     }

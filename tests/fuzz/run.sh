@@ -1,6 +1,8 @@
 #!/bin/sh
 # Builds the libFuzzer targets with clang-14 (AddressSanitizer + UndefinedBehaviorSanitizer) and
 # runs each for SECONDS (default 30) from its seed corpus in tests/fuzz/corpus/<target>.
+# REGPIN_FUZZ_SEED fixes libFuzzer's seed (CI sets 1, so a run's exploration does not depend on
+# chance); unset, every run explores differently, which is what longer local runs are for.
 # New inputs go to a temporary folder; a crash fails the run and its input is printed, to be
 # fixed and added to the corpus.
 set -eu
@@ -17,6 +19,7 @@ for target in route manifest challenge config; do
     echo "fuzzing $target for ${secs}s"
     if ! "$build/tests/fuzz/${target}_fuzz" "$work" "$root/tests/fuzz/corpus/$target" \
             -max_total_time="$secs" -artifact_prefix="$work/" -print_final_stats=1 \
+            ${REGPIN_FUZZ_SEED:+-seed="$REGPIN_FUZZ_SEED"} \
             > "$work/log" 2>&1; then
         echo "FUZZ FAILURE in $target:"
         tail -n 40 "$work/log"

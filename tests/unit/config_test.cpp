@@ -140,9 +140,11 @@ TEST(Config, PoliciesAdminAndWebhooksAreParsed) {
 }
 
 TEST(Config, PolicyAdminAndWebhookErrorsNameTheKey) {
-    EXPECT_EQ(failing_key(R"({"policies":[{"match":"**","policy":"maybe"}]})"), "policies[0].policy");
+    EXPECT_EQ(failing_key(R"({"policies":[{"match":"**","policy":"maybe"}]})"),
+              "policies[0].policy");
     EXPECT_EQ(failing_key(R"({"policies":[{"policy":"pin"}]})"), "policies[0].match");
-    EXPECT_EQ(failing_key(R"({"admin":{"tokens":[{"name":"a","token":"short"}]}})"), "admin.tokens[0]");
+    EXPECT_EQ(failing_key(R"({"admin":{"tokens":[{"name":"a","token":"short"}]}})"),
+              "admin.tokens[0]");
     EXPECT_EQ(failing_key(R"({"admin":{"tokens":[{"name":"a"}]}})"), "admin.tokens[0]");
     EXPECT_EQ(failing_key(R"({"admin":{"listen":"nope"}})"), "admin.listen");
     EXPECT_EQ(failing_key(R"({"webhooks":[{"url":"ftp://x"}]})"), "webhooks[0].url");
@@ -153,4 +155,10 @@ TEST(Config, PolicyAdminAndWebhookErrorsNameTheKey) {
 TEST(Config, NumberPastDoubleIsAConfigErrorNotACrash) {
     // Found by tests/fuzz/config_fuzz: nlohmann throws out_of_range, not parse_error.
     EXPECT_EQ(failing_key(R"({"threads": 1e999999})"), "config");
+}
+
+TEST(Config, AnEmptyKeyIsNamedInTheError) {
+    // Found by tests/fuzz/config_fuzz: the error for key "" named no key at all.
+    EXPECT_EQ(failing_key(R"({"": 1})"), "\"\"");
+    EXPECT_EQ(failing_key(R"({"admin": {"": 1}})"), "admin.\"\"");
 }

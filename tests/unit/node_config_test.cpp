@@ -35,7 +35,8 @@ TEST(NodeConfig, FailClosedContainerdMakesRegpinTheServer) {
 TEST(NodeConfig, CrioUsesARegistryPathPrefixOnTheMirror) {
     auto plain = generate_node_config(node_format::crio, request(false));
     ASSERT_EQ(plain.size(), 1u);
-    EXPECT_NE(plain[0].text.find("[[registry.mirror]]\nlocation = \"10.0.0.5:5000/docker.io\"\ninsecure = true"),
+    EXPECT_NE(plain[0].text.find(
+                  "[[registry.mirror]]\nlocation = \"10.0.0.5:5000/docker.io\"\ninsecure = true"),
               std::string::npos);
     auto closed = generate_node_config(node_format::crio, request(true));
     EXPECT_NE(closed[0].text.find("location = \"10.0.0.5:5000/ghcr.io\""), std::string::npos);
@@ -47,8 +48,10 @@ TEST(NodeConfig, K3sAndDocker) {
     EXPECT_NE(k3s[0].text.find("\"docker.io\":\n    endpoint:\n      - \"http://10.0.0.5:5000\""),
               std::string::npos);
     auto docker = generate_node_config(node_format::docker, request(false));
-    EXPECT_NE(docker[0].text.find("\"registry-mirrors\": [\"http://10.0.0.5:5000\"]"), std::string::npos);
-    EXPECT_NE(docker[0].text.find("\"insecure-registries\": [\"10.0.0.5:5000\"]"), std::string::npos);
+    EXPECT_NE(docker[0].text.find("\"registry-mirrors\": [\"http://10.0.0.5:5000\"]"),
+              std::string::npos);
+    EXPECT_NE(docker[0].text.find("\"insecure-registries\": [\"10.0.0.5:5000\"]"),
+              std::string::npos);
 }
 
 TEST(NodeConfig, BadRequestsAreExplained) {

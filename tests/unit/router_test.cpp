@@ -74,3 +74,11 @@ TEST(Router, DockerHubShortNamesGainLibraryOnDockerHubOnly) {
     EXPECT_EQ(ok("/v2/nginx/manifests/1.27?ns=ghcr.io").repository, "nginx");
     EXPECT_EQ(ok("/v2/nginx/manifests/1.27?ns=registry-1.docker.io").registry, "docker.io");
 }
+
+TEST(Router, LibraryPrefixCannotPushANamePastTheLimit) {
+    // Found by tests/fuzz/route_fuzz: a 250-character Docker Hub short name is valid, but
+    // "library/" + it is not.
+    auto r = route("/v2/" + std::string(250, 'a') + "/manifests/v1");
+    ASSERT_TRUE(std::holds_alternative<proxy::oci::error>(r));
+    EXPECT_EQ(std::get<proxy::oci::error>(r).code, proxy::oci::error_code::name_invalid);
+}
