@@ -65,7 +65,6 @@ public:
                 name = m["annotations"].value("org.opencontainers.image.ref.name", std::string());
             named.emplace_back(name, d);
         }
-        types_ = types;
         std::vector<wanted_pin> out;
         if (!r_.as.empty()) {
             auto ref = parse_image_ref(r_.as);
@@ -220,7 +219,6 @@ private:
     import_report& report_;
     std::ifstream in_;
     std::map<std::string, tar_entry> entries_;
-    std::map<std::string, std::string> types_;
     std::set<std::string> done_manifests_;
     std::set<std::string> done_blobs_;
 };
@@ -247,9 +245,7 @@ import_report import_bundle(const import_request& r) {
     storage::rocksdb_pin_store pins(*db);
     imp.store_content(manifests, blobs, wanted);
 
-    std::vector<registry::policy_rule> rules;
-    for (const auto& p : r.settings.policies)
-        rules.push_back({p.match, *registry::parse_policy(p.policy), p.revalidate_after});
+    auto rules = registry::rules_from(r.settings.policies);
     std::vector<std::string> targets;
     for (const auto& w : r.settings.webhooks) targets.push_back(w.url);
     auto actor = "import:" + r.bundle.substr(r.bundle.find_last_of('/') + 1);
@@ -261,11 +257,8 @@ import_report import_bundle(const import_request& r) {
         if (!existing) throw std::runtime_error("cannot read pins");
         auto name = storage::display_name(w.key);
         if (!*existing) {
-            storage::pin p{w.key, w.digest};
-            p.media_type = (*m)->media_type;
-            p.size = (*m)->bytes.size();
+            auto p = registry::serve_digest({w.key, w.digest}, w.digest, **m, now_ms());
             p.first_seen_ms = w.first_seen_ms;
-            p.last_verified_ms = now_ms();
             storage::pin_change change{w.key, std::nullopt, p};
             change.events.push_back(
                 {0, now_ms(), "imported", w.key, "", w.digest.str(), actor, "", "", ""});
@@ -284,21 +277,11 @@ import_report import_bundle(const import_request& r) {
                                                r.settings.checks.revalidate_after);
         auto decision = registry::decide_repoint(policy.policy, cur.manifest_digest.str(),
                                                  w.digest.str(), cur.alerted);
-        auto np = cur;
-        np.state = decision->new_state;
-        if (decision->move_pin) {
-            np.manifest_digest = w.digest;
-            np.media_type = (*m)->media_type;
-            np.size = (*m)->bytes.size();
-            np.pending_digest.reset();
-        } else {
-            np.pending_digest = w.digest;
-            np.pending_since_ms = now_ms();
-        }
+        auto np = registry::apply_repoint(cur, *decision, w.digest, **m, now_ms());
+        // A bundle is not a check against the upstream: a kept pin was not verified now.
+        if (!decision->move_pin) np.last_verified_ms = cur.last_verified_ms;
         storage::pin_change change{w.key, cur, np};
         if (decision->record_event) {
-            np.alerted.push_back(w.digest.str());
-            change.replacement = np;
             change.events.push_back({0, now_ms(), "repointed", w.key, cur.manifest_digest.str(),
                                      w.digest.str(), actor,
                                      std::string(registry::to_string(policy.policy)),

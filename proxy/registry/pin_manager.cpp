@@ -26,7 +26,6 @@ using storage::pin_key;
 
 namespace {
 
-constexpr std::size_t max_alerted = 32;
 constexpr std::uint64_t max_config_bytes = 4 * 1024 * 1024;
 
 std::int64_t now_ms() {
@@ -109,8 +108,7 @@ struct pin_manager::state : std::enable_shared_from_this<pin_manager::state> {
           hooks(std::move(h)),
           running(clients.size(), 0),
           paused_until(clients.size()) {
-        for (const auto& r : s.policies)
-            rules.push_back({r.match, *parse_policy(r.policy), r.revalidate_after});
+        rules = rules_from(s.policies);
         for (const auto& w : s.webhooks) alert_targets.push_back(w.url);
     }
 
@@ -317,23 +315,9 @@ asio::awaitable<check_result> pin_manager::state::run_check(pin_key key, std::si
     }
     auto& upstream_manifest = std::get<storage::manifest>(fetched);
 
-    auto np = p;
-    np.last_verified_ms = now;
-    np.state = decision->new_state;
-    if (decision->move_pin) {
-        np.manifest_digest = *upstream_digest;
-        np.media_type = upstream_manifest.media_type;
-        np.size = upstream_manifest.bytes.size();
-        np.pending_digest.reset();
-    } else {
-        if (np.pending_digest != upstream_digest) np.pending_since_ms = now;
-        np.pending_digest = upstream_digest;
-    }
+    auto np = apply_repoint(p, *decision, *upstream_digest, upstream_manifest, now);
     storage::pin_change change{key, p, np};
     if (decision->record_event) {
-        change.replacement->alerted.push_back(upstream_digest->str());
-        auto& alerted = change.replacement->alerted;
-        if (alerted.size() > max_alerted) alerted.erase(alerted.begin());
         std::string summary_json = "{}";
         auto pinned_manifest = co_await manifest(ui, key.repository, p.manifest_digest);
         if (auto* pm = std::get_if<storage::manifest>(&pinned_manifest))
@@ -503,13 +487,7 @@ asio::awaitable<pin_manager::events_or_error> pin_manager::approve(
         auto m = co_await st->manifest(ui, t.repository, *target);
         if (auto* e = std::get_if<oci::error>(&m)) co_return *e;
         auto& man = std::get<storage::manifest>(m);
-        auto np = p;
-        np.manifest_digest = *target;
-        np.media_type = man.media_type;
-        np.size = man.bytes.size();
-        np.state = storage::pin_state::pinned;
-        np.pending_digest.reset();
-        np.last_verified_ms = now_ms();
+        auto np = serve_digest(p, *target, man, now_ms());
         storage::pin_change change{p.key, p, np};
         change.events.push_back({0, now_ms(), "approved", p.key, p.manifest_digest.str(),
                                  target->str(), actor, "", "", ""});
@@ -553,15 +531,8 @@ asio::awaitable<pin_manager::events_or_error> pin_manager::set(pin_target t, std
     for (const auto& before : befores) {
         // A new pin is made for the accept class every common client sends (all four types).
         pin_key key = before ? before->key : pin_key{t.registry, t.repository, t.tag, 15};
-        pin np{key, *target};
-        if (before) np = *before;
-        np.manifest_digest = *target;
-        np.media_type = man.media_type;
-        np.size = man.bytes.size();
-        np.state = storage::pin_state::pinned;
-        np.pending_digest.reset();
-        np.last_verified_ms = now_ms();
-        if (!before) np.first_seen_ms = now_ms();
+        auto np = serve_digest(before ? *before : pin{key, *target}, *target, man, now_ms());
+        if (!before) np.first_seen_ms = np.last_verified_ms;
         storage::pin_change change{key, before, np};
         change.events.push_back({0, now_ms(), "set", key,
                                  before ? before->manifest_digest.str() : "", target->str(), actor,

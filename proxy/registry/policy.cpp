@@ -148,4 +148,42 @@ std::optional<repoint_decision> decide_repoint(policy_kind policy, std::string_v
     return d;
 }
 
+std::vector<policy_rule> rules_from(const std::vector<config::policy_rule>& rules) {
+    std::vector<policy_rule> out;
+    for (const auto& r : rules)
+        out.push_back(
+            {r.match, parse_policy(r.policy).value_or(policy_kind::pin), r.revalidate_after});
+    return out;
+}
+
+storage::pin serve_digest(storage::pin p, const storage::digest& d, const storage::manifest& m,
+                          std::int64_t now_ms) {
+    p.manifest_digest = d;
+    p.media_type = m.media_type;
+    p.size = m.bytes.size();
+    p.state = storage::pin_state::pinned;
+    p.pending_digest.reset();
+    p.last_verified_ms = now_ms;
+    return p;
+}
+
+storage::pin apply_repoint(storage::pin p, const repoint_decision& decision,
+                           const storage::digest& upstream, const storage::manifest& m,
+                           std::int64_t now_ms) {
+    constexpr std::size_t max_alerted = 32;
+    if (decision.move_pin) {
+        p = serve_digest(std::move(p), upstream, m, now_ms);
+    } else {
+        if (p.pending_digest != upstream) p.pending_since_ms = now_ms;
+        p.pending_digest = upstream;
+        p.last_verified_ms = now_ms;
+    }
+    p.state = decision.new_state;
+    if (decision.record_event) {
+        p.alerted.push_back(upstream.str());
+        if (p.alerted.size() > max_alerted) p.alerted.erase(p.alerted.begin());
+    }
+    return p;
+}
+
 }  // namespace regpin::proxy::registry

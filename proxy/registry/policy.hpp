@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "config/config.hpp"
+#include "storage/manifest_store.hpp"
 #include "storage/pin.hpp"
 
 namespace regpin::proxy::registry {
@@ -79,5 +81,21 @@ struct repoint_decision {
 std::optional<repoint_decision> decide_repoint(policy_kind policy, std::string_view pinned_digest,
                                                std::string_view upstream_digest,
                                                const std::vector<std::string>& already_alerted);
+
+// The config's rules, parsed (config validation already refused unknown policy names).
+std::vector<policy_rule> rules_from(const std::vector<config::policy_rule>& rules);
+
+// `p` now serves digest `d` (manifest `m`): state pinned, nothing pending, verified at `now_ms`.
+// What approve, set and a followed re-point do to a pin.
+storage::pin serve_digest(storage::pin p, const storage::digest& d, const storage::manifest& m,
+                          std::int64_t now_ms);
+
+// `p` after the upstream (or an imported bundle) re-pointed it to `upstream` (manifest `m`) and
+// the policy decided `decision`: follow moves the pin; pin and reject keep it with `upstream`
+// pending (pending_since kept while the same digest stays pending). A recorded re-point adds
+// `upstream` to p.alerted, which keeps the last 32.
+storage::pin apply_repoint(storage::pin p, const repoint_decision& decision,
+                           const storage::digest& upstream, const storage::manifest& m,
+                           std::int64_t now_ms);
 
 }  // namespace regpin::proxy::registry

@@ -174,3 +174,32 @@ TEST(PolicyRepoint, AlreadyAlertedDigestIsNotRecordedAgainButStateStillFollowsPo
     ASSERT_TRUE(d);
     EXPECT_TRUE(d->record_event);
 }
+
+TEST(PolicyRepoint, ApplyRepointMovesOnFollowAndKeepsPendingOtherwise) {
+    using namespace regpin;
+    auto a = storage::sha256_of("a"), b = storage::sha256_of("b");
+    storage::pin p{{"docker.io", "library/x", "v1", 15}, a};
+    p.last_verified_ms = 1;
+    storage::manifest m{"application/vnd.oci.image.manifest.v1+json", "b"};
+
+    auto follow = *proxy::registry::decide_repoint(proxy::registry::policy_kind::follow, a.str(),
+                                                   b.str(), {});
+    auto moved = proxy::registry::apply_repoint(p, follow, b, m, 100);
+    EXPECT_EQ(moved.manifest_digest, b);
+    EXPECT_EQ(moved.size, 1u);
+    EXPECT_EQ(moved.state, storage::pin_state::pinned);
+    EXPECT_FALSE(moved.pending_digest);
+    EXPECT_EQ(moved.alerted, std::vector<std::string>{b.str()});
+
+    auto keep =
+        *proxy::registry::decide_repoint(proxy::registry::policy_kind::pin, a.str(), b.str(), {});
+    auto kept = proxy::registry::apply_repoint(p, keep, b, m, 100);
+    EXPECT_EQ(kept.manifest_digest, a);
+    EXPECT_EQ(kept.pending_digest, b);
+    EXPECT_EQ(kept.pending_since_ms, 100);
+    EXPECT_EQ(kept.state, storage::pin_state::pending);
+    // The same digest pending again keeps its pending_since.
+    auto again = proxy::registry::apply_repoint(kept, keep, b, m, 200);
+    EXPECT_EQ(again.pending_since_ms, 100);
+    EXPECT_EQ(again.last_verified_ms, 200);
+}
