@@ -1,5 +1,7 @@
 #include "proxy/app.hpp"
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 #include <boost/asio/ssl/context.hpp>
 
@@ -143,13 +145,14 @@ void app::start(std::shared_ptr<storage::database> db) {
         .gauge("regpin_pins_pending",
                "Pins whose upstream moved and that await an operator (pending or rejected)")
         .set_callback([pins] {
-            storage::pin_filter pending{"", "", storage::pin_state::pending,
-                                        static_cast<std::size_t>(-1)};
-            storage::pin_filter rejected{"", "", storage::pin_state::rejected,
-                                         static_cast<std::size_t>(-1)};
-            auto a = pins->list(pending);
-            auto b = pins->list(rejected);
-            return static_cast<double>((a ? a->size() : 0) + (b ? b->size() : 0));
+            // One pass over the pins (not one per state).
+            storage::pin_filter all;
+            all.limit = static_cast<std::size_t>(-1);
+            auto listed = pins->list(all);
+            if (!listed) return 0.0;
+            return static_cast<double>(std::count_if(
+                listed->begin(), listed->end(),
+                [](const storage::pin& p) { return p.state != storage::pin_state::pinned; }));
         });
     p.metrics.gauge("regpin_webhook_queue", "Alert deliveries waiting in the outbox")
         .set_callback([pins] {

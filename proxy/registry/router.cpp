@@ -45,14 +45,15 @@ std::variant<routed, oci::error> route_to_upstream(const oci::route& r, const co
             index = find_upstream(s, s.default_upstream);
         }
     }
-    if (index == std::string::npos || !oci::valid_repository(repo))
+    if (index == std::string::npos)
         return oci::error{oci::error_code::name_invalid, "invalid repository name '" + repo + "'"};
     const auto& up = s.upstreams[index];
     if (up.is_docker_hub() && repo.find('/') == std::string::npos) repo = "library/" + repo;
-    // "library/" can push a name past the 255-character limit (found by tests/fuzz/route_fuzz).
+    // Checked after "library/", which can push a valid short name past the 255-character limit
+    // (found by tests/fuzz/route_fuzz).
     if (!oci::valid_repository(repo))
         return oci::error{oci::error_code::name_invalid,
-                          "repository name too long: '" + repo.substr(0, 255) + "...'"};
+                          "invalid repository name '" + repo.substr(0, 255) + "'"};
     out.upstream_index = index;
     out.registry = up.registry;
     out.repository = std::move(repo);

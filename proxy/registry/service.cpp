@@ -215,13 +215,13 @@ asio::awaitable<reply> service::manifest(const target& t, bool head, const std::
                               settings_.manifest_max_bytes);
     };
     // Serves a manifest by digest: the store, else the upstream (verified, then stored).
-    auto by_digest = [&](const storage::digest& d,
-                         const char* cache_label) -> asio::awaitable<reply> {
+    // The log's cache column: "pin" for a pinned tag, else "hit" or "miss".
+    auto by_digest = [&](const storage::digest& d, bool pinned) -> asio::awaitable<reply> {
         auto cached = manifests_.find(d);
         if (!cached) co_return storage_failure("reading a manifest");
         if (*cached) {
             auto r = manifest_reply(d, **cached, head);
-            r.cache = cache_label;
+            r.cache = pinned ? "pin" : "hit";
             co_return r;
         }
         auto got = co_await fetch(d.str());
@@ -229,12 +229,12 @@ asio::awaitable<reply> service::manifest(const target& t, bool head, const std::
         auto& f = std::get<fetched_manifest>(got);
         if (!manifests_.put(f.digest, f.manifest)) co_return storage_failure("storing a manifest");
         auto r = manifest_reply(f.digest, f.manifest, head);
-        r.cache = std::string(cache_label) == "pin" ? "pin" : "miss";
+        r.cache = pinned ? "pin" : "miss";
         co_return r;
     };
 
     if (oci::is_digest_reference(ref))
-        co_return co_await by_digest(*storage::digest::parse(ref), "hit");
+        co_return co_await by_digest(*storage::digest::parse(ref), false);
 
     storage::pin_key key{registry, t.where.repository, ref, oci::accept_class(accept)};
     auto existing = pins_->find(key);
@@ -261,7 +261,7 @@ asio::awaitable<reply> service::manifest(const target& t, bool head, const std::
             co_return r;
         }
         manager_->served(p, t.where.upstream_index);
-        co_return co_await by_digest(p.manifest_digest, "pin");
+        co_return co_await by_digest(p.manifest_digest, true);
     }
 
     auto got = co_await fetch(ref);
