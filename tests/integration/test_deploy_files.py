@@ -47,6 +47,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from harness import regpin_binary as regpin_bin
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
@@ -59,16 +61,6 @@ PUBLIC_REGISTRIES = ["docker.io", "ghcr.io", "quay.io", "registry.k8s.io"]
 FILE_KEYS = ("token_file", "password_file", "secret_file", "ca_file")
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Pod")
 FAKE_HOST_IP = "10.11.12.13"
-
-
-def regpin_bin() -> str:
-    path = os.environ.get("REGPIN_BIN") or str(REPO_ROOT / "build" / "regpin")
-    if not os.access(path, os.X_OK):
-        raise FileNotFoundError(
-            f"regpin binary not found or not executable at {path}; build it first "
-            "(cmake --build build) or set REGPIN_BIN"
-        )
-    return path
 
 
 # --- YAML ------------------------------------------------------------------------------------

@@ -490,7 +490,8 @@ class HungUpstreamTest(UpstreamClientTestCase):
     a server that accepts connections but never answers takes its port."""
 
     READ_TIMEOUT_MS = 3000
-    PROMPT = 1.0  # seconds: far below the read timeout
+    # An answer that waited for the hung upstream takes at least the read timeout.
+    PROMPT = READ_TIMEOUT_MS / 1000
 
     @classmethod
     def setUpClass(cls):
