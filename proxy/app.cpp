@@ -1,7 +1,5 @@
 #include "proxy/app.hpp"
 
-#include <algorithm>
-
 #include <spdlog/spdlog.h>
 #include <boost/asio/ssl/context.hpp>
 
@@ -145,14 +143,8 @@ void app::start(std::shared_ptr<storage::database> db) {
         .gauge("regpin_pins_pending",
                "Pins whose upstream moved and that await an operator (pending or rejected)")
         .set_callback([pins] {
-            // One pass over the pins (not one per state).
-            storage::pin_filter all;
-            all.limit = static_cast<std::size_t>(-1);
-            auto listed = pins->list(all);
-            if (!listed) return 0.0;
-            return static_cast<double>(std::count_if(
-                listed->begin(), listed->end(),
-                [](const storage::pin& p) { return p.state != storage::pin_state::pinned; }));
+            auto n = pins->count_awaiting();
+            return n ? static_cast<double>(*n) : 0.0;
         });
     p.metrics.gauge("regpin_webhook_queue", "Alert deliveries waiting in the outbox")
         .set_callback([pins] {

@@ -60,7 +60,10 @@ public:
     // Every pin of one repository (all tags and accept classes), in key order.
     [[nodiscard]] virtual result<std::vector<pin>> list_repository(
         const std::string& registry, const std::string& repository) const = 0;
+    // The number of pins. O(1): no scan, so it may be called on every metrics scrape.
     [[nodiscard]] virtual result<std::size_t> count() const = 0;
+    // The number of pins awaiting an operator (state pending or rejected). O(1), like count().
+    [[nodiscard]] virtual result<std::size_t> count_awaiting() const = 0;
 
     // The history of one pin key (all accept classes when accept_class is ignored), oldest
     // first.

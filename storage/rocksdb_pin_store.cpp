@@ -45,6 +45,8 @@ std::optional<pin_key> decode_key(std::string_view k) {
                    std::string(k.substr(b + 1, c - b - 1)), static_cast<std::uint8_t>(k[c + 1])};
 }
 
+bool awaits_operator(const pin& p) { return p.state != pin_state::pinned; }
+
 bool same_state(const pin& a, const pin& b) {
     return a.manifest_digest == b.manifest_digest && a.state == b.state &&
            a.pending_digest == b.pending_digest;
@@ -69,6 +71,23 @@ rocksdb_pin_store::rocksdb_pin_store(std::shared_ptr<database> db) : db_(std::mo
     std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, db_->outbox()));
     it->SeekToLast();
     next_outbox_id_ = it->Valid() ? from_big_endian(it->key().ToStringView()) + 1 : 1;
+
+    // The one full pass: from here on apply() keeps both counts, so metrics never scan.
+    std::size_t total = 0, awaiting = 0;
+    std::unique_ptr<rocksdb::Iterator> pins(db_->db()->NewIterator({}, db_->pins()));
+    for (pins->SeekToFirst(); pins->Valid(); pins->Next()) {
+        ++total;
+        // An undecodable pin counts as a pin but not as awaiting: apply() cannot change it
+        // (find() fails on it), so the counts stay in step either way.
+        auto key = decode_key(pins->key().ToStringView());
+        if (!key) continue;
+        auto p = decode_pin(*key, pins->value().ToStringView());
+        if (p && awaits_operator(*p)) ++awaiting;
+    }
+    if (!pins->status().ok())
+        throw std::runtime_error("cannot count pins: " + pins->status().ToString());
+    pin_count_ = total;
+    awaiting_count_ = awaiting;
 }
 
 std::string rocksdb_pin_store::encode_key(const pin_key& key) {
@@ -144,6 +163,13 @@ result<std::vector<pin_event>> rocksdb_pin_store::apply(const pin_change& change
     if (!s.ok()) return database::to_error(s, "write pin change");
     next_event_id_ = event_id;
     next_outbox_id_ = outbox_id;
+    // Only now that the write is durable; the compare above makes **current the stored pin.
+    const auto& before = *current;
+    const auto& after = change.replacement;
+    if (!before && after) ++pin_count_;
+    if (before && !after) --pin_count_;
+    if (before && awaits_operator(*before)) --awaiting_count_;
+    if (after && awaits_operator(*after)) ++awaiting_count_;
     return stored;
 }
 
@@ -200,13 +226,9 @@ result<std::vector<pin>> rocksdb_pin_store::list_repository(const std::string& r
     return out;
 }
 
-result<std::size_t> rocksdb_pin_store::count() const {
-    std::size_t n = 0;
-    std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, db_->pins()));
-    for (it->SeekToFirst(); it->Valid(); it->Next()) ++n;
-    if (!it->status().ok()) return database::to_error(it->status(), "count pins");
-    return n;
-}
+result<std::size_t> rocksdb_pin_store::count() const { return pin_count_.load(); }
+
+result<std::size_t> rocksdb_pin_store::count_awaiting() const { return awaiting_count_.load(); }
 
 result<std::vector<pin_event>> rocksdb_pin_store::history(const pin_key& key) const {
     std::vector<pin_event> out;

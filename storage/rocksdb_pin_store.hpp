@@ -15,8 +15,8 @@ class database;
 // Every change is one synced WriteBatch.
 class rocksdb_pin_store final : public pin_store {
 public:
-    // Reads the highest event and outbox ids; throws std::runtime_error if the store is
-    // unreadable.
+    // Reads the highest event and outbox ids and counts the pins (one pass over them); throws
+    // std::runtime_error if the store is unreadable.
     explicit rocksdb_pin_store(std::shared_ptr<database> db);
 
     result<std::optional<pin>> find(const pin_key& key) const override;
@@ -27,6 +27,7 @@ public:
     result<std::vector<pin>> list_repository(const std::string& registry,
                                              const std::string& repository) const override;
     result<std::size_t> count() const override;
+    result<std::size_t> count_awaiting() const override;
     result<std::vector<pin_event>> history(const pin_key& key) const override;
     result<std::vector<pin_event>> events(std::uint64_t after_id, std::int64_t since_ms,
                                           std::size_t limit) const override;
@@ -44,6 +45,10 @@ private:
     std::mutex write_mutex_;  // makes read-check-write atomic among writers
     std::uint64_t next_event_id_ = 1;
     std::uint64_t next_outbox_id_ = 1;
+    // Kept in step with the pins column family by apply() (the only writer that adds, removes
+    // or changes the state of a pin), under write_mutex_; read without it.
+    std::atomic<std::size_t> pin_count_{0};
+    std::atomic<std::size_t> awaiting_count_{0};
 };
 
 }  // namespace regpin::storage

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "storage/blob_store.hpp"
 #include "storage/database.hpp"
 #include "storage/manifest_store.hpp"
@@ -337,4 +339,115 @@ TEST(PinStore, ListFiltersByRegistryPrefixAndState) {
     auto events = pins.events(1, 0, 10);
     ASSERT_TRUE(events);
     EXPECT_EQ(events->size(), 2u) << "events after id 1";
+}
+
+namespace {
+
+// Both counts, checked against a full listing so they cannot drift from the stored pins.
+void expect_counts(const rocksdb_pin_store& pins, std::size_t total, std::size_t awaiting) {
+    auto n = pins.count();
+    auto a = pins.count_awaiting();
+    ASSERT_TRUE(n && a);
+    EXPECT_EQ(*n, total);
+    EXPECT_EQ(*a, awaiting);
+    pin_filter all;
+    all.limit = static_cast<std::size_t>(-1);
+    auto listed = pins.list(all);
+    ASSERT_TRUE(listed);
+    EXPECT_EQ(listed->size(), total);
+    EXPECT_EQ(static_cast<std::size_t>(
+                  std::count_if(listed->begin(), listed->end(),
+                                [](const pin& p) { return p.state != pin_state::pinned; })),
+              awaiting);
+}
+
+pin_change change_to(const pin& from, std::optional<pin> to, const std::string& type) {
+    pin_change change{from.key, from, std::move(to)};
+    pin_event e;
+    e.type = type;
+    e.key = from.key;
+    change.events.push_back(e);
+    return change;
+}
+
+pin awaiting(const pin& from, pin_state state, const std::string& upstream) {
+    auto p = from;
+    p.state = state;
+    p.pending_digest = sha256_of(upstream);
+    return p;
+}
+
+}  // namespace
+
+TEST(PinStore, CountsFollowCreatesRepointsApprovalsAndUnpins) {
+    temp_dir dir;
+    auto db = open_at(dir);
+    rocksdb_pin_store pins(db);
+    expect_counts(pins, 0, 0);
+    auto a = make_pin("a", "A");
+    auto b = make_pin("b", "B");
+    auto c = make_pin("c", "C");
+    for (const auto& p : {a, b, c}) ASSERT_TRUE(pins.create_if_absent(p, "first-pull"));
+    ASSERT_TRUE(pins.create_if_absent(make_pin("a", "A2"), "first-pull")) << "already pinned";
+    expect_counts(pins, 3, 0);
+
+    auto a_pending = awaiting(a, pin_state::pending, "A2");
+    ASSERT_TRUE(pins.apply(change_to(a, a_pending, "repointed")));
+    expect_counts(pins, 3, 1);
+    auto b_rejected = awaiting(b, pin_state::rejected, "B2");
+    ASSERT_TRUE(pins.apply(change_to(b, b_rejected, "repointed")));
+    expect_counts(pins, 3, 2);
+
+    // A pending pin that moves again stays one awaiting pin.
+    auto a_again = awaiting(a, pin_state::pending, "A3");
+    ASSERT_TRUE(pins.apply(change_to(a_pending, a_again, "repointed")));
+    expect_counts(pins, 3, 2);
+
+    auto a_approved = a;
+    a_approved.manifest_digest = sha256_of("A3");
+    ASSERT_TRUE(pins.apply(change_to(a_again, a_approved, "approved")));
+    expect_counts(pins, 3, 1);
+
+    ASSERT_TRUE(pins.apply(change_to(b_rejected, std::nullopt, "unpinned")));
+    expect_counts(pins, 2, 0);
+    ASSERT_TRUE(pins.apply(change_to(c, std::nullopt, "unpinned")));
+    expect_counts(pins, 1, 0);
+    ASSERT_TRUE(pins.touch_verified(a.key, 9000));
+    expect_counts(pins, 1, 0);
+}
+
+TEST(PinStore, RefusedChangesLeaveTheCountsAlone) {
+    temp_dir dir;
+    auto db = open_at(dir);
+    rocksdb_pin_store pins(db);
+    auto a = make_pin("a", "A");
+    ASSERT_TRUE(pins.create_if_absent(a, "first-pull"));
+    auto stale = awaiting(a, pin_state::pending, "old upstream");
+    auto refused = pins.apply(change_to(stale, std::nullopt, "unpinned"));
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error(), errc::conflict);
+    auto never_created = make_pin("z", "Z");
+    ASSERT_FALSE(pins.apply(
+        change_to(never_created, awaiting(never_created, pin_state::rejected, "Z2"), "repointed")));
+    expect_counts(pins, 1, 0);
+}
+
+TEST(PinStore, CountsAreRebuiltWhenTheDatabaseIsReopened) {
+    temp_dir dir;
+    {
+        auto db = open_at(dir);
+        rocksdb_pin_store pins(db);
+        auto a = make_pin("a", "A");
+        auto b = make_pin("b", "B");
+        auto c = make_pin("c", "C");
+        c.key.registry = "ghcr.io";
+        for (const auto& p : {a, b, c}) ASSERT_TRUE(pins.create_if_absent(p, "first-pull"));
+        ASSERT_TRUE(pins.apply(change_to(a, awaiting(a, pin_state::pending, "A2"), "repointed")));
+        ASSERT_TRUE(pins.apply(change_to(c, awaiting(c, pin_state::rejected, "C2"), "repointed")));
+        ASSERT_TRUE(pins.apply(change_to(b, std::nullopt, "unpinned")));
+        expect_counts(pins, 2, 2);
+    }
+    auto db = open_at(dir);
+    rocksdb_pin_store pins(db);
+    expect_counts(pins, 2, 2);
 }
