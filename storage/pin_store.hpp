@@ -34,6 +34,9 @@ struct pin_filter {
     std::string repository_prefix;  // empty: any
     std::optional<pin_state> state;
     std::size_t limit = 1000;
+    // Only keys strictly after this one, in key order: a cursor (pass the key of the last pin
+    // of the previous page). nullopt: from the first key.
+    std::optional<pin_key> after;
 };
 
 class pin_store {

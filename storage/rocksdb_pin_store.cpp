@@ -194,7 +194,19 @@ result<std::vector<pin>> rocksdb_pin_store::list(const pin_filter& filter) const
         prefix += filter.repository_prefix;
     }
     std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, db_->pins()));
-    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    // Keys compare bytewise, like std::string: start at the later of prefix and cursor.
+    std::string start = prefix;
+    bool after_cursor = false;
+    if (filter.after) {
+        auto after = encode_key(*filter.after);
+        if (after >= start) {
+            start = std::move(after);
+            after_cursor = true;
+        }
+    }
+    it->Seek(start);
+    if (after_cursor && it->Valid() && it->key() == start) it->Next();
+    for (; it->Valid() && it->key().starts_with(prefix); it->Next()) {
         auto key = decode_key(it->key().ToStringView());
         if (!key) return errc::corruption;
         if (!filter.repository_prefix.empty() &&

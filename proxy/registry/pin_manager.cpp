@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <map>
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
@@ -223,7 +224,10 @@ struct pin_manager::state : std::enable_shared_from_this<pin_manager::state> {
     asio::awaitable<check_result> run_check(pin_key key, std::size_t ui);
     asio::awaitable<void> background_check(pin_key key, std::size_t ui);
     asio::awaitable<void> sweep();
-    bool try_schedule(const pin& p, std::size_t ui);
+    enum class schedule_outcome { started, not_due, in_flight, upstream_busy };
+    // Starts a background check of `p` on upstream `ui` if it is due and the upstream has a
+    // free slot (upstream_busy: at its concurrency limit or paused by its rate limit).
+    schedule_outcome try_schedule(const pin& p, std::size_t ui);
 };
 
 asio::awaitable<check_result> pin_manager::state::run_check(pin_key key, std::size_t ui) {
@@ -365,41 +369,61 @@ asio::awaitable<void> pin_manager::state::background_check(pin_key key, std::siz
     --running[ui];
 }
 
-bool pin_manager::state::try_schedule(const pin& p, std::size_t ui) {
+pin_manager::state::schedule_outcome pin_manager::state::try_schedule(const pin& p,
+                                                                      std::size_t ui) {
     auto policy = policy_for(p.key);
     auto age_ms = now_ms() - p.last_verified_ms;
     if (age_ms <
         std::chrono::duration_cast<std::chrono::milliseconds>(policy.revalidate_after).count())
-        return false;
+        return schedule_outcome::not_due;
     {
         std::lock_guard lock(mutex);
-        if (std::chrono::steady_clock::now() < paused_until[ui]) return false;
-        if (running[ui] >= settings.checks.concurrency) return false;
-        if (!in_flight.insert(key_string(p.key)).second) return false;
+        if (std::chrono::steady_clock::now() < paused_until[ui])
+            return schedule_outcome::upstream_busy;
+        if (running[ui] >= settings.checks.concurrency) return schedule_outcome::upstream_busy;
+        if (!in_flight.insert(key_string(p.key)).second) return schedule_outcome::in_flight;
         ++running[ui];
     }
     asio::co_spawn(asio::make_strand(ex), background_check(p.key, ui), asio::detached);
-    return true;
+    return schedule_outcome::started;
 }
 
 asio::awaitable<void> pin_manager::state::sweep() {
     auto self = shared_from_this();
+    // Each sweep reads a bounded page of pins from a cursor, so its cost does not grow with the
+    // store. One cursor per upstream: pins are stored in registry order, and a single cursor
+    // would spend sweeps inside one registry's pins while the other upstreams' check slots stay
+    // idle. Upstreams in registry order, the order of the pins.
+    std::map<std::string, std::size_t> upstreams;  // registry -> upstream index
+    for (std::size_t i = 0; i < clients.size(); ++i) upstreams[clients[i]->settings().registry] = i;
+    std::vector<std::optional<pin_key>> cursors(clients.size());  // the last pin examined
     while (!stopped) {
         sweep_timer->expires_after(settings.checks.sweep_interval);
         auto [ec] = co_await sweep_timer->async_wait(asio::as_tuple(asio::use_awaitable));
         if (ec || stopped) co_return;
-        storage::pin_filter all;
-        all.limit = static_cast<std::size_t>(-1);
-        auto listed = pins.list(all);
-        if (!listed) continue;
         int scheduled = 0;
-        for (const auto& p : *listed) {
+        for (const auto& [registry, ui] : upstreams) {
             if (scheduled >= settings.checks.sweep_batch) break;
-            std::size_t ui = std::string::npos;
-            for (std::size_t i = 0; i < clients.size(); ++i)
-                if (clients[i]->settings().registry == p.key.registry) ui = i;
-            if (ui == std::string::npos) continue;
-            if (try_schedule(p, ui)) ++scheduled;
+            storage::pin_filter page;
+            page.registry = registry;
+            page.after = cursors[ui];
+            page.limit = 4 * static_cast<std::size_t>(settings.checks.sweep_batch);
+            auto listed = pins.list(page);
+            if (!listed) continue;
+            std::size_t examined = 0;
+            for (const auto& p : *listed) {
+                if (scheduled >= settings.checks.sweep_batch) break;
+                auto outcome = try_schedule(p, ui);
+                // Due, but no free slot: the next sweep starts at this pin instead of passing it
+                // over until the cursor comes round again.
+                if (outcome == schedule_outcome::upstream_busy) break;
+                ++examined;
+                if (outcome == schedule_outcome::started) ++scheduled;
+            }
+            if (examined == listed->size() && listed->size() < page.limit)
+                cursors[ui].reset();  // the end of this registry's pins: start over
+            else if (examined > 0)
+                cursors[ui] = (*listed)[examined - 1].key;
         }
     }
 }

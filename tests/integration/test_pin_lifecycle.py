@@ -900,6 +900,43 @@ class SweepTest(PinLifecycleTestCase):
         self.assertEqual(self.served_digest(repo), second.digest)
 
 
+class SweepCursorTest(PinLifecycleTestCase):
+    """A sweep reads a page of 4 * sweep_batch pins from where the last one stopped: with
+    sweep_batch 1, the pin due by its rule sorts after a full page of pins that are not due."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.upstream = h.Registry("cursor-upstream").start()
+        cls.addClassCleanup(cls.upstream.close)
+        cls.layout = cls.new_layout(cls.addClassCleanup)
+        cls.regpin = h.Regpin([h.Upstream.of(cls.upstream.host, cls.upstream)],
+                              admin_tokens=[h.AdminToken("ops", "cursor-token-0123456789abc")],
+                              policies=[h.PolicyRule("**/follow/**", "follow", revalidate_after_s=0)],
+                              pin_checks=h.PinChecks(revalidate_after_s=3600, sweep_interval_s=1, sweep_batch=1))
+        cls.addClassCleanup(cls.regpin.close)
+        cls.regpin.start()
+
+    def test_the_sweep_reaches_a_due_pin_beyond_the_first_page_and_comes_round_again(self):
+        first = h.make_image(self.layout, "cursor-first", seed="cursor-1")
+        second = h.make_image(self.layout, "cursor-second", seed="cursor-2")
+        for tag in ("a", "b", "c", "d", "e"):
+            h.push(self.layout, f"team/keep/app:{tag}", self.upstream, source_tag=first.tag)
+            self.assertEqual(self.served_digest("team/keep/app", tag), first.digest)
+        repo = "team/z/follow/app"  # sorts after team/keep/app
+        h.push(self.layout, f"{repo}:v1", self.upstream, source_tag=first.tag)
+        self.assertEqual(self.served_digest(repo), first.digest)
+        h.push(self.layout, f"{repo}:v1", self.upstream, source_tag=second.tag)
+
+        def repointed() -> Optional[dict]:
+            events = self.api("GET", "/api/v1/events?after=0&wait_s=2").json()["events"]
+            return next((e for e in events if e["type"] == "repointed"), None)
+
+        event = h.wait_until(repointed, timeout=20, interval=0.05, message="a repointed event from the sweep")
+        self.assert_repoint_event(event, repo, first.digest, second.digest, "follow", "followed")
+        self.assertEqual(self.served_digest(repo), second.digest)
+        self.assertEqual(self.the_pin("team/keep/app", "e")["digest"], first.digest)
+
+
 # ------------------------------------------------------------------------------------------------
 # 5. alerts survive a receiver that is down, and a restart
 # ------------------------------------------------------------------------------------------------

@@ -451,3 +451,71 @@ TEST(PinStore, CountsAreRebuiltWhenTheDatabaseIsReopened) {
     rocksdb_pin_store pins(db);
     expect_counts(pins, 2, 2);
 }
+
+TEST(PinStore, ListAfterAKeyPagesThroughThePinsInKeyOrder) {
+    temp_dir dir;
+    auto db = open_at(dir);
+    rocksdb_pin_store pins(db);
+    auto ghcr = make_pin("a", "G");
+    ghcr.key.registry = "ghcr.io";
+    auto docker_class1 = make_pin("b", "B1");
+    docker_class1.key.accept_class = 1;
+    // Created out of order: the listing is in key order (registry, repository, tag, class).
+    for (const auto& p :
+         {make_pin("c", "C"), ghcr, make_pin("b", "B"), docker_class1, make_pin("a", "A")})
+        ASSERT_TRUE(pins.create_if_absent(p, "t"));
+    auto names = [](const std::vector<pin>& listed) {
+        std::vector<std::string> out;
+        for (const auto& p : listed)
+            out.push_back(p.key.registry + "/" + p.key.tag + "#" +
+                          std::to_string(p.key.accept_class));
+        return out;
+    };
+    using names_t = std::vector<std::string>;
+
+    pin_filter page;
+    page.limit = 2;
+    auto first = pins.list(page);
+    ASSERT_TRUE(first);
+    EXPECT_EQ(names(*first), (names_t{"docker.io/a#15", "docker.io/b#1"}));
+
+    // Strictly after an existing key: the key itself is not repeated.
+    page.after = first->back().key;
+    auto second = pins.list(page);
+    ASSERT_TRUE(second);
+    EXPECT_EQ(names(*second), (names_t{"docker.io/b#15", "docker.io/c#15"}));
+
+    page.after = second->back().key;
+    auto third = pins.list(page);
+    ASSERT_TRUE(third);
+    EXPECT_EQ(names(*third), (names_t{"ghcr.io/a#15"})) << "fewer than asked: the end";
+
+    page.after = third->back().key;
+    auto past_end = pins.list(page);
+    ASSERT_TRUE(past_end);
+    EXPECT_TRUE(past_end->empty());
+
+    // A cursor that names no stored pin (unpinned meanwhile) starts at the next key.
+    page.after = pin_key{"docker.io", "library/nginx", "bb", 15};
+    page.limit = 10;
+    auto from_gone = pins.list(page);
+    ASSERT_TRUE(from_gone);
+    EXPECT_EQ(names(*from_gone), (names_t{"docker.io/c#15", "ghcr.io/a#15"}));
+
+    // With a registry filter: a cursor before the registry starts at its first pin, one past
+    // it lists nothing.
+    pin_filter in_ghcr{"ghcr.io"};
+    in_ghcr.after = make_pin("a", "A").key;
+    auto ghcr_pins = pins.list(in_ghcr);
+    ASSERT_TRUE(ghcr_pins);
+    EXPECT_EQ(names(*ghcr_pins), (names_t{"ghcr.io/a#15"}));
+    pin_filter in_docker{"docker.io"};
+    in_docker.after = ghcr.key;
+    auto none = pins.list(in_docker);
+    ASSERT_TRUE(none);
+    EXPECT_TRUE(none->empty());
+    in_docker.after = make_pin("a", "A").key;
+    auto rest = pins.list(in_docker);
+    ASSERT_TRUE(rest);
+    EXPECT_EQ(names(*rest), (names_t{"docker.io/b#1", "docker.io/b#15", "docker.io/c#15"}));
+}
