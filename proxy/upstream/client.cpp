@@ -208,6 +208,23 @@ public:
         co_return ec;
     }
 
+    // Body bytes without the parser, for a body of known length: what the header read left
+    // in the buffer first, then straight off the socket into `out`. The parser would copy
+    // every byte and read at most what its buffer has room for (a few KiB per read).
+    asio::awaitable<std::pair<error_code, std::size_t>> read_raw(
+        std::span<char> out, std::chrono::milliseconds timeout) {
+        if (buffer_.size() > 0) {
+            auto n = asio::buffer_copy(asio::buffer(out.data(), out.size()), buffer_.data());
+            buffer_.consume(n);
+            co_return std::pair{error_code{}, n};
+        }
+        lowest().expires_after(timeout);
+        auto [ec, n] = co_await with_stream([&](auto& s) {
+            return s.async_read_some(asio::buffer(out.data(), out.size()), use_tuple);
+        });
+        co_return std::pair{ec, n};
+    }
+
 private:
     origin origin_;
     std::variant<std::monostate, plain, secure> stream_;
@@ -299,6 +316,8 @@ public:
     http::response_parser<http::buffer_body> parser;
     std::string url;
     bool done = false;
+    // Body bytes still to come when the body is read raw (Content-Length, not chunked).
+    std::optional<std::uint64_t> raw_left;
 
     void finish() {
         done = true;
@@ -331,6 +350,24 @@ asio::awaitable<result<std::size_t>> response::read_some(std::span<char> buf) {
     }
     if (!st.conn) co_return make_error_code(errc::connection_lost);
     auto timeout = st.owner->cfg_.read_timeout;
+    if (!st.raw_left && !st.parser.chunked() && st.parser.content_length())
+        st.raw_left = *st.parser.content_length();
+    if (st.raw_left) {
+        if (*st.raw_left == 0) {
+            st.finish();
+            co_return std::size_t{0};
+        }
+        auto want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), *st.raw_left));
+        auto [ec, n] = co_await st.conn->read_raw(buf.first(want), timeout);
+        if (ec) {
+            st.conn.reset();
+            // The connection ending before Content-Length is a short body, never a clean end.
+            co_return make_error_code(classify(ec, errc::connection_lost));
+        }
+        *st.raw_left -= n;
+        if (*st.raw_left == 0) st.finish();
+        co_return n;
+    }
     while (true) {
         auto& body = st.parser.get().body();
         body.data = buf.data();
