@@ -69,20 +69,23 @@ asio::awaitable<write_outcome> write_reply(Stream& stream, registry::reply& r, b
     h.keep_alive(keep_alive);
     out.keep = keep_alive;
 
-    http::response_serializer<http::empty_body> sr{h};
     auto& lowest = beast::get_lowest_layer(stream);
+    if (!r.stream && !head) {
+        // Header and body in one gathered write.
+        auto size = r.body.size();
+        http::response<http::string_body> whole{std::move(h.base()), std::move(r.body)};
+        lowest.expires_after(timeout);
+        auto [wec, wn] = co_await http::async_write(stream, whole, use_tuple);
+        if (wec) co_return write_outcome{0, false};
+        out.body_bytes = size;
+        co_return out;
+    }
+    http::response_serializer<http::empty_body> sr{h};
     lowest.expires_after(timeout);
     auto [ec, n] = co_await http::async_write_header(stream, sr, use_tuple);
     if (ec) co_return write_outcome{0, false};
     if (head) co_return out;
 
-    if (!r.stream) {
-        lowest.expires_after(timeout);
-        auto [wec, wn] = co_await asio::async_write(stream, asio::buffer(r.body), use_tuple);
-        if (wec) out.keep = false;
-        out.body_bytes = wn;
-        co_return out;
-    }
     while (true) {
         auto piece = co_await r.stream->next();
         if (!piece) {
@@ -350,6 +353,10 @@ void listener::start() {
                     continue;
                 }
                 ++shared_->open;
+                // Replies go out as whole writes; Nagle would hold a reply's last segment
+                // until the client's delayed ACK (40 ms per small GET).
+                error_code nodelay_ec;
+                socket.set_option(tcp::no_delay(true), nodelay_ec);
                 auto ex = socket.get_executor();
                 asio::co_spawn(ex, session(std::move(socket), shared_), asio::detached);
             }
