@@ -48,12 +48,30 @@ result<std::optional<blob_record>> blob_store::find(const digest& d) const {
     return std::optional<blob_record>{*rec};
 }
 
-result<void> blob_store::read_chunk(const digest& d, std::uint64_t index, std::string& out) const {
-    rocksdb::PinnableSlice slice;
-    auto s = db_->db()->Get(chunk_read_options(), db_->chunks(), chunk_key(d, index), &slice);
+chunk::chunk() = default;
+chunk::~chunk() = default;
+chunk::chunk(chunk&&) noexcept = default;
+chunk& chunk::operator=(chunk&&) noexcept = default;
+
+std::string_view chunk::bytes() const {
+    if (!slice_) return {};
+    return {slice_->data(), slice_->size()};
+}
+
+result<void> blob_store::read_chunk(const digest& d, std::uint64_t index, chunk& out) const {
+    if (!out.slice_) out.slice_ = std::make_unique<rocksdb::PinnableSlice>();
+    out.slice_->Reset();
+    auto s =
+        db_->db()->Get(chunk_read_options(), db_->chunks(), chunk_key(d, index), out.slice_.get());
     if (s.IsNotFound()) return errc::corruption;
     if (!s.ok()) return database::to_error(s, "read blob chunk");
-    out.assign(slice.data(), slice.size());
+    return {};
+}
+
+result<void> blob_store::read_chunk(const digest& d, std::uint64_t index, std::string& out) const {
+    chunk c;
+    if (auto r = read_chunk(d, index, c); !r) return r;
+    out.assign(c.bytes());
     return {};
 }
 

@@ -12,6 +12,10 @@
 #include "storage/digest.hpp"
 #include "storage/errors.hpp"
 
+namespace rocksdb {
+class PinnableSlice;
+}
+
 namespace regpin::storage {
 
 class database;
@@ -21,6 +25,21 @@ struct blob_record {
     std::uint32_t chunk_size = 0;
     bool complete = false;
     std::int64_t created_ms = 0;  // unix time, milliseconds
+};
+
+// One chunk as read from the store, not copied out of RocksDB: its bytes stay valid until the
+// chunk is read into again or destroyed.
+class chunk {
+public:
+    chunk();
+    ~chunk();
+    chunk(chunk&&) noexcept;
+    chunk& operator=(chunk&&) noexcept;
+    [[nodiscard]] std::string_view bytes() const;
+
+private:
+    friend class blob_store;
+    std::unique_ptr<rocksdb::PinnableSlice> slice_;
 };
 
 class blob_store {
@@ -36,6 +55,8 @@ public:
     // errc::corruption: callers only read chunks they know exist.
     [[nodiscard]] result<void> read_chunk(const digest& d, std::uint64_t index,
                                           std::string& out) const;
+    // The same without a copy: for serving.
+    [[nodiscard]] result<void> read_chunk(const digest& d, std::uint64_t index, chunk& out) const;
 
     // Starts writing: records the blob as incomplete so a crash leaves chunks that
     // open_database() removes.

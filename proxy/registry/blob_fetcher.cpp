@@ -269,13 +269,14 @@ public:
             if (offset_ < v.flushed && offset_ < deliverable) {
                 auto cs = dl_->chunk_size();
                 auto index = offset_ / cs;
-                if (!dl_->store().read_chunk(dl_->digest(), index, buf_))
+                if (!dl_->store().read_chunk(dl_->digest(), index, chunk_))
                     co_return make_error_code(boost::system::errc::io_error);
+                auto bytes = chunk_.bytes();
                 auto start = offset_ - index * cs;
-                auto end = std::min<std::uint64_t>(buf_.size(), deliverable - index * cs);
+                auto end = std::min<std::uint64_t>(bytes.size(), deliverable - index * cs);
                 if (start >= end) co_return make_error_code(boost::system::errc::io_error);
                 offset_ += end - start;
-                co_return std::string_view(buf_).substr(start, end - start);
+                co_return bytes.substr(start, end - start);
             }
             if (offset_ < deliverable) {
                 if (dl_->copy_tail(offset_, deliverable, buf_) && !buf_.empty()) {
@@ -294,7 +295,8 @@ private:
     std::shared_ptr<blob_download> dl_;
     std::shared_ptr<waker> waker_;
     std::uint64_t offset_ = 0;
-    std::string buf_;
+    storage::chunk chunk_;  // a chunk already stored
+    std::string buf_;       // bytes not yet a stored chunk
 };
 
 }  // namespace

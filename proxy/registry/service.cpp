@@ -61,13 +61,14 @@ public:
     asio::awaitable<boost::system::result<std::string_view>> next() override {
         if (offset_ >= end_) co_return std::string_view{};
         auto index = offset_ / rec_.chunk_size;
-        if (!store_.read_chunk(digest_, index, buf_))
+        if (!store_.read_chunk(digest_, index, chunk_))
             co_return make_error_code(boost::system::errc::io_error);
+        auto bytes = chunk_.bytes();
         auto start = offset_ - index * rec_.chunk_size;
-        auto stop = std::min<std::uint64_t>(buf_.size(), end_ - index * rec_.chunk_size);
+        auto stop = std::min<std::uint64_t>(bytes.size(), end_ - index * rec_.chunk_size);
         if (start >= stop) co_return make_error_code(boost::system::errc::io_error);
         offset_ += stop - start;
-        co_return std::string_view(buf_).substr(start, stop - start);
+        co_return bytes.substr(start, stop - start);
     }
 
 private:
@@ -76,7 +77,7 @@ private:
     storage::blob_record rec_;
     std::uint64_t offset_;
     std::uint64_t end_;
-    std::string buf_;
+    storage::chunk chunk_;
 };
 
 reply stored_blob_reply(storage::blob_store& store, const storage::digest& d,
