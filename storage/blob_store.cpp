@@ -84,14 +84,24 @@ result<void> blob_store::begin(const digest& d, std::uint32_t chunk_size) {
     return {};
 }
 
-result<void> blob_store::put_chunk(const digest& d, std::uint64_t index, std::string_view bytes) {
-    auto s = db_->db()->Put({}, db_->chunks(), chunk_key(d, index),
+result<void> blob_store::put_chunk(const digest& d, std::uint64_t index, std::string_view bytes,
+                                   durability mode) {
+    rocksdb::WriteOptions wo;
+    wo.disableWAL = mode == durability::unlogged;
+    auto s = db_->db()->Put(wo, db_->chunks(), chunk_key(d, index),
                             rocksdb::Slice(bytes.data(), bytes.size()));
     if (!s.ok()) return database::to_error(s, "write blob chunk");
     return {};
 }
 
-result<void> blob_store::commit(const digest& d, std::uint64_t size) {
+result<void> blob_store::commit(const digest& d, std::uint64_t size, durability mode) {
+    if (mode == durability::unlogged) {
+        rocksdb::FlushOptions fo;
+        fo.wait = true;
+        fo.allow_write_stall = true;
+        auto s = db_->db()->Flush(fo, db_->chunks());
+        if (!s.ok()) return database::to_error(s, "flush blob chunks");
+    }
     std::string value;
     auto s = db_->db()->Get({}, db_->blob_records(), d.str(), &value);
     if (!s.ok()) return database::to_error(s, "read blob record for commit");

@@ -61,10 +61,17 @@ public:
     // Starts writing: records the blob as incomplete so a crash leaves chunks that
     // open_database() removes.
     [[nodiscard]] result<void> begin(const digest& d, std::uint32_t chunk_size);
+    // `unlogged` skips RocksDB's write-ahead log (half the bytes written for a large blob);
+    // such chunks reach disk only with a memtable flush, which commit() then waits for.
+    enum class durability { logged, unlogged };
     [[nodiscard]] result<void> put_chunk(const digest& d, std::uint64_t index,
-                                         std::string_view bytes);
-    // Marks the blob complete with its final size. Call only after the digest verified.
-    [[nodiscard]] result<void> commit(const digest& d, std::uint64_t size);
+                                         std::string_view bytes,
+                                         durability mode = durability::logged);
+    // Marks the blob complete with its final size. Call only after the digest verified. Pass
+    // the mode the chunks were written with: unlogged chunks are flushed to disk first, so a
+    // committed blob never loses chunks in a crash.
+    [[nodiscard]] result<void> commit(const digest& d, std::uint64_t size,
+                                      durability mode = durability::logged);
     // Removes every chunk and the record (a failed or mismatching download).
     [[nodiscard]] result<void> discard(const digest& d);
 

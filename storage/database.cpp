@@ -35,7 +35,10 @@ rocksdb::ColumnFamilyOptions chunk_options() {
 }
 
 // Deletes chunks and records of blobs whose record never reached `complete`. RocksDB replays
-// its WAL in order, so a chunk that survived a crash implies the earlier incomplete record did.
+// its WAL in order, so a logged chunk that survived a crash implies the earlier incomplete
+// record did. Unlogged chunks (large blobs) survive only through a flush, which comes after
+// the record's WAL write; only a machine crash losing the unsynced WAL tail could leave such
+// chunks without a record: never visible, overwritten when that blob is downloaded again.
 result<std::size_t> remove_incomplete(database& d) {
     std::size_t removed = 0;
     std::unique_ptr<rocksdb::Iterator> it(d.db()->NewIterator({}, d.blob_records()));

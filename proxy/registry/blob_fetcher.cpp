@@ -20,8 +20,27 @@ namespace {
 
 constexpr std::size_t read_size = 256 * 1024;
 
+// Blobs this large skip RocksDB's write-ahead log (storage::blob_store::durability): the
+// bytes are written once instead of twice, for one flush at commit.
+constexpr std::uint64_t unlogged_from = 8ull * storage::blob_store::default_chunk_size;
+
 oci::error upstream_failure(const std::string& registry, const std::string& what) {
     return {oci::error_code::unavailable, "upstream " + registry + ": " + what};
+}
+
+// Storage writes of a download, run on the blocking pool: a chunk put copies a chunk into the
+// memtable and an unlogged commit waits for a flush, neither belongs on a network thread.
+// Named coroutines with value parameters, not lambdas: g++ 12 (proxy/README.md). `bytes`
+// stays valid: the download changes its tail only after the write returned.
+asio::awaitable<bool> put_chunk_on_pool(storage::blob_store* blobs, storage::digest d,
+                                        std::uint64_t index, std::string_view bytes,
+                                        storage::blob_store::durability mode) {
+    co_return static_cast<bool>(blobs->put_chunk(d, index, bytes, mode));
+}
+
+asio::awaitable<bool> commit_on_pool(storage::blob_store* blobs, storage::digest d,
+                                     std::uint64_t size, storage::blob_store::durability mode) {
+    co_return static_cast<bool>(blobs->commit(d, size, mode));
 }
 
 }  // namespace
@@ -94,13 +113,14 @@ private:
         }
         for (auto& w : ws) w->try_send(error_code{});
     }
-    bool flush_chunk(std::uint64_t index, std::string_view bytes);
+    asio::awaitable<bool> flush_chunk(std::uint64_t index, std::string_view bytes);
     asio::awaitable<void> download(upstream::client& client, std::string repository);
 
     blob_fetcher& owner_;
     storage::digest digest_;
     std::string registry_;
     std::uint32_t chunk_size_ = storage::blob_store::default_chunk_size;
+    storage::blob_store::durability durability_ = storage::blob_store::durability::logged;
 
     mutable std::mutex mutex_;
     phase phase_ = phase::connecting;
@@ -111,9 +131,10 @@ private:
     std::vector<std::shared_ptr<waker>> wakers_;
 };
 
-bool blob_download::flush_chunk(std::uint64_t index, std::string_view bytes) {
-    auto r = owner_.blobs_.put_chunk(digest_, index, bytes);
-    return static_cast<bool>(r);
+asio::awaitable<bool> blob_download::flush_chunk(std::uint64_t index, std::string_view bytes) {
+    co_return co_await asio::co_spawn(
+        owner_.blocking_, put_chunk_on_pool(&owner_.blobs_, digest_, index, bytes, durability_),
+        asio::use_awaitable);
 }
 
 asio::awaitable<void> blob_download::run(upstream::client& client, std::string repository) {
@@ -163,6 +184,8 @@ asio::awaitable<void> blob_download::download(upstream::client& client, std::str
         std::lock_guard lock(mutex_);
         size_ = resp->content_length();
         phase_ = phase::streaming;
+        if (size_ && *size_ >= unlogged_from)
+            durability_ = storage::blob_store::durability::unlogged;
     }
     wake();
 
@@ -205,7 +228,7 @@ asio::awaitable<void> blob_download::download(upstream::client& client, std::str
         }
         // tail_ changes only here, so reading it unlocked while flushing is safe.
         if (tail_.size() >= chunk_size_) {
-            if (!flush_chunk(index, std::string_view(tail_).substr(0, chunk_size_))) {
+            if (!co_await flush_chunk(index, std::string_view(tail_).substr(0, chunk_size_))) {
                 failure = "cache write failed";
                 break;
             }
@@ -217,7 +240,7 @@ asio::awaitable<void> blob_download::download(upstream::client& client, std::str
         wake();
     }
     if (failure.empty() && !tail_.empty()) {
-        if (!flush_chunk(index, tail_)) failure = "cache write failed";
+        if (!co_await flush_chunk(index, tail_)) failure = "cache write failed";
     }
     if (failure.empty() && size_ && total != *size_)
         failure = "body has " + std::to_string(total) + " bytes, Content-Length said " +
@@ -226,7 +249,11 @@ asio::awaitable<void> blob_download::download(upstream::client& client, std::str
         auto got = h.finish();
         if (!(got == digest_)) failure = "content does not match digest (got " + got.str() + ")";
     }
-    if (failure.empty() && !owner_.blobs_.commit(digest_, total)) failure = "cache commit failed";
+    if (failure.empty() &&
+        !co_await asio::co_spawn(owner_.blocking_,
+                                 commit_on_pool(&owner_.blobs_, digest_, total, durability_),
+                                 asio::use_awaitable))
+        failure = "cache commit failed";
 
     if (!failure.empty()) {
         spdlog::error("blob {} from {}: {}; discarded", digest_.str(), registry_, failure);
@@ -301,8 +328,9 @@ private:
 
 }  // namespace
 
-blob_fetcher::blob_fetcher(asio::any_io_executor ex, storage::blob_store& blobs)
-    : ex_(std::move(ex)), blobs_(blobs) {}
+blob_fetcher::blob_fetcher(asio::any_io_executor ex, storage::blob_store& blobs,
+                           asio::thread_pool& blocking)
+    : ex_(std::move(ex)), blobs_(blobs), blocking_(blocking) {}
 
 std::size_t blob_fetcher::in_flight() const {
     std::lock_guard lock(mutex_);

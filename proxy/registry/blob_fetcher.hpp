@@ -15,6 +15,7 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/thread_pool.hpp>
 
 #include "proxy/oci/errors.hpp"
 #include "proxy/registry/reply.hpp"
@@ -34,7 +35,9 @@ struct download_started {
 
 class blob_fetcher {
 public:
-    blob_fetcher(boost::asio::any_io_executor ex, storage::blob_store& blobs);
+    // Storage writes of downloads run on `blocking`.
+    blob_fetcher(boost::asio::any_io_executor ex, storage::blob_store& blobs,
+                 boost::asio::thread_pool& blocking);
 
     // Joins (or starts) the download of `d` from `client` and waits until the upstream
     // answered. The error is what the client should get when the upstream fails first.
@@ -58,6 +61,7 @@ private:
 
     boost::asio::any_io_executor ex_;
     storage::blob_store& blobs_;
+    boost::asio::thread_pool& blocking_;
     mutable std::mutex mutex_;
     std::unordered_map<storage::digest, std::shared_ptr<blob_download>> downloads_;
 };

@@ -144,7 +144,7 @@ service::service(asio::any_io_executor ex, const config::settings& settings,
       blobs_(db_),
       manifests_(db_),
       pins_(std::make_unique<storage::rocksdb_pin_store>(db_)),
-      fetcher_(ex, blobs_) {
+      fetcher_(ex, blobs_, blocking_) {
     std::vector<upstream::client*> raw;
     for (const auto& u : settings_.upstreams) {
         if (!u.tls_verify)

@@ -60,9 +60,10 @@ private:
     storage::manifest_store manifests_;
     std::unique_ptr<storage::pin_store> pins_;
     std::vector<std::unique_ptr<upstream::client>> clients_;
-    blob_fetcher fetcher_;
-    // Synced pin writes block on fsync: they run here, never on the network threads.
+    // Synced pin writes and blob chunk writes block: they run here, never on the network
+    // threads.
     boost::asio::thread_pool blocking_{2};
+    blob_fetcher fetcher_;
     std::unique_ptr<pin_manager> manager_;
 };
 
