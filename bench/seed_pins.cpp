@@ -1,0 +1,89 @@
+// Writes pins straight into a stopped regpin's data folder, for the scale workload of
+// bench/run.py: tags `<prefix><first>` .. `<prefix><first+count-1>` of one repository, all
+// pinned to one manifest digest that regpin already has cached. Goes through the same pin
+// store regpin uses (one synced write per pin, as a first pull would make).
+//
+//   regpin_seed_pins --data DIR --registry 127.0.0.1:5000 --repository bench/scale
+//       --prefix t --first 1 --count 99999 --digest sha256:... --media-type TYPE --size N
+//       --accept 'application/vnd.oci.image.manifest.v1+json, */*'
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "proxy/oci/media_types.hpp"
+#include "storage/database.hpp"
+#include "storage/digest.hpp"
+#include "storage/rocksdb_pin_store.hpp"
+
+namespace {
+
+[[noreturn]] void usage(const std::string& why) {
+    std::fprintf(stderr, "seed_pins: %s\n(see the comment at the top of bench/seed_pins.cpp)\n",
+                 why.c_str());
+    std::exit(2);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    using namespace regpin;
+    std::string data, registry, repository, prefix = "t", digest_text, media_type, accept;
+    std::uint64_t first = 0, count = 0, size = 0;
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i];
+        if (i + 1 >= argc) usage("missing value for " + a);
+        std::string v = argv[++i];
+        if (a == "--data")
+            data = v;
+        else if (a == "--registry")
+            registry = v;
+        else if (a == "--repository")
+            repository = v;
+        else if (a == "--prefix")
+            prefix = v;
+        else if (a == "--first")
+            first = std::strtoull(v.c_str(), nullptr, 10);
+        else if (a == "--count")
+            count = std::strtoull(v.c_str(), nullptr, 10);
+        else if (a == "--digest")
+            digest_text = v;
+        else if (a == "--media-type")
+            media_type = v;
+        else if (a == "--size")
+            size = std::strtoull(v.c_str(), nullptr, 10);
+        else if (a == "--accept")
+            accept = v;
+        else
+            usage("unknown argument " + a);
+    }
+    if (data.empty() || registry.empty() || repository.empty() || media_type.empty())
+        usage("--data, --registry, --repository and --media-type are required");
+    auto d = storage::digest::parse(digest_text);
+    if (!d) usage("--digest is not a digest: " + digest_text);
+
+    storage::open_report report;
+    auto db = storage::open_database(data, report);
+    if (!db) usage("cannot open " + data + ": " + report.error_detail);
+    storage::rocksdb_pin_store pins(*db);
+
+    auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+                   .count();
+    storage::pin p{.key = {}, .manifest_digest = *d};
+    p.key.registry = registry;
+    p.key.repository = repository;
+    p.key.accept_class = proxy::oci::accept_class(accept);
+    p.media_type = media_type;
+    p.size = size;
+    p.first_seen_ms = now;
+    p.last_verified_ms = now;
+    for (std::uint64_t i = first; i < first + count; ++i) {
+        p.key.tag = prefix + std::to_string(i);
+        auto r = pins.create_if_absent(p, "bench-seed");
+        if (!r) usage("writing pin " + p.key.tag + " failed: " + r.error().message());
+    }
+    std::printf("{\"seeded\": %llu}\n", static_cast<unsigned long long>(count));
+    return 0;
+}
