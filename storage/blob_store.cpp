@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "storage/blob_files.hpp"
 #include "storage/database_impl.hpp"
 #include "storage/record_codec.hpp"
 
@@ -66,6 +67,21 @@ result<void> blob_store::read_chunk(const digest& d, std::uint64_t index, chunk&
     if (s.IsNotFound()) return errc::corruption;
     if (!s.ok()) return database::to_error(s, "read blob chunk");
     return {};
+}
+
+result<std::optional<blob_store::file_span>> blob_store::locate_chunk(const digest& d,
+                                                                      std::uint64_t index,
+                                                                      chunk& out) const {
+    located_read where;
+    result<void> r;
+    {
+        locate_scope scope(where);
+        r = read_chunk(d, index, out);
+    }
+    if (!r) return r.error();
+    if (!where.found) return std::optional<file_span>{};
+    out.slice_->Reset();  // not read: its bytes are unspecified
+    return std::optional<file_span>{file_span{where.path, where.offset, where.size}};
 }
 
 result<void> blob_store::read_chunk(const digest& d, std::uint64_t index, std::string& out) const {

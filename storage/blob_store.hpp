@@ -58,6 +58,19 @@ public:
     // The same without a copy: for serving.
     [[nodiscard]] result<void> read_chunk(const digest& d, std::uint64_t index, chunk& out) const;
 
+    // Where chunk `index` sits in one of RocksDB's immutable blob files, for sendfile(2); or
+    // nullopt when it is not in one yet (in the memtable): then its bytes are in `out`.
+    // The file may be deleted by RocksDB's garbage collection at any time after the call:
+    // open it and fall back to read_chunk() when that fails.
+    struct file_span {
+        std::string path;
+        std::uint64_t offset = 0;
+        std::uint64_t size = 0;
+    };
+    [[nodiscard]] result<std::optional<file_span>> locate_chunk(const digest& d,
+                                                                std::uint64_t index,
+                                                                chunk& out) const;
+
     // Starts writing: records the blob as incomplete so a crash leaves chunks that
     // open_database() removes.
     [[nodiscard]] result<void> begin(const digest& d, std::uint32_t chunk_size);

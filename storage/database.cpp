@@ -5,6 +5,7 @@
 #include <rocksdb/options.h>
 #include <spdlog/spdlog.h>
 
+#include "storage/blob_files.hpp"
 #include "storage/blob_store.hpp"
 #include "storage/record_codec.hpp"
 
@@ -93,7 +94,10 @@ result<std::shared_ptr<database>> open_database(const std::string& dir, open_rep
     }
     report.path = std::filesystem::absolute(dir, fs_ec).lexically_normal().string();
 
+    std::shared_ptr<database> d(new database());
+    d->env_ = make_locating_env();
     rocksdb::DBOptions opts;
+    opts.env = d->env_.get();
     opts.create_if_missing = true;
     opts.create_missing_column_families = true;
     opts.max_background_jobs = 2;
@@ -106,7 +110,6 @@ result<std::shared_ptr<database>> open_database(const std::string& dir, open_rep
         if (std::string(name) == "blob_chunks") o = chunk_options();
         descs.emplace_back(name, o);
     }
-    std::shared_ptr<database> d(new database());
     rocksdb::DB* raw = nullptr;
     auto s = read_only ? rocksdb::DB::OpenForReadOnly(opts, dir, descs, &d->cfs_, &raw)
                        : rocksdb::DB::Open(opts, dir, descs, &d->cfs_, &raw);

@@ -30,6 +30,7 @@ private:
     friend result<std::shared_ptr<database>> open_database(const std::string&, open_report&,
                                                            open_mode);
     database() = default;
+    std::unique_ptr<rocksdb::Env> env_;  // outlives db_ (storage/blob_files.hpp)
     std::unique_ptr<rocksdb::DB> db_;
     std::vector<rocksdb::ColumnFamilyHandle*> cfs_;
 };

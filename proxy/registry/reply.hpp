@@ -20,11 +20,24 @@ namespace regpin::proxy::registry {
 // A body produced piece by piece. next() returns the next bytes (valid until the following
 // call), an empty view at the end, or an error: then the body is wrong or incomplete and the
 // server must abort the connection rather than end the response normally.
+// One part of a body: bytes, or a range of an open file the server sends with sendfile(2).
+// Valid until the following call. Neither (empty bytes, no file) is the end.
+struct body_part {
+    std::string_view bytes;
+    int file = -1;
+    std::uint64_t offset = 0;
+    std::uint64_t size = 0;
+};
+
 class body_stream {
 public:
     virtual ~body_stream() = default;
     [[nodiscard]] virtual boost::asio::awaitable<boost::system::result<std::string_view>>
     next() = 0;
+    // Like next(); a stream whose bytes sit in files may answer with file ranges when the
+    // server can send files (`files`: a plain TCP connection). By default, bytes.
+    [[nodiscard]] virtual boost::asio::awaitable<boost::system::result<body_part>> next_part(
+        bool files);
 };
 
 // A request as the server hands it to a handler.

@@ -2,13 +2,19 @@
 
 #include "config/config.hpp"
 
+#include <sys/sendfile.h>
+
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <type_traits>
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -37,6 +43,38 @@ std::string merged(const http::fields& f, http::field name) {
         out += std::string(it->value());
     }
     return out;
+}
+
+// Sends [offset, offset + size) of `file` with sendfile(2): the bytes go from the page cache to
+// the socket without passing through user space. Waits for the socket between calls, each wait
+// bounded by `timeout` (as every other write).
+asio::awaitable<error_code> send_file(beast::tcp_stream& stream, int file, std::uint64_t offset,
+                                      std::uint64_t size, std::chrono::milliseconds timeout) {
+    using namespace asio::experimental::awaitable_operators;
+    auto& socket = stream.socket();
+    error_code ec;
+    socket.native_non_blocking(true, ec);
+    if (ec) co_return ec;
+    auto position = static_cast<off_t>(offset);
+    while (size > 0) {
+        auto n = ::sendfile(socket.native_handle(), file, &position,
+                            static_cast<std::size_t>(std::min<std::uint64_t>(size, 1u << 30)));
+        if (n > 0) {
+            size -= static_cast<std::uint64_t>(n);
+            continue;
+        }
+        if (n == 0) co_return make_error_code(boost::system::errc::io_error);  // file too short
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            co_return error_code(errno, boost::system::system_category());
+        asio::steady_timer timer(socket.get_executor());
+        timer.expires_after(timeout);
+        auto waited = co_await (socket.async_wait(tcp::socket::wait_write, use_tuple) ||
+                                timer.async_wait(use_tuple));
+        if (waited.index() == 1) co_return make_error_code(beast::error::timeout);
+        if (auto [wec] = std::get<0>(waited); wec) co_return wec;
+    }
+    co_return error_code{};
 }
 
 // Writes `r` to the socket. Returns bytes of body written and whether the connection may be
@@ -86,9 +124,11 @@ asio::awaitable<write_outcome> write_reply(Stream& stream, registry::reply& r, b
     if (ec) co_return write_outcome{0, false};
     if (head) co_return out;
 
+    // sendfile needs the socket itself: plain TCP, and no chunk framing around the bytes.
+    constexpr bool plain = std::is_same_v<Stream, beast::tcp_stream>;
     while (true) {
-        auto piece = co_await r.stream->next();
-        if (!piece) {
+        auto part = co_await r.stream->next_part(plain && !chunked);
+        if (!part) {
             // Abort: the client sees a truncated body or connection reset, never a clean end.
             beast::error_code ignored;
             auto& socket = beast::get_lowest_layer(stream).socket();
@@ -98,6 +138,19 @@ asio::awaitable<write_outcome> write_reply(Stream& stream, registry::reply& r, b
             co_return out;
         }
         lowest.expires_after(timeout);
+        if constexpr (plain) {
+            if (part->file >= 0) {
+                auto fec =
+                    co_await send_file(stream, part->file, part->offset, part->size, timeout);
+                if (fec) {
+                    out.keep = false;
+                    co_return out;
+                }
+                out.body_bytes += part->size;
+                continue;
+            }
+        }
+        auto piece = &part->bytes;
         if (piece->empty()) {
             if (chunked) {
                 auto [cec, cn] =

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 
 #include "storage/blob_store.hpp"
 #include "storage/database.hpp"
@@ -518,4 +519,46 @@ TEST(PinStore, ListAfterAKeyPagesThroughThePinsInKeyOrder) {
     auto rest = pins.list(in_docker);
     ASSERT_TRUE(rest);
     EXPECT_EQ(names(*rest), (names_t{"docker.io/b#1", "docker.io/b#15", "docker.io/c#15"}));
+}
+
+// A chunk in a blob file is located (path, offset, size), and those bytes of that file are the
+// chunk; a chunk still in the memtable is read instead. Writes unlogged, so commit flushes.
+TEST(BlobStore, LocatesFlushedChunksInBlobFilesAndReadsTheRest) {
+    temp_dir dir;
+    auto db = open_at(dir);
+    blob_store blobs(db);
+    constexpr std::uint32_t chunk_size = 64 * 1024;
+    auto data = pattern(5 * chunk_size + 5000);  // every chunk over min_blob_size
+    auto d = sha256_of(data);
+    ASSERT_TRUE(blobs.begin(d, chunk_size));
+    for (std::uint64_t i = 0; i * chunk_size < data.size(); ++i)
+        ASSERT_TRUE(blobs.put_chunk(d, i, std::string_view(data).substr(i * chunk_size, chunk_size),
+                                    blob_store::durability::unlogged));
+
+    chunk c;
+    auto before = blobs.locate_chunk(d, 0, c);
+    ASSERT_TRUE(before);
+    EXPECT_FALSE(*before) << "an unflushed chunk cannot be in a blob file";
+    EXPECT_EQ(c.bytes(), std::string_view(data).substr(0, chunk_size));
+
+    ASSERT_TRUE(blobs.commit(d, data.size(), blob_store::durability::unlogged));
+    for (std::uint64_t i = 0; i * chunk_size < data.size(); ++i) {
+        auto expected = std::string_view(data).substr(i * chunk_size, chunk_size);
+        auto span = blobs.locate_chunk(d, i, c);
+        ASSERT_TRUE(span);
+        ASSERT_TRUE(*span) << "chunk " << i << " not located after the flush";
+        EXPECT_TRUE((*span)->path.ends_with(".blob")) << (*span)->path;
+        ASSERT_EQ((*span)->size, expected.size());
+        std::string from_file((*span)->size, '\0');
+        auto* f = std::fopen((*span)->path.c_str(), "rb");
+        ASSERT_NE(f, nullptr);
+        ASSERT_EQ(std::fseek(f, static_cast<long>((*span)->offset), SEEK_SET), 0);
+        EXPECT_EQ(std::fread(from_file.data(), 1, from_file.size(), f), from_file.size());
+        std::fclose(f);
+        EXPECT_EQ(from_file, expected) << "chunk " << i;
+        // A plain read on the same thread is a real read again.
+        std::string copy;
+        ASSERT_TRUE(blobs.read_chunk(d, i, copy));
+        EXPECT_EQ(copy, expected);
+    }
 }
