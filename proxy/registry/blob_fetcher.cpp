@@ -10,6 +10,8 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "proxy/registry/chunk_source.hpp"
+
 namespace regpin::proxy::registry {
 
 namespace asio = boost::asio;
@@ -282,10 +284,16 @@ namespace {
 class download_stream final : public body_stream {
 public:
     download_stream(std::shared_ptr<blob_download> dl, std::shared_ptr<waker> w)
-        : dl_(std::move(dl)), waker_(std::move(w)) {}
+        : dl_(std::move(dl)), waker_(std::move(w)), source_(dl_->store()) {}
     ~download_stream() override { dl_->unsubscribe(waker_); }
 
     asio::awaitable<boost::system::result<std::string_view>> next() override {
+        auto part = co_await next_part(false);
+        if (!part) co_return part.error();
+        co_return part->bytes;
+    }
+
+    asio::awaitable<boost::system::result<body_part>> next_part(bool files) override {
         using phase = blob_download::phase;
         while (true) {
             auto v = dl_->snapshot();
@@ -294,25 +302,29 @@ public:
             std::uint64_t deliverable =
                 complete ? v.available : (v.available > 0 ? v.available - 1 : 0);
             if (offset_ < v.flushed && offset_ < deliverable) {
+                // A stored chunk: full-size, but for the last one of a complete blob.
                 auto cs = dl_->chunk_size();
                 auto index = offset_ / cs;
-                if (!dl_->store().read_chunk(dl_->digest(), index, chunk_))
-                    co_return make_error_code(boost::system::errc::io_error);
-                auto bytes = chunk_.bytes();
-                auto start = offset_ - index * cs;
-                auto end = std::min<std::uint64_t>(bytes.size(), deliverable - index * cs);
-                if (start >= end) co_return make_error_code(boost::system::errc::io_error);
-                offset_ += end - start;
-                co_return bytes.substr(start, end - start);
+                auto chunk_start = index * cs;
+                auto chunk_bytes = complete ? std::min<std::uint64_t>(cs, v.available - chunk_start)
+                                            : std::uint64_t{cs};
+                auto stop = std::min<std::uint64_t>(chunk_bytes, deliverable - chunk_start);
+                auto part = source_.part(dl_->digest(), index, chunk_bytes, offset_ - chunk_start,
+                                         stop, files);
+                if (part) offset_ = chunk_start + stop;
+                co_return part;
             }
             if (offset_ < deliverable) {
-                if (dl_->copy_tail(offset_, deliverable, buf_) && !buf_.empty()) {
+                // At most one read's worth per copy: a herd of clients each holding a whole
+                // chunk's copy would cost a chunk of memory per client.
+                auto limit = std::min<std::uint64_t>(deliverable, offset_ + read_size);
+                if (dl_->copy_tail(offset_, limit, buf_) && !buf_.empty()) {
                     offset_ += buf_.size();
-                    co_return std::string_view(buf_);
+                    co_return body_part{std::string_view(buf_)};
                 }
                 continue;  // flushed meanwhile: read it from the store
             }
-            if (complete) co_return std::string_view{};
+            if (complete) co_return body_part{};
             auto [ec] = co_await waker_->async_receive(asio::as_tuple(asio::use_awaitable));
             if (ec) co_return make_error_code(boost::system::errc::operation_canceled);
         }
@@ -322,8 +334,8 @@ private:
     std::shared_ptr<blob_download> dl_;
     std::shared_ptr<waker> waker_;
     std::uint64_t offset_ = 0;
-    storage::chunk chunk_;  // a chunk already stored
-    std::string buf_;       // bytes not yet a stored chunk
+    chunk_source source_;  // chunks already stored
+    std::string buf_;      // bytes not yet a stored chunk
 };
 
 }  // namespace

@@ -1,8 +1,5 @@
 #include "proxy/registry/service.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 
@@ -15,6 +12,7 @@
 #include "proxy/oci/media_types.hpp"
 #include "proxy/oci/range.hpp"
 #include "proxy/oci/route.hpp"
+#include "proxy/registry/chunk_source.hpp"
 #include "proxy/registry/router.hpp"
 #include "proxy/registry/upstream_ops.hpp"
 #include "storage/rocksdb_pin_store.hpp"
@@ -54,14 +52,13 @@ reply manifest_reply(const storage::digest& d, const storage::manifest& m, bool 
     return r;
 }
 
-// Serves a stored blob (or a range of it) chunk by chunk: on plain TCP straight from RocksDB's
-// blob files with sendfile when the chunk sits in one, else from RocksDB's pinned memory.
+// Serves a stored blob (or a range of it) chunk by chunk (chunk_source: sendfile from the blob
+// files on plain connections, else RocksDB's pinned memory).
 class stored_blob_stream final : public body_stream {
 public:
     stored_blob_stream(storage::blob_store& store, storage::digest d, storage::blob_record rec,
                        std::uint64_t first, std::uint64_t end)
-        : store_(store), digest_(std::move(d)), rec_(rec), offset_(first), end_(end) {}
-    ~stored_blob_stream() override { close_file(); }
+        : source_(store), digest_(std::move(d)), rec_(rec), offset_(first), end_(end) {}
 
     asio::awaitable<boost::system::result<std::string_view>> next() override {
         auto part = co_await next_part(false);
@@ -74,51 +71,18 @@ public:
         auto index = offset_ / rec_.chunk_size;
         auto chunk_start = index * rec_.chunk_size;
         auto chunk_bytes = std::min<std::uint64_t>(rec_.chunk_size, rec_.size - chunk_start);
-        auto start = offset_ - chunk_start;
         auto stop = std::min<std::uint64_t>(chunk_bytes, end_ - chunk_start);
-        if (start >= stop) co_return make_error_code(boost::system::errc::io_error);
-        if (files) {
-            auto span = store_.locate_chunk(digest_, index, chunk_);
-            if (!span) co_return make_error_code(boost::system::errc::io_error);
-            if (*span && (*span)->size == chunk_bytes && open_file((*span)->path)) {
-                offset_ += stop - start;
-                co_return body_part{{}, fd_, (*span)->offset + start, stop - start};
-            }
-            // In the memtable (bytes in chunk_), or the file just went away: bytes.
-            if (*span && !store_.read_chunk(digest_, index, chunk_))
-                co_return make_error_code(boost::system::errc::io_error);
-        } else if (!store_.read_chunk(digest_, index, chunk_)) {
-            co_return make_error_code(boost::system::errc::io_error);
-        }
-        auto bytes = chunk_.bytes();
-        if (bytes.size() != chunk_bytes) co_return make_error_code(boost::system::errc::io_error);
-        offset_ += stop - start;
-        co_return body_part{bytes.substr(start, stop - start)};
+        auto part = source_.part(digest_, index, chunk_bytes, offset_ - chunk_start, stop, files);
+        if (part) offset_ = chunk_start + stop;
+        co_return part;
     }
 
 private:
-    // Keeps the blob file open while consecutive chunks come from it.
-    bool open_file(const std::string& path) {
-        if (fd_ >= 0 && path == path_) return true;
-        close_file();
-        fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd_ < 0) return false;
-        path_ = path;
-        return true;
-    }
-    void close_file() {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = -1;
-    }
-
-    storage::blob_store& store_;
+    chunk_source source_;
     storage::digest digest_;
     storage::blob_record rec_;
     std::uint64_t offset_;
     std::uint64_t end_;
-    storage::chunk chunk_;
-    int fd_ = -1;
-    std::string path_;
 };
 
 reply stored_blob_reply(storage::blob_store& store, const storage::digest& d,
