@@ -31,7 +31,7 @@ rocksdb::ColumnFamilyOptions chunk_options() {
     o.blob_compression_type = rocksdb::kNoCompression;
     o.compression = rocksdb::kNoCompression;
     o.enable_blob_garbage_collection = true;
-    o.write_buffer_size = 16ull << 20;  // bounds memory: two memtables at most
+    o.write_buffer_size = 8ull << 20;  // bounds memory: two memtables at most
     return o;
 }
 
