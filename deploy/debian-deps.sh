@@ -2,6 +2,7 @@
 # Installs, from Debian 12's archive, exactly what regpin needs.
 #   deploy/debian-deps.sh          build and run regpin
 #   deploy/debian-deps.sh --test   also what the tests start: docker-registry, containerd, skopeo
+#   deploy/debian-deps.sh --bench  the test packages plus nginx and perf, for bench/run.py
 # Idempotent: packages already installed are left alone. Never installs libboost-dev,
 # which would remove Boost 1.81 (see ../shared/docs/stack.md).
 set -eu
@@ -12,10 +13,15 @@ build_pkgs="g++ cmake ninja-build ccache pkg-config
   libgtest-dev libbenchmark-dev ca-certificates"
 test_pkgs="clang-14 libclang-rt-14-dev python3 docker-registry containerd skopeo curl openssl apache2-utils prometheus python3-yaml"
 
+bench_pkgs="nginx-light linux-perf"
+
 pkgs="$build_pkgs"
-if [ "${1:-}" = "--test" ]; then
-    pkgs="$pkgs $test_pkgs"
-fi
+case "${1:-}" in
+    --test) pkgs="$pkgs $test_pkgs" ;;
+    --bench) pkgs="$pkgs $test_pkgs $bench_pkgs" ;;
+    "") ;;
+    *) echo "usage: $0 [--test|--bench]" >&2; exit 2 ;;
+esac
 
 missing=""
 for p in $pkgs; do
@@ -31,5 +37,5 @@ if [ -n "$missing" ]; then
     # shellcheck disable=SC2086
     apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $missing
 else
-    echo "all build${1:+ and test} dependencies present"
+    echo "all dependencies present${1:+ ($1)}"
 fi
