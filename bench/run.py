@@ -1,0 +1,749 @@
+#!/usr/bin/env python3
+"""regpin side by side with its peers, in one run on one machine (issue 6).
+
+Starts on 127.0.0.1: a docker-registry holding the test content (the upstream), a second
+docker-registry in proxy mode in front of it (the peer: `proxy: remoteurl:`), nginx serving
+the upstream's own blob files with sendfile (the near-physical reference), and regpin in front
+of the same upstream. Runs the same workloads against each and writes a Markdown table with
+absolute numbers, ratios and the bar for each to --out (default bench/RESULTS.md), and every
+raw measurement as JSON next to it.
+
+    python3 bench/run.py                      # everything (about 15 minutes, ~20 GiB of disk)
+    python3 bench/run.py --only a,b --rounds 1
+    python3 bench/run.py --profile            # also perf profiles of workloads a and b
+
+Workloads (see bench/README.md): a warm 1 GiB blob GET, b manifest by tag HEAD/GET,
+c cold herd, d peak RSS incl. a 4 GiB blob, e containerd pull, f 100,000 pins.
+Load comes from build/bench/regpin_loadgen (keep-alive GET and HEAD; wrk cannot send HEAD),
+the same binary against every server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+import harness as h  # noqa: E402
+
+BUILD = Path(os.environ.get("REGPIN_BUILD_DIR", ROOT / "build"))
+LOADGEN = BUILD / "bench" / "regpin_loadgen"
+SEED_PINS = BUILD / "bench" / "regpin_seed_pins"
+MiB = 1 << 20
+GiB = 1 << 30
+NOTES_HEADING = "## Notes"
+# What containerd 1.6 sends when it resolves a tag.
+CONTAINERD_ACCEPT = (
+    "application/vnd.docker.distribution.manifest.v2+json, "
+    "application/vnd.docker.distribution.manifest.list.v2+json, "
+    "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, */*"
+)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Processes and their memory
+# --------------------------------------------------------------------------------------------
+
+
+def status_kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+class Memory:
+    """Peak RSS of a set of processes over a stretch of time: VmHWM reset through
+    /proc/PID/clear_refs (5) at the start, read at the end (summed over the processes)."""
+
+    def __init__(self, pids: Callable[[], list[int]]):
+        self.pids = pids
+
+    def reset(self) -> None:
+        for pid in self.pids():
+            with open(f"/proc/{pid}/clear_refs", "w") as f:
+                f.write("5")
+
+    def peak_mib(self) -> float:
+        return sum(status_kib(pid, "VmHWM") for pid in self.pids()) / 1024
+
+    def rss_mib(self) -> float:
+        return sum(status_kib(pid, "VmRSS") for pid in self.pids()) / 1024
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+class Nginx:
+    """nginx serving `root` on 127.0.0.1 with sendfile, workers as root (the files sit in
+    0700 temp dirs), no access log: the fastest static server Debian has."""
+
+    def __init__(self, root: str):
+        self.dir = h.make_temp_dir("nginx")
+        self.port = h.free_port()
+        self.root = root
+        os.makedirs(os.path.join(self.dir, "tmp"))
+        self.conf = os.path.join(self.dir, "nginx.conf")
+        tmp = os.path.join(self.dir, "tmp")
+        with open(self.conf, "w") as f:
+            f.write(
+                "user root;\n"
+                "worker_processes auto;\n"
+                f"pid {self.dir}/nginx.pid;\n"
+                f"error_log {self.dir}/error.log warn;\n"
+                "daemon off;\n"
+                "events { worker_connections 1024; }\n"
+                "http {\n"
+                "  access_log off;\n"
+                "  sendfile on;\n"
+                "  tcp_nopush on;\n"
+                "  keepalive_requests 1000000;\n"
+                "  default_type application/octet-stream;\n"
+                f"  client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp};\n"
+                f"  uwsgi_temp_path {tmp}; scgi_temp_path {tmp};\n"
+                f"  server {{ listen 127.0.0.1:{self.port}; root {root}; }}\n"
+                "}\n"
+            )
+        self.proc = h._spawn(["nginx", "-e", f"{self.dir}/error.log", "-c", self.conf],
+                             os.path.join(self.dir, "stdout.log"))
+        h.wait_until(lambda: self.proc.poll() is None and h.http_request(self.host, "GET", "/", timeout=2).status in (200, 403, 404),
+                     timeout=15, message="nginx")
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid, *children(self.proc.pid)]
+
+    def close(self) -> None:
+        h._terminate(self.proc, timeout=10)
+        h.remove_temp_dir(self.dir)
+
+
+def proxy_registry(upstream: h.Registry) -> h.Registry:
+    """The peer: docker-registry in proxy mode in front of `upstream`, at its best: access
+    log off and log level warn (regpin logs no line per request either)."""
+    peer = h.Registry("peer")
+    with open(peer.config_path) as f:
+        config = f.read()
+    config = config.replace("  level: info\n", "  level: warn\n").replace("    disabled: false\n", "    disabled: true\n")
+    config += f"proxy:\n  remoteurl: {upstream.url}\n"
+    with open(peer.config_path, "w") as f:
+        f.write(config)
+    return peer.start()
+
+
+# --------------------------------------------------------------------------------------------
+# Content
+# --------------------------------------------------------------------------------------------
+
+
+def random_file(path: str, size: int) -> str:
+    """Writes `size` random bytes to `path`; returns the sha256 digest."""
+    sha = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            block = os.urandom(min(left, 8 * MiB))
+            sha.update(block)
+            f.write(block)
+            left -= len(block)
+    return "sha256:" + sha.hexdigest()
+
+
+def push_blob(registry: h.Registry, repo: str, path: str, digest: str) -> None:
+    """Monolithic upload (POST, then PUT with the whole body streamed from `path`)."""
+    started = h.http_request(registry.host, "POST", f"/v2/{repo}/blobs/uploads/", {"Content-Length": "0"})
+    if started.status != 202:
+        raise RuntimeError(f"upload start: {started.status} {started.body[:200]!r}")
+    loc = urllib.parse.urlsplit(started.header("Location"))
+    query = (loc.query + "&" if loc.query else "") + "digest=" + urllib.parse.quote(digest)
+    conn = http.client.HTTPConnection("127.0.0.1", registry.port, timeout=600)
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as body:
+            conn.request("PUT", f"{loc.path}?{query}", body=body,
+                         headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"})
+            resp = conn.getresponse()
+            resp.read()
+        if resp.status != 201:
+            raise RuntimeError(f"upload of {digest}: {resp.status}")
+    finally:
+        conn.close()
+
+
+def upstream_blob_file(registry: h.Registry, digest: str) -> str:
+    hexd = digest.split(":", 1)[1]
+    return os.path.join(registry.storage_dir, "docker/registry/v2/blobs/sha256", hexd[:2], hexd, "data")
+
+
+def upstream_blob_bytes(registry: h.Registry, digest: str) -> int:
+    """Bytes the upstream sent for GETs of this blob, from its access log."""
+    registry.sync_log()
+    return sum(e.size for e in registry.access_log() if e.method == "GET" and e.path.endswith("/blobs/" + digest))
+
+
+# --------------------------------------------------------------------------------------------
+# Load
+# --------------------------------------------------------------------------------------------
+
+
+def loadgen(host: str, requests: list[str], *, connections: int, duration: float,
+            max_requests: int = 0, headers: tuple[str, ...] = (), threads: int = 1) -> dict:
+    cmd = [str(LOADGEN), "--target", host, "--connections", str(connections), "--duration", str(duration),
+           "--threads", str(threads)]
+    if max_requests:
+        cmd += ["--requests", str(max_requests)]
+    for r in requests:
+        cmd += ["--request", r]
+    for hd in headers:
+        cmd += ["--header", hd]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 600)
+    try:
+        result = json.loads(out.stdout)
+    except json.JSONDecodeError:
+        raise RuntimeError(f"loadgen failed ({out.returncode}): {out.stdout} {out.stderr}")
+    if result["errors"] or result["non_2xx"]:
+        raise RuntimeError(f"loadgen against {host}: {result}")
+    return result
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.results: dict[str, Any] = {"workloads": {}}
+        self.work = h.make_temp_dir("bench")
+        self.upstream = h.Registry("bench-upstream").start()
+        self.peer = proxy_registry(self.upstream)
+        self.regpin = self.new_regpin()
+        self.nginx_root = os.path.join(self.work, "www")
+        self.nginx = Nginx(self.nginx_root)
+        self.mem = {
+            "regpin": Memory(lambda: [self.regpin.pid]),
+            "peer": Memory(lambda: [self.peer._proc.pid]),
+            "nginx": Memory(self.nginx.pids),
+        }
+        self.hosts = {"regpin": self.regpin.host, "peer": self.peer.host, "nginx": self.nginx.host}
+
+    def fresh_regpin(self) -> None:
+        """Replaces regpin by one on an empty data folder, so workloads that compare regpin's
+        memory (the 1 GiB and the 4 GiB blob) start from the same state."""
+        self.regpin.close()
+        self.regpin = self.new_regpin()
+        self.hosts["regpin"] = self.regpin.host
+
+    def new_regpin(self, data_dir: Optional[str] = None) -> h.Regpin:
+        up = h.Upstream(self.upstream.host, self.upstream.url, read_timeout_ms=60000)
+        return h.Regpin([up], log_level="info", data_dir=data_dir).start()
+
+    def close(self) -> None:
+        for thing in (self.nginx, self.regpin, self.peer, self.upstream):
+            try:
+                thing.close()
+            except Exception as e:  # noqa: BLE001 - best effort cleanup
+                log(f"cleanup: {e}")
+        h.remove_temp_dir(self.work)
+
+    def record(self, workload: str, key: str, value: Any) -> None:
+        self.results["workloads"].setdefault(workload, {})[key] = value
+
+    def measured(self, system: str, fn: Callable[[], dict]) -> dict:
+        """Runs fn with system's peak RSS reset before and read after."""
+        self.mem[system].reset()
+        out = fn()
+        out["peak_rss_mib"] = round(self.mem[system].peak_mib(), 1)
+        return out
+
+    def interleaved(self, systems: tuple[str, ...], fn: Callable[[str], dict], key: str) -> dict[str, dict]:
+        """--rounds runs of fn(system) for each system, interleaved (a, b, c, a, b, c, ...) so
+        drift on the machine hits every system alike; per system the median run by `key`, with
+        every run's value and the highest peak RSS."""
+        runs: dict[str, list[dict]] = {s: [] for s in systems}
+        for _ in range(self.args.rounds):
+            for system in systems:
+                runs[system].append(self.measured(system, lambda: fn(system)))
+        out = {}
+        for system, rs in runs.items():
+            rs.sort(key=lambda r: r[key])
+            best = dict(rs[len(rs) // 2])
+            best["runs"] = [r[key] for r in rs]
+            best["peak_rss_mib"] = max(r["peak_rss_mib"] for r in rs)
+            out[system] = best
+        return out
+
+    def blob(self, name: str, size: int) -> str:
+        path = os.path.join(self.work, name)
+        digest = random_file(path, size)
+        push_blob(self.upstream, "bench/blobs", path, digest)
+        os.unlink(path)
+        os.sync()
+        return digest
+
+    def link_for_nginx(self, digest: str) -> str:
+        target = f"/v2/bench/blobs/blobs/{digest}"
+        path = self.nginx_root + target
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if not os.path.exists(path):
+            os.symlink(upstream_blob_file(self.upstream, digest), path)
+        return target
+
+    # -- a + d: warm blob GETs, cold first fetch, RSS by blob size --------------------------
+
+    def blob_workload(self, label: str, size: int, client_counts: tuple[int, ...], gets_per_client: int) -> None:
+        log(f"{label}: pushing a {size // MiB} MiB blob")
+        digest = self.blob(label, size)
+        self.fresh_regpin()
+        target = self.link_for_nginx(digest)
+        path = f"/v2/bench/blobs/blobs/{digest}"
+        for system in ("regpin", "peer"):
+            log(f"{label}: cold fetch through {system}")
+            cold = self.measured(system, lambda: loadgen(self.hosts[system], [f"GET {path}"], connections=1,
+                                                         duration=3600, max_requests=1))
+            if cold["bytes"] != size:
+                raise RuntimeError(f"{system} served {cold['bytes']} of {size} bytes")
+            self.record(label, f"cold/{system}", cold)
+        os.sync()  # the pushes' and cold fetches' writeback must not run during warm GETs
+        for clients in client_counts:
+            log(f"{label}: warm GET, {clients} client(s), {self.args.rounds} round(s)")
+            cells = self.interleaved(
+                ("nginx", "regpin", "peer"),
+                lambda system: loadgen(self.hosts[system], [f"GET {target if system == 'nginx' else path}"],
+                                       connections=clients, duration=3600, max_requests=clients * gets_per_client),
+                "bytes_per_second")
+            for system, r in cells.items():
+                self.record(label, f"warm{clients}/{system}", r)
+
+    # -- b: manifests by tag ---------------------------------------------------------------
+
+    def app_image(self) -> str:
+        """A small image in the upstream (once); returns its manifest-by-tag path."""
+        if not getattr(self, "_app_pushed", False):
+            log("pushing a small image")
+            layout = h.OciLayout(os.path.join(self.work, "layout-b"))
+            h.make_image(layout, "v1", seed="bench-b", layer_sizes=(4096,))
+            h.push(layout, "bench/app:v1", self.upstream, source_tag="v1")
+            self._app_pushed = True
+        return "/v2/bench/app/manifests/v1"
+
+    def manifest_workload(self) -> None:
+        path = self.app_image()
+        hdr = (f"Accept: {CONTAINERD_ACCEPT}",)
+        for system in ("regpin", "peer"):  # first sight: pins, caches
+            loadgen(self.hosts[system], [f"GET {path}"], connections=1, duration=30, max_requests=1, headers=hdr)
+        for method in ("HEAD", "GET"):
+            for conns in (1, 16, 64):
+                log(f"b: {method} by tag, {conns} connection(s)")
+                cells = self.interleaved(
+                    ("regpin", "peer"),
+                    lambda system: loadgen(self.hosts[system], [f"{method} {path}"], connections=conns,
+                                           duration=self.args.seconds, headers=hdr),
+                    "requests_per_second")
+                for system, r in cells.items():
+                    self.record("b", f"{method}{conns}/{system}", r)
+
+    # -- c: cold herd ------------------------------------------------------------------------
+
+    def herd_workload(self) -> None:
+        size = self.args.herd_mib * MiB
+        for rnd in range(self.args.rounds):
+            for system in ("regpin", "peer"):
+                log(f"c: round {rnd + 1}, {system}: one cold client, then 16 at once")
+                one = self.blob(f"c-{system}-one-{rnd}", size)
+                herd = self.blob(f"c-{system}-herd-{rnd}", size)
+                host = self.hosts[system]
+                single = self.measured(system, lambda: loadgen(host, [f"GET /v2/bench/blobs/blobs/{one}"], connections=1,
+                                                               duration=3600, max_requests=1))
+                many = self.measured(system, lambda: loadgen(host, [f"GET /v2/bench/blobs/blobs/{herd}"], connections=16,
+                                                             duration=3600, max_requests=16))
+                if many["requests"] != 16 or many["bytes"] != 16 * size:
+                    raise RuntimeError(f"herd through {system}: {many}")
+                # The same 16 clients again, warm: what delivering 16 copies costs by itself.
+                warm = self.measured(system, lambda: loadgen(host, [f"GET /v2/bench/blobs/blobs/{herd}"], connections=16,
+                                                             duration=3600, max_requests=16))
+                self.results["workloads"].setdefault("c", {}).setdefault(system, []).append({
+                    "single_seconds": single["seconds"],
+                    "herd_seconds": many["seconds"],
+                    "herd_warm_seconds": warm["seconds"],
+                    "upstream_bytes_single": upstream_blob_bytes(self.upstream, one),
+                    "upstream_bytes_herd": upstream_blob_bytes(self.upstream, herd),
+                    "blob_bytes": size,
+                    "peak_rss_mib": max(single["peak_rss_mib"], many["peak_rss_mib"]),
+                })
+
+    # -- e: containerd pull ------------------------------------------------------------------
+
+    def pull_workload(self) -> None:
+        log("e: building and pushing a 10-layer image")
+        layout = h.OciLayout(os.path.join(self.work, "layout-e"))
+        layer = self.args.pull_mib * MiB // 10
+        h.make_image(layout, "v1", seed="bench-e", layer_sizes=(layer,) * 10)
+        h.push(layout, "bench/pull:v1", self.upstream, source_tag="v1")
+        shutil.rmtree(layout.path)
+        ref = f"{self.upstream.host}/bench/pull:v1"
+        with h.Containerd() as ctrd:
+            def pull(system: str) -> float:
+                ctrd.forget_everything()
+                h.write_hosts_toml(ctrd.hosts_dir, self.upstream.host, "http://" + self.hosts[system])
+                started = time.monotonic()
+                ctrd.pull(ref)
+                return time.monotonic() - started
+
+            for system in ("regpin", "peer"):
+                os.sync()  # earlier workloads' writeback must not slow either side's first pull
+                log(f"e: first (cold) pull through {system}")
+                self.record("e", f"cold/{system}", {"seconds": pull(system)})
+            times: dict[str, list[float]] = {"regpin": [], "peer": []}
+            peaks: dict[str, float] = {"regpin": 0, "peer": 0}
+            for rnd in range(self.args.rounds):
+                for system in ("regpin", "peer"):
+                    log(f"e: warm pull {rnd + 1} through {system}")
+                    self.mem[system].reset()
+                    times[system].append(pull(system))
+                    peaks[system] = max(peaks[system], self.mem[system].peak_mib())
+            for system in ("regpin", "peer"):
+                self.record("e", f"warm/{system}", {"seconds": statistics.median(times[system]), "runs": times[system],
+                                                    "peak_rss_mib": round(peaks[system], 1)})
+
+    # -- f: 100,000 pins ---------------------------------------------------------------------
+
+    def scale_workload(self) -> None:
+        """Two regpins on their own data folders, one with 10 pins and one with --pins, both
+        seeded through the pin store after a real first pull of the same manifest; tag HEADs
+        at 64 connections against each, interleaved."""
+        log("f: pushing the scale image")
+        layout = h.OciLayout(os.path.join(self.work, "layout-f"))
+        h.make_image(layout, "t0", seed="bench-f", layer_sizes=(4096,))
+        h.push(layout, "bench/scale:t0", self.upstream, source_tag="t0")
+        hdr = f"Accept: {CONTAINERD_ACCEPT}"
+        cases = {"pins10": 10, "pins_many": self.args.pins}
+        servers: dict[str, h.Regpin] = {}
+        info: dict[str, dict] = {}
+        try:
+            for name, count in cases.items():
+                data = os.path.join(self.work, f"scale-{name}")
+                os.makedirs(data)
+                rp = servers[name] = self.new_regpin(data_dir=data)
+                first = h.http_request(rp.host, "GET", "/v2/bench/scale/manifests/t0", {"Accept": CONTAINERD_ACCEPT})
+                if first.status != 200:
+                    raise RuntimeError(f"f: first pull {first.status}")
+                rp.stop()
+                log(f"f: seeding {count} pins")
+                t0 = time.monotonic()
+                subprocess.run([str(SEED_PINS), "--data", data, "--registry", self.upstream.host, "--repository",
+                                "bench/scale", "--prefix", "t", "--first", "1", "--count", str(count - 1), "--digest",
+                                first.header("Docker-Content-Digest"), "--media-type", first.header("Content-Type"),
+                                "--size", str(len(first.body)), "--accept", CONTAINERD_ACCEPT],
+                               check=True, capture_output=True, timeout=3600)
+                seeded = time.monotonic() - t0
+                t0 = time.monotonic()
+                rp.start()
+                startup = time.monotonic() - t0
+                info[name] = {"pins": count, "seed_seconds": round(seeded, 1), "startup_seconds": round(startup, 3),
+                              "idle_rss_mib": round(status_kib(rp.pid, "VmRSS") / 1024, 1)}
+                self.mem[name] = Memory(lambda rp=rp: [rp.pid])
+                self.hosts[name] = rp.host
+            step = {name: max(1, count // 10) for name, count in cases.items()}
+            log(f"f: tag HEADs at 64 connections, {self.args.rounds} round(s)")
+            cells = self.interleaved(
+                tuple(cases),
+                lambda name: loadgen(self.hosts[name], [f"HEAD /v2/bench/scale/manifests/t{i * step[name]}" for i in range(10)],
+                                     connections=64, duration=self.args.seconds, headers=(hdr,)),
+                "requests_per_second")
+            for name, rp in servers.items():
+                t0 = time.monotonic()
+                metrics = h.http_request(rp.admin_host, "GET", "/metrics")
+                cells[name]["metrics_scrape_seconds"] = round(time.monotonic() - t0, 4)
+                cells[name]["metrics_pins"] = [ln for ln in metrics.body.decode().splitlines() if ln.startswith("regpin_pins ")]
+                cells[name].update(info[name])
+                self.record("f", name, cells[name])
+        finally:
+            for rp in servers.values():
+                rp.close()
+
+    # -- profiles -----------------------------------------------------------------------------
+
+    def profile(self) -> None:
+        """perf record (cpu-clock: the hardware counters are not exposed on this VM kind) of
+        regpin during a warm 1 GiB GET (4 clients) and a tag HEAD load (64 connections)."""
+        out_dir = ROOT / "bench" / "profiles"
+        out_dir.mkdir(exist_ok=True)
+        blob = self.blob("profile", GiB)
+        tag_path = self.app_image()
+        cases = {
+            "cold-blob-get": ([f"GET /v2/bench/blobs/blobs/{blob}"], 1, (), 1),
+            "a-blob-get": ([f"GET /v2/bench/blobs/blobs/{blob}"], 4, (), 8),
+            "b-tag-head": ([f"HEAD {tag_path}"], 64, (f"Accept: {CONTAINERD_ACCEPT}",), 0),
+        }
+        for name, (requests, conns, hdr, count) in cases.items():
+            data = os.path.join(self.work, f"{name}.perf")
+            perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "999", "-g", "-p", str(self.regpin.pid),
+                                     "-o", data], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                loadgen(self.regpin.host, requests, connections=conns, duration=self.args.seconds if not count else 3600,
+                        max_requests=count, headers=hdr)
+            finally:
+                perf.send_signal(2)
+                perf.wait(timeout=60)
+            report = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "--percent-limit", "1.5",
+                                     "--sort", "dso,symbol", "-g", "none"], capture_output=True, text=True)
+            # perf pads every line to a very wide symbol column: trim it.
+            lines = [re.sub(r"\s+-\s+-\s*$", "", ln).rstrip()[:160] for ln in report.stdout.splitlines()]
+            (out_dir / f"{name}.txt").write_text("\n".join(ln for ln in lines if ln and not ln.startswith("# ....")) + "\n")
+            log(f"profile written: bench/profiles/{name}.txt")
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+
+
+def version_of(cmd: list[str]) -> str:
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+        text = (p.stdout + p.stderr).strip().splitlines()
+        return text[0] if text else "?"
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def machine() -> dict:
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_kib = status_mem = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    del status_mem
+    rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_kib / (1 << 20), 1),
+        "kernel": platform.release(),
+        "os": version_of(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
+        "regpin": rev + ("+local changes" if dirty else ""),
+        "docker-registry": version_of(["docker-registry", "--version"]),
+        "nginx": version_of(["nginx", "-v"]),
+        "containerd": version_of(["containerd", "--version"]),
+    }
+
+
+def fmt_rate(bps: float) -> str:
+    return f"{bps / GiB:.2f} GiB/s"
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else float("inf")
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def report(results: dict, args: argparse.Namespace) -> str:
+    m = results["machine"]
+    w = results["workloads"]
+    lines = [
+        "# regpin performance, side by side",
+        "",
+        f"Written by `python3 bench/run.py` ({' '.join(sys.argv[1:]) or 'no options'}) on {m['date']}.",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}, kernel {m['kernel']}.",
+        f"Versions: regpin {m['regpin']} (Release build); peer {m['docker-registry']} in proxy mode "
+        f"(access log off, log level warn); {m['nginx']} (sendfile, `worker_processes auto`); {m['containerd']}.",
+        "Everything on 127.0.0.1 on the same 2 cores as the load generator (build/bench/regpin_loadgen, one thread, "
+        f"the same binary against every server). Median of {args.rounds} round(s) per cell; ratios are regpin / other.",
+        "",
+        "| workload | regpin | peer (docker-registry proxy) | nginx (sendfile) | ratio | bar | |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rows: list[tuple[str, ...]] = []
+    if "a" in w:
+        a = w["a"]
+        for clients in (1, 4):
+            if f"warm{clients}/regpin" not in a:
+                continue
+            rg, pe, ng = (a[f"warm{clients}/{s}"]["bytes_per_second"] for s in ("regpin", "peer", "nginx"))
+            rn, rp = ratio(rg, ng), ratio(rg, pe)
+            rows.append((f"a. warm 1 GiB blob GET, {clients} client(s)", fmt_rate(rg), fmt_rate(pe), fmt_rate(ng),
+                         f"{rn:.2f}x nginx, {rp:.2f}x peer", ">= 0.9x nginx, >= 1.1x peer", verdict(rn >= 0.9 and rp >= 1.1)))
+        c = a.get("cold/regpin"), a.get("cold/peer")
+        if all(c):
+            rows.append(("a'. cold 1 GiB blob, first GET", fmt_rate(c[0]["bytes_per_second"]), fmt_rate(c[1]["bytes_per_second"]), "",
+                         f"{ratio(c[0]['bytes_per_second'], c[1]['bytes_per_second']):.2f}x peer", "(reported)", ""))
+    if "b" in w:
+        b = w["b"]
+        for method in ("HEAD", "GET"):
+            for conns in (1, 16, 64):
+                if f"{method}{conns}/regpin" not in b:
+                    continue
+                rg, pe = b[f"{method}{conns}/regpin"], b[f"{method}{conns}/peer"]
+                rr = ratio(rg["requests_per_second"], pe["requests_per_second"])
+                p99 = rg["latency_us"]["p99"] / 1000
+                bar, ok = "(reported)", None
+                if conns == 64:
+                    bar, ok = ">= 20x peer, p99 < 5 ms", rr >= 20 and p99 < 5
+                rows.append((f"b. manifest by tag, {method}, {conns} conn.",
+                             f"{rg['requests_per_second']:,.0f} req/s, p99 {p99:.2f} ms",
+                             f"{pe['requests_per_second']:,.0f} req/s, p99 {pe['latency_us']['p99'] / 1000:.2f} ms", "",
+                             f"{rr:.1f}x peer", bar, "" if ok is None else verdict(ok)))
+    if "c" in w:
+        for system in ("regpin", "peer"):
+            runs = w["c"].get(system, [])
+            if not runs:
+                continue
+            single = statistics.median(r["single_seconds"] for r in runs)
+            herd = statistics.median(r["herd_seconds"] for r in runs)
+            herd_warm = statistics.median(r["herd_warm_seconds"] for r in runs)
+            up = max(r["upstream_bytes_herd"] for r in runs) / runs[0]["blob_bytes"]
+            w["c"][f"{system}_summary"] = {"single": single, "herd": herd, "herd_warm": herd_warm, "upstream_x": up}
+        rs, ps = w["c"].get("regpin_summary"), w["c"].get("peer_summary")
+        if rs and ps:
+            mib = w["c"]["regpin"][0]["blob_bytes"] // MiB
+            ok = rs["upstream_x"] == 1 and rs["herd"] <= 1.5 * rs["single"]
+            rows.append((f"c. cold herd, 16 clients, one {mib} MiB blob",
+                         f"upstream {rs['upstream_x']:.0f}x blob; {rs['herd']:.2f} s (1 client {rs['single']:.2f} s)",
+                         f"upstream {ps['upstream_x']:.0f}x blob; {ps['herd']:.2f} s (1 client {ps['single']:.2f} s)", "",
+                         f"herd/single {rs['herd'] / rs['single']:.2f} (peer {ps['herd'] / ps['single']:.2f})",
+                         "upstream 1x, herd <= 1.5x single", verdict(ok)))
+            rows.append(("c'. the same 16 clients again, warm (delivering 16 copies alone)",
+                         f"{rs['herd_warm']:.2f} s; cold herd / warm herd {rs['herd'] / rs['herd_warm']:.2f}",
+                         f"{ps['herd_warm']:.2f} s; cold herd / warm herd {ps['herd'] / ps['herd_warm']:.2f}", "",
+                         f"{ratio(ps['herd'], rs['herd']):.2f}x faster than peer", "(reported)", ""))
+    # d: peak RSS per workload
+    peaks: dict[str, dict[str, float]] = {}
+    for name, cells in w.items():
+        if name == "f":
+            continue
+        for key, val in cells.items():
+            items = val if isinstance(val, list) else [val]
+            system = key.split("/")[-1] if "/" in key else key
+            for item in items:
+                if isinstance(item, dict) and "peak_rss_mib" in item and system in ("regpin", "peer", "nginx"):
+                    peaks.setdefault(name, {})[system] = max(peaks.get(name, {}).get(system, 0), item["peak_rss_mib"])
+    for name in sorted(peaks):
+        p = peaks[name]
+        title = {"a": "1 GiB blob (cold + warm)", "big": f"{args.big_gib} GiB blob (cold + warm)", "b": "manifests by tag",
+                 "c": "cold herd", "e": "containerd pulls"}.get(name, name)
+        rows.append((f"d. peak RSS, {title}", f"{p.get('regpin', 0):.0f} MiB", f"{p.get('peer', 0):.0f} MiB",
+                     f"{p['nginx']:.0f} MiB" if "nginx" in p else "", "", "<= 128 MiB", verdict(p.get("regpin", 1e9) <= 128)))
+    if "a" in peaks and "big" in peaks:
+        small, big = peaks["a"]["regpin"], peaks["big"]["regpin"]
+        rows.append((f"d. peak RSS, {args.big_gib} GiB vs 1 GiB blob", f"{big:.0f} vs {small:.0f} MiB", "", "",
+                     f"{ratio(big, small):.2f}x", "the same (<= 1.1x)", verdict(big <= 1.1 * small)))
+    if "e" in w and "warm/regpin" in w["e"]:
+        e = w["e"]
+        rg, pe = e["warm/regpin"]["seconds"], e["warm/peer"]["seconds"]
+        rows.append((f"e. containerd pull, 10 layers, {args.pull_mib} MiB, warm", f"{rg:.2f} s", f"{pe:.2f} s", "",
+                     f"{ratio(rg, pe):.2f}x peer time", "<= peer time", verdict(rg <= pe)))
+        rows.append(("e'. same, first (cold) pull", f"{e['cold/regpin']['seconds']:.2f} s", f"{e['cold/peer']['seconds']:.2f} s",
+                     "", f"{ratio(e['cold/regpin']['seconds'], e['cold/peer']['seconds']):.2f}x", "(reported)", ""))
+    if "f" in w and "pins_many" in w["f"]:
+        f10, fm = w["f"]["pins10"], w["f"]["pins_many"]
+        rr = ratio(fm["requests_per_second"], f10["requests_per_second"])
+        pr = ratio(fm["latency_us"]["p99"], f10["latency_us"]["p99"])
+        rows.append((f"f. tag HEAD, 64 conn., {fm['pins']:,} pins vs 10",
+                     f"{fm['requests_per_second']:,.0f} vs {f10['requests_per_second']:,.0f} req/s; "
+                     f"p99 {fm['latency_us']['p99'] / 1000:.2f} vs {f10['latency_us']['p99'] / 1000:.2f} ms", "", "",
+                     f"rps {rr:.2f}x, p99 {pr:.2f}x", "within 10%", verdict(rr >= 0.9 and pr <= 1.1)))
+        rows.append((f"f. startup and RSS, {fm['pins']:,} pins vs 10",
+                     f"start {fm['startup_seconds']:.2f} vs {f10['startup_seconds']:.2f} s; idle RSS {fm['idle_rss_mib']:.0f} vs "
+                     f"{f10['idle_rss_mib']:.0f} MiB; peak {fm['peak_rss_mib']:.0f} MiB; /metrics {fm['metrics_scrape_seconds'] * 1000:.1f} ms",
+                     "", "", "", "(reported)", ""))
+    for r in rows:
+        lines.append("| " + " | ".join(r) + " |")
+    lines += ["", "Raw numbers (every run): `" + os.path.relpath(args.json, ROOT) + "`.", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default="a,b,c,d,e,f", help="workloads to run (d adds the big blob; RSS is read in all)")
+    ap.add_argument("--rounds", type=int, default=3, help="runs per cell (the median is reported)")
+    ap.add_argument("--seconds", type=float, default=5.0, help="duration of each timed request-rate run")
+    ap.add_argument("--herd-mib", type=int, default=256)
+    ap.add_argument("--big-gib", type=int, default=4)
+    ap.add_argument("--pull-mib", type=int, default=500)
+    ap.add_argument("--pins", type=int, default=100_000)
+    ap.add_argument("--profile", action="store_true", help="perf profiles of a and b into bench/profiles/")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
+    ap.add_argument("--json", default="")
+    args = ap.parse_args()
+    args.json = args.json or str(Path(args.out).with_suffix(".json"))
+    for tool in (LOADGEN, SEED_PINS):
+        if not tool.exists():
+            print(f"missing {tool}: cmake --build {BUILD} --target regpin regpin_loadgen regpin_seed_pins", file=sys.stderr)
+            return 2
+    for prog in ("nginx", "docker-registry", "containerd", "skopeo"):
+        if shutil.which(prog) is None:
+            print(f"missing {prog}: deploy/debian-deps.sh --test --bench installs it", file=sys.stderr)
+            return 2
+    only = set(args.only.split(","))
+    bench = Bench(args)
+    started = time.monotonic()
+    try:
+        bench.results["machine"] = machine()
+        if "a" in only:
+            bench.blob_workload("a", GiB, (1, 4), gets_per_client=5)
+        if "b" in only:
+            bench.manifest_workload()
+        if "c" in only:
+            bench.herd_workload()
+        if "d" in only:
+            bench.blob_workload("big", args.big_gib * GiB, (1,), gets_per_client=1)
+        if "e" in only:
+            bench.pull_workload()
+        if "f" in only:
+            bench.scale_workload()
+        if args.profile:
+            bench.profile()
+    finally:
+        bench.results["seconds"] = round(time.monotonic() - started, 1)
+        with open(args.json, "w") as f:
+            json.dump(bench.results, f, indent=1)
+        bench.close()
+    text = report(bench.results, args)
+    # A hand-written "## Notes" section (what the numbers mean, what was fixed) survives reruns.
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            old = f.read()
+        if NOTES_HEADING in old:
+            text += "\n" + old[old.index(NOTES_HEADING):]
+    with open(args.out, "w") as f:
+        f.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
