@@ -2,12 +2,12 @@
 // Internal to storage/: where a chunk's bytes sit in RocksDB's blob files, so a server can send
 // them with sendfile(2) instead of copying them through user space.
 //
-// Chunks live in integrated BlobDB files, which RocksDB never modifies once written (garbage
-// collection writes new files and deletes old ones). A read with verify_checksums off reads
+// Chunks live in integrated BlobDB files, which RocksDB never modifies once written (it only
+// writes new files and deletes ones nothing refers to). A read with verify_checksums off reads
 // exactly the value's bytes: one Read(offset, size) on the blob file. The file system wrapper
 // below sees that read; when the calling thread asked to *locate* rather than read, it records
 // (file, offset, size) and skips the read. Reads by RocksDB itself (headers, footers,
-// compaction, garbage collection) and reads on other threads are never affected.
+// compaction) and reads on other threads are never affected.
 
 #include <cstdint>
 #include <memory>

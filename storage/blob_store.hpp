@@ -60,7 +60,7 @@ public:
 
     // Where chunk `index` sits in one of RocksDB's immutable blob files, for sendfile(2); or
     // nullopt when it is not in one yet (in the memtable): then its bytes are in `out`.
-    // The file may be deleted by RocksDB's garbage collection at any time after the call:
+    // RocksDB may delete the file (once nothing refers to it) any time after the call:
     // open it and fall back to read_chunk() when that fails.
     struct file_span {
         std::string path;

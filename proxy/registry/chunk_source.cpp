@@ -20,7 +20,7 @@ boost::system::result<body_part> chunk_source::part(const storage::digest& d, st
             return body_part{{}, fd_, (*span)->offset + start, stop - start};
         have_bytes = !*span;  // in the memtable: read as bytes, no file
     }
-    // Not located, or its file just went away (garbage collection): the bytes.
+    // Not located, or its file just went away (RocksDB deleted it): the bytes.
     if (!have_bytes && !store_.read_chunk(d, index, chunk_)) return lost;
     auto bytes = chunk_.bytes();
     if (bytes.size() != chunk_bytes) return lost;
