@@ -868,20 +868,26 @@ class BackgroundCheckTest(PinLifecycleTestCase):
         self.assertEqual((pin["state"], pin["digest"], pin["pending_digest"]), ("pinned", first.digest, None))
 
 
+def start_sweeping_regpin(cls, name: str, sweep_batch: int) -> None:
+    """An upstream, a layout and a regpin whose sweep runs every second with `sweep_batch`;
+    pins under **/follow/** are due at once (revalidate_after 0), the others after an hour."""
+    cls.upstream = h.Registry(f"{name}-upstream").start()
+    cls.addClassCleanup(cls.upstream.close)
+    cls.layout = cls.new_layout(cls.addClassCleanup)
+    cls.regpin = h.Regpin([h.Upstream.of(cls.upstream.host, cls.upstream)],
+                          admin_tokens=[h.AdminToken("ops", f"{name}-token-0123456789abc")],
+                          policies=[h.PolicyRule("**/follow/**", "follow", revalidate_after_s=0)],
+                          pin_checks=h.PinChecks(revalidate_after_s=3600, sweep_interval_s=1, sweep_batch=sweep_batch))
+    cls.addClassCleanup(cls.regpin.close)
+    cls.regpin.start()
+
+
 class SweepTest(PinLifecycleTestCase):
     """The periodic sweep (every second here) finds a re-point nobody asked about."""
 
     @classmethod
     def setUpClass(cls):
-        cls.upstream = h.Registry("sweep-upstream").start()
-        cls.addClassCleanup(cls.upstream.close)
-        cls.layout = cls.new_layout(cls.addClassCleanup)
-        cls.regpin = h.Regpin([h.Upstream.of(cls.upstream.host, cls.upstream)],
-                              admin_tokens=[h.AdminToken("ops", "sweep-token-0123456789abc")],
-                              policies=[h.PolicyRule("**/follow/**", "follow", revalidate_after_s=0)],
-                              pin_checks=h.PinChecks(revalidate_after_s=3600, sweep_interval_s=1, sweep_batch=10))
-        cls.addClassCleanup(cls.regpin.close)
-        cls.regpin.start()
+        start_sweeping_regpin(cls, "sweep", sweep_batch=10)
 
     def test_the_sweep_detects_a_repoint_of_a_pin_due_by_its_rule_without_any_request(self):
         repo = "team/follow/app"
@@ -906,15 +912,7 @@ class SweepCursorTest(PinLifecycleTestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.upstream = h.Registry("cursor-upstream").start()
-        cls.addClassCleanup(cls.upstream.close)
-        cls.layout = cls.new_layout(cls.addClassCleanup)
-        cls.regpin = h.Regpin([h.Upstream.of(cls.upstream.host, cls.upstream)],
-                              admin_tokens=[h.AdminToken("ops", "cursor-token-0123456789abc")],
-                              policies=[h.PolicyRule("**/follow/**", "follow", revalidate_after_s=0)],
-                              pin_checks=h.PinChecks(revalidate_after_s=3600, sweep_interval_s=1, sweep_batch=1))
-        cls.addClassCleanup(cls.regpin.close)
-        cls.regpin.start()
+        start_sweeping_regpin(cls, "cursor", sweep_batch=1)
 
     def test_the_sweep_reaches_a_due_pin_beyond_the_first_page_and_comes_round_again(self):
         first = h.make_image(self.layout, "cursor-first", seed="cursor-1")
