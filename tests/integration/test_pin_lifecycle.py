@@ -882,6 +882,19 @@ def start_sweeping_regpin(cls, name: str, sweep_batch: int) -> None:
     cls.regpin.start()
 
 
+def expect_the_sweep_follows(test, repo: str, first: h.Image, second: h.Image, timeout: float) -> None:
+    """With no request for it, the sweep records the re-point of `repo:v1` from `first` to
+    `second` (policy follow) within `timeout`, and regpin serves `second` from then on."""
+
+    def repointed() -> Optional[dict]:
+        events = test.api("GET", "/api/v1/events?after=0&wait_s=2").json()["events"]
+        return next((e for e in events if e["type"] == "repointed"), None)
+
+    event = h.wait_until(repointed, timeout=timeout, interval=0.05, message="a repointed event from the sweep")
+    test.assert_repoint_event(event, repo, first.digest, second.digest, "follow", "followed")
+    test.assertEqual(test.served_digest(repo), second.digest)
+
+
 class SweepTest(PinLifecycleTestCase):
     """The periodic sweep (every second here) finds a re-point nobody asked about."""
 
@@ -896,14 +909,7 @@ class SweepTest(PinLifecycleTestCase):
         h.push(self.layout, f"{repo}:v1", self.upstream, source_tag=first.tag)
         self.assertEqual(self.served_digest(repo), first.digest)
         h.push(self.layout, f"{repo}:v1", self.upstream, source_tag=second.tag)
-
-        def repointed() -> Optional[dict]:
-            events = self.api("GET", "/api/v1/events?after=0&wait_s=2").json()["events"]
-            return next((e for e in events if e["type"] == "repointed"), None)
-
-        event = h.wait_until(repointed, timeout=15, interval=0.05, message="a repointed event from the sweep")
-        self.assert_repoint_event(event, repo, first.digest, second.digest, "follow", "followed")
-        self.assertEqual(self.served_digest(repo), second.digest)
+        expect_the_sweep_follows(self, repo, first, second, timeout=15)
 
 
 class SweepCursorTest(PinLifecycleTestCase):
@@ -924,14 +930,7 @@ class SweepCursorTest(PinLifecycleTestCase):
         h.push(self.layout, f"{repo}:v1", self.upstream, source_tag=first.tag)
         self.assertEqual(self.served_digest(repo), first.digest)
         h.push(self.layout, f"{repo}:v1", self.upstream, source_tag=second.tag)
-
-        def repointed() -> Optional[dict]:
-            events = self.api("GET", "/api/v1/events?after=0&wait_s=2").json()["events"]
-            return next((e for e in events if e["type"] == "repointed"), None)
-
-        event = h.wait_until(repointed, timeout=20, interval=0.05, message="a repointed event from the sweep")
-        self.assert_repoint_event(event, repo, first.digest, second.digest, "follow", "followed")
-        self.assertEqual(self.served_digest(repo), second.digest)
+        expect_the_sweep_follows(self, repo, first, second, timeout=20)
         self.assertEqual(self.the_pin("team/keep/app", "e")["digest"], first.digest)
 
 
