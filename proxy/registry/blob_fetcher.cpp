@@ -287,13 +287,7 @@ public:
         : dl_(std::move(dl)), waker_(std::move(w)), source_(dl_->store()) {}
     ~download_stream() override { dl_->unsubscribe(waker_); }
 
-    asio::awaitable<boost::system::result<std::string_view>> next() override {
-        auto part = co_await next_part(false);
-        if (!part) co_return part.error();
-        co_return part->bytes;
-    }
-
-    asio::awaitable<boost::system::result<body_part>> next_part(bool files) override {
+    asio::awaitable<boost::system::result<body_part>> next(bool files) override {
         using phase = blob_download::phase;
         while (true) {
             auto v = dl_->snapshot();

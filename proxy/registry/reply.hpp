@@ -17,9 +17,6 @@
 
 namespace regpin::proxy::registry {
 
-// A body produced piece by piece. next() returns the next bytes (valid until the following
-// call), an empty view at the end, or an error: then the body is wrong or incomplete and the
-// server must abort the connection rather than end the response normally.
 // One part of a body: bytes, or a range of an open file the server sends with sendfile(2).
 // Valid until the following call. Neither (empty bytes, no file) is the end.
 struct body_part {
@@ -29,15 +26,15 @@ struct body_part {
     std::uint64_t size = 0;
 };
 
+// A body produced part by part. next() returns the next part, the end, or an error: then the
+// body is wrong or incomplete and the server must abort the connection rather than end the
+// response normally. `files`: the server can send file ranges (a plain TCP connection without
+// chunked framing); otherwise every part is bytes.
 class body_stream {
 public:
     virtual ~body_stream() = default;
-    [[nodiscard]] virtual boost::asio::awaitable<boost::system::result<std::string_view>>
-    next() = 0;
-    // Like next(); a stream whose bytes sit in files may answer with file ranges when the
-    // server can send files (`files`: a plain TCP connection). By default, bytes.
-    [[nodiscard]] virtual boost::asio::awaitable<boost::system::result<body_part>> next_part(
-        bool files);
+    [[nodiscard]] virtual boost::asio::awaitable<boost::system::result<body_part>> next(
+        bool files) = 0;
 };
 
 // A request as the server hands it to a handler.

@@ -60,13 +60,7 @@ public:
                        std::uint64_t first, std::uint64_t end)
         : source_(store), digest_(std::move(d)), rec_(rec), offset_(first), end_(end) {}
 
-    asio::awaitable<boost::system::result<std::string_view>> next() override {
-        auto part = co_await next_part(false);
-        if (!part) co_return part.error();
-        co_return part->bytes;
-    }
-
-    asio::awaitable<boost::system::result<body_part>> next_part(bool files) override {
+    asio::awaitable<boost::system::result<body_part>> next(bool files) override {
         if (offset_ >= end_) co_return body_part{};
         auto index = offset_ / rec_.chunk_size;
         auto chunk_start = index * rec_.chunk_size;
@@ -140,12 +134,6 @@ const char* route_name(oci::endpoint e) {
 }
 
 }  // namespace
-
-asio::awaitable<boost::system::result<body_part>> body_stream::next_part(bool /*files*/) {
-    auto bytes = co_await next();
-    if (!bytes) co_return bytes.error();
-    co_return body_part{*bytes};
-}
 
 service::service(asio::any_io_executor ex, const config::settings& settings,
                  std::shared_ptr<storage::database> db, pin_hooks hooks,

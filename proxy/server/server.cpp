@@ -127,7 +127,7 @@ asio::awaitable<write_outcome> write_reply(Stream& stream, registry::reply& r, b
     // sendfile needs the socket itself: plain TCP, and no chunk framing around the bytes.
     constexpr bool plain = std::is_same_v<Stream, beast::tcp_stream>;
     while (true) {
-        auto part = co_await r.stream->next_part(plain && !chunked);
+        auto part = co_await r.stream->next(plain && !chunked);
         if (!part) {
             // Abort: the client sees a truncated body or connection reset, never a clean end.
             beast::error_code ignored;
@@ -150,8 +150,8 @@ asio::awaitable<write_outcome> write_reply(Stream& stream, registry::reply& r, b
                 continue;
             }
         }
-        auto piece = &part->bytes;
-        if (piece->empty()) {
+        const auto& bytes = part->bytes;
+        if (bytes.empty()) {
             if (chunked) {
                 auto [cec, cn] =
                     co_await asio::async_write(stream, http::make_chunk_last(), use_tuple);
@@ -162,16 +162,16 @@ asio::awaitable<write_outcome> write_reply(Stream& stream, registry::reply& r, b
         error_code wec;
         if (chunked) {
             std::tie(wec, std::ignore) = co_await asio::async_write(
-                stream, http::make_chunk(asio::buffer(*piece)), use_tuple);
+                stream, http::make_chunk(asio::buffer(bytes)), use_tuple);
         } else {
             std::tie(wec, std::ignore) =
-                co_await asio::async_write(stream, asio::buffer(*piece), use_tuple);
+                co_await asio::async_write(stream, asio::buffer(bytes), use_tuple);
         }
         if (wec) {
             out.keep = false;
             co_return out;
         }
-        out.body_bytes += piece->size();
+        out.body_bytes += bytes.size();
     }
 }
 
