@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
-import http.client
 import json
 import os
 import platform
@@ -33,7 +32,6 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.parse
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -177,27 +175,6 @@ def random_file(path: str, size: int) -> str:
     return "sha256:" + sha.hexdigest()
 
 
-def push_blob(registry: h.Registry, repo: str, path: str, digest: str) -> None:
-    """Monolithic upload (POST, then PUT with the whole body streamed from `path`)."""
-    started = h.http_request(registry.host, "POST", f"/v2/{repo}/blobs/uploads/", {"Content-Length": "0"})
-    if started.status != 202:
-        raise RuntimeError(f"upload start: {started.status} {started.body[:200]!r}")
-    loc = urllib.parse.urlsplit(started.header("Location"))
-    query = (loc.query + "&" if loc.query else "") + "digest=" + urllib.parse.quote(digest)
-    conn = http.client.HTTPConnection("127.0.0.1", registry.port, timeout=600)
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as body:
-            conn.request("PUT", f"{loc.path}?{query}", body=body,
-                         headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"})
-            resp = conn.getresponse()
-            resp.read()
-        if resp.status != 201:
-            raise RuntimeError(f"upload of {digest}: {resp.status}")
-    finally:
-        conn.close()
-
-
 def upstream_blob_file(registry: h.Registry, digest: str) -> str:
     hexd = digest.split(":", 1)[1]
     return os.path.join(registry.storage_dir, "docker/registry/v2/blobs/sha256", hexd[:2], hexd, "data")
@@ -300,7 +277,7 @@ class Bench:
     def blob(self, name: str, size: int) -> str:
         path = os.path.join(self.work, name)
         digest = random_file(path, size)
-        push_blob(self.upstream, "bench/blobs", path, digest)
+        self.upstream.upload_blob("bench/blobs", digest, path)
         os.unlink(path)
         os.sync()
         return digest
@@ -541,12 +518,11 @@ def machine() -> dict:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    mem_kib = status_mem = 0
+    mem_kib = 0
     with open("/proc/meminfo") as f:
         for line in f:
             if line.startswith("MemTotal:"):
                 mem_kib = int(line.split()[1])
-    del status_mem
     rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
     return {

@@ -511,6 +511,31 @@ class Registry:
     def get_manifest(self, repo: str, reference: str, accept: str = ACCEPT_ALL_MANIFESTS) -> Response:
         return self.request("GET", f"/v2/{repo}/manifests/{reference}", {"Accept": accept})
 
+    def upload_blob(self, repo: str, digest: str, body: bytes | str, timeout: float = 600) -> None:
+        """Monolithic blob upload (POST, then one PUT with the whole body): `body` is the bytes,
+        or the path of a file to stream (blobs too large to hold in memory). Plain HTTP, no
+        auth: the registries the tests and benchmarks start for content."""
+        started = self.request("POST", f"/v2/{repo}/blobs/uploads/", {"Content-Length": "0"})
+        if started.status != 202:
+            raise RuntimeError(f"upload of {digest} to {self.name}: {started.status} {started.body[:200]!r}")
+        location = urllib.parse.urlsplit(started.header("Location"))
+        query = (location.query + "&" if location.query else "") + "digest=" + urllib.parse.quote(digest)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            headers = {"Content-Type": "application/octet-stream"}
+            if isinstance(body, bytes):
+                conn.request("PUT", f"{location.path}?{query}", body=body, headers=headers)
+            else:
+                headers["Content-Length"] = str(os.path.getsize(body))
+                with open(body, "rb") as f:
+                    conn.request("PUT", f"{location.path}?{query}", body=f, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+        finally:
+            conn.close()
+        if resp.status != 201:
+            raise RuntimeError(f"upload of {digest} to {self.name}: {resp.status}")
+
     def put_manifest(self, repo: str, tag: str, body: bytes, media_type: str) -> str:
         """Pushes manifest bytes under `tag` (its blobs must already be in `repo`)."""
         resp = self.request("PUT", f"/v2/{repo}/manifests/{tag}", {"Content-Type": media_type}, body)

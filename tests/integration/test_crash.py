@@ -379,15 +379,7 @@ class LargeBlobCrashTest(h.LogsOnFailure):
     def test_sigkill_after_a_large_blob_download_keeps_every_chunk(self):
         data = random.Random("large-blob").randbytes(20 * 1024 * 1024 + 12345)
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        started = h.http_request(self.upstream.host, "POST", "/v2/big/blobs/uploads/", {"Content-Length": "0"})
-        self.assertEqual(started.status, 202)
-        location = started.header("Location")
-        sep = "&" if "?" in location else "?"
-        path = location.split("://", 1)[-1]
-        path = path[path.index("/"):] if not location.startswith("/") else location
-        put = h.http_request(self.upstream.host, "PUT", f"{path}{sep}digest={digest}",
-                             {"Content-Type": "application/octet-stream"}, body=data, timeout=60)
-        self.assertEqual(put.status, 201, put.body[:200])
+        self.upstream.upload_blob("big", digest, data)
 
         self.regpin.start()
         got = h.http_request(self.regpin.host, "GET", f"/v2/big/blobs/{digest}", timeout=60)
