@@ -682,7 +682,7 @@ def main() -> int:
         if not tool.exists():
             print(f"missing {tool}: cmake --build {BUILD} --target regpin regpin_loadgen regpin_seed_pins", file=sys.stderr)
             return 2
-    for prog in ("nginx", "docker-registry", "containerd", "skopeo"):
+    for prog in ("nginx", "docker-registry", "containerd", "skopeo") + (("perf",) if args.profile else ()):
         if shutil.which(prog) is None:
             print(f"missing {prog}: deploy/debian-deps.sh --test --bench installs it", file=sys.stderr)
             return 2
