@@ -37,7 +37,11 @@ rocksdb::ColumnFamilyOptions chunk_options() {
     // are never deleted; the only garbage is chunks of failed downloads that a flush reached
     // before the discard, which stays until blob eviction brings collection back.
     o.enable_blob_garbage_collection = false;
-    o.write_buffer_size = 8ull << 20;  // bounds memory: two memtables at most
+    // Memtables bound memory: 8 MiB each, three at most (24 MiB). With two, a cold 1 GiB
+    // download stopped for the flush ~500 times (RocksDB's "Stopping writes"); three, with two
+    // flush threads, took it from ~385 to ~430-530 MB/s for +8 MiB peak RSS in the herd.
+    o.write_buffer_size = 8ull << 20;
+    o.max_write_buffer_number = 3;
     return o;
 }
 
@@ -106,7 +110,9 @@ result<std::shared_ptr<database>> open_database(const std::string& dir, open_rep
     opts.env = d->env_.get();
     opts.create_if_missing = true;
     opts.create_missing_column_families = true;
-    opts.max_background_jobs = 2;
+    // Two flush threads (chunk memtables fill while one is written out), one compaction.
+    opts.max_background_flushes = 2;
+    opts.max_background_compactions = 1;
     // A crash must not lose acknowledged pins; a torn WAL tail is dropped, never an error.
     opts.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
 
