@@ -206,7 +206,7 @@ result<std::vector<pin>> rocksdb_pin_store::list(const pin_filter& filter) const
     }
     it->Seek(start);
     if (after_cursor && it->Valid() && it->key() == start) it->Next();
-    for (; it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    for (; out.size() < filter.limit && it->Valid() && it->key().starts_with(prefix); it->Next()) {
         auto key = decode_key(it->key().ToStringView());
         if (!key) return errc::corruption;
         if (!filter.repository_prefix.empty() &&
@@ -216,7 +216,6 @@ result<std::vector<pin>> rocksdb_pin_store::list(const pin_filter& filter) const
         if (!p) return errc::corruption;
         if (filter.state && p->state != *filter.state) continue;
         out.push_back(std::move(*p));
-        if (out.size() >= filter.limit) break;
     }
     if (!it->status().ok()) return database::to_error(it->status(), "list pins");
     return out;
@@ -272,12 +271,12 @@ result<std::vector<pin_event>> rocksdb_pin_store::events(std::uint64_t after_id,
     std::vector<pin_event> out;
     std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, db_->events()));
     for (it->Seek(event_key(after_id + 1));
-         it->Valid() && it->key().size() == 9 && it->key()[0] == event_prefix; it->Next()) {
+         out.size() < limit && it->Valid() && it->key().size() == 9 && it->key()[0] == event_prefix;
+         it->Next()) {
         auto e = decode_event(it->value().ToStringView());
         if (!e) return errc::corruption;
         if (e->time_ms < since_ms) continue;
         out.push_back(std::move(*e));
-        if (out.size() >= limit) break;
     }
     if (!it->status().ok()) return database::to_error(it->status(), "read events");
     return out;

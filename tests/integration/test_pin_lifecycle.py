@@ -726,6 +726,24 @@ class RepointPolicyTest(PinLifecycleTestCase):
         self.assertEqual(len(self.pin_doc(repo)["history"]), 2)
         self.assertEqual(self.ctr_pull(repo), chosen.digest)
 
+    def test_listings_page_by_limit_and_refuse_a_bad_one_with_400(self):
+        for tag in ("l1", "l2"):
+            image = self.image(f"limit-{tag}", seed=f"limit-{tag}")
+            self.push(image, "pin/limit", tag=tag)
+            self.assertEqual(self.served_digest("pin/limit", tag), image.digest)
+        base = f"/api/v1/pins?registry={self.upstream.host}&repository_prefix=pin/limit"
+        self.assertEqual(len(self.api("GET", base).json()["pins"]), 2)
+        self.assertEqual(len(self.api("GET", base + "&limit=1").json()["pins"]), 1)
+        self.assertEqual(len(self.api("GET", "/api/v1/events?after=0&limit=1").json()["events"]), 1)
+        for path in (base + "&limit=0", base + "&limit=x", base + "&limit=-1", "/api/v1/events?limit=0",
+                     "/api/v1/events?limit=x", "/api/v1/events?after=0&limit=0&wait_s=2"):
+            with self.subTest(path=path):
+                started = time.monotonic()
+                resp = self.api("GET", path, expect=400)
+                self.assertTrue(resp.error_codes(), resp.body[:300])
+                self.assertIn("limit", resp.body.decode(), resp.body[:300])
+                self.assertLess(time.monotonic() - started, 2.0, "a refused long poll must not wait")
+
     # -- 6. tokens --------------------------------------------------------------------------------
 
     def test_every_api_endpoint_refuses_a_missing_or_wrong_token_with_401_and_changes_nothing(self):

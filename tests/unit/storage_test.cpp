@@ -340,6 +340,8 @@ TEST(PinStore, ListFiltersByRegistryPrefixAndState) {
     auto events = pins.events(1, 0, 10);
     ASSERT_TRUE(events);
     EXPECT_EQ(events->size(), 2u) << "events after id 1";
+    EXPECT_EQ(pins.events(0, 0, 1)->size(), 1u);
+    EXPECT_TRUE(pins.events(0, 0, 0)->empty()) << "a limit of 0 reads nothing";
 }
 
 namespace {
@@ -495,6 +497,12 @@ TEST(PinStore, ListAfterAKeyPagesThroughThePinsInKeyOrder) {
     auto past_end = pins.list(page);
     ASSERT_TRUE(past_end);
     EXPECT_TRUE(past_end->empty());
+
+    pin_filter none_asked;
+    none_asked.limit = 0;
+    auto zero = pins.list(none_asked);
+    ASSERT_TRUE(zero);
+    EXPECT_TRUE(zero->empty()) << "a limit of 0 lists nothing";
 
     // A cursor that names no stored pin (unpinned meanwhile) starts at the next key.
     page.after = pin_key{"docker.io", "library/nginx", "bb", 15};
