@@ -81,9 +81,10 @@ public:
     [[nodiscard]] virtual result<std::vector<outbox_entry>> due_deliveries(
         std::int64_t now_ms, std::size_t limit) const = 0;
     [[nodiscard]] virtual result<std::size_t> pending_deliveries() const = 0;
-    // Delivered: removes the entry (synced).
+    // Delivered: removes the entry. Failed: stores the new attempt count and time. Neither
+    // is synced (no fsync on the caller's thread, a network thread): a machine crash can only
+    // undo them, which sends the alert again (delivery is at least once) or retries it sooner.
     [[nodiscard]] virtual result<void> delivered(std::uint64_t outbox_id) = 0;
-    // Failed: stores the new attempt count and time (synced).
     [[nodiscard]] virtual result<void> reschedule(const outbox_entry& entry) = 0;
 };
 

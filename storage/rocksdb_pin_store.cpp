@@ -304,17 +304,13 @@ result<std::size_t> rocksdb_pin_store::pending_deliveries() const {
 }
 
 result<void> rocksdb_pin_store::delivered(std::uint64_t outbox_id) {
-    rocksdb::WriteOptions wo;
-    wo.sync = true;
-    auto s = db_->db()->Delete(wo, db_->outbox(), big_endian(outbox_id));
+    auto s = db_->db()->Delete({}, db_->outbox(), big_endian(outbox_id));
     if (!s.ok()) return database::to_error(s, "remove delivered alert");
     return {};
 }
 
 result<void> rocksdb_pin_store::reschedule(const outbox_entry& entry) {
-    rocksdb::WriteOptions wo;
-    wo.sync = true;
-    auto s = db_->db()->Put(wo, db_->outbox(), big_endian(entry.id), encode_outbox(entry));
+    auto s = db_->db()->Put({}, db_->outbox(), big_endian(entry.id), encode_outbox(entry));
     if (!s.ok()) return database::to_error(s, "reschedule alert");
     return {};
 }
