@@ -266,13 +266,15 @@ class Bench:
         out["peak_rss_mib"] = round(self.mem[system].peak_mib(), 1)
         return out
 
-    def interleaved(self, systems: tuple[str, ...], fn: Callable[[str], dict], key: str) -> dict[str, dict]:
-        """--rounds runs of fn(system) for each system, interleaved (a, b, c, a, b, c, ...) so
-        drift on the machine hits every system alike; per system the median run by `key`, with
-        every run's value and the highest peak RSS."""
+    def interleaved(self, systems: tuple[str, ...], fn: Callable[[str], dict], key: str, *,
+                    rounds: int = 0, alternate: bool = False) -> dict[str, dict]:
+        """`rounds` (default --rounds) runs of fn(system) for each system, interleaved (a, b, c,
+        a, b, c, ...; with `alternate` every other round reversed: a, b, b, a, ...) so drift on
+        the machine hits every system alike; per system the median run by `key`, with every
+        run's value and the highest peak RSS."""
         runs: dict[str, list[dict]] = {s: [] for s in systems}
-        for _ in range(self.args.rounds):
-            for system in systems:
+        for rnd in range(rounds or self.args.rounds):
+            for system in systems[::-1] if alternate and rnd % 2 else systems:
                 runs[system].append(self.measured(system, lambda: fn(system)))
         out = {}
         for system, rs in runs.items():
@@ -406,7 +408,9 @@ class Bench:
                 """One `ctr images pull`, timed in its two parts: `ctr content fetch` (the
                 mirror's work: resolve, manifests, blobs into containerd's content store), then
                 `ctr images pull` of the fetched image (unpacking into snapshots: containerd's
-                work, with the server's CPU time meanwhile recorded to show it). The sync first keeps the previous pull's writeback out of this one."""
+                work, with the server's CPU time meanwhile recorded to show it). The sync first
+                keeps the previous pull's writeback out of this one."""
+                log(f"e: pull through {system}")
                 ctrd.forget_everything()
                 os.sync()
                 h.write_hosts_toml(ctrd.hosts_dir, self.upstream.host, "http://" + self.hosts[system])
@@ -419,24 +423,14 @@ class Bench:
                         "server_cpu_seconds_in_unpack": self.mem[system].cpu_seconds() - cpu}
 
             systems = ("regpin", "peer")
-            for system in systems:
-                log(f"e: first (cold) pull through {system}")
+            for system in systems:  # first sight: the cold pulls
                 self.record("e", f"cold/{system}", pull(system))
-            runs: dict[str, list[dict]] = {s: [] for s in systems}
-            peaks: dict[str, float] = {s: 0 for s in systems}
             # Pulls vary more than the other cells (containerd unpacks on the same 2 cores, and
             # the machine's page cache is full of the earlier workloads): at least 6 rounds, the
-            # order reversed every round so neither side always follows the other.
-            for rnd in range(max(self.args.rounds, 6)):
-                for system in systems if rnd % 2 == 0 else systems[::-1]:
-                    log(f"e: warm pull {rnd + 1} through {system}")
-                    self.mem[system].reset()
-                    runs[system].append(pull(system))
-                    peaks[system] = max(peaks[system], self.mem[system].peak_mib())
-            for system in systems:
-                rs = runs[system]
-                med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
-                self.record("e", f"warm/{system}", {**med, "runs": rs, "peak_rss_mib": round(peaks[system], 1)})
+            # order reversed every other round so neither side always follows the other.
+            cells = self.interleaved(systems, pull, "seconds", rounds=max(self.args.rounds, 6), alternate=True)
+            for system, r in cells.items():
+                self.record("e", f"warm/{system}", r)
 
     # -- f: 100,000 pins ---------------------------------------------------------------------
 
