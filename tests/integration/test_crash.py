@@ -359,10 +359,6 @@ class CrashTest(h.LogsOnFailure):
               file=sys.stderr)
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 class LargeBlobCrashTest(h.LogsOnFailure):
     """Large blobs are written without RocksDB's write-ahead log (half the bytes written) and
     flushed before they are committed. A client gets a blob's last byte only after the commit,
@@ -400,3 +396,7 @@ class LargeBlobCrashTest(h.LogsOnFailure):
                                   {"Range": f"bytes={first}-{last}"}, timeout=60)
             self.assertEqual(part.status, 206, part.body[:300])
             self.assertEqual(part.body, data[first:last + 1], f"bytes {first}-{last}")
+
+
+if __name__ == "__main__":
+    unittest.main()
