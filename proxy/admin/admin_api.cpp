@@ -155,11 +155,11 @@ asio::awaitable<reply> admin_api::api(const registry::incoming& in, std::string 
                                "state must be pinned, pending or rejected", 400);
         }
         if (auto l = param("limit"); !l.empty()) {
-            if (l.find_first_not_of("0123456789") != std::string::npos || l.size() > 7 ||
-                std::stoul(l) == 0)
+            bool digits = l.size() <= 7 && l.find_first_not_of("0123456789") == std::string::npos;
+            f.limit = digits ? std::stoul(l) : 0;
+            if (f.limit == 0)
                 co_return fail(oci::error_code::pagination_number_invalid,
                                "limit must be a number, 1 or more", 400);
-            f.limit = std::stoul(l);
         }
         auto listed = pins.list(f);
         if (!listed) co_return fail(oci::error_code::unknown, "storage failure", 500);
@@ -192,16 +192,18 @@ asio::awaitable<reply> admin_api::api(const registry::incoming& in, std::string 
         std::int64_t since = 0;
         std::size_t limit = 1000;
         int wait_s = 0;
+        bool numbers = true;
         try {
             if (auto a = param("after"); !a.empty()) after = std::stoull(a);
             if (auto l = param("limit"); !l.empty())
                 limit = std::min<std::size_t>(std::stoul(l), 10000);
-            if (limit == 0) throw std::invalid_argument("limit");
             if (auto w = param("wait_s"); !w.empty()) wait_s = std::clamp(std::stoi(w), 0, 60);
         } catch (const std::exception&) {
+            numbers = false;
+        }
+        if (!numbers || limit == 0)
             co_return fail(oci::error_code::name_invalid,
                            "after, limit and wait_s must be numbers, limit 1 or more", 400);
-        }
         if (auto s = param("since"); !s.empty()) {
             auto t = parse_time(s);
             if (!t)
