@@ -7,9 +7,11 @@
 //       --prefix t --first 1 --count 99999 --digest sha256:... --media-type TYPE --size N
 //       --accept 'application/vnd.oci.image.manifest.v1+json, */*'
 
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <string>
 
 #include "proxy/oci/media_types.hpp"
@@ -31,32 +33,25 @@ int main(int argc, char** argv) {
     using namespace regpin;
     std::string data, registry, repository, prefix = "t", digest_text, media_type, accept;
     std::uint64_t first = 0, count = 0, size = 0;
+    const std::map<std::string, std::string*> texts = {
+        {"--data", &data},     {"--registry", &registry},  {"--repository", &repository},
+        {"--prefix", &prefix}, {"--digest", &digest_text}, {"--media-type", &media_type},
+        {"--accept", &accept}};
+    const std::map<std::string, std::uint64_t*> numbers = {
+        {"--first", &first}, {"--count", &count}, {"--size", &size}};
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
         if (i + 1 >= argc) usage("missing value for " + a);
         std::string v = argv[++i];
-        if (a == "--data")
-            data = v;
-        else if (a == "--registry")
-            registry = v;
-        else if (a == "--repository")
-            repository = v;
-        else if (a == "--prefix")
-            prefix = v;
-        else if (a == "--first")
-            first = std::strtoull(v.c_str(), nullptr, 10);
-        else if (a == "--count")
-            count = std::strtoull(v.c_str(), nullptr, 10);
-        else if (a == "--digest")
-            digest_text = v;
-        else if (a == "--media-type")
-            media_type = v;
-        else if (a == "--size")
-            size = std::strtoull(v.c_str(), nullptr, 10);
-        else if (a == "--accept")
-            accept = v;
-        else
+        if (auto t = texts.find(a); t != texts.end()) {
+            *t->second = v;
+        } else if (auto n = numbers.find(a); n != numbers.end()) {
+            auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), *n->second);
+            if (ec != std::errc{} || end != v.data() + v.size())
+                usage(a + " is not a number: " + v);
+        } else {
             usage("unknown argument " + a);
+        }
     }
     if (data.empty() || registry.empty() || repository.empty() || media_type.empty())
         usage("--data, --registry, --repository and --media-type are required");
