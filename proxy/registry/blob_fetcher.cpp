@@ -11,6 +11,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "proxy/registry/chunk_source.hpp"
+#include "proxy/registry/on_pool.hpp"
 
 namespace regpin::proxy::registry {
 
@@ -28,21 +29,6 @@ constexpr std::uint64_t unlogged_from = 8ull * storage::blob_store::default_chun
 
 oci::error upstream_failure(const std::string& registry, const std::string& what) {
     return {oci::error_code::unavailable, "upstream " + registry + ": " + what};
-}
-
-// Storage writes of a download, run on the blocking pool: a chunk put copies a chunk into the
-// memtable and an unlogged commit waits for a flush, neither belongs on a network thread.
-// Named coroutines with value parameters, not lambdas: g++ 12 (proxy/README.md). `bytes`
-// stays valid: the download changes its tail only after the write returned.
-asio::awaitable<bool> put_chunk_on_pool(storage::blob_store* blobs, storage::digest d,
-                                        std::uint64_t index, std::string_view bytes,
-                                        storage::blob_store::durability mode) {
-    co_return static_cast<bool>(blobs->put_chunk(d, index, bytes, mode));
-}
-
-asio::awaitable<bool> commit_on_pool(storage::blob_store* blobs, storage::digest d,
-                                     std::uint64_t size, storage::blob_store::durability mode) {
-    co_return static_cast<bool>(blobs->commit(d, size, mode));
 }
 
 }  // namespace
@@ -133,10 +119,13 @@ private:
     std::vector<std::shared_ptr<waker>> wakers_;
 };
 
+// On the blocking pool: a chunk put copies a chunk into the memtable, not a network thread's
+// work. `bytes` stays valid: the download changes its tail only after the write returned.
 asio::awaitable<bool> blob_download::flush_chunk(std::uint64_t index, std::string_view bytes) {
-    co_return co_await asio::co_spawn(
-        owner_.blocking_, put_chunk_on_pool(&owner_.blobs_, digest_, index, bytes, durability_),
-        asio::use_awaitable);
+    auto* blobs = &owner_.blobs_;
+    auto written = co_await on_pool<&storage::blob_store::put_chunk>(
+        owner_.blocking_, blobs, digest_, index, bytes, durability_);
+    co_return static_cast<bool>(written);
 }
 
 asio::awaitable<void> blob_download::run(upstream::client& client, std::string repository) {
@@ -251,11 +240,13 @@ asio::awaitable<void> blob_download::download(upstream::client& client, std::str
         auto got = h.finish();
         if (!(got == digest_)) failure = "content does not match digest (got " + got.str() + ")";
     }
-    if (failure.empty() &&
-        !co_await asio::co_spawn(owner_.blocking_,
-                                 commit_on_pool(&owner_.blobs_, digest_, total, durability_),
-                                 asio::use_awaitable))
-        failure = "cache commit failed";
+    if (failure.empty()) {
+        // On the blocking pool: an unlogged commit waits for a flush.
+        auto* blobs = &owner_.blobs_;
+        auto committed = co_await on_pool<&storage::blob_store::commit>(
+            owner_.blocking_, blobs, digest_, total, durability_);
+        if (!committed) failure = "cache commit failed";
+    }
 
     if (!failure.empty()) {
         spdlog::error("blob {} from {}: {}; discarded", digest_.str(), registry_, failure);

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "proxy/oci/media_types.hpp"
+#include "proxy/registry/on_pool.hpp"
 #include "proxy/registry/summary.hpp"
 #include "proxy/registry/upstream_ops.hpp"
 
@@ -36,14 +37,6 @@ std::int64_t now_ms() {
 
 std::string key_string(const pin_key& k) {
     return storage::display_name(k) + "#" + std::to_string(k.accept_class);
-}
-
-// The synced write of a pin change, run on the blocking pool. A named coroutine taking its
-// arguments as lvalue copies: g++ 12 destroys closures and moved-from temporaries passed to
-// coroutines twice. co_spawn needs a default-constructible result, hence the optional.
-asio::awaitable<std::optional<storage::result<std::vector<pin_event>>>> apply_change(
-    storage::pin_store* store, storage::pin_change change) {
-    co_return store->apply(change);
 }
 
 // Docker Hub: "ratelimit-remaining: 76;w=21600".
@@ -204,8 +197,8 @@ struct pin_manager::state : std::enable_shared_from_this<pin_manager::state> {
     // One pin change, synced, on the blocking pool.
     asio::awaitable<storage::result<std::vector<pin_event>>> apply(
         const storage::pin_change& change) {
-        auto r = co_await asio::co_spawn(pool, apply_change(&pins, change), asio::use_awaitable);
-        co_return std::move(*r);
+        storage::pin_store* store = &pins;
+        co_return co_await on_pool<&storage::pin_store::apply>(pool, store, change);
     }
 
     // An operator's change: applied, announced to the hooks, its events appended to `all`.

@@ -13,6 +13,7 @@
 #include "proxy/oci/range.hpp"
 #include "proxy/oci/route.hpp"
 #include "proxy/registry/chunk_source.hpp"
+#include "proxy/registry/on_pool.hpp"
 #include "proxy/registry/router.hpp"
 #include "proxy/registry/upstream_ops.hpp"
 #include "storage/rocksdb_pin_store.hpp"
@@ -107,14 +108,6 @@ reply stored_blob_reply(storage::blob_store& store, const storage::digest& d,
         r.stream = std::make_shared<stored_blob_stream>(store, d, rec, first, end);
     r.cache = "hit";
     return r;
-}
-
-// Runs on the blocking pool (the write is synced). A named coroutine rather than a lambda:
-// g++ 12 destroys a coroutine lambda's by-value captures twice. co_spawn needs a
-// default-constructible result, hence the optional.
-asio::awaitable<std::optional<storage::result<storage::pin>>> create_pin(storage::pin_store* pins,
-                                                                         storage::pin candidate) {
-    co_return pins->create_if_absent(candidate, "first-pull");
 }
 
 const char* route_name(oci::endpoint e) {
@@ -271,10 +264,10 @@ asio::awaitable<reply> service::manifest(const target& t, bool head, const std::
     storage::pin candidate{key,      f.digest, f.manifest.media_type, f.manifest.bytes.size(),
                            now_ms(), now_ms()};
     auto* pins = pins_.get();
-    auto written =
-        co_await asio::co_spawn(blocking_, create_pin(pins, candidate), asio::use_awaitable);
-    if (!written || !*written) co_return storage_failure("writing a pin");
-    auto& held = *written;
+    const char* actor = "first-pull";
+    auto held =
+        co_await on_pool<&storage::pin_store::create_if_absent>(blocking_, pins, candidate, actor);
+    if (!held) co_return storage_failure("writing a pin");
     if (held->manifest_digest == f.digest) {
         spdlog::info("pinned {}/{}:{} to {} ({})", registry, key.repository, key.tag,
                      f.digest.str(), f.manifest.media_type);

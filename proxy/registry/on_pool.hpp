@@ -1,0 +1,43 @@
+#pragma once
+// Blocking storage calls (synced writes, chunk writes, flushes) from a coroutine: run on a
+// thread pool, never on a network thread.
+//
+//   auto r = co_await on_pool<&storage::pin_store::apply>(pool, &pins, change);
+//
+// The arguments are copied into the coroutine frames as value parameters: no lambda, no
+// closure, because g++ 12 destroys a coroutine lambda's captures, and temporaries passed to a
+// coroutine inside a co_await expression, twice (proxy/README.md). Pass lvalues, or values
+// with nothing to destroy (pointers, string_views, numbers).
+
+#include <functional>
+#include <optional>
+#include <type_traits>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+namespace regpin::proxy::registry {
+
+namespace detail {
+
+// co_spawn needs a default-constructible result, hence the optional.
+template <auto Fn, class... Args>
+boost::asio::awaitable<std::optional<std::invoke_result_t<decltype(Fn), Args&...>>> call(
+    Args... args) {
+    co_return std::invoke(Fn, args...);
+}
+
+}  // namespace detail
+
+// Fn(args...) on `pool`; the caller resumes on its own executor with the result.
+template <auto Fn, class... Args>
+boost::asio::awaitable<std::invoke_result_t<decltype(Fn), Args&...>> on_pool(
+    boost::asio::thread_pool& pool, Args... args) {
+    auto r =
+        co_await boost::asio::co_spawn(pool, detail::call<Fn>(args...), boost::asio::use_awaitable);
+    co_return std::move(*r);
+}
+
+}  // namespace regpin::proxy::registry
