@@ -7,8 +7,9 @@
 #include "proxy/admin/metrics.hpp"
 #include "proxy/admin/views.hpp"
 #include "proxy/admin/webhooks.hpp"
+#include "proxy/http/listener.hpp"
+#include "proxy/registry/replies.hpp"
 #include "proxy/registry/service.hpp"
-#include "proxy/server/server.hpp"
 
 namespace regpin::proxy {
 
@@ -36,6 +37,14 @@ std::shared_ptr<asio::ssl::context> server_tls(const config::tls_settings& t,
     return ctx;
 }
 
+// Refusals by either listener, as OCI error bodies: both APIs speak that format.
+http::reply oci_refusal(unsigned status, const std::string& message) {
+    auto code = status == 503 ? oci::error_code::unavailable : oci::error_code::unsupported;
+    auto r = registry::error_reply({code, message});
+    r.status = status;
+    return r;
+}
+
 }  // namespace
 
 struct app::parts {
@@ -45,8 +54,8 @@ struct app::parts {
     std::unique_ptr<registry::service> service;
     std::unique_ptr<admin::webhook_sender> webhooks;
     std::unique_ptr<admin::admin_api> admin;
-    std::unique_ptr<server::listener> registry_listener;
-    std::unique_ptr<server::listener> admin_listener;
+    std::unique_ptr<http::listener> registry_listener;
+    std::unique_ptr<http::listener> admin_listener;
 
     // Metric families, registered once.
     admin::counter_family* requests = nullptr;
@@ -156,20 +165,26 @@ void app::start(std::shared_ptr<storage::database> db) {
         [pp](std::string_view result) { pp->deliveries->with({std::string(result)}).inc(); });
     p.admin = std::make_unique<admin::admin_api>(p.settings, *p.service, p.metrics);
 
-    server::listener_options ro;
+    http::listener_options ro;
     ro.listen = p.settings.listen;
     ro.max_header_bytes = p.settings.max_header_bytes;
     ro.idle_timeout = p.settings.client_idle_timeout;
     ro.header_timeout = p.settings.client_header_timeout;
     ro.max_connections = p.settings.max_connections;
     ro.tls = server_tls(p.settings.tls, "tls");
+    ro.name = "registry";
+    ro.log_fields = {"cache", "upstream"};
+    ro.headers = {{"Docker-Distribution-API-Version", "registry/2.0"}};
+    ro.read_only_note = "regpin is a read-only pull-through cache";
+    ro.refusal = oci_refusal;
     auto* service = p.service.get();
-    p.registry_listener = std::make_unique<server::listener>(
-        p.ioc, ro, [service](registry::incoming in) { return service->handle(std::move(in)); },
-        [pp](const registry::incoming&, const registry::reply& r, std::uint64_t body_bytes,
+    p.registry_listener = std::make_unique<http::listener>(
+        p.ioc, ro, [service](http::incoming in) { return service->handle(std::move(in)); },
+        [pp](const http::incoming&, const http::reply& r, std::uint64_t body_bytes,
              double seconds) {
             pp->requests->with({r.route, std::to_string(r.status)}).inc();
-            if (r.cache != "-") pp->cache->with({r.route, r.cache}).inc();
+            if (auto cache = r.log_field("cache"); cache != "-")
+                pp->cache->with({r.route, std::string(cache)}).inc();
             if (body_bytes > 0) pp->bytes->with({r.route}).inc(body_bytes);
             pp->request_seconds->with({r.route}).observe(seconds);
         });
@@ -178,7 +193,7 @@ void app::start(std::shared_ptr<storage::database> db) {
                  ep.address().to_string(), ep.port());
 
     if (!p.settings.admin.listen.empty()) {
-        server::listener_options ao;
+        http::listener_options ao;
         ao.name = "admin";
         ao.listen = p.settings.admin.listen;
         ao.methods = {"GET", "HEAD", "POST"};
@@ -187,9 +202,10 @@ void app::start(std::shared_ptr<storage::database> db) {
         ao.max_connections = 64;
         ao.header_timeout = p.settings.client_header_timeout;
         ao.tls = server_tls(p.settings.admin.tls, "admin.tls");
+        ao.refusal = oci_refusal;
         auto* admin = p.admin.get();
-        p.admin_listener = std::make_unique<server::listener>(
-            p.ioc, ao, [admin](registry::incoming in) { return admin->handle(std::move(in)); });
+        p.admin_listener = std::make_unique<http::listener>(
+            p.ioc, ao, [admin](http::incoming in) { return admin->handle(std::move(in)); });
         auto aep = p.admin_listener->local_endpoint();
         spdlog::info(
             "serving the admin API on http://{}:{}{}", aep.address().to_string(), aep.port(),

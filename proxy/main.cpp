@@ -248,6 +248,11 @@ int main(int argc, char** argv) {
         return 0;
     }
     if (cmd == "serve") return serve(argc - 2, argv + 2);
+    // The other commands are clients: what the libraries log (a TLS failure's reason) goes to
+    // stderr, never into output a script parses.
+    spdlog::set_default_logger(spdlog::stderr_color_mt("regpin"));
+    spdlog::set_pattern("regpin: %v");
+    spdlog::set_level(spdlog::level::warn);
     if (cmd == "pins") return regpin::proxy::cli::pins_command(argc - 2, argv + 2);
     if (cmd == "events") return regpin::proxy::cli::events_command(argc - 2, argv + 2);
     if (cmd == "hosts-toml") return regpin::proxy::cli::hosts_toml_command(argc - 2, argv + 2);

@@ -11,13 +11,14 @@
 
 #include "proxy/admin/views.hpp"
 #include "proxy/oci/route.hpp"
+#include "proxy/registry/replies.hpp"
 #include "storage/digest.hpp"
 
 namespace regpin::proxy::admin {
 
 namespace asio = boost::asio;
+using http::reply;
 using nlohmann::json;
-using registry::reply;
 
 namespace {
 
@@ -92,7 +93,7 @@ std::string admin_api::token_name(std::string_view presented) const {
     return found;
 }
 
-asio::awaitable<reply> admin_api::handle(registry::incoming in) {
+asio::awaitable<reply> admin_api::handle(http::incoming in) {
     auto url = boost::urls::parse_origin_form(in.target);
     if (!url) co_return fail(oci::error_code::name_invalid, "malformed target", 400);
     std::string path = url->path();
@@ -132,7 +133,7 @@ asio::awaitable<reply> admin_api::handle(registry::incoming in) {
     co_return co_await api(in, "token:" + name);
 }
 
-asio::awaitable<reply> admin_api::api(const registry::incoming& in, std::string actor) {
+asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string actor) {
     auto url = boost::urls::parse_origin_form(in.target);
     std::string path = url->path();
     auto param = [&](const char* k) -> std::string {

@@ -19,7 +19,7 @@
 
 #include "config/config.hpp"
 #include "proxy/admin/metrics.hpp"
-#include "proxy/registry/reply.hpp"
+#include "proxy/http/message.hpp"
 #include "proxy/registry/service.hpp"
 
 namespace regpin::proxy::admin {
@@ -28,14 +28,14 @@ class admin_api {
 public:
     admin_api(const config::settings& settings, registry::service& service, metrics& m);
 
-    [[nodiscard]] boost::asio::awaitable<registry::reply> handle(registry::incoming in);
+    [[nodiscard]] boost::asio::awaitable<http::reply> handle(http::incoming in);
 
     // The name of the configured token equal to `presented`, or empty. Constant time in the
     // token's contents.
     std::string token_name(std::string_view presented) const;
 
 private:
-    boost::asio::awaitable<registry::reply> api(const registry::incoming& in, std::string actor);
+    boost::asio::awaitable<http::reply> api(const http::incoming& in, std::string actor);
 
     const config::settings& settings_;
     registry::service& service_;

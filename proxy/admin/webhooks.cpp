@@ -13,7 +13,7 @@
 #include <boost/url/parse.hpp>
 
 #include "proxy/admin/views.hpp"
-#include "proxy/upstream/client.hpp"
+#include "proxy/http/client.hpp"
 
 namespace regpin::proxy::admin {
 
@@ -59,8 +59,9 @@ std::string hmac_sha256_hex(const std::string& key, const std::string& body) {
 struct webhook_sender::state : std::enable_shared_from_this<webhook_sender::state> {
     struct target {
         config::webhook hook;
+        http::origin origin;
         std::string path;  // origin form of the URL
-        std::unique_ptr<upstream::client> client;
+        std::unique_ptr<http::client> client;
     };
 
     asio::any_io_executor ex;
@@ -74,19 +75,20 @@ struct webhook_sender::state : std::enable_shared_from_this<webhook_sender::stat
           std::function<void(std::string_view)> a)
         : ex(e), pins(p), attempted(std::move(a)), timer(asio::make_strand(e)) {
         for (const auto& w : s.webhooks) {
-            auto u = boost::urls::parse_uri(w.url);
-            if (!u) continue;
-            config::upstream cfg;
-            cfg.registry = "webhook " + std::string(u->host());
-            cfg.url = std::string(u->scheme()) + "://" + std::string(u->encoded_host_and_port());
-            cfg.ca_file = w.ca_file;
-            cfg.tls_verify = w.tls_verify;
-            cfg.connect_timeout = w.timeout;
-            cfg.read_timeout = w.timeout;
-            cfg.max_idle_connections = 2;
-            std::string path = std::string(u->encoded_resource());
-            if (path.empty()) path = "/";
-            targets.emplace(w.url, target{w, path, std::make_unique<upstream::client>(e, cfg)});
+            auto split = http::split_url(w.url);
+            if (!split) continue;
+            http::client_options o;
+            o.name = "webhook " + split->first.host;
+            o.ca_file = w.ca_file;
+            o.tls_verify = w.tls_verify;
+            o.connect_timeout = w.timeout;
+            o.read_timeout = w.timeout;
+            o.max_idle_per_origin = 2;
+            // A redirect is not a delivery: the alert is re-sent to the configured URL later,
+            // never re-POSTed elsewhere.
+            o.redirects = http::redirect_policy::none();
+            targets.emplace(w.url, target{w, split->first, split->second,
+                                          std::make_unique<http::client>(e, o)});
         }
     }
 
@@ -101,17 +103,18 @@ struct webhook_sender::state : std::enable_shared_from_this<webhook_sender::stat
         if (!ev) co_return false;
         if (!*ev) co_return true;  // the event is gone: nothing to say
         auto body = alert_json(**ev).dump();
-        upstream::request req;
+        http::request req;
         req.method = boost::beast::http::verb::post;
+        req.origin = it->second.origin;
         req.target = it->second.path;
         req.body = body;
         req.content_type = "application/json";
-        req.headers.emplace_back("X-Regpin-Event-Id", std::to_string(entry.event_id));
-        req.headers.emplace_back("X-Regpin-Delivery-Attempt", std::to_string(entry.attempts + 1));
+        req.header("X-Regpin-Event-Id", std::to_string(entry.event_id));
+        req.header("X-Regpin-Delivery-Attempt", std::to_string(entry.attempts + 1));
         if (!it->second.hook.secret.empty())
-            req.headers.emplace_back("X-Regpin-Signature-256",
-                                     "sha256=" + hmac_sha256_hex(it->second.hook.secret, body));
-        auto resp = co_await it->second.client->send(req);
+            req.header("X-Regpin-Signature-256",
+                       "sha256=" + hmac_sha256_hex(it->second.hook.secret, body));
+        auto resp = co_await it->second.client->send(std::move(req));
         if (!resp) {
             spdlog::warn("webhook {}: alert {} not delivered: {}", display_url(entry.target),
                          entry.event_id, resp.error().message());

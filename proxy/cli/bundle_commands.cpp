@@ -32,6 +32,7 @@ are cached and its tag pinned, as a node's first pull would.
   --file LIST           images, one per line ('#' starts a comment)
   --platform OS/ARCH    only this platform of multi-platform images; repeatable (default: all)
   --registry-url URL    regpin's registry API (default http://127.0.0.1:5000)
+  --cacert FILE         CA certificate (PEM) trusted for an https registry URL
 
 A progress line on a terminal, plain lines otherwise; a summary at the end. Exit status 1
 when any image failed (each failure is listed).
@@ -123,7 +124,7 @@ struct fetched {
     std::string digest, media_type, bytes;
 };
 
-std::optional<fetched> get_manifest(const std::string& base, const bundle::image_ref& ref,
+std::optional<fetched> get_manifest(const server& base, const bundle::image_ref& ref,
                                     const std::string& reference, std::string& error) {
     std::string body;
     unsigned status = 0;
@@ -136,7 +137,7 @@ std::optional<fetched> get_manifest(const std::string& base, const bundle::image
         },
         std::chrono::seconds(300));
     if (!r.error.empty()) {
-        error = "cannot reach regpin at " + base + ": " + r.error;
+        error = "cannot reach regpin at " + base.url + ": " + r.error;
         return std::nullopt;
     }
     if (r.status != 200) {
@@ -157,7 +158,7 @@ std::optional<fetched> get_manifest(const std::string& base, const bundle::image
     return fetched{d.str(), type, body};
 }
 
-bool get_blob(const std::string& base, const bundle::image_ref& ref, const std::string& digest,
+bool get_blob(const server& base, const bundle::image_ref& ref, const std::string& digest,
               progress& p, std::string& error) {
     auto d = storage::digest::parse(digest);
     if (!d) {
@@ -188,7 +189,7 @@ bool get_blob(const std::string& base, const bundle::image_ref& ref, const std::
 }  // namespace
 
 int prefetch_command(int argc, char** argv) {
-    std::string base = "http://127.0.0.1:5000";
+    server base{"http://127.0.0.1:5000", ""};
     std::vector<std::string> images, platforms;
     for (int i = 0; i < argc; ++i) {
         std::string a = argv[i];
@@ -200,7 +201,9 @@ int prefetch_command(int argc, char** argv) {
             std::fputs(usage_prefetch, stdout);
             return 0;
         } else if (a == "--registry-url") {
-            base = take();
+            base.url = take();
+        } else if (a == "--cacert") {
+            base.ca_file = take();
         } else if (a == "--platform") {
             platforms.push_back(take());
         } else if (a == "--file") {

@@ -37,7 +37,10 @@ REF is REGISTRY/REPOSITORY:TAG, e.g. docker.io/library/nginx:1.27 (a name withou
 registry host means docker.io).
 
 Options for every command:
-  --admin URL        the admin API (default $REGPIN_ADMIN or http://127.0.0.1:5001)
+  --admin URL        the admin API (default $REGPIN_ADMIN or http://127.0.0.1:5001);
+                     https:// for an admin API with admin.tls
+  --cacert FILE      CA certificate (PEM) trusted for an https admin API, besides the
+                     system CAs
   --token-file FILE  the admin token (default $REGPIN_ADMIN_TOKEN)
   --json             print the API's JSON instead of a table
 )";
@@ -50,12 +53,13 @@ Lists pin events (first pins, re-points, approvals, unpins, pins by hand), oldes
   --after ID         only events with a larger id
   --follow           keep waiting for new events (Ctrl-C to stop)
   --admin URL        the admin API (default $REGPIN_ADMIN or http://127.0.0.1:5001)
+  --cacert FILE      CA certificate (PEM) trusted for an https admin API
   --token-file FILE  the admin token (default $REGPIN_ADMIN_TOKEN)
   --json             one JSON object per line
 )";
 
 struct common {
-    std::string admin;
+    server admin;
     std::string token;
     bool as_json = false;
     std::vector<std::string> positional;
@@ -76,7 +80,7 @@ common parse(int argc, char** argv, const std::vector<std::string>& value_flags,
              const char* usage) {
     common c;
     const char* env_admin = std::getenv("REGPIN_ADMIN");
-    c.admin = env_admin ? env_admin : "http://127.0.0.1:5001";
+    c.admin.url = env_admin ? env_admin : "http://127.0.0.1:5001";
     std::string token_file;
     for (int i = 0; i < argc; ++i) {
         std::string a = argv[i];
@@ -88,7 +92,9 @@ common parse(int argc, char** argv, const std::vector<std::string>& value_flags,
             std::fputs(usage, stdout);
             std::exit(0);
         } else if (a == "--admin") {
-            c.admin = take();
+            c.admin.url = take();
+        } else if (a == "--cacert") {
+            c.admin.ca_file = take();
         } else if (a == "--token-file") {
             token_file = take();
         } else if (a == "--json") {
@@ -122,10 +128,10 @@ json call(const common& c, const std::string& method, const std::string& target,
     if (c.token.empty()) fail("no admin token: pass --token-file FILE or set REGPIN_ADMIN_TOKEN");
     auto r = http_call(c.admin, method, target, body, c.token, std::chrono::seconds(120));
     if (!r.error.empty())
-        fail("cannot reach the admin API at " + c.admin + ": " + r.error +
+        fail("cannot reach the admin API at " + c.admin.url + ": " + r.error +
              " (is regpin running? is --admin right?)");
     auto j = json::parse(r.body, nullptr, false);
-    if (r.status == 401) fail("the admin API at " + c.admin + " refused the token (401)");
+    if (r.status == 401) fail("the admin API at " + c.admin.url + " refused the token (401)");
     if (r.status < 200 || r.status > 299) {
         std::string message = r.body;
         if (j.is_object() && j.contains("errors") && j["errors"].is_array() && !j["errors"].empty())

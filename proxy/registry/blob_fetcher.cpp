@@ -41,7 +41,7 @@ public:
         : owner_(owner), digest_(std::move(d)), registry_(std::move(registry)) {}
 
     // Downloads, verifies and commits; on any failure discards and fails every client.
-    asio::awaitable<void> run(upstream::client& client, std::string repository);
+    asio::awaitable<void> run(upstream::registry_client& client, std::string repository);
 
     // Registers `w` to be woken on every state change; returns nothing, wakes once at once so
     // the caller re-reads state without a lost-wakeup window.
@@ -102,7 +102,7 @@ private:
         for (auto& w : ws) w->try_send(error_code{});
     }
     asio::awaitable<bool> flush_chunk(std::uint64_t index, std::string_view bytes);
-    asio::awaitable<void> download(upstream::client& client, std::string repository);
+    asio::awaitable<void> download(upstream::registry_client& client, std::string repository);
 
     blob_fetcher& owner_;
     storage::digest digest_;
@@ -128,7 +128,8 @@ asio::awaitable<bool> blob_download::flush_chunk(std::uint64_t index, std::strin
     co_return static_cast<bool>(written);
 }
 
-asio::awaitable<void> blob_download::run(upstream::client& client, std::string repository) {
+asio::awaitable<void> blob_download::run(upstream::registry_client& client,
+                                         std::string repository) {
     auto self = shared_from_this();
     try {
         co_await download(client, std::move(repository));
@@ -141,7 +142,8 @@ asio::awaitable<void> blob_download::run(upstream::client& client, std::string r
     }
 }
 
-asio::awaitable<void> blob_download::download(upstream::client& client, std::string repository) {
+asio::awaitable<void> blob_download::download(upstream::registry_client& client,
+                                              std::string repository) {
     upstream::request req;
     req.target = "/v2/" + repository + "/blobs/" + digest_.str();
     req.scope = "repository:" + repository + ":pull";
@@ -340,7 +342,7 @@ void blob_fetcher::finished(const storage::digest& d) {
 }
 
 std::shared_ptr<blob_download> blob_fetcher::join(const storage::digest& d,
-                                                  upstream::client& client,
+                                                  upstream::registry_client& client,
                                                   const std::string& repository) {
     std::shared_ptr<blob_download> dl;
     {
@@ -360,7 +362,7 @@ std::shared_ptr<blob_download> blob_fetcher::join(const storage::digest& d,
 }
 
 asio::awaitable<std::variant<download_started, oci::error>> blob_fetcher::fetch(
-    const storage::digest& d, upstream::client& client, const std::string& repository) {
+    const storage::digest& d, upstream::registry_client& client, const std::string& repository) {
     auto dl = join(d, client, repository);
     if (!dl) {
         download_started cached;
@@ -390,7 +392,7 @@ asio::awaitable<std::variant<download_started, oci::error>> blob_fetcher::fetch(
 }
 
 asio::awaitable<bool> blob_fetcher::wait_complete(const storage::digest& d,
-                                                  upstream::client& client,
+                                                  upstream::registry_client& client,
                                                   const std::string& repository,
                                                   oci::error& failure) {
     auto dl = join(d, client, repository);

@@ -18,8 +18,8 @@
 #include <boost/asio/thread_pool.hpp>
 
 #include "proxy/oci/errors.hpp"
-#include "proxy/registry/reply.hpp"
-#include "proxy/upstream/client.hpp"
+#include "proxy/registry/replies.hpp"
+#include "proxy/upstream/registry_client.hpp"
 #include "storage/blob_store.hpp"
 #include "storage/digest.hpp"
 
@@ -42,11 +42,11 @@ public:
     // Joins (or starts) the download of `d` from `client` and waits until the upstream
     // answered. The error is what the client should get when the upstream fails first.
     [[nodiscard]] boost::asio::awaitable<std::variant<download_started, oci::error>> fetch(
-        const storage::digest& d, upstream::client& client, const std::string& repository);
+        const storage::digest& d, upstream::registry_client& client, const std::string& repository);
 
     // Waits for the download of `d` (if any) to finish. True when the blob is now stored.
     [[nodiscard]] boost::asio::awaitable<bool> wait_complete(const storage::digest& d,
-                                                             upstream::client& client,
+                                                             upstream::registry_client& client,
                                                              const std::string& repository,
                                                              oci::error& failure);
 
@@ -55,7 +55,7 @@ public:
 
 private:
     friend class blob_download;
-    std::shared_ptr<blob_download> join(const storage::digest& d, upstream::client& client,
+    std::shared_ptr<blob_download> join(const storage::digest& d, upstream::registry_client& client,
                                         const std::string& repository);
     void finished(const storage::digest& d);
 

@@ -8,7 +8,7 @@
 
 #include <boost/system/result.hpp>
 
-#include "proxy/registry/reply.hpp"
+#include "proxy/registry/replies.hpp"
 #include "storage/blob_store.hpp"
 
 namespace regpin::proxy::registry {

@@ -97,7 +97,7 @@ asio::awaitable<reply> service::tags(const target& t) {
     }
     if (from_pins)
         r.header("Warning", "299 - \"upstream unavailable: only pinned tags are listed\"");
-    r.cache = from_pins ? "pin" : "miss";
+    r.log_field("cache", from_pins ? "pin" : "miss");
     co_return r;
 }
 
@@ -130,7 +130,7 @@ asio::awaitable<reply> service::referrers(const target& t, const std::string& ac
     r.header("Content-Type", content_type.empty() ? std::string(oci::oci_index) : content_type);
     if (!filters.empty()) r.header("OCI-Filters-Applied", filters);
     if (!link.empty() && link.find("</v2/") != std::string::npos) r.header("Link", link);
-    r.cache = "miss";
+    r.log_field("cache", "miss");
     co_return r;
 }
 

@@ -75,7 +75,7 @@ struct pin_manager::state : std::enable_shared_from_this<pin_manager::state> {
     storage::manifest_store& manifests;
     storage::blob_store& blobs;
     blob_fetcher& fetcher;
-    std::vector<upstream::client*> clients;
+    std::vector<upstream::registry_client*> clients;
     asio::thread_pool& pool;
     pin_hooks hooks;
     std::vector<policy_rule> rules;
@@ -90,7 +90,7 @@ struct pin_manager::state : std::enable_shared_from_this<pin_manager::state> {
 
     state(asio::any_io_executor e, const config::settings& s, storage::pin_store& p,
           storage::manifest_store& m, storage::blob_store& b, blob_fetcher& f,
-          std::vector<upstream::client*> c, asio::thread_pool& tp, pin_hooks h)
+          std::vector<upstream::registry_client*> c, asio::thread_pool& tp, pin_hooks h)
         : ex(std::move(e)),
           settings(s),
           pins(p),
@@ -115,7 +115,7 @@ struct pin_manager::state : std::enable_shared_from_this<pin_manager::state> {
         if (hooks.checked) hooks.checked(registry, outcome);
     }
 
-    void note_ratelimit(std::size_t ui, const upstream::response& r) {
+    void note_ratelimit(std::size_t ui, const http::response& r) {
         auto left = remaining_quota(r.headers()["ratelimit-remaining"]);
         if (!left || *left > settings.checks.ratelimit_low_water) return;
         std::lock_guard lock(mutex);
@@ -424,8 +424,8 @@ asio::awaitable<void> pin_manager::state::sweep() {
 pin_manager::pin_manager(asio::any_io_executor ex, const config::settings& settings,
                          storage::pin_store& pins, storage::manifest_store& manifests,
                          storage::blob_store& blobs, blob_fetcher& fetcher,
-                         std::vector<upstream::client*> clients, asio::thread_pool& blocking,
-                         pin_hooks hooks)
+                         std::vector<upstream::registry_client*> clients,
+                         asio::thread_pool& blocking, pin_hooks hooks)
     : state_(std::make_shared<state>(std::move(ex), settings, pins, manifests, blobs, fetcher,
                                      std::move(clients), blocking, std::move(hooks))) {}
 

@@ -25,7 +25,7 @@
 #include "proxy/oci/errors.hpp"
 #include "proxy/registry/blob_fetcher.hpp"
 #include "proxy/registry/policy.hpp"
-#include "proxy/upstream/client.hpp"
+#include "proxy/upstream/registry_client.hpp"
 #include "storage/blob_store.hpp"
 #include "storage/manifest_store.hpp"
 #include "storage/pin_store.hpp"
@@ -61,7 +61,7 @@ public:
     pin_manager(boost::asio::any_io_executor ex, const config::settings& settings,
                 storage::pin_store& pins, storage::manifest_store& manifests,
                 storage::blob_store& blobs, blob_fetcher& fetcher,
-                std::vector<upstream::client*> clients, boost::asio::thread_pool& blocking,
+                std::vector<upstream::registry_client*> clients, boost::asio::thread_pool& blocking,
                 pin_hooks hooks);
     ~pin_manager();
 

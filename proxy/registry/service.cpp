@@ -23,19 +23,6 @@ namespace regpin::proxy::registry {
 namespace asio = boost::asio;
 using oci::error_code;
 
-reply error_reply(const oci::error& e) {
-    reply r;
-    r.status = e.status();
-    r.body = e.body();
-    r.header("Content-Type", "application/json");
-    return r;
-}
-
-reply storage_failure(const char* what) {
-    spdlog::error("storage failure while {}", what);
-    return error_reply({error_code::unknown, std::string("cache storage failure while ") + what});
-}
-
 namespace {
 
 std::int64_t now_ms() {
@@ -106,7 +93,7 @@ reply stored_blob_reply(storage::blob_store& store, const storage::digest& d,
     r.content_length = end - first;
     if (!head && end > first)
         r.stream = std::make_shared<stored_blob_stream>(store, d, rec, first, end);
-    r.cache = "hit";
+    r.log_field("cache", "hit");
     return r;
 }
 
@@ -137,11 +124,11 @@ service::service(asio::any_io_executor ex, const config::settings& settings,
       manifests_(db_),
       pins_(std::make_unique<storage::rocksdb_pin_store>(db_)),
       fetcher_(ex, blobs_, blocking_) {
-    std::vector<upstream::client*> raw;
+    std::vector<upstream::registry_client*> raw;
     for (const auto& u : settings_.upstreams) {
         if (!u.tls_verify)
             spdlog::warn("upstream {}: TLS certificate verification is DISABLED", u.registry);
-        clients_.push_back(std::make_unique<upstream::client>(ex, u, upstream_observer));
+        clients_.push_back(std::make_unique<upstream::registry_client>(ex, u, upstream_observer));
         raw.push_back(clients_.back().get());
     }
     manager_ = std::make_unique<pin_manager>(ex, settings_, *pins_, manifests_, blobs_, fetcher_,
@@ -193,7 +180,7 @@ asio::awaitable<reply> service::handle(incoming req) {
         case oci::endpoint::base:
             break;
     }
-    r.upstream = t.where.registry;
+    r.log_field("upstream", t.where.registry);
     r.route = route_name(route.kind);
     if (route.ns) r.header("OCI-Namespace", *route.ns);
     co_return r;
@@ -214,7 +201,7 @@ asio::awaitable<reply> service::manifest(const target& t, bool head, const std::
         if (!cached) co_return storage_failure("reading a manifest");
         if (*cached) {
             auto r = manifest_reply(d, **cached, head);
-            r.cache = pinned ? "pin" : "hit";
+            r.log_field("cache", pinned ? "pin" : "hit");
             co_return r;
         }
         auto got = co_await fetch(d.str());
@@ -222,7 +209,7 @@ asio::awaitable<reply> service::manifest(const target& t, bool head, const std::
         auto& f = std::get<fetched_manifest>(got);
         if (!manifests_.put(f.digest, f.manifest)) co_return storage_failure("storing a manifest");
         auto r = manifest_reply(f.digest, f.manifest, head);
-        r.cache = pinned ? "pin" : "miss";
+        r.log_field("cache", pinned ? "pin" : "miss");
         co_return r;
     };
 
@@ -250,7 +237,7 @@ asio::awaitable<reply> service::manifest(const target& t, bool head, const std::
                  pending}}.dump();
             manager_->served(p, t.where.upstream_index);
             auto r = error_reply(e);
-            r.cache = "pin";
+            r.log_field("cache", "pin");
             co_return r;
         }
         manager_->served(p, t.where.upstream_index);
@@ -272,14 +259,14 @@ asio::awaitable<reply> service::manifest(const target& t, bool head, const std::
         spdlog::info("pinned {}/{}:{} to {} ({})", registry, key.repository, key.tag,
                      f.digest.str(), f.manifest.media_type);
         auto r = manifest_reply(f.digest, f.manifest, head);
-        r.cache = "miss";
+        r.log_field("cache", "miss");
         co_return r;
     }
     // Another request pinned this tag first: its digest wins.
     auto m = manifests_.find(held->manifest_digest);
     if (!m || !*m) co_return storage_failure("reading a pinned manifest");
     auto r = manifest_reply(held->manifest_digest, **m, head);
-    r.cache = "pin";
+    r.log_field("cache", "pin");
     co_return r;
 }
 
@@ -306,7 +293,7 @@ asio::awaitable<reply> service::blob(const target& t, bool head, const std::stri
             r.header("Docker-Content-Digest", d.str());
             r.header("Accept-Ranges", "bytes");
             r.content_length = resp->content_length().value_or(0);
-            r.cache = "miss";
+            r.log_field("cache", "miss");
             co_return r;
         }
 
@@ -328,7 +315,7 @@ asio::awaitable<reply> service::blob(const target& t, bool head, const std::stri
         r.header("Etag", "\"" + d.str() + "\"");
         r.content_length = s.size;
         r.stream = s.stream;
-        r.cache = "miss";
+        r.log_field("cache", "miss");
         co_return r;
     }
     co_return storage_failure("reading a just-stored blob");

@@ -14,9 +14,9 @@
 #include "config/config.hpp"
 #include "proxy/registry/blob_fetcher.hpp"
 #include "proxy/registry/pin_manager.hpp"
-#include "proxy/registry/reply.hpp"
+#include "proxy/registry/replies.hpp"
 #include "proxy/registry/router.hpp"
-#include "proxy/upstream/client.hpp"
+#include "proxy/upstream/registry_client.hpp"
 #include "storage/blob_store.hpp"
 #include "storage/database.hpp"
 #include "storage/manifest_store.hpp"
@@ -45,7 +45,7 @@ public:
     struct target {
         oci::route route;
         routed where;
-        upstream::client* client = nullptr;
+        upstream::registry_client* client = nullptr;
     };
 
 private:
@@ -59,7 +59,7 @@ private:
     storage::blob_store blobs_;
     storage::manifest_store manifests_;
     std::unique_ptr<storage::pin_store> pins_;
-    std::vector<std::unique_ptr<upstream::client>> clients_;
+    std::vector<std::unique_ptr<upstream::registry_client>> clients_;
     // Synced pin writes and blob chunk writes block: they run here, never on the network
     // threads.
     boost::asio::thread_pool blocking_{2};

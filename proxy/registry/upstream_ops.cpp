@@ -33,7 +33,7 @@ oci::error transport_error(const std::string& registry, const boost::system::err
 }
 
 asio::awaitable<std::variant<fetched_manifest, oci::error>> fetch_manifest(
-    upstream::client& client, const std::string& repository, const std::string& reference,
+    upstream::registry_client& client, const std::string& repository, const std::string& reference,
     const std::string& accept, std::size_t max_bytes) {
     const auto& registry = client.settings().registry;
     upstream::request req;
@@ -51,7 +51,7 @@ asio::awaitable<std::variant<fetched_manifest, oci::error>> fetch_manifest(
     auto body = co_await resp->read_all(
         max_bytes, std::chrono::steady_clock::now() + client.settings().read_timeout);
     if (!body) {
-        if (body.error() == upstream::errc::body_too_large)
+        if (body.error() == http::errc::body_too_large)
             co_return oci::error{error_code::unavailable, "upstream " + registry +
                                                               " sent a manifest larger than " +
                                                               std::to_string(max_bytes) + " bytes"};

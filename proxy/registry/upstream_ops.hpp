@@ -11,7 +11,7 @@
 #include <boost/system/error_code.hpp>
 
 #include "proxy/oci/errors.hpp"
-#include "proxy/upstream/client.hpp"
+#include "proxy/upstream/registry_client.hpp"
 #include "storage/digest.hpp"
 #include "storage/manifest_store.hpp"
 
@@ -26,7 +26,7 @@ struct fetched_manifest {
 // must hash to the requested digest, or to Docker-Content-Digest for a tag (when the upstream
 // sends none, the digest is the body's). Errors are what the client should get.
 [[nodiscard]] boost::asio::awaitable<std::variant<fetched_manifest, oci::error>> fetch_manifest(
-    upstream::client& client, const std::string& repository, const std::string& reference,
+    upstream::registry_client& client, const std::string& repository, const std::string& reference,
     const std::string& accept, std::size_t max_bytes);
 
 // Maps a non-success upstream status. Never 429: containerd retries that in a tight loop;

@@ -1,7 +1,6 @@
-// WWW-Authenticate parsing, kept out of client.cpp so the fuzz target needs no Beast or TLS.
-#include <cctype>
+#include "proxy/upstream/challenge.hpp"
 
-#include "proxy/upstream/client.hpp"
+#include <cctype>
 
 namespace regpin::proxy::upstream {
 

@@ -2,7 +2,7 @@
 #include <cstdint>
 #include <string_view>
 
-#include "proxy/upstream/client.hpp"
+#include "proxy/upstream/challenge.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     std::string_view input(reinterpret_cast<const char*>(data), size);

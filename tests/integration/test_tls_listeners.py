@@ -13,6 +13,7 @@ this s_client can speak TLS 1.0/1.1 at all (security level 0), so the refusal is
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shutil
 import ssl
@@ -181,6 +182,39 @@ class TlsListenerTest(RegpinTestCase):
         self.assertEqual(self.regpin.head("/v2/team/app/manifests/v1", {"Accept": h.ACCEPT_ALL_MANIFESTS}).status, 200)
         pins = self.regpin.admin_request("GET", "/api/v1/pins").json()["pins"]
         self.assertIn(self.image.digest, [p["digest"] for p in pins if p["repository"] == "team/app"])
+
+    def test_the_cli_works_against_the_https_admin_api_with_its_ca_and_refuses_an_untrusted_one(self):
+        self.assertEqual(self.regpin.head("/v2/team/app/manifests/v1", {"Accept": h.ACCEPT_ALL_MANIFESTS}).status, 200)
+        ref = f"{self.upstream.host}/team/app:v1"
+        # --cacert: the throwaway CA that issued the admin certificate.
+        listed = self.regpin.cli("pins", "list", "--json", "--cacert", self.ca.cert_path)
+        self.assertEqual(listed.returncode, 0, listed.stderr)
+        self.assertIn(self.image.digest, [p["digest"] for p in json.loads(listed.stdout)["pins"]])
+        shown = self.regpin.cli("pins", "show", ref, "--cacert", self.ca.cert_path)
+        self.assertEqual(shown.returncode, 0, shown.stderr)
+        self.assertIn("team/app:v1", shown.stdout)
+        events = self.regpin.cli("events", "--json", "--cacert", self.ca.cert_path)
+        self.assertEqual(events.returncode, 0, events.stderr)
+        self.assertTrue(any(json.loads(line)["type"] == "pinned" for line in events.stdout.splitlines()))
+
+        # Without it, the certificate is not trusted: a clear failure, nothing printed as a result.
+        untrusted = self.regpin.cli("pins", "list", "--json")
+        self.assertEqual(untrusted.returncode, 1, untrusted.stdout)
+        self.assertEqual(untrusted.stdout, "")
+        self.assertIn("certificate verify failed", untrusted.stderr)
+        self.assertIn("cannot reach the admin API at https://", untrusted.stderr)
+
+        # The system trust store: OpenSSL's default verify paths honour SSL_CERT_FILE.
+        token_file = os.path.join(self.dir, "cli-token")
+        with open(token_file, "w") as f:
+            f.write(TOKEN + "\n")
+        env = {k: v for k, v in os.environ.items() if k not in ("REGPIN_ADMIN_TOKEN", "REGPIN_ADMIN")}
+        env["SSL_CERT_FILE"] = self.ca.cert_path
+        system = subprocess.run([self.regpin.binary, "pins", "list", "--json", "--admin", self.regpin.admin_url,
+                                 "--token-file", token_file],
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60)
+        self.assertEqual(system.returncode, 0, system.stderr)
+        self.assertIn(self.image.digest, [p["digest"] for p in json.loads(system.stdout)["pins"]])
 
 
 def s_client_connects(port: int) -> bool:

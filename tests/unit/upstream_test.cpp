@@ -1,4 +1,4 @@
-#include "proxy/upstream/client.hpp"
+#include "proxy/upstream/challenge.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,7 +1,8 @@
 #pragma once
 // An HTTP/1.1 listener: one coroutine per connection on its own strand, keep-alive, header
 // size and idle limits, one log line per request. What a request means is the handler's
-// business (the registry API, the admin API).
+// business (the registry API, the admin API); so is the body of an error the listener sends
+// itself (`listener_options::refusal`).
 
 #include <chrono>
 #include <functional>
@@ -14,18 +15,23 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
 
-#include "proxy/registry/reply.hpp"
+#include "proxy/http/message.hpp"
 
-namespace regpin::proxy::server {
+namespace regpin::proxy::http {
 
-using handler = std::function<boost::asio::awaitable<registry::reply>(registry::incoming)>;
+using handler = std::function<boost::asio::awaitable<reply>(incoming)>;
 
 // Called after every request with its reply and the body bytes written (for metrics).
-using observer = std::function<void(const registry::incoming&, const registry::reply&,
-                                    std::uint64_t body_bytes, double seconds)>;
+using observer = std::function<void(const incoming&, const reply&, std::uint64_t body_bytes,
+                                    double seconds)>;
+
+// The reply for a request the listener refuses itself: malformed (400), header too large
+// (431), method not allowed (405), body not taken (405) or too large (413), too many
+// connections (503). The application decides the body's format.
+using refusal = std::function<reply(unsigned status, const std::string& message)>;
 
 struct listener_options {
-    std::string name = "registry";  // for log lines
+    std::string name = "http";  // for log lines: "registry", "admin"
     std::string listen;             // HOST:PORT; port 0 picks one
     std::size_t max_header_bytes = 16 * 1024;
     // Waiting for the next request on a kept-alive connection, and any single write.
@@ -42,8 +48,16 @@ struct listener_options {
     std::vector<std::string> methods = {"GET", "HEAD"};
     // Largest request body read for the handler; 0 refuses bodies.
     std::size_t max_body_bytes = 0;
-    // Log one line per request at info level (the registry API); else at debug.
+    // Log one line per request at info level; else at debug.
     bool log_requests = true;
+    // Log fields printed on every request line, "-" when the reply has none.
+    std::vector<std::string> log_fields;
+    // Headers sent with every reply.
+    std::vector<std::pair<std::string, std::string>> headers;
+    // Added to the 405 message when the listener takes no bodies ("a read-only cache").
+    std::string read_only_note;
+    // Builds refusals; without it they carry a plain-text body.
+    http::refusal refusal;
 };
 
 class listener {
@@ -67,4 +81,4 @@ private:
     boost::asio::ip::tcp::acceptor acceptor_;
 };
 
-}  // namespace regpin::proxy::server
+}  // namespace regpin::proxy::http

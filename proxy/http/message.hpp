@@ -1,6 +1,7 @@
 #pragma once
-// What the pull-through logic answers; the server turns it into HTTP. Small bodies travel in
-// `body`; blobs in a `body_stream` the server pulls from until it ends or fails.
+// What a listener hands to its handler (`incoming`) and what the handler answers (`reply`).
+// Small bodies travel in `reply::body`; large ones in a `body_stream` the listener pulls from
+// until it ends or fails. Nothing here knows what the requests mean.
 
 #include <cstdint>
 #include <memory>
@@ -13,11 +14,9 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/system/result.hpp>
 
-#include "proxy/oci/errors.hpp"
+namespace regpin::proxy::http {
 
-namespace regpin::proxy::registry {
-
-// One part of a body: bytes, or a range of an open file the server sends with sendfile(2).
+// One part of a body: bytes, or a range of an open file the listener sends with sendfile(2).
 // Valid until the following call. Neither (empty bytes, no file) is the end.
 struct body_part {
     std::string_view bytes;
@@ -27,8 +26,8 @@ struct body_part {
 };
 
 // A body produced part by part. next() returns the next part, the end, or an error: then the
-// body is wrong or incomplete and the server must abort the connection rather than end the
-// response normally. `files`: the server can send file ranges (a plain TCP connection without
+// body is wrong or incomplete and the listener aborts the connection rather than end the
+// response normally. `files`: the listener can send file ranges (a plain TCP connection without
 // chunked framing); otherwise every part is bytes.
 class body_stream {
 public:
@@ -37,14 +36,14 @@ public:
         bool files) = 0;
 };
 
-// A request as the server hands it to a handler.
+// A request as the listener hands it to a handler.
 struct incoming {
     std::string method;  // "GET", "HEAD", "POST", ...
     bool head = false;
     std::string target;         // origin form, as received
     std::string accept;         // every Accept line, merged with ", "
     std::string range;          // Range header or empty
-    std::string authorization;  // Authorization header or empty (admin API only)
+    std::string authorization;  // Authorization header or empty
     std::string body;           // only on listeners that take bodies
 };
 
@@ -54,20 +53,30 @@ struct reply {
     std::string body;
     std::shared_ptr<body_stream> stream;
     // Content-Length: body.size() when no stream; for a stream, its length if known (else the
-    // server uses chunked encoding).
+    // listener uses chunked encoding).
     std::optional<std::uint64_t> content_length;
-    // For the request log line.
-    std::string cache = "-";     // hit, miss, pin, -
-    std::string upstream = "-";  // registry name
-    std::string route = "-";     // manifest, blob, tags, referrers, base, ... (metrics label)
+    // What kind of request this was, for metrics ("manifest", "admin", ...).
+    std::string route = "-";
+    // Fields the application adds to the request's log line ("cache" = "hit"), in order.
+    std::vector<std::pair<std::string, std::string>> log_fields;
 
     void header(std::string name, std::string value) {
         headers.emplace_back(std::move(name), std::move(value));
     }
+    void log_field(std::string name, std::string value) {
+        for (auto& [k, v] : log_fields)
+            if (k == name) {
+                v = std::move(value);
+                return;
+            }
+        log_fields.emplace_back(std::move(name), std::move(value));
+    }
+    // The value of a log field, or "-".
+    std::string_view log_field(std::string_view name) const {
+        for (const auto& [k, v] : log_fields)
+            if (k == name) return v;
+        return "-";
+    }
 };
 
-reply error_reply(const oci::error& e);
-// 500 UNKNOWN for regpin's own storage failing (logged); never for a client's mistake.
-reply storage_failure(const char* what);
-
-}  // namespace regpin::proxy::registry
+}  // namespace regpin::proxy::http

@@ -1,12 +1,14 @@
-#include "proxy/server/server.hpp"
+#include "proxy/http/listener.hpp"
 
 #include "config/config.hpp"
 
 #include <sys/sendfile.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <sstream>
 #include <type_traits>
 
 #include <spdlog/spdlog.h>
@@ -22,11 +24,11 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 
-namespace regpin::proxy::server {
+namespace regpin::proxy::http {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
-namespace http = beast::http;
+namespace bhttp = beast::http;
 namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using boost::system::error_code;
@@ -35,7 +37,7 @@ namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
-std::string merged(const http::fields& f, http::field name) {
+std::string merged(const bhttp::fields& f, bhttp::field name) {
     std::string out;
     auto range = f.equal_range(name);
     for (auto it = range.first; it != range.second; ++it) {
@@ -85,13 +87,14 @@ struct write_outcome {
 };
 
 template <class Stream>
-asio::awaitable<write_outcome> write_reply(Stream& stream, registry::reply& r, bool head,
+asio::awaitable<write_outcome> write_reply(Stream& stream, reply& r, bool head,
                                            unsigned version, bool keep_alive,
-                                           std::chrono::milliseconds timeout) {
+                                           const listener_options& opts) {
+    const auto timeout = opts.idle_timeout;
     write_outcome out;
-    http::response<http::empty_body> h{static_cast<http::status>(r.status), version};
-    h.set(http::field::server, "regpin");
-    h.set("Docker-Distribution-API-Version", "registry/2.0");
+    bhttp::response<bhttp::empty_body> h{static_cast<bhttp::status>(r.status), version};
+    h.set(bhttp::field::server, "regpin");
+    for (const auto& [k, v] : opts.headers) h.set(k, v);
     for (auto& [k, v] : r.headers) h.insert(k, v);
     bool chunked = false;
     if (r.stream) {
@@ -111,16 +114,16 @@ asio::awaitable<write_outcome> write_reply(Stream& stream, registry::reply& r, b
     if (!r.stream && !head) {
         // Header and body in one gathered write.
         auto size = r.body.size();
-        http::response<http::string_body> whole{std::move(h.base()), std::move(r.body)};
+        bhttp::response<bhttp::string_body> whole{std::move(h.base()), std::move(r.body)};
         lowest.expires_after(timeout);
-        auto [wec, wn] = co_await http::async_write(stream, whole, use_tuple);
+        auto [wec, wn] = co_await bhttp::async_write(stream, whole, use_tuple);
         if (wec) co_return write_outcome{0, false};
         out.body_bytes = size;
         co_return out;
     }
-    http::response_serializer<http::empty_body> sr{h};
+    bhttp::response_serializer<bhttp::empty_body> sr{h};
     lowest.expires_after(timeout);
-    auto [ec, n] = co_await http::async_write_header(stream, sr, use_tuple);
+    auto [ec, n] = co_await bhttp::async_write_header(stream, sr, use_tuple);
     if (ec) co_return write_outcome{0, false};
     if (head) co_return out;
 
@@ -154,7 +157,7 @@ asio::awaitable<write_outcome> write_reply(Stream& stream, registry::reply& r, b
         if (bytes.empty()) {
             if (chunked) {
                 auto [cec, cn] =
-                    co_await asio::async_write(stream, http::make_chunk_last(), use_tuple);
+                    co_await asio::async_write(stream, bhttp::make_chunk_last(), use_tuple);
                 if (cec) out.keep = false;
             }
             co_return out;
@@ -162,7 +165,7 @@ asio::awaitable<write_outcome> write_reply(Stream& stream, registry::reply& r, b
         error_code wec;
         if (chunked) {
             std::tie(wec, std::ignore) = co_await asio::async_write(
-                stream, http::make_chunk(asio::buffer(bytes)), use_tuple);
+                stream, bhttp::make_chunk(asio::buffer(bytes)), use_tuple);
         } else {
             std::tie(wec, std::ignore) =
                 co_await asio::async_write(stream, asio::buffer(bytes), use_tuple);
@@ -173,6 +176,17 @@ asio::awaitable<write_outcome> write_reply(Stream& stream, registry::reply& r, b
         }
         out.body_bytes += bytes.size();
     }
+}
+
+// " cache=hit upstream=docker.io": the listener's fields ("-" when missing), then the reply's
+// others.
+std::string log_fields(const listener_options& o, const reply& r) {
+    std::string out;
+    for (const auto& name : o.log_fields) out += " " + name + "=" + std::string(r.log_field(name));
+    for (const auto& [k, v] : r.log_fields)
+        if (std::find(o.log_fields.begin(), o.log_fields.end(), k) == o.log_fields.end())
+            out += " " + k + "=" + v;
+    return out;
 }
 
 bool allowed(const listener_options& o, std::string_view method) {
@@ -187,11 +201,12 @@ std::string allowed_list(const listener_options& o) {
     return out;
 }
 
-registry::reply bad_request(unsigned status, const std::string& why) {
-    registry::reply r;
+reply refuse_request(const listener_options& o, unsigned status, const std::string& why) {
+    if (o.refusal) return o.refusal(status, why);
+    reply r;
     r.status = status;
-    r.body = oci::error{oci::error_code::unsupported, why}.body();
-    r.header("Content-Type", "application/json");
+    r.body = why + "\n";
+    r.header("Content-Type", "text/plain");
     return r;
 }
 
@@ -202,6 +217,8 @@ struct listener::shared {
     handler handle;
     observer observe;
     std::atomic<std::size_t> open{0};
+    // The whole response to a connection over max_connections, written without waiting.
+    std::string over_capacity;
 };
 
 namespace {
@@ -215,7 +232,7 @@ asio::awaitable<void> serve(Stream& stream, std::shared_ptr<listener::shared> sh
     beast::flat_buffer buffer;
     try {
         while (true) {
-            http::request_parser<http::string_body> parser;
+            bhttp::request_parser<bhttp::string_body> parser;
             parser.header_limit(static_cast<std::uint32_t>(opts.max_header_bytes));
             // No body limit while reading the header: a push with a body must reach the method
             // check (405), not fail as a malformed request. Bodies are limited below.
@@ -228,44 +245,41 @@ asio::awaitable<void> serve(Stream& stream, std::shared_ptr<listener::shared> sh
                 buffer.commit(wn);
             }
             lowest.expires_after(opts.header_timeout);
-            auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
-            if (ec == http::error::end_of_stream || ec == asio::error::eof ||
+            auto [ec, n] = co_await bhttp::async_read_header(stream, buffer, parser, use_tuple);
+            if (ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
                 ec == beast::error::timeout || ec == asio::error::connection_reset)
                 co_return;
             auto started = std::chrono::steady_clock::now();
             auto& req = parser.get();
-            registry::incoming in;
-            registry::reply r;
+            incoming in;
+            reply r;
             bool keep = false;
             if (ec) {
-                r = bad_request(ec == http::error::header_limit ? 431 : 400,
+                r = refuse_request(opts, ec == bhttp::error::header_limit ? 431 : 400,
                                 "malformed request: " + ec.message());
                 in.method = "-";
                 in.target = "-";
             } else {
                 in.method = std::string(req.method_string());
                 in.target = std::string(req.target());
-                in.head = req.method() == http::verb::head;
+                in.head = req.method() == bhttp::verb::head;
                 keep = req.keep_alive();
                 bool has_body = parser.content_length().value_or(0) > 0 || parser.chunked();
                 if (!allowed(opts, in.method)) {
-                    r = registry::error_reply(
-                        {oci::error_code::unsupported,
-                         "method " + in.method +
-                             " is not supported here (allowed: " + allowed_list(opts) + ")" +
-                             (opts.max_body_bytes == 0
-                                  ? "; regpin is a read-only pull-through cache"
-                                  : "")});
+                    r = refuse_request(
+                        opts, 405,
+                        "method " + in.method + " is not supported here (allowed: " +
+                            allowed_list(opts) + ")" +
+                            (opts.read_only_note.empty() ? "" : "; " + opts.read_only_note));
                     r.header("Allow", allowed_list(opts));
                     keep = false;  // its body (a push) is never read
                 } else if (has_body && opts.max_body_bytes == 0) {
-                    r = registry::error_reply(
-                        {oci::error_code::unsupported, in.method + " takes no body here"});
+                    r = refuse_request(opts, 405, in.method + " takes no body here");
                     keep = false;
                 } else {
                     bool body_ok = true;
                     if (has_body && parser.content_length().value_or(0) > opts.max_body_bytes) {
-                        r = bad_request(413, "request body larger than " +
+                        r = refuse_request(opts, 413, "request body larger than " +
                                                  std::to_string(opts.max_body_bytes) + " bytes");
                         keep = false;
                         body_ok = false;
@@ -273,31 +287,32 @@ asio::awaitable<void> serve(Stream& stream, std::shared_ptr<listener::shared> sh
                         parser.body_limit(opts.max_body_bytes);
                         lowest.expires_after(opts.header_timeout);
                         auto [bec, bn] =
-                            co_await http::async_read(stream, buffer, parser, use_tuple);
+                            co_await bhttp::async_read(stream, buffer, parser, use_tuple);
                         if (bec) {
-                            r = bad_request(bec == http::error::body_limit ? 413 : 400,
+                            r = refuse_request(opts,
+                                               bec == bhttp::error::body_limit ? 413 : 400,
                                             "request body: " + bec.message());
                             keep = false;
                             body_ok = false;
                         }
                     }
                     if (body_ok) {
-                        in.accept = merged(req.base(), http::field::accept);
-                        in.range = std::string(req[http::field::range]);
-                        in.authorization = std::string(req[http::field::authorization]);
+                        in.accept = merged(req.base(), bhttp::field::accept);
+                        in.range = std::string(req[bhttp::field::range]);
+                        in.authorization = std::string(req[bhttp::field::authorization]);
                         in.body = std::move(req.body());
                         r = co_await sh->handle(in);
                     }
                 }
             }
             auto outcome = co_await write_reply(stream, r, in.head, ec ? 11 : req.version(),
-                                                keep && !ec, opts.idle_timeout);
+                                                keep && !ec, opts);
             auto seconds =
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
             auto level = opts.log_requests ? spdlog::level::info : spdlog::level::debug;
-            spdlog::log(level, "{} {} {} {} bytes={} ms={:.1f} cache={} upstream={}", peer,
-                        in.method, in.target, r.status, outcome.body_bytes, seconds * 1000.0,
-                        r.cache, r.upstream);
+            if (spdlog::should_log(level))
+                spdlog::log(level, "{} {} {} {} bytes={} ms={:.1f}{}", peer, in.method, in.target,
+                            r.status, outcome.body_bytes, seconds * 1000.0, log_fields(opts, r));
             if (sh->observe) sh->observe(in, r, outcome.body_bytes, seconds);
             if (!outcome.keep) break;
         }
@@ -340,7 +355,8 @@ asio::awaitable<void> session(tcp::socket socket, std::shared_ptr<listener::shar
 
 // Over the connection cap: a short 503 written without waiting, then close. Nothing else is
 // read from or sent to this client, and the established connections are untouched.
-void refuse(tcp::socket socket, const listener_options& o) {
+void refuse(tcp::socket socket, const listener::shared& sh) {
+    const auto& o = sh.options;
     static std::atomic<std::int64_t> last_log{0};
     auto now = std::chrono::steady_clock::now().time_since_epoch().count();
     if (now - last_log.load() > std::int64_t{1000000000}) {
@@ -348,15 +364,9 @@ void refuse(tcp::socket socket, const listener_options& o) {
         spdlog::warn("{}: {} connections open: refusing new ones (max_connections)", o.name,
                      o.max_connections);
     }
-    static const std::string body =
-        R"({"errors":[{"code":"UNAVAILABLE","message":"too many connections","detail":{}}]})";
-    static const std::string response =
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-        "Retry-After: 1\r\nConnection: close\r\nContent-Length: " +
-        std::to_string(body.size()) + "\r\n\r\n" + body;
     error_code ignored;
     socket.non_blocking(true, ignored);
-    socket.write_some(asio::buffer(response), ignored);
+    socket.write_some(asio::buffer(sh.over_capacity), ignored);
     socket.shutdown(tcp::socket::shutdown_both, ignored);
     socket.close(ignored);
 }
@@ -368,6 +378,18 @@ listener::listener(asio::io_context& ioc, listener_options options, handler h, o
     shared_->options = std::move(options);
     shared_->handle = std::move(h);
     shared_->observe = std::move(o);
+    {
+        auto r = refuse_request(shared_->options, 503, "too many connections");
+        bhttp::response<bhttp::string_body> m{bhttp::status::service_unavailable, 11};
+        for (const auto& [k, v] : r.headers) m.set(k, v);
+        m.set(bhttp::field::retry_after, "1");
+        m.keep_alive(false);
+        m.body() = std::move(r.body);
+        m.prepare_payload();
+        std::ostringstream text;
+        text << m;
+        shared_->over_capacity = text.str();
+    }
     const auto& listen = shared_->options.listen;
     auto [host, port] = config::parse_host_port(listen, "listen");
     error_code ec;
@@ -402,7 +424,7 @@ void listener::start() {
                     continue;
                 }
                 if (shared_->open.load() >= shared_->options.max_connections) {
-                    refuse(std::move(socket), shared_->options);
+                    refuse(std::move(socket), *shared_);
                     continue;
                 }
                 ++shared_->open;
@@ -422,4 +444,4 @@ void listener::stop() {
     acceptor_.close(ignored);
 }
 
-}  // namespace regpin::proxy::server
+}  // namespace regpin::proxy::http

@@ -1,0 +1,72 @@
+#pragma once
+// The client of one configured upstream registry, on top of the generic http::client:
+// anonymous and credentialed Bearer tokens (cached per scope until they expire), Basic auth
+// once challenged, the `ns` query parameter for upstreams that are proxies themselves, and
+// offline mode (nothing is ever sent).
+//
+// It never sends a client's credentials: requests carry only what this upstream's
+// configuration provides, and only to the upstream's own host (redirects to a CDN go without).
+// Thread-safe: send() may be called from any thread concurrently.
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/beast/http/verb.hpp>
+
+#include "config/config.hpp"
+#include "proxy/http/client.hpp"
+#include "proxy/upstream/challenge.hpp"
+
+namespace regpin::proxy::upstream {
+
+enum class errc {
+    ok = 0,
+    auth_failed = 1,  // token server unreachable or answered without a token
+    offline,          // regpin runs offline: nothing is sent
+};
+
+const boost::system::error_category& upstream_category() noexcept;
+inline boost::system::error_code make_error_code(errc e) noexcept {
+    return {static_cast<int>(e), upstream_category()};
+}
+
+using http::result;
+
+struct request {
+    boost::beast::http::verb method = boost::beast::http::verb::get;
+    std::string target;  // origin form on the upstream: "/v2/library/nginx/manifests/1.27"
+    std::string accept;  // one merged Accept value; empty sends none
+    std::string range;   // a Range value; empty sends none
+    std::string scope;   // token scope, "repository:library/nginx:pull"; empty for none
+};
+
+// Told about every send(): the final status (0 on a transport error), the error, and the time
+// to the response header. For metrics; must not block.
+using observer = std::function<void(const std::string& registry, unsigned status,
+                                    const boost::system::error_code& error, double seconds)>;
+
+class registry_client {
+public:
+    // Throws std::runtime_error when the configuration's URL or CA file is unusable.
+    registry_client(boost::asio::any_io_executor ex, const config::upstream& cfg,
+                    observer obs = nullptr);
+    ~registry_client();
+
+    // Sends `req`, answering one auth challenge of the upstream's own host and following
+    // redirects. The final response (any status) or a transport error.
+    [[nodiscard]] boost::asio::awaitable<result<http::response>> send(request req);
+
+    const config::upstream& settings() const;
+
+private:
+    struct state;
+    std::shared_ptr<state> state_;
+};
+
+}  // namespace regpin::proxy::upstream
+
+template <>
+struct boost::system::is_error_code_enum<regpin::proxy::upstream::errc> : std::true_type {};
