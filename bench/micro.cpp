@@ -82,7 +82,10 @@ void BM_PinLookup(benchmark::State& state) {
     for (int i = 0; i < state.range(0); ++i) {
         regpin::storage::pin p{{"docker.io", "library/app" + std::to_string(i), "v1", 15},
                                regpin::storage::sha256_of(std::to_string(i))};
-        (void)pins.create_if_absent(p, "bench");
+        regpin::storage::pin_event e;
+        e.key = p.key;
+        e.actor = "bench";
+        (void)pins.create_if_absent(p, e);
     }
     regpin::storage::pin_key key{"docker.io", "library/app" + std::to_string(state.range(0) / 2),
                                  "v1", 15};

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "proxy/oci/media_types.hpp"
+#include "storage/clock.hpp"
 #include "storage/database.hpp"
 #include "storage/digest.hpp"
 #include "storage/rocksdb_pin_store.hpp"
@@ -63,9 +64,7 @@ int main(int argc, char** argv) {
     if (!db) usage("cannot open " + data + ": " + report.error_detail);
     storage::rocksdb_pin_store pins(*db);
 
-    auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                   std::chrono::system_clock::now().time_since_epoch())
-                   .count();
+    auto now = storage::now_ms();
     storage::pin p{.key = {}, .manifest_digest = *d};
     p.key.registry = registry;
     p.key.repository = repository;
@@ -76,7 +75,12 @@ int main(int argc, char** argv) {
     p.last_verified_ms = now;
     for (std::uint64_t i = first; i < first + count; ++i) {
         p.key.tag = prefix + std::to_string(i);
-        auto r = pins.create_if_absent(p, "bench-seed");
+        storage::pin_event e;
+        e.time_ms = now;
+        e.key = p.key;
+        e.new_digest = p.manifest_digest.str();
+        e.actor = "bench-seed";
+        auto r = pins.create_if_absent(p, e);
         if (!r) usage("writing pin " + p.key.tag + " failed: " + r.error().message());
     }
     std::printf("{\"seeded\": %llu}\n", static_cast<unsigned long long>(count));

@@ -144,7 +144,7 @@ upstream parse_upstream(const json& j, const std::string& path) {
             if (!a[i].is_string()) throw config_error(p, "must be a string");
             u.aliases.push_back(a[i].get<std::string>());
         }
-    } else if (u.is_docker_hub()) {
+    } else if (u.registry == docker_hub) {
         u.aliases = {"registry-1.docker.io", "index.docker.io"};
     }
     if (j.contains("ca_file")) {
@@ -332,7 +332,7 @@ upstream parse_upstream_flag(const std::string& flag) {
     upstream u;
     u.registry = flag.substr(0, eq);
     u.url = flag.substr(eq + 1);
-    if (u.is_docker_hub()) u.aliases = {"registry-1.docker.io", "index.docker.io"};
+    if (u.registry == docker_hub) u.aliases = {"registry-1.docker.io", "index.docker.io"};
     return u;
 }
 

@@ -7,6 +7,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace regpin::config {
@@ -21,6 +22,10 @@ public:
 private:
     std::string key_;
 };
+
+// Docker Hub as clients name it. It gets default aliases here and the "library/" rule for
+// one-component names (proxy/oci/reference.hpp).
+inline constexpr std::string_view docker_hub = "docker.io";
 
 struct upstream {
     // The registry host clients name (containerd's `ns`, the path prefix): "docker.io",
@@ -49,9 +54,6 @@ struct upstream {
     bool send_ns = false;
     // Set from settings::offline: the client refuses every request without dialling.
     bool offline = false;
-
-    // Docker Hub only: one-component names gain "library/".
-    bool is_docker_hub() const { return registry == "docker.io"; }
 };
 
 // A policy rule: the first rule whose glob matches "registry/repository:tag" decides.

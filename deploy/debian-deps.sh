@@ -10,7 +10,7 @@ set -eu
 build_pkgs="g++ cmake ninja-build ccache pkg-config
   libboost1.81-dev libboost-system1.81-dev libboost-url1.81-dev libboost-json1.81-dev
   libssl-dev librocksdb-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
-  libgtest-dev libbenchmark-dev ca-certificates"
+  libgtest-dev libbenchmark-dev libcli11-dev ca-certificates"
 test_pkgs="clang-14 libclang-rt-14-dev python3 docker-registry containerd skopeo curl openssl apache2-utils prometheus python3-yaml"
 
 bench_pkgs="nginx-light linux-perf"

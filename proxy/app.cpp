@@ -5,11 +5,20 @@
 
 #include "proxy/admin/admin_api.hpp"
 #include "proxy/admin/metrics.hpp"
-#include "proxy/admin/views.hpp"
 #include "proxy/admin/webhooks.hpp"
+#include "proxy/cache/blob_fetcher.hpp"
 #include "proxy/http/listener.hpp"
+#include "proxy/pins/actions.hpp"
+#include "proxy/pins/checker.hpp"
+#include "proxy/pins/policy.hpp"
+#include "proxy/pins/scheduler.hpp"
+#include "proxy/pins/views.hpp"
+#include "proxy/pins/writer.hpp"
 #include "proxy/registry/replies.hpp"
 #include "proxy/registry/service.hpp"
+#include "proxy/store/facade.hpp"
+#include "proxy/upstream/upstreams.hpp"
+#include "storage/rocksdb_pin_store.hpp"
 
 namespace regpin::proxy {
 
@@ -47,10 +56,20 @@ http::reply oci_refusal(unsigned status, const std::string& message) {
 
 }  // namespace
 
+// Declared in the order they are made: each part uses only those above it, and they are
+// destroyed the other way round (the storage facade last, after waiting for its pool).
 struct app::parts {
     asio::io_context& ioc;
     config::settings settings;
     admin::metrics metrics;
+    std::unique_ptr<store::facade> stores;
+    std::unique_ptr<upstream::upstreams> upstreams;
+    std::unique_ptr<cache::blob_fetcher> fetcher;
+    std::unique_ptr<pins::policy_table> policies;
+    std::unique_ptr<pins::writer> writer;
+    std::unique_ptr<pins::checker> checker;
+    std::unique_ptr<pins::scheduler> scheduler;
+    std::unique_ptr<pins::actions> actions;
     std::unique_ptr<registry::service> service;
     std::unique_ptr<admin::webhook_sender> webhooks;
     std::unique_ptr<admin::admin_api> admin;
@@ -107,14 +126,14 @@ void app::start(std::shared_ptr<storage::database> db) {
     auto& p = *parts_;
     auto* pp = &p;
 
-    registry::pin_hooks hooks;
-    hooks.checked = [pp](const std::string& registry, std::string_view outcome) {
-        pp->checks->with({registry, std::string(outcome)}).inc();
+    pins::hooks hooks;
+    hooks.checked = [pp](const std::string& registry, pins::check_outcome outcome) {
+        pp->checks->with({registry, std::string(pins::to_string(outcome))}).inc();
     };
     hooks.repointed = [pp](const storage::pin_event& e) {
         pp->repoints->with({e.key.registry, e.policy}).inc();
         std::string summary = "-";
-        auto j = admin::event_json(e);
+        auto j = pins::event_json(e);
         if (j["summary"].is_object() && j["summary"].contains("text") &&
             j["summary"]["text"].is_string())
             summary = j["summary"]["text"].get<std::string>();
@@ -122,12 +141,12 @@ void app::start(std::shared_ptr<storage::database> db) {
             "re-point: {} moved upstream from {} to {}; policy {}, action {}, event {}, "
             "detected at {}; {}",
             storage::display_name(e.key), e.old_digest, e.new_digest, e.policy, e.action, e.id,
-            admin::format_time(e.time_ms), summary);
+            pins::format_time(e.time_ms), summary);
         if (pp->webhooks) pp->webhooks->wake();
     };
     hooks.changed = [](const storage::pin_event& e) {
-        spdlog::info("pin {}: {} {} -> {} by {}", storage::display_name(e.key), e.type,
-                     e.old_digest.empty() ? "-" : e.old_digest,
+        spdlog::info("pin {}: {} {} -> {} by {}", storage::display_name(e.key),
+                     storage::to_string(e.type), e.old_digest.empty() ? "-" : e.old_digest,
                      e.new_digest.empty() ? "-" : e.new_digest, e.actor);
     };
     upstream::observer observe = [pp](const std::string& registry, unsigned status,
@@ -141,29 +160,37 @@ void app::start(std::shared_ptr<storage::database> db) {
         }
     };
 
-    p.service =
-        std::make_unique<registry::service>(p.ioc.get_executor(), p.settings, db, hooks, observe);
-    auto* pins = &p.service->pins();
+    auto ex = p.ioc.get_executor();
+    p.stores =
+        std::make_unique<store::facade>(db, std::make_unique<storage::rocksdb_pin_store>(db));
+    p.upstreams = std::make_unique<upstream::upstreams>(ex, p.settings, observe);
+    p.fetcher = std::make_unique<cache::blob_fetcher>(ex, p.stores->content());
+    p.policies = std::make_unique<pins::policy_table>(p.settings);
+    p.writer = std::make_unique<pins::writer>(p.stores->pins(), hooks);
+    p.checker = std::make_unique<pins::checker>(p.settings, *p.policies, *p.upstreams,
+                                                p.stores->pins(), *p.fetcher, *p.writer);
+    p.scheduler = std::make_unique<pins::scheduler>(ex, p.settings, *p.policies, *p.upstreams,
+                                                    p.stores->pins(), *p.checker);
+    p.actions = std::make_unique<pins::actions>(p.settings, *p.upstreams, p.stores->pins(),
+                                                p.stores->content(), *p.writer);
+    p.service = std::make_unique<registry::service>(p.settings, *p.upstreams, *p.stores, *p.fetcher,
+                                                    *p.writer, *p.scheduler);
+    auto* pins = &p.stores->pins();
+    // O(1) counts kept by the pin store: a scrape reads no storage.
     p.metrics.gauge("regpin_pins", "Pins stored").set_callback([pins] {
-        auto n = pins->count();
-        return n ? static_cast<double>(*n) : 0.0;
+        return static_cast<double>(pins->count());
     });
     p.metrics
         .gauge("regpin_pins_pending",
                "Pins whose upstream moved and that await an operator (pending or rejected)")
-        .set_callback([pins] {
-            auto n = pins->count_awaiting();
-            return n ? static_cast<double>(*n) : 0.0;
-        });
+        .set_callback([pins] { return static_cast<double>(pins->count_awaiting()); });
     p.metrics.gauge("regpin_webhook_queue", "Alert deliveries waiting in the outbox")
-        .set_callback([pins] {
-            auto n = pins->pending_deliveries();
-            return n ? static_cast<double>(*n) : 0.0;
-        });
+        .set_callback([pins] { return static_cast<double>(pins->pending_deliveries()); });
     p.webhooks = std::make_unique<admin::webhook_sender>(
         p.ioc.get_executor(), p.settings, *pins,
         [pp](std::string_view result) { pp->deliveries->with({std::string(result)}).inc(); });
-    p.admin = std::make_unique<admin::admin_api>(p.settings, *p.service, p.metrics);
+    p.admin = std::make_unique<admin::admin_api>(p.settings, *pins, *p.actions, *p.scheduler,
+                                                 *p.upstreams, p.metrics);
 
     http::listener_options ro;
     ro.listen = p.settings.listen;
@@ -217,7 +244,7 @@ void app::start(std::shared_ptr<storage::database> db) {
 
     p.registry_listener->start();
     if (p.admin_listener) p.admin_listener->start();
-    p.service->start();
+    p.scheduler->start_sweep();
     p.webhooks->start();
 }
 
@@ -225,7 +252,7 @@ void app::stop() {
     auto& p = *parts_;
     if (p.registry_listener) p.registry_listener->stop();
     if (p.admin_listener) p.admin_listener->stop();
-    if (p.service) p.service->stop();
+    if (p.scheduler) p.scheduler->stop();
     if (p.webhooks) p.webhooks->stop();
 }
 

@@ -5,6 +5,7 @@
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -15,10 +16,12 @@
 
 #include "config/config.hpp"
 #include "proxy/app.hpp"
+#include "proxy/cli/args.hpp"
 #include "proxy/cli/bundle_commands.hpp"
 #include "proxy/cli/commands.hpp"
 #include "proxy/cli/node_config.hpp"
 #include "storage/database.hpp"
+#include "storage/threads.hpp"
 
 namespace {
 
@@ -43,29 +46,6 @@ configured upstream registries, caches manifests and blobs (digest-verified, in 
 and pins every tag to the first digest it sees.
 )";
 
-constexpr const char* usage_serve = R"(Usage: regpin serve [--config FILE] [options]
-
-Runs the pull-through registry. Without --config, regpin uses its defaults: listen on
-127.0.0.1:5000, data in ./regpin-data, upstreams docker.io, ghcr.io, quay.io and
-registry.k8s.io (docker.io is the default for requests without ns or a path prefix).
-Flags override the config file.
-
-Options:
-  --config FILE            JSON config (every key: config/README.md)
-  --listen HOST:PORT       address of the registry API (default 127.0.0.1:5000)
-  --data DIR               data folder, the RocksDB database (default ./regpin-data)
-  --upstream REGISTRY=URL  an upstream, e.g. docker.io=https://registry-1.docker.io;
-                           repeatable; replaces the configured list; the first one is the
-                           default upstream
-  --admin-listen HOST:PORT address of the admin API (default 127.0.0.1:5001)
-  --admin-token-file FILE  an admin API token (named "admin" in pin histories); more tokens
-                           in the config's admin.tokens
-  --log-level LEVEL        trace, debug, info, warn, error, critical, off (default info)
-  --offline                never contact an upstream: serve what is cached, pinned or imported
-  --check-config           validate the configuration, print it, and exit
-  -h, --help               this text
-)";
-
 struct serve_options {
     std::string config_file;
     std::string listen, data, log_level, admin_listen, admin_token_file;
@@ -74,54 +54,32 @@ struct serve_options {
     bool offline = false;
 };
 
-[[noreturn]] void fail_usage(const std::string& message) {
-    std::fprintf(stderr, "regpin: %s\n(see 'regpin serve --help')\n", message.c_str());
-    std::exit(2);
-}
-
-serve_options parse_serve(int argc, char** argv) {
-    serve_options o;
-    auto value = [&](int& i, const std::string& flag) -> std::string {
-        if (i + 1 >= argc) fail_usage(flag + " needs a value");
-        return argv[++i];
-    };
-    for (int i = 0; i < argc; ++i) {
-        std::string a = argv[i];
-        std::string inline_value;
-        if (auto eq = a.find('='); a.rfind("--", 0) == 0 && eq != std::string::npos) {
-            inline_value = a.substr(eq + 1);
-            a = a.substr(0, eq);
-            // Re-insert as a separate value for the generic path below.
-        }
-        auto get = [&](const std::string& flag) {
-            return inline_value.empty() ? value(i, flag) : inline_value;
-        };
-        if (a == "-h" || a == "--help") {
-            std::fputs(usage_serve, stdout);
-            std::exit(0);
-        } else if (a == "--config") {
-            o.config_file = get(a);
-        } else if (a == "--listen") {
-            o.listen = get(a);
-        } else if (a == "--data") {
-            o.data = get(a);
-        } else if (a == "--upstream") {
-            o.upstreams.push_back(get(a));
-        } else if (a == "--admin-listen") {
-            o.admin_listen = get(a);
-        } else if (a == "--admin-token-file") {
-            o.admin_token_file = get(a);
-        } else if (a == "--log-level") {
-            o.log_level = get(a);
-        } else if (a == "--offline") {
-            o.offline = true;
-        } else if (a == "--check-config") {
-            o.check_only = true;
-        } else {
-            fail_usage("unknown option '" + a + "'");
-        }
-    }
-    return o;
+// Reads serve's command line; the exit status when the command should not run.
+std::optional<int> parse_serve(int argc, char** argv, serve_options& o) {
+    CLI::App app{
+        "Runs the pull-through registry. Without --config, regpin uses its defaults: "
+        "listen on 127.0.0.1:5000, data in ./regpin-data, upstreams docker.io, "
+        "ghcr.io, quay.io and registry.k8s.io (docker.io is the default for requests "
+        "without ns or a path prefix). Flags override the config file.",
+        "regpin serve"};
+    app.add_option("--config", o.config_file, "JSON config (every key: config/README.md)");
+    app.add_option("--listen", o.listen, "HOST:PORT of the registry API (default 127.0.0.1:5000)");
+    app.add_option("--data", o.data, "data folder, the RocksDB database (default ./regpin-data)");
+    app.add_option("--upstream", o.upstreams,
+                   "REGISTRY=URL, e.g. docker.io=https://registry-1.docker.io; repeatable; "
+                   "replaces the configured list; the first one is the default upstream")
+        ->allow_extra_args(false);
+    app.add_option("--admin-listen", o.admin_listen,
+                   "HOST:PORT of the admin API (default 127.0.0.1:5001)");
+    app.add_option("--admin-token-file", o.admin_token_file,
+                   "an admin API token (named \"admin\" in pin histories); more tokens in the "
+                   "config's admin.tokens");
+    app.add_option("--log-level", o.log_level, "log level (default info)")
+        ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+    app.add_flag("--offline", o.offline,
+                 "never contact an upstream: serve what is cached, pinned or imported");
+    app.add_flag("--check-config", o.check_only, "validate the configuration, print it, and exit");
+    return regpin::proxy::cli::parse(app, argc, argv);
 }
 
 regpin::config::settings build_settings(const serve_options& o) {
@@ -149,7 +107,8 @@ regpin::config::settings build_settings(const serve_options& o) {
 }
 
 int serve(int argc, char** argv) {
-    auto opts = parse_serve(argc, argv);
+    serve_options opts;
+    if (auto exit = parse_serve(argc, argv, opts)) return *exit;
     regpin::config::settings settings;
     try {
         settings = build_settings(opts);
@@ -191,6 +150,8 @@ int serve(int argc, char** argv) {
         spdlog::info(
             "offline mode: no upstream is ever contacted; serving the cache, pins and "
             "imported bundles only");
+    if (!report.locate_verified)
+        spdlog::warn("blobs are served from memory, not with sendfile: {}", report.locate_detail);
     if (report.incomplete_blobs_removed > 0)
         spdlog::info("removed {} incomplete blob download(s) left by an earlier stop",
                      report.incomplete_blobs_removed);
@@ -222,8 +183,15 @@ int serve(int argc, char** argv) {
         ioc.stop();
     });
 
+    // These threads run the network event loop: storage calls that may block are checked
+    // against them (storage/threads.hpp).
     std::vector<std::thread> pool;
-    for (int i = 1; i < threads; ++i) pool.emplace_back([&] { ioc.run(); });
+    for (int i = 1; i < threads; ++i)
+        pool.emplace_back([&] {
+            regpin::storage::mark_network_thread();
+            ioc.run();
+        });
+    regpin::storage::mark_network_thread();
     ioc.run();
     for (auto& t : pool) t.join();
     spdlog::info("stopped");

@@ -12,8 +12,9 @@ constexpr std::size_t smallest_located = 4096;
 
 class locating_file final : public rocksdb::FSRandomAccessFileOwnerWrapper {
 public:
-    locating_file(std::unique_ptr<rocksdb::FSRandomAccessFile> f, std::string path)
-        : FSRandomAccessFileOwnerWrapper(std::move(f)), path_(std::move(path)) {}
+    locating_file(std::unique_ptr<rocksdb::FSRandomAccessFile> f, std::string path,
+                  std::uint64_t skew)
+        : FSRandomAccessFileOwnerWrapper(std::move(f)), path_(std::move(path)), skew_(skew) {}
 
     rocksdb::IOStatus Read(std::uint64_t offset, std::size_t n, const rocksdb::IOOptions& options,
                            rocksdb::Slice* result, char* scratch,
@@ -21,7 +22,7 @@ public:
         if (active != nullptr && n >= smallest_located && scratch != nullptr) {
             active->found = true;
             active->path = path_;
-            active->offset = offset;
+            active->offset = offset + skew_;
             active->size = n;
             *result = rocksdb::Slice(scratch, n);
             return rocksdb::IOStatus::OK();
@@ -31,12 +32,13 @@ public:
 
 private:
     std::string path_;
+    std::uint64_t skew_;
 };
 
 class locating_fs final : public rocksdb::FileSystemWrapper {
 public:
-    explicit locating_fs(std::shared_ptr<rocksdb::FileSystem> base)
-        : FileSystemWrapper(std::move(base)) {}
+    locating_fs(std::shared_ptr<rocksdb::FileSystem> base, std::uint64_t skew)
+        : FileSystemWrapper(std::move(base)), skew_(skew) {}
 
     const char* Name() const override { return "regpin-locating"; }
 
@@ -47,9 +49,12 @@ public:
         auto s = target()->NewRandomAccessFile(path, options, result, dbg);
         if (s.ok() && path.ends_with(".blob") && !options.use_direct_reads &&
             !options.use_mmap_reads)
-            *result = std::make_unique<locating_file>(std::move(*result), path);
+            *result = std::make_unique<locating_file>(std::move(*result), path, skew_);
         return s;
     }
+
+private:
+    std::uint64_t skew_;
 };
 
 }  // namespace
@@ -61,8 +66,9 @@ locate_scope::locate_scope(located_read& out) : previous_(active) {
 
 locate_scope::~locate_scope() { active = previous_; }
 
-std::unique_ptr<rocksdb::Env> make_locating_env() {
-    return rocksdb::NewCompositeEnv(std::make_shared<locating_fs>(rocksdb::FileSystem::Default()));
+std::unique_ptr<rocksdb::Env> make_locating_env(std::uint64_t offset_skew) {
+    return rocksdb::NewCompositeEnv(
+        std::make_shared<locating_fs>(rocksdb::FileSystem::Default(), offset_skew));
 }
 
 }  // namespace regpin::storage

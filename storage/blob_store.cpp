@@ -1,19 +1,14 @@
 #include "storage/blob_store.hpp"
 
-#include <chrono>
-
 #include "storage/blob_files.hpp"
+#include "storage/clock.hpp"
 #include "storage/database_impl.hpp"
 #include "storage/record_codec.hpp"
+#include "storage/threads.hpp"
 
 namespace regpin::storage {
 
 namespace {
-
-std::int64_t now_ms() {
-    using namespace std::chrono;
-    return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-}
 
 // Chunk reads skip RocksDB's software CRC32c (about 1.4 GB/s on Debian's build): integrity
 // comes from the SHA-256 verified at ingest.
@@ -38,9 +33,10 @@ std::string chunk_prefix_end(const digest& d) { return d.str() + "0"; }
 
 blob_store::blob_store(std::shared_ptr<database> db) : db_(std::move(db)) {}
 
-result<std::optional<blob_record>> blob_store::find(const digest& d) const {
+result<std::optional<blob_record>> blob_store::find(const digest& d, read_mode mode) const {
+    auto ro = database::point_read(mode, "blob_store::find");
     std::string value;
-    auto s = db_->db()->Get({}, db_->blob_records(), d.str(), &value);
+    auto s = db_->db()->Get(ro, db_->blob_records(), d.str(), &value);
     if (s.IsNotFound()) return std::optional<blob_record>{};
     if (!s.ok()) return database::to_error(s, "read blob record");
     auto rec = decode_blob_record(value);
@@ -60,6 +56,7 @@ std::string_view chunk::bytes() const {
 }
 
 result<void> blob_store::read_chunk(const digest& d, std::uint64_t index, chunk& out) const {
+    expect_may_block("blob_store::read_chunk");
     if (!out.slice_) out.slice_ = std::make_unique<rocksdb::PinnableSlice>();
     out.slice_->Reset();
     auto s =
@@ -74,7 +71,9 @@ result<std::optional<blob_store::file_span>> blob_store::locate_chunk(const dige
                                                                       chunk& out) const {
     located_read where;
     result<void> r;
-    {
+    if (!db_->locate_verified()) {
+        r = read_chunk(d, index, out);  // the start-up probe found locating unsafe
+    } else {
         locate_scope scope(where);
         r = read_chunk(d, index, out);
     }
@@ -91,7 +90,18 @@ result<void> blob_store::read_chunk(const digest& d, std::uint64_t index, std::s
     return {};
 }
 
+result<void> blob_store::read_blob(const digest& d, const blob_record& rec,
+                                   const std::function<void(std::string_view)>& sink) const {
+    chunk c;
+    for (std::uint64_t i = 0; i * rec.chunk_size < rec.size; ++i) {
+        if (auto r = read_chunk(d, i, c); !r) return r;
+        sink(c.bytes());
+    }
+    return {};
+}
+
 result<void> blob_store::begin(const digest& d, std::uint32_t chunk_size) {
+    expect_may_block("blob_store::begin");
     blob_record r;
     r.chunk_size = chunk_size;
     r.created_ms = now_ms();
@@ -102,6 +112,7 @@ result<void> blob_store::begin(const digest& d, std::uint32_t chunk_size) {
 
 result<void> blob_store::put_chunk(const digest& d, std::uint64_t index, std::string_view bytes,
                                    durability mode) {
+    expect_may_block("blob_store::put_chunk");
     rocksdb::WriteOptions wo;
     wo.disableWAL = mode == durability::unlogged;
     auto s = db_->db()->Put(wo, db_->chunks(), chunk_key(d, index),
@@ -111,6 +122,7 @@ result<void> blob_store::put_chunk(const digest& d, std::uint64_t index, std::st
 }
 
 result<void> blob_store::commit(const digest& d, std::uint64_t size, durability mode) {
+    expect_may_block("blob_store::commit");
     if (mode == durability::unlogged) {
         rocksdb::FlushOptions fo;
         fo.wait = true;
@@ -131,6 +143,7 @@ result<void> blob_store::commit(const digest& d, std::uint64_t size, durability 
 }
 
 result<void> blob_store::discard(const digest& d) {
+    expect_may_block("blob_store::discard");
     // Record first: once it is gone, no reader can reach the chunks.
     auto s = db_->db()->Delete({}, db_->blob_records(), d.str());
     if (!s.ok()) return database::to_error(s, "discard blob record");

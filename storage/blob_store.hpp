@@ -1,9 +1,11 @@
 #pragma once
 // Blobs stored as fixed-size chunks (integrated BlobDB) plus one record per digest.
 // Invariant: a blob is visible (find() returns it complete) only after commit(), which callers
-// make only after the bytes hashed to the digest. Thread-safe.
+// make only after the bytes hashed to the digest. Thread-safe. Every method may block (see
+// storage/threads.hpp) but find() with read_mode::memory_only.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -49,7 +51,8 @@ public:
     explicit blob_store(std::shared_ptr<database> db);
 
     // The complete blob's record, or nullopt when absent or still being written.
-    [[nodiscard]] result<std::optional<blob_record>> find(const digest& d) const;
+    [[nodiscard]] result<std::optional<blob_record>> find(
+        const digest& d, read_mode mode = read_mode::may_block) const;
 
     // Reads chunk `index` into `out` (replacing its contents). A missing chunk is
     // errc::corruption: callers only read chunks they know exist.
@@ -58,8 +61,14 @@ public:
     // The same without a copy: for serving.
     [[nodiscard]] result<void> read_chunk(const digest& d, std::uint64_t index, chunk& out) const;
 
+    // Calls `sink` with every chunk of the complete blob `rec` describes, in order (the bytes
+    // are valid during the call). errc::corruption when a chunk is missing.
+    [[nodiscard]] result<void> read_blob(const digest& d, const blob_record& rec,
+                                         const std::function<void(std::string_view)>& sink) const;
+
     // Where chunk `index` sits in one of RocksDB's immutable blob files, for sendfile(2); or
-    // nullopt when it is not in one yet (in the memtable): then its bytes are in `out`.
+    // nullopt when it is not in one yet (in the memtable), or when the database's start-up
+    // probe found locating unsafe (open_report::locate_verified): then its bytes are in `out`.
     // RocksDB may delete the file (once nothing refers to it) any time after the call:
     // open it and fall back to read_chunk() when that fails.
     struct file_span {

@@ -1,5 +1,8 @@
 #include "storage/database_impl.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <filesystem>
 
 #include <rocksdb/options.h>
@@ -8,6 +11,7 @@
 #include "storage/blob_files.hpp"
 #include "storage/blob_store.hpp"
 #include "storage/record_codec.hpp"
+#include "storage/threads.hpp"
 
 namespace regpin::storage {
 
@@ -74,6 +78,52 @@ result<std::size_t> remove_incomplete(database& d) {
     return removed;
 }
 
+// Writes a probe value into the chunk column family, flushes it into a blob file, locates it
+// the way blob_store::locate_chunk does, and compares those bytes of that file with the value.
+// Locating rests on how RocksDB reads a blob value (checksums off, no blob cache, no
+// compression): a RocksDB that reads them differently fails here, and chunks are then served
+// from RocksDB's memory instead of with sendfile(2).
+bool probe_locate(database& d, std::string& detail) {
+    const std::string key = "~regpin-locate-probe";  // sorts after every "sha256:" chunk key
+    std::string value(64 * 1024, '\0');
+    std::uint32_t x = 2463534242u;
+    for (auto& c : value) {
+        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+        c = static_cast<char>(x);
+    }
+    auto* db = d.db();
+    auto s = db->Put({}, d.chunks(), key, value);
+    rocksdb::FlushOptions fo;
+    fo.wait = true;
+    if (s.ok()) s = db->Flush(fo, d.chunks());
+    located_read where;
+    rocksdb::PinnableSlice read;
+    if (s.ok()) {
+        rocksdb::ReadOptions ro;
+        ro.verify_checksums = false;
+        locate_scope scope(where);
+        s = db->Get(ro, d.chunks(), key, &read);
+    }
+    auto removed = db->Delete({}, d.chunks(), key);
+    if (!s.ok() || !removed.ok()) {
+        detail = "the probe could not be written or read: " + (s.ok() ? removed : s).ToString();
+        return false;
+    }
+    if (!where.found || where.size != value.size()) {
+        detail = "the probe value was not read as one range of a blob file";
+        return false;
+    }
+    std::string got(value.size(), '\0');
+    int fd = ::open(where.path.c_str(), O_RDONLY | O_CLOEXEC);
+    auto n = fd < 0 ? -1 : ::pread(fd, got.data(), got.size(), static_cast<off_t>(where.offset));
+    if (fd >= 0) ::close(fd);
+    if (n != static_cast<ssize_t>(value.size()) || got != value) {
+        detail = "the bytes located in " + where.path + " are not the probe value";
+        return false;
+    }
+    return true;
+}
+
 }  // namespace
 
 database::~database() {
@@ -83,14 +133,24 @@ database::~database() {
     if (db_) db_->Close();
 }
 
+rocksdb::ReadOptions database::point_read(read_mode mode, const char* what) {
+    rocksdb::ReadOptions ro;
+    if (mode == read_mode::memory_only)
+        ro.read_tier = rocksdb::kBlockCacheTier;
+    else
+        expect_may_block(what);
+    return ro;
+}
+
 boost::system::error_code database::to_error(const rocksdb::Status& s, const char* what) {
+    if (s.IsIncomplete()) return errc::would_block;
     spdlog::error("storage: {} failed: {}", what, s.ToString());
     if (s.IsCorruption()) return errc::corruption;
     return errc::io_error;
 }
 
 result<std::shared_ptr<database>> open_database(const std::string& dir, open_report& report,
-                                                open_mode mode) {
+                                                open_mode mode, const open_hooks& hooks) {
     std::error_code fs_ec;
     bool read_only = mode == open_mode::read_only;
     if (read_only && !std::filesystem::exists(std::filesystem::path(dir) / "CURRENT", fs_ec)) {
@@ -105,7 +165,7 @@ result<std::shared_ptr<database>> open_database(const std::string& dir, open_rep
     report.path = std::filesystem::absolute(dir, fs_ec).lexically_normal().string();
 
     std::shared_ptr<database> d(new database());
-    d->env_ = make_locating_env();
+    d->env_ = make_locating_env(hooks.locate_offset_skew);
     rocksdb::DBOptions opts;
     opts.env = d->env_.get();
     opts.create_if_missing = true;
@@ -136,13 +196,18 @@ result<std::shared_ptr<database>> open_database(const std::string& dir, open_rep
         return s.IsCorruption() ? errc::corruption : errc::io_error;
     }
     d->db_.reset(raw);
-    if (read_only) return d;
+    if (read_only) {
+        report.locate_detail = "read-only: chunks are read, never located";
+        return d;
+    }
     auto removed = remove_incomplete(*d);
     if (!removed) {
         report.error_detail = "crash recovery failed";
         return removed.error();
     }
     report.incomplete_blobs_removed = *removed;
+    d->locate_verified_ = probe_locate(*d, report.locate_detail);
+    report.locate_verified = d->locate_verified_;
     return d;
 }
 

@@ -23,16 +23,26 @@ public:
     rocksdb::ColumnFamilyHandle* events() const { return cfs_[5]; }
     rocksdb::ColumnFamilyHandle* outbox() const { return cfs_[6]; }
 
-    // Maps a RocksDB status to our errc, logging the message once.
+    // Whether chunks may be located in blob files (open_report::locate_verified).
+    bool locate_verified() const { return locate_verified_; }
+
+    // Read options for a point read in `mode`: memory_only reads memtables and the block cache
+    // only (never the disk); may_block checks that the caller is no network thread, naming
+    // the call `what`.
+    static rocksdb::ReadOptions point_read(read_mode mode, const char* what);
+
+    // Maps a RocksDB status to our errc, logging the message once. Incomplete (a memory_only
+    // read that would need the disk) is errc::would_block, and not logged.
     static boost::system::error_code to_error(const rocksdb::Status& s, const char* what);
 
 private:
     friend result<std::shared_ptr<database>> open_database(const std::string&, open_report&,
-                                                           open_mode);
+                                                           open_mode, const open_hooks&);
     database() = default;
     std::unique_ptr<rocksdb::Env> env_;  // outlives db_ (storage/blob_files.hpp)
     std::unique_ptr<rocksdb::DB> db_;
     std::vector<rocksdb::ColumnFamilyHandle*> cfs_;
+    bool locate_verified_ = false;
 };
 
 }  // namespace regpin::storage

@@ -27,6 +27,8 @@ public:
                 return "invalid argument";
             case errc::conflict:
                 return "the record changed meanwhile";
+            case errc::would_block:
+                return "not in memory";
         }
         return "unknown storage error";
     }

@@ -14,8 +14,14 @@ enum class errc {
     digest_mismatch,  // written bytes do not hash to the expected digest
     size_mismatch,    // written bytes are fewer or more than announced
     invalid_argument,
-    conflict,  // a compare-and-set found the record changed
+    conflict,     // a compare-and-set found the record changed
+    would_block,  // read_mode::memory_only: the answer is not in memory
 };
+
+// How a read may get its answer. memory_only never waits for the disk (RocksDB's memtables
+// and block cache only) and may be called on a network thread; errc::would_block when the
+// answer is not there.
+enum class read_mode { may_block, memory_only };
 
 const boost::system::error_category& storage_category() noexcept;
 

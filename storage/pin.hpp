@@ -49,13 +49,24 @@ struct pin {
     std::vector<std::string> alerted;
 };
 
+// What happened to a pin. Stored as its name (to_string), so the names never change.
+enum class event_type : std::uint8_t {
+    pinned,     // first sight: a pull pinned the tag
+    repointed,  // the upstream (or a bundle) moved the tag; see pin_event::action
+    reverted,   // the upstream moved back to the pinned digest: nothing pending any more
+    approved,   // an operator moved the pin to its pending digest, or another one
+    unpinned,   // an operator removed the pin; the next pull pins afresh
+    set,        // an operator pinned the tag by hand
+    imported,   // a bundle pinned the tag (air-gapped sites)
+};
+std::string_view to_string(event_type t);
+std::optional<event_type> parse_event_type(std::string_view s);
+
 // One entry of a pin's history. Also what alerts are made of.
 struct pin_event {
     std::uint64_t id = 0;  // assigned by the store, increasing
     std::int64_t time_ms = 0;
-    // "pinned" (first sight), "repointed" (upstream moved; see action), "approved",
-    // "unpinned", "set" (pinned by hand)
-    std::string type;
+    event_type type = event_type::pinned;
     pin_key key;
     std::string old_digest;    // may be empty
     std::string new_digest;    // may be empty

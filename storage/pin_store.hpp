@@ -3,8 +3,9 @@
 // that must never be lost or silently overwritten: every change is one synced write (pin,
 // its events and their webhook deliveries together). Implementations: rocksdb_pin_store
 // (single instance); a consensus-backed store for several replicas later.
-// All methods are thread-safe. Methods that write block on fsync: call them off the network
-// threads.
+// All methods are thread-safe. Every method but count(), count_awaiting() and
+// pending_deliveries() may block (reads from disk, synced writes): call them off the network
+// threads (proxy/store does), or with read_mode::memory_only where a method offers it.
 
 #include <optional>
 #include <string>
@@ -14,6 +15,13 @@
 #include "storage/pin.hpp"
 
 namespace regpin::storage {
+
+// One webhook delivery of one of a change's events: an outbox entry written with the change.
+// Which events are alerted, and to whom, is the caller's decision.
+struct alert {
+    std::size_t event = 0;  // index into pin_change::events
+    std::string target;     // webhook URL
+};
 
 // A compare-and-set change to one pin.
 struct pin_change {
@@ -25,8 +33,8 @@ struct pin_change {
     std::optional<pin> replacement;
     // Appended to the history; ids are assigned by the store.
     std::vector<pin_event> events;
-    // For every event whose type is "repointed", one outbox entry per target.
-    std::vector<std::string> alert_targets;
+    // Outbox entries for some of those events.
+    std::vector<alert> alerts;
 };
 
 struct pin_filter {
@@ -44,16 +52,24 @@ public:
     virtual ~pin_store() = default;
 
     // The pin for `key`, or nullopt if the tag was never seen (or was unpinned).
-    [[nodiscard]] virtual result<std::optional<pin>> find(const pin_key& key) const = 0;
+    [[nodiscard]] virtual result<std::optional<pin>> find(
+        const pin_key& key, read_mode mode = read_mode::may_block) const = 0;
 
-    // Records `candidate` only if no pin exists yet (first writer wins), with a "pinned"
-    // event. Returns the pin that holds after the call: `candidate`, or the older one.
+    // Records `candidate` with `event` (its history's first entry) only if no pin exists yet:
+    // first writer wins. Returns the pin that holds after the call: `candidate`, or the older
+    // one. errc::conflict when the key had a pin that vanished meanwhile (retry).
     [[nodiscard]] virtual result<pin> create_if_absent(const pin& candidate,
-                                                       const std::string& actor) = 0;
+                                                       const pin_event& event) = 0;
 
-    // Applies `change` if the stored pin still matches `change.expected`; errc::conflict
-    // otherwise (nothing written). Returns the events as stored (with ids).
-    [[nodiscard]] virtual result<std::vector<pin_event>> apply(const pin_change& change) = 0;
+    // Applies every change if every stored pin still matches its change's `expected`;
+    // errc::conflict otherwise, and nothing is written. All of them, their events and alerts
+    // are one atomic, synced write: a tag's accept classes change together or not at all.
+    // Returns the events as stored (with ids), in order. At most one change per key.
+    [[nodiscard]] virtual result<std::vector<pin_event>> apply(
+        const std::vector<pin_change>& changes) = 0;
+    [[nodiscard]] result<std::vector<pin_event>> apply(const pin_change& change) {
+        return apply(std::vector<pin_change>{change});
+    }
 
     // Updates last_verified_ms only (not synced: losing it merely causes an early re-check).
     [[nodiscard]] virtual result<void> touch_verified(const pin_key& key, std::int64_t when_ms) = 0;
@@ -80,6 +96,7 @@ public:
     // Outbox entries due at `now_ms`, oldest first.
     [[nodiscard]] virtual result<std::vector<outbox_entry>> due_deliveries(
         std::int64_t now_ms, std::size_t limit) const = 0;
+    // The number of outbox entries. O(1), like count().
     [[nodiscard]] virtual result<std::size_t> pending_deliveries() const = 0;
     // Delivered: removes the entry. Failed: stores the new attempt count and time. Neither
     // is synced (no fsync on the caller's thread, a network thread): a machine crash can only

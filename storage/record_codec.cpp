@@ -99,7 +99,7 @@ std::string encode_event(const pin_event& e) {
     json j = {{"v", 1},
               {"id", e.id},
               {"time_ms", e.time_ms},
-              {"type", e.type},
+              {"type", to_string(e.type)},
               {"registry", e.key.registry},
               {"repository", e.key.repository},
               {"tag", e.key.tag},
@@ -120,7 +120,9 @@ std::optional<pin_event> decode_event(std::string_view v) {
         pin_event e;
         e.id = j.at("id").get<std::uint64_t>();
         e.time_ms = j.at("time_ms").get<std::int64_t>();
-        e.type = j.at("type").get<std::string>();
+        auto type = parse_event_type(j.at("type").get<std::string>());
+        if (!type) return std::nullopt;
+        e.type = *type;
         e.key = {j.at("registry").get<std::string>(), j.at("repository").get<std::string>(),
                  j.at("tag").get<std::string>(), j.at("accept_class").get<std::uint8_t>()};
         e.old_digest = j.value("old_digest", "");
@@ -188,6 +190,29 @@ std::string_view to_string(pin_state s) {
             return "rejected";
     }
     return "pinned";
+}
+
+namespace {
+
+constexpr std::pair<event_type, std::string_view> event_names[] = {
+    {event_type::pinned, "pinned"},     {event_type::repointed, "repointed"},
+    {event_type::reverted, "reverted"}, {event_type::approved, "approved"},
+    {event_type::unpinned, "unpinned"}, {event_type::set, "set"},
+    {event_type::imported, "imported"},
+};
+
+}  // namespace
+
+std::string_view to_string(event_type t) {
+    for (const auto& [type, name] : event_names)
+        if (type == t) return name;
+    return "unknown";
+}
+
+std::optional<event_type> parse_event_type(std::string_view s) {
+    for (const auto& [type, name] : event_names)
+        if (name == s) return type;
+    return std::nullopt;
 }
 
 std::optional<pin_state> parse_pin_state(std::string_view s) {

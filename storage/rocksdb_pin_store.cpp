@@ -6,6 +6,7 @@
 
 #include "storage/database_impl.hpp"
 #include "storage/record_codec.hpp"
+#include "storage/threads.hpp"
 
 namespace regpin::storage {
 
@@ -88,6 +89,13 @@ rocksdb_pin_store::rocksdb_pin_store(std::shared_ptr<database> db) : db_(std::mo
         throw std::runtime_error("cannot count pins: " + pins->status().ToString());
     pin_count_ = total;
     awaiting_count_ = awaiting;
+
+    std::size_t queued = 0;
+    std::unique_ptr<rocksdb::Iterator> out(db_->db()->NewIterator({}, db_->outbox()));
+    for (out->SeekToFirst(); out->Valid(); out->Next()) ++queued;
+    if (!out->status().ok())
+        throw std::runtime_error("cannot count the outbox: " + out->status().ToString());
+    outbox_count_ = queued;
 }
 
 std::string rocksdb_pin_store::encode_key(const pin_key& key) {
@@ -98,9 +106,10 @@ std::string rocksdb_pin_store::encode_key(const pin_key& key) {
     return k;
 }
 
-result<std::optional<pin>> rocksdb_pin_store::find(const pin_key& key) const {
+result<std::optional<pin>> rocksdb_pin_store::find(const pin_key& key, read_mode mode) const {
+    auto ro = database::point_read(mode, "pin_store::find");
     std::string value;
-    auto s = db_->db()->Get({}, db_->pins(), encode_key(key), &value);
+    auto s = db_->db()->Get(ro, db_->pins(), encode_key(key), &value);
     if (s.IsNotFound()) return std::optional<pin>{};
     if (!s.ok()) return database::to_error(s, "read pin");
     auto p = decode_pin(key, value);
@@ -108,17 +117,11 @@ result<std::optional<pin>> rocksdb_pin_store::find(const pin_key& key) const {
     return std::optional<pin>{std::move(*p)};
 }
 
-result<pin> rocksdb_pin_store::create_if_absent(const pin& candidate, const std::string& actor) {
+result<pin> rocksdb_pin_store::create_if_absent(const pin& candidate, const pin_event& event) {
     pin_change change;
     change.key = candidate.key;
     change.replacement = candidate;
-    pin_event e;
-    e.time_ms = candidate.first_seen_ms;
-    e.type = "pinned";
-    e.key = candidate.key;
-    e.new_digest = candidate.manifest_digest.str();
-    e.actor = actor;
-    change.events.push_back(std::move(e));
+    change.events.push_back(event);
     auto applied = apply(change);
     if (applied) return candidate;
     if (applied.error() != errc::conflict) return applied.error();
@@ -128,52 +131,68 @@ result<pin> rocksdb_pin_store::create_if_absent(const pin& candidate, const std:
     return std::move(**existing);
 }
 
-result<std::vector<pin_event>> rocksdb_pin_store::apply(const pin_change& change) {
+result<std::vector<pin_event>> rocksdb_pin_store::apply(const std::vector<pin_change>& changes) {
+    expect_may_block("pin_store::apply");
     std::lock_guard lock(write_mutex_);
-    auto current = find(change.key);
-    if (!current) return current.error();
-    if (change.expected.has_value() != current->has_value()) return errc::conflict;
-    if (change.expected && !same_state(*change.expected, **current)) return errc::conflict;
+    // Every expectation is checked before anything is written: all or nothing.
+    std::vector<std::optional<pin>> before;
+    for (std::size_t i = 0; i < changes.size(); ++i) {
+        const auto& change = changes[i];
+        for (std::size_t j = 0; j < i; ++j)
+            if (changes[j].key == change.key) return errc::invalid_argument;
+        for (const auto& a : change.alerts)
+            if (a.event >= change.events.size()) return errc::invalid_argument;
+        auto current = find(change.key);
+        if (!current) return current.error();
+        if (change.expected.has_value() != current->has_value()) return errc::conflict;
+        if (change.expected && !same_state(*change.expected, **current)) return errc::conflict;
+        before.push_back(std::move(*current));
+    }
 
     rocksdb::WriteBatch batch;
-    auto key = encode_key(change.key);
-    if (change.replacement)
-        batch.Put(db_->pins(), key, encode_pin(*change.replacement));
-    else
-        batch.Delete(db_->pins(), key);
-
     std::vector<pin_event> stored;
     auto event_id = next_event_id_;
     auto outbox_id = next_outbox_id_;
-    for (auto e : change.events) {
-        e.id = event_id++;
-        batch.Put(db_->events(), event_key(e.id), encode_event(e));
-        batch.Put(db_->events(), history_key_prefix(e.key) + big_endian(e.id), "");
-        if (e.type == "repointed") {
-            for (const auto& target : change.alert_targets) {
-                outbox_entry o{outbox_id++, e.id, target, 0, e.time_ms};
-                batch.Put(db_->outbox(), big_endian(o.id), encode_outbox(o));
-            }
+    for (const auto& change : changes) {
+        auto key = encode_key(change.key);
+        if (change.replacement)
+            batch.Put(db_->pins(), key, encode_pin(*change.replacement));
+        else
+            batch.Delete(db_->pins(), key);
+        auto first_event = stored.size();
+        for (auto e : change.events) {
+            e.id = event_id++;
+            batch.Put(db_->events(), event_key(e.id), encode_event(e));
+            batch.Put(db_->events(), history_key_prefix(e.key) + big_endian(e.id), "");
+            stored.push_back(std::move(e));
         }
-        stored.push_back(std::move(e));
+        for (const auto& a : change.alerts) {
+            const auto& e = stored[first_event + a.event];
+            outbox_entry o{outbox_id++, e.id, a.target, 0, e.time_ms};
+            batch.Put(db_->outbox(), big_endian(o.id), encode_outbox(o));
+        }
     }
     rocksdb::WriteOptions wo;
     wo.sync = true;
     auto s = db_->db()->Write(wo, &batch);
     if (!s.ok()) return database::to_error(s, "write pin change");
+    outbox_count_ += outbox_id - next_outbox_id_;
     next_event_id_ = event_id;
     next_outbox_id_ = outbox_id;
-    // Only now that the write is durable; the compare above makes **current the stored pin.
-    const auto& before = *current;
-    const auto& after = change.replacement;
-    if (!before && after) ++pin_count_;
-    if (before && !after) --pin_count_;
-    if (before && awaits_operator(*before)) --awaiting_count_;
-    if (after && awaits_operator(*after)) ++awaiting_count_;
+    // Only now that the write is durable; the compare above made `before` the stored pins.
+    for (std::size_t i = 0; i < changes.size(); ++i) {
+        const auto& was = before[i];
+        const auto& after = changes[i].replacement;
+        if (!was && after) ++pin_count_;
+        if (was && !after) --pin_count_;
+        if (was && awaits_operator(*was)) --awaiting_count_;
+        if (after && awaits_operator(*after)) ++awaiting_count_;
+    }
     return stored;
 }
 
 result<void> rocksdb_pin_store::touch_verified(const pin_key& key, std::int64_t when_ms) {
+    expect_may_block("pin_store::touch_verified");
     std::lock_guard lock(write_mutex_);
     auto current = find(key);
     if (!current) return current.error();
@@ -186,6 +205,7 @@ result<void> rocksdb_pin_store::touch_verified(const pin_key& key, std::int64_t 
 }
 
 result<std::vector<pin>> rocksdb_pin_store::list(const pin_filter& filter) const {
+    expect_may_block("pin_store::list");
     std::vector<pin> out;
     std::string prefix;
     if (!filter.registry.empty()) {
@@ -223,6 +243,7 @@ result<std::vector<pin>> rocksdb_pin_store::list(const pin_filter& filter) const
 
 result<std::vector<pin>> rocksdb_pin_store::list_repository(const std::string& registry,
                                                             const std::string& repository) const {
+    expect_may_block("pin_store::list_repository");
     std::vector<pin> out;
     auto prefix = repository_prefix(registry, repository);
     std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, db_->pins()));
@@ -242,6 +263,7 @@ result<std::size_t> rocksdb_pin_store::count() const { return pin_count_.load();
 result<std::size_t> rocksdb_pin_store::count_awaiting() const { return awaiting_count_.load(); }
 
 result<std::vector<pin_event>> rocksdb_pin_store::history(const pin_key& key) const {
+    expect_may_block("pin_store::history");
     std::vector<pin_event> out;
     auto prefix = history_key_prefix(key);
     std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, db_->events()));
@@ -256,6 +278,7 @@ result<std::vector<pin_event>> rocksdb_pin_store::history(const pin_key& key) co
 }
 
 result<std::optional<pin_event>> rocksdb_pin_store::event(std::uint64_t id) const {
+    expect_may_block("pin_store::event");
     std::string value;
     auto s = db_->db()->Get({}, db_->events(), event_key(id), &value);
     if (s.IsNotFound()) return std::optional<pin_event>{};
@@ -268,6 +291,7 @@ result<std::optional<pin_event>> rocksdb_pin_store::event(std::uint64_t id) cons
 result<std::vector<pin_event>> rocksdb_pin_store::events(std::uint64_t after_id,
                                                          std::int64_t since_ms,
                                                          std::size_t limit) const {
+    expect_may_block("pin_store::events");
     std::vector<pin_event> out;
     std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, db_->events()));
     for (it->Seek(event_key(after_id + 1));
@@ -284,6 +308,7 @@ result<std::vector<pin_event>> rocksdb_pin_store::events(std::uint64_t after_id,
 
 result<std::vector<outbox_entry>> rocksdb_pin_store::due_deliveries(std::int64_t now_ms,
                                                                     std::size_t limit) const {
+    expect_may_block("pin_store::due_deliveries");
     std::vector<outbox_entry> out;
     std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, db_->outbox()));
     for (it->SeekToFirst(); it->Valid() && out.size() < limit; it->Next()) {
@@ -295,22 +320,31 @@ result<std::vector<outbox_entry>> rocksdb_pin_store::due_deliveries(std::int64_t
     return out;
 }
 
-result<std::size_t> rocksdb_pin_store::pending_deliveries() const {
-    std::size_t n = 0;
-    std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, db_->outbox()));
-    for (it->SeekToFirst(); it->Valid(); it->Next()) ++n;
-    if (!it->status().ok()) return database::to_error(it->status(), "count outbox");
-    return n;
-}
+result<std::size_t> rocksdb_pin_store::pending_deliveries() const { return outbox_count_.load(); }
 
 result<void> rocksdb_pin_store::delivered(std::uint64_t outbox_id) {
-    auto s = db_->db()->Delete({}, db_->outbox(), big_endian(outbox_id));
+    expect_may_block("pin_store::delivered");
+    std::lock_guard lock(write_mutex_);
+    std::string value;
+    auto key = big_endian(outbox_id);
+    auto s = db_->db()->Get({}, db_->outbox(), key, &value);
+    if (s.IsNotFound()) return {};
+    if (!s.ok()) return database::to_error(s, "read delivered alert");
+    s = db_->db()->Delete({}, db_->outbox(), key);
     if (!s.ok()) return database::to_error(s, "remove delivered alert");
+    --outbox_count_;
     return {};
 }
 
 result<void> rocksdb_pin_store::reschedule(const outbox_entry& entry) {
-    auto s = db_->db()->Put({}, db_->outbox(), big_endian(entry.id), encode_outbox(entry));
+    expect_may_block("pin_store::reschedule");
+    std::lock_guard lock(write_mutex_);
+    std::string value;
+    auto key = big_endian(entry.id);
+    auto s = db_->db()->Get({}, db_->outbox(), key, &value);
+    if (s.IsNotFound()) return {};  // delivered meanwhile: never brought back
+    if (!s.ok()) return database::to_error(s, "read alert");
+    s = db_->db()->Put({}, db_->outbox(), key, encode_outbox(entry));
     if (!s.ok()) return database::to_error(s, "reschedule alert");
     return {};
 }

@@ -15,13 +15,15 @@ class database;
 // Every change is one synced WriteBatch.
 class rocksdb_pin_store final : public pin_store {
 public:
-    // Reads the highest event and outbox ids and counts the pins (one pass over them); throws
-    // std::runtime_error if the store is unreadable.
+    // Reads the highest event and outbox ids and counts the pins and outbox entries (one pass
+    // over each); throws std::runtime_error if the store is unreadable.
     explicit rocksdb_pin_store(std::shared_ptr<database> db);
 
-    result<std::optional<pin>> find(const pin_key& key) const override;
-    result<pin> create_if_absent(const pin& candidate, const std::string& actor) override;
-    result<std::vector<pin_event>> apply(const pin_change& change) override;
+    result<std::optional<pin>> find(const pin_key& key,
+                                    read_mode mode = read_mode::may_block) const override;
+    result<pin> create_if_absent(const pin& candidate, const pin_event& event) override;
+    using pin_store::apply;
+    result<std::vector<pin_event>> apply(const std::vector<pin_change>& changes) override;
     result<void> touch_verified(const pin_key& key, std::int64_t when_ms) override;
     result<std::vector<pin>> list(const pin_filter& filter) const override;
     result<std::vector<pin>> list_repository(const std::string& registry,
@@ -49,6 +51,8 @@ private:
     // or changes the state of a pin), under write_mutex_; read without it.
     std::atomic<std::size_t> pin_count_{0};
     std::atomic<std::size_t> awaiting_count_{0};
+    // Outbox entries: apply() adds, delivered() removes, under write_mutex_.
+    std::atomic<std::size_t> outbox_count_{0};
 };
 
 }  // namespace regpin::storage

@@ -9,8 +9,9 @@
 #include <boost/url/parse.hpp>
 #include <nlohmann/json.hpp>
 
-#include "proxy/admin/views.hpp"
+#include "proxy/oci/reference.hpp"
 #include "proxy/oci/route.hpp"
+#include "proxy/pins/views.hpp"
 #include "proxy/registry/replies.hpp"
 #include "storage/digest.hpp"
 
@@ -38,23 +39,18 @@ reply fail(oci::error_code code, const std::string& message, unsigned status = 0
     return r;
 }
 
-std::optional<registry::pin_target> target_of(const json& j, const config::settings& s,
-                                              std::string& why) {
+std::optional<pins::pin_target> target_of(const json& j, const config::settings& s,
+                                          std::string& why) {
     for (const char* k : {"registry", "repository", "tag"}) {
         if (!j.contains(k) || !j[k].is_string() || j[k].get<std::string>().empty()) {
             why = std::string("'") + k + "' (a string) is required";
             return std::nullopt;
         }
     }
-    registry::pin_target t{j["registry"], j["repository"], j["tag"]};
-    bool known = false;
-    for (const auto& u : s.upstreams) {
-        if (u.registry == t.registry) {
-            known = true;
-            if (u.is_docker_hub() && t.repository.find('/') == std::string::npos)
-                t.repository = "library/" + t.repository;
-        }
-    }
+    pins::pin_target t{j["registry"], j["repository"], j["tag"]};
+    bool known = std::any_of(s.upstreams.begin(), s.upstreams.end(),
+                             [&](const config::upstream& u) { return u.registry == t.registry; });
+    t.repository = oci::hub_repository(t.registry, t.repository);
     if (!known) {
         why = "no upstream is configured for registry '" + t.registry + "'";
         return std::nullopt;
@@ -66,21 +62,28 @@ std::optional<registry::pin_target> target_of(const json& j, const config::setti
     return t;
 }
 
-reply events_or_error(const registry::pin_manager::events_or_error& r) {
-    if (auto* e = std::get_if<oci::error>(&r)) {
-        unsigned status = e->code == oci::error_code::denied ? 409 : e->status();
-        return fail(e->code, e->message, status);
+reply events_or_error(const pins::actions::events& r) {
+    if (!r) {
+        const auto& e = r.error();
+        unsigned status = e.code == oci::error_code::denied ? 409 : e.status();
+        return fail(e.code, e.message, status);
     }
     json out = {{"events", json::array()}};
-    for (const auto& e : std::get<std::vector<storage::pin_event>>(r))
-        out["events"].push_back(event_json(e));
+    for (const auto& e : *r) out["events"].push_back(pins::event_json(e));
     return json_reply(200, out);
 }
 
 }  // namespace
 
-admin_api::admin_api(const config::settings& settings, registry::service& service, metrics& m)
-    : settings_(settings), service_(service), metrics_(m) {}
+admin_api::admin_api(const config::settings& settings, store::pin_records& pins,
+                     pins::actions& actions, pins::scheduler& scheduler,
+                     const upstream::upstreams& upstreams, metrics& m)
+    : settings_(settings),
+      pins_(pins),
+      actions_(actions),
+      scheduler_(scheduler),
+      upstreams_(upstreams),
+      metrics_(m) {}
 
 std::string admin_api::token_name(std::string_view presented) const {
     // Hash both sides so the comparison takes the same time whatever the lengths.
@@ -100,7 +103,8 @@ asio::awaitable<reply> admin_api::handle(http::incoming in) {
     if (path == "/healthz") co_return json_reply(200, {{"status", "ok"}});
     if (path == "/readyz") {
         // Cheap on purpose (probes run every few seconds): one point read of the pin store.
-        auto probe = service_.pins().find({"readyz", "readyz", "readyz", 0});
+        storage::pin_key nothing{"readyz", "readyz", "readyz", 0};
+        auto probe = co_await pins_.find(nothing);
         if (!probe) co_return json_reply(503, {{"status", "storage unavailable"}});
         co_return json_reply(200, {{"status", "ready"}});
     }
@@ -140,8 +144,6 @@ asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string acto
         auto it = url->params().find(k);
         return it != url->params().end() ? std::string((*it).value) : std::string();
     };
-    auto& pins = service_.pins();
-    auto& manager = service_.manager();
 
     if (in.method == "GET" && path == "/api/v1/pins") {
         storage::pin_filter f;
@@ -162,10 +164,10 @@ asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string acto
                 co_return fail(oci::error_code::pagination_number_invalid,
                                "limit must be a number, 1 or more", 400);
         }
-        auto listed = pins.list(f);
+        auto listed = co_await pins_.list(f);
         if (!listed) co_return fail(oci::error_code::unknown, "storage failure", 500);
         json out = {{"pins", json::array()}};
-        for (const auto& p : *listed) out["pins"].push_back(pin_json(p));
+        for (const auto& p : *listed) out["pins"].push_back(pins::pin_json(p));
         co_return json_reply(200, out);
     }
     if (in.method == "GET" && path == "/api/v1/pin") {
@@ -175,14 +177,14 @@ asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string acto
                             {"tag", param("tag")}},
                            settings_, why);
         if (!t) co_return fail(oci::error_code::name_invalid, why, 400);
-        auto listed = pins.list_repository(t->registry, t->repository);
+        auto listed = co_await pins_.list_tag(t->registry, t->repository, t->tag);
         if (!listed) co_return fail(oci::error_code::unknown, "storage failure", 500);
         json out = {{"pins", json::array()}, {"history", json::array()}};
-        for (const auto& p : *listed)
-            if (p.key.tag == t->tag) out["pins"].push_back(pin_json(p));
-        auto history = pins.history({t->registry, t->repository, t->tag, 0});
+        for (const auto& p : *listed) out["pins"].push_back(pins::pin_json(p));
+        storage::pin_key tag_key{t->registry, t->repository, t->tag, 0};
+        auto history = co_await pins_.history(tag_key);
         if (history)
-            for (const auto& e : *history) out["history"].push_back(event_json(e));
+            for (const auto& e : *history) out["history"].push_back(pins::event_json(e));
         if (out["pins"].empty() && out["history"].empty())
             co_return fail(oci::error_code::manifest_unknown, "no pin and no history for that tag",
                            404);
@@ -206,7 +208,7 @@ asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string acto
             co_return fail(oci::error_code::name_invalid,
                            "after, limit and wait_s must be numbers, limit 1 or more", 400);
         if (auto s = param("since"); !s.empty()) {
-            auto t = parse_time(s);
+            auto t = pins::parse_time(s);
             if (!t)
                 co_return fail(oci::error_code::name_invalid,
                                "since must be RFC 3339 or unix milliseconds", 400);
@@ -215,11 +217,11 @@ asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string acto
         asio::steady_timer timer(co_await asio::this_coro::executor);
         auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait_s);
         while (true) {
-            auto events = pins.events(after, since, limit);
+            auto events = co_await pins_.events(after, since, limit);
             if (!events) co_return fail(oci::error_code::unknown, "storage failure", 500);
             if (!events->empty() || std::chrono::steady_clock::now() >= deadline) {
                 json out = {{"events", json::array()}};
-                for (const auto& e : *events) out["events"].push_back(event_json(e));
+                for (const auto& e : *events) out["events"].push_back(pins::event_json(e));
                 co_return json_reply(200, out);
             }
             // Long poll: look again shortly (bounded by wait_s).
@@ -240,28 +242,33 @@ asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string acto
             digest = body["digest"].get<std::string>();
         spdlog::info("admin API: {} {}/{}:{} by {}", action, t->registry, t->repository, t->tag,
                      actor);
-        if (action == "approve")
-            co_return events_or_error(co_await manager.approve(*t, digest, actor));
-        if (action == "unpin") co_return events_or_error(co_await manager.unpin(*t, actor));
+        if (action == "approve") {
+            auto done = co_await actions_.approve(*t, digest, actor);
+            co_return events_or_error(done);
+        }
+        if (action == "unpin") {
+            auto done = co_await actions_.unpin(*t, actor);
+            co_return events_or_error(done);
+        }
         if (action == "set") {
             if (!digest)
                 co_return fail(oci::error_code::digest_invalid, "'digest' is required", 400);
-            co_return events_or_error(co_await manager.set(*t, *digest, actor));
+            auto done = co_await actions_.set(*t, *digest, actor);
+            co_return events_or_error(done);
         }
         if (action == "check") {
-            auto listed = pins.list_repository(t->registry, t->repository);
+            auto listed = co_await pins_.list_tag(t->registry, t->repository, t->tag);
             if (!listed) co_return fail(oci::error_code::unknown, "storage failure", 500);
             json out = {{"results", json::array()}};
-            auto ui = manager.upstream_index(t->registry);
+            auto ui = upstreams_.index_of(t->registry);
             for (const auto& p : *listed) {
-                if (p.key.tag != t->tag) continue;
-                auto r = co_await manager.check(p.key, ui);
+                auto r = co_await scheduler_.check_now(p.key, ui);
                 json jr = {{"accept_class", p.key.accept_class},
-                           {"outcome", r.outcome},
+                           {"outcome", std::string(pins::to_string(r.outcome))},
                            {"upstream_digest", r.upstream_digest},
                            {"error", r.error},
                            {"events", json::array()}};
-                for (const auto& e : r.events) jr["events"].push_back(event_json(e));
+                for (const auto& e : r.events) jr["events"].push_back(pins::event_json(e));
                 out["results"].push_back(jr);
             }
             if (out["results"].empty())

@@ -20,13 +20,17 @@
 #include "config/config.hpp"
 #include "proxy/admin/metrics.hpp"
 #include "proxy/http/message.hpp"
-#include "proxy/registry/service.hpp"
+#include "proxy/pins/actions.hpp"
+#include "proxy/pins/scheduler.hpp"
+#include "proxy/store/pin_records.hpp"
+#include "proxy/upstream/upstreams.hpp"
 
 namespace regpin::proxy::admin {
 
 class admin_api {
 public:
-    admin_api(const config::settings& settings, registry::service& service, metrics& m);
+    admin_api(const config::settings& settings, store::pin_records& pins, pins::actions& actions,
+              pins::scheduler& scheduler, const upstream::upstreams& upstreams, metrics& m);
 
     [[nodiscard]] boost::asio::awaitable<http::reply> handle(http::incoming in);
 
@@ -38,7 +42,10 @@ private:
     boost::asio::awaitable<http::reply> api(const http::incoming& in, std::string actor);
 
     const config::settings& settings_;
-    registry::service& service_;
+    store::pin_records& pins_;
+    pins::actions& actions_;
+    pins::scheduler& scheduler_;
+    const upstream::upstreams& upstreams_;
     metrics& metrics_;
 };
 

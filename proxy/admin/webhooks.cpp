@@ -12,19 +12,15 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/url/parse.hpp>
 
-#include "proxy/admin/views.hpp"
 #include "proxy/http/client.hpp"
+#include "proxy/pins/views.hpp"
+#include "storage/clock.hpp"
 
 namespace regpin::proxy::admin {
 
 namespace asio = boost::asio;
 
 namespace {
-
-std::int64_t now_ms() {
-    using namespace std::chrono;
-    return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-}
 
 std::int64_t backoff_ms(int attempts) {
     std::int64_t ms = 1000;
@@ -65,13 +61,13 @@ struct webhook_sender::state : std::enable_shared_from_this<webhook_sender::stat
     };
 
     asio::any_io_executor ex;
-    storage::pin_store& pins;
+    store::pin_records& pins;
     std::function<void(std::string_view)> attempted;
     std::map<std::string, target> targets;  // by URL
     asio::steady_timer timer;
     std::atomic<bool> stopped{false};
 
-    state(asio::any_io_executor e, const config::settings& s, storage::pin_store& p,
+    state(asio::any_io_executor e, const config::settings& s, store::pin_records& p,
           std::function<void(std::string_view)> a)
         : ex(e), pins(p), attempted(std::move(a)), timer(asio::make_strand(e)) {
         for (const auto& w : s.webhooks) {
@@ -99,10 +95,10 @@ struct webhook_sender::state : std::enable_shared_from_this<webhook_sender::stat
                          display_url(entry.target), entry.event_id);
             co_return true;
         }
-        auto ev = pins.event(entry.event_id);
+        auto ev = co_await pins.event(entry.event_id);
         if (!ev) co_return false;
         if (!*ev) co_return true;  // the event is gone: nothing to say
-        auto body = alert_json(**ev).dump();
+        auto body = pins::alert_json(**ev).dump();
         http::request req;
         req.method = boost::beast::http::verb::post;
         req.origin = it->second.origin;
@@ -133,7 +129,7 @@ struct webhook_sender::state : std::enable_shared_from_this<webhook_sender::stat
     asio::awaitable<void> run() {
         auto self = shared_from_this();
         while (!stopped) {
-            auto due = pins.due_deliveries(now_ms(), 64);
+            auto due = co_await pins.due_deliveries(storage::now_ms(), 64);
             if (due) {
                 for (auto entry : *due) {
                     if (stopped) co_return;
@@ -145,14 +141,15 @@ struct webhook_sender::state : std::enable_shared_from_this<webhook_sender::stat
                     }
                     if (attempted) attempted(ok ? "ok" : "failed");
                     if (ok) {
-                        if (!pins.delivered(entry.id))
+                        auto removed = co_await pins.delivered(entry.id);
+                        if (!removed)
                             spdlog::error("webhook: cannot remove delivered alert {}", entry.id);
                         spdlog::info("webhook {}: alert {} delivered", display_url(entry.target),
                                      entry.event_id);
                     } else {
                         ++entry.attempts;
-                        entry.next_attempt_ms = now_ms() + backoff_ms(entry.attempts);
-                        (void)pins.reschedule(entry);
+                        entry.next_attempt_ms = storage::now_ms() + backoff_ms(entry.attempts);
+                        (void)co_await pins.reschedule(entry);
                     }
                 }
             }
@@ -163,7 +160,7 @@ struct webhook_sender::state : std::enable_shared_from_this<webhook_sender::stat
 };
 
 webhook_sender::webhook_sender(asio::any_io_executor ex, const config::settings& settings,
-                               storage::pin_store& pins,
+                               store::pin_records& pins,
                                std::function<void(std::string_view)> attempted)
     : state_(std::make_shared<state>(std::move(ex), settings, pins, std::move(attempted))) {}
 

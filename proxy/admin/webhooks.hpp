@@ -12,7 +12,7 @@
 #include <boost/asio/any_io_executor.hpp>
 
 #include "config/config.hpp"
-#include "storage/pin_store.hpp"
+#include "proxy/store/pin_records.hpp"
 
 namespace regpin::proxy::admin {
 
@@ -27,7 +27,7 @@ class webhook_sender {
 public:
     // `delivered` is told "ok" or "failed" per attempt (metrics).
     webhook_sender(boost::asio::any_io_executor ex, const config::settings& settings,
-                   storage::pin_store& pins, std::function<void(std::string_view)> attempted);
+                   store::pin_records& pins, std::function<void(std::string_view)> attempted);
     ~webhook_sender();
 
     void start();

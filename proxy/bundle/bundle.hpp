@@ -13,17 +13,9 @@
 
 namespace regpin::proxy::bundle {
 
-// "docker.io/library/nginx:1.27", "nginx:1.27" (docker.io), "ghcr.io/org/app:v1".
-struct image_ref {
-    std::string registry, repository, tag;
-    std::string str() const { return registry + "/" + repository + ":" + tag; }
-};
-// Throws std::invalid_argument for a reference without a tag or with an invalid name.
-image_ref parse_image_ref(const std::string& ref);
-
 struct export_request {
     std::string data_dir;
-    std::vector<std::string> images;  // references; empty with all = every pin
+    std::vector<std::string> images;  // references (oci::parse_image_reference); or all
     bool all = false;
     std::string output;  // BUNDLE.tar
 };

@@ -5,12 +5,13 @@
 
 #include <nlohmann/json.hpp>
 
-#include "proxy/admin/views.hpp"
 #include "proxy/bundle/bundle.hpp"
 #include "proxy/bundle/tar.hpp"
 #include "proxy/oci/manifest.hpp"
-#include "proxy/oci/route.hpp"
+#include "proxy/oci/reference.hpp"
+#include "proxy/pins/views.hpp"
 #include "storage/blob_store.hpp"
+#include "storage/clock.hpp"
 #include "storage/database.hpp"
 #include "storage/manifest_store.hpp"
 #include "storage/rocksdb_pin_store.hpp"
@@ -19,38 +20,7 @@ namespace regpin::proxy::bundle {
 
 using nlohmann::json;
 
-image_ref parse_image_ref(const std::string& ref) {
-    auto at = ref.find('@');
-    auto colon = ref.rfind(':');
-    auto slash = ref.rfind('/');
-    if (at != std::string::npos || colon == std::string::npos ||
-        (slash != std::string::npos && colon < slash))
-        throw std::invalid_argument("'" + ref +
-                                    "' must be REGISTRY/REPOSITORY:TAG (a tag, not a digest)");
-    image_ref r;
-    r.tag = ref.substr(colon + 1);
-    auto name = ref.substr(0, colon);
-    auto first = name.find('/');
-    if (first != std::string::npos && oci::looks_like_registry_host(name.substr(0, first))) {
-        r.registry = name.substr(0, first);
-        r.repository = name.substr(first + 1);
-    } else {
-        r.registry = "docker.io";
-        r.repository = name;
-    }
-    if (r.registry == "docker.io" && r.repository.find('/') == std::string::npos)
-        r.repository = "library/" + r.repository;
-    if (!oci::valid_repository(r.repository) || !oci::valid_tag(r.tag))
-        throw std::invalid_argument("'" + ref + "' is not a valid image reference");
-    return r;
-}
-
 namespace {
-
-std::int64_t now_ms() {
-    using namespace std::chrono;
-    return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-}
 
 std::string blob_path(const storage::digest& d) {
     return "blobs/" + std::string(d.algorithm()) + "/" + std::string(d.hex());
@@ -83,7 +53,9 @@ export_report export_bundle(const export_request& r) {
         chosen = std::move(*listed);
     }
     for (const auto& ref : r.images) {
-        auto ir = parse_image_ref(ref);
+        auto parsed = oci::parse_image_reference(ref);
+        if (!parsed) throw std::invalid_argument(parsed.error().message);
+        const auto& ir = *parsed;
         auto listed = pins.list_repository(ir.registry, ir.repository);
         if (!listed) throw std::runtime_error("cannot read pins");
         bool found = false;
@@ -168,8 +140,9 @@ export_report export_bundle(const export_request& r) {
                   {"mediaType", "application/vnd.oci.image.index.v1+json"},
                   {"manifests", json::array()}};
     std::set<std::pair<std::string, std::string>> listed;
-    json pins_doc = {
-        {"version", 1}, {"exported_at", admin::format_time(now_ms())}, {"pins", json::array()}};
+    json pins_doc = {{"version", 1},
+                     {"exported_at", pins::format_time(storage::now_ms())},
+                     {"pins", json::array()}};
     for (const auto& p : chosen) {
         auto name = storage::display_name(p.key);
         auto digest = p.manifest_digest.str();
@@ -181,11 +154,11 @@ export_report export_bundle(const export_request& r) {
                  {"size", m.bytes.size()},
                  {"annotations", {{"org.opencontainers.image.ref.name", name}}}});
         }
-        auto entry = admin::pin_json(p);
+        auto entry = pins::pin_json(p);
         entry["first_seen_ms"] = p.first_seen_ms;
         entry["history"] = json::array();
         if (auto h = pins.history(p.key))
-            for (const auto& e : *h) entry["history"].push_back(admin::event_json(e));
+            for (const auto& e : *h) entry["history"].push_back(pins::event_json(e));
         pins_doc["pins"].push_back(entry);
     }
 
@@ -198,12 +171,8 @@ export_report export_bundle(const export_request& r) {
     for (const auto& [digest, rec] : c.blobs) {
         auto d = *storage::digest::parse(digest);
         tar.add(blob_path(d), rec.size, [&](const std::function<void(std::string_view)>& write) {
-            std::string chunk;
-            for (std::uint64_t i = 0; i * rec.chunk_size < rec.size; ++i) {
-                if (!blobs.read_chunk(d, i, chunk))
-                    throw std::runtime_error("cannot read blob " + digest);
-                write(chunk);
-            }
+            if (!blobs.read_blob(d, rec, write))
+                throw std::runtime_error("cannot read blob " + digest);
         });
         report.bytes += rec.size;
     }

@@ -10,8 +10,11 @@
 #include "proxy/bundle/tar.hpp"
 #include "proxy/oci/manifest.hpp"
 #include "proxy/oci/media_types.hpp"
-#include "proxy/registry/policy.hpp"
+#include "proxy/oci/reference.hpp"
+#include "proxy/pins/policy.hpp"
+#include "proxy/pins/writer.hpp"
 #include "storage/blob_store.hpp"
+#include "storage/clock.hpp"
 #include "storage/database.hpp"
 #include "storage/manifest_store.hpp"
 #include "storage/rocksdb_pin_store.hpp"
@@ -25,10 +28,7 @@ namespace {
 constexpr std::uint64_t manifest_limit = 4 * 1024 * 1024;
 constexpr std::size_t io_chunk = 256 * 1024;
 
-std::int64_t now_ms() {
-    using namespace std::chrono;
-    return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-}
+using storage::now_ms;
 
 struct wanted_pin {
     storage::pin_key key;
@@ -67,7 +67,9 @@ public:
         }
         std::vector<wanted_pin> out;
         if (!r_.as.empty()) {
-            auto ref = parse_image_ref(r_.as);
+            auto parsed = oci::parse_image_reference(r_.as);
+            if (!parsed) throw std::runtime_error("--as: " + parsed.error().message);
+            const auto& ref = *parsed;
             std::string digest;
             if (named.size() == 1) digest = named[0].second;
             for (const auto& [name, d] : named)
@@ -75,7 +77,7 @@ public:
             if (digest.empty())
                 throw std::runtime_error("the layout holds " + std::to_string(named.size()) +
                                          " images; none is named '" + ref.tag + "' for --as");
-            out.push_back({{ref.registry, ref.repository, ref.tag, 15},
+            out.push_back({{ref.registry, ref.repository, ref.tag, oci::accepts_all},
                            *storage::digest::parse(digest),
                            types[digest],
                            now_ms()});
@@ -91,7 +93,7 @@ public:
                 if (!d) throw std::runtime_error("regpin-pins.json has an invalid digest");
                 storage::pin_key key{
                     p.value("registry", std::string()), p.value("repository", std::string()),
-                    p.value("tag", std::string()), p.value("accept_class", std::uint8_t{15})};
+                    p.value("tag", std::string()), p.value("accept_class", oci::accepts_all)};
                 if (key.registry.empty() || key.repository.empty() || key.tag.empty())
                     throw std::runtime_error(
                         "regpin-pins.json has a pin without registry, repository or tag");
@@ -101,15 +103,13 @@ public:
             return out;
         }
         for (const auto& [name, d] : named) {
-            image_ref ref;
-            try {
-                ref = parse_image_ref(name);
-            } catch (const std::invalid_argument&) {
+            auto parsed = oci::parse_image_reference(name);
+            if (!parsed)
                 throw std::runtime_error(
                     "this layout carries no provenance ('" + name +
                     "' is not REGISTRY/REPOSITORY:TAG): pass --as REGISTRY/REPO:TAG");
-            }
-            out.push_back({{ref.registry, ref.repository, ref.tag, 15},
+            const auto& ref = *parsed;
+            out.push_back({{ref.registry, ref.repository, ref.tag, oci::accepts_all},
                            *storage::digest::parse(d),
                            types[d],
                            now_ms()});
@@ -150,11 +150,7 @@ private:
             throw std::runtime_error(what + ": manifest " + d.str() + " does not match its digest");
         auto refs = oci::read_manifest(media_type, bytes);
         if (!refs) throw std::runtime_error(what + ": manifest " + d.str() + " does not parse");
-        if (media_type.empty()) {
-            auto j = json::parse(bytes, nullptr, false);
-            if (j.is_object() && j.contains("mediaType") && j["mediaType"].is_string())
-                media_type = j["mediaType"].get<std::string>();
-        }
+        media_type = oci::manifest_media_type(media_type, bytes);
         if (refs->is_index) {
             for (const auto& c : refs->children)
                 manifest(manifests, blobs, *storage::digest::parse(c.digest), c.media_type,
@@ -242,27 +238,26 @@ import_report import_bundle(const import_request& r) {
     }
     storage::manifest_store manifests(*db);
     storage::blob_store blobs(*db);
-    storage::rocksdb_pin_store pins(*db);
+    storage::rocksdb_pin_store store(*db);
     imp.store_content(manifests, blobs, wanted);
 
-    auto rules = registry::rules_from(r.settings.policies);
-    std::vector<std::string> targets;
-    for (const auto& w : r.settings.webhooks) targets.push_back(w.url);
+    pins::policy_table policies(r.settings);
     auto actor = "import:" + r.bundle.substr(r.bundle.find_last_of('/') + 1);
 
     for (const auto& w : wanted) {
         auto m = manifests.find(w.digest);
         if (!m || !*m) throw std::runtime_error("manifest " + w.digest.str() + " vanished");
-        auto existing = pins.find(w.key);
+        auto existing = store.find(w.key);
         if (!existing) throw std::runtime_error("cannot read pins");
         auto name = storage::display_name(w.key);
         if (!*existing) {
-            auto p = registry::serve_digest({w.key, w.digest}, w.digest, **m, now_ms());
+            auto p = pins::serve_digest({w.key, w.digest}, w.digest, **m, now_ms());
             p.first_seen_ms = w.first_seen_ms;
             storage::pin_change change{w.key, std::nullopt, p};
-            change.events.push_back(
-                {0, now_ms(), "imported", w.key, "", w.digest.str(), actor, "", "", ""});
-            if (!pins.apply(change)) throw std::runtime_error("cannot write the pin for " + name);
+            change.events.push_back({0, now_ms(), storage::event_type::imported, w.key, "",
+                                     w.digest.str(), actor, "", "", ""});
+            if (!pins::commit_offline(store, {change}))
+                throw std::runtime_error("cannot write the pin for " + name);
             ++report.pins_created;
             continue;
         }
@@ -273,26 +268,26 @@ import_report import_bundle(const import_request& r) {
         }
         // A different pin already holds: never overwritten silently. The policy decides, as for
         // an upstream re-point, and the event (and alert) says so.
-        auto policy = registry::resolve_policy(rules, w.key.registry, w.key.repository, w.key.tag,
-                                               r.settings.checks.revalidate_after);
-        auto decision = registry::decide_repoint(policy.policy, cur.manifest_digest.str(),
-                                                 w.digest.str(), cur.alerted);
-        auto np = registry::apply_repoint(cur, *decision, w.digest, **m, now_ms());
+        auto policy = policies.for_key(w.key);
+        auto decision = pins::decide_repoint(policy.policy, cur.manifest_digest.str(),
+                                             w.digest.str(), cur.alerted);
+        auto np = pins::apply_repoint(cur, *decision, w.digest, **m, now_ms());
         // A bundle is not a check against the upstream: a kept pin was not verified now.
         if (!decision->move_pin) np.last_verified_ms = cur.last_verified_ms;
         storage::pin_change change{w.key, cur, np};
         if (decision->record_event) {
-            change.events.push_back({0, now_ms(), "repointed", w.key, cur.manifest_digest.str(),
-                                     w.digest.str(), actor,
-                                     std::string(registry::to_string(policy.policy)),
-                                     std::string(registry::to_string(decision->action)), "{}"});
-            change.alert_targets = targets;
+            change.events.push_back({0, now_ms(), storage::event_type::repointed, w.key,
+                                     cur.manifest_digest.str(), w.digest.str(), actor,
+                                     std::string(pins::to_string(policy.policy)),
+                                     std::string(pins::to_string(decision->action)), "{}"});
+            for (const auto& hook : r.settings.webhooks) change.alerts.push_back({0, hook.url});
         }
-        if (!pins.apply(change)) throw std::runtime_error("cannot write the pin for " + name);
+        if (!pins::commit_offline(store, {change}))
+            throw std::runtime_error("cannot write the pin for " + name);
         report.conflicts.push_back(name + ": pinned " + cur.manifest_digest.str() + ", bundle " +
                                    w.digest.str() + ": policy " +
-                                   std::string(registry::to_string(policy.policy)) + ", " +
-                                   std::string(registry::to_string(decision->action)));
+                                   std::string(pins::to_string(policy.policy)) + ", " +
+                                   std::string(pins::to_string(decision->action)));
     }
     return report;
 }

@@ -13,65 +13,16 @@
 #include <nlohmann/json.hpp>
 
 #include "proxy/bundle/bundle.hpp"
+#include "proxy/cli/args.hpp"
 #include "proxy/cli/http_call.hpp"
 #include "proxy/oci/manifest.hpp"
-#include "proxy/registry/pin_manager.hpp"
+#include "proxy/oci/media_types.hpp"
+#include "proxy/oci/reference.hpp"
 #include "storage/digest.hpp"
 
 namespace regpin::proxy::cli {
 
 namespace {
-
-constexpr const char* usage_prefetch = R"(Usage: regpin prefetch [options] IMAGE... | --file LIST
-
-Pulls each image through a running regpin (the normal pull path), so its manifests and blobs
-are cached and its tag pinned, as a node's first pull would.
-
-  IMAGE                 REGISTRY/REPOSITORY:TAG, e.g. docker.io/library/nginx:1.27, ghcr.io/org/app:v1
-                        (a name without a registry host means docker.io)
-  --file LIST           images, one per line ('#' starts a comment)
-  --platform OS/ARCH    only this platform of multi-platform images; repeatable (default: all)
-  --registry-url URL    regpin's registry API (default http://127.0.0.1:5000)
-  --cacert FILE         CA certificate (PEM) trusted for an https registry URL
-
-A progress line on a terminal, plain lines otherwise; a summary at the end. Exit status 1
-when any image failed (each failure is listed).
-)";
-
-constexpr const char* usage_export =
-    R"(Usage: regpin export --data DIR (--image REF ... | --all) -o BUNDLE.tar
-
-Writes pinned images and their pins to BUNDLE.tar: an OCI image layout in a tar (skopeo
-reads it: skopeo copy oci-archive:BUNDLE.tar:docker.io/library/nginx:1.27 ...) plus
-regpin-pins.json with each pin's provenance and history. Reads the data folder directly
-(read-only, fine while regpin runs). Every blob is included once.
-
-  --data DIR       regpin's data folder
-  --config FILE    take the data folder from this config
-  --image REF      a pinned tag, e.g. docker.io/library/nginx:1.27; repeatable
-  --all            every pin
-  -o FILE          the bundle to write
-)";
-
-constexpr const char* usage_import =
-    R"(Usage: regpin import BUNDLE.tar --data DIR [--config FILE] [--as REGISTRY/REPO:TAG]
-
-Loads a bundle made by 'regpin export' (or a plain OCI layout tar made by skopeo, with --as)
-into a data folder. Every digest is verified before anything becomes visible; importing
-twice changes nothing. An existing pin with another digest is never overwritten silently:
-the conflict is reported and the configured policy applies (pin: keep it and record the
-bundle's digest as pending; follow: take the bundle's; reject: reject the tag).
-regpin must not be running on that data folder.
-
-  --data DIR       the data folder to import into (created if missing)
-  --config FILE    policies, webhooks and the data folder from this config
-  --as REF         pin the layout's image as REF (for layouts without regpin provenance)
-)";
-
-[[noreturn]] void usage_error(const std::string& message, const char* usage) {
-    std::fprintf(stderr, "regpin: %s\n\n%s", message.c_str(), usage);
-    std::exit(2);
-}
 
 std::string human_bytes(double b) {
     const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -124,13 +75,13 @@ struct fetched {
     std::string digest, media_type, bytes;
 };
 
-std::optional<fetched> get_manifest(const server& base, const bundle::image_ref& ref,
+std::optional<fetched> get_manifest(const server& base, const oci::image_reference& ref,
                                     const std::string& reference, std::string& error) {
     std::string body;
     unsigned status = 0;
     auto target = "/v2/" + ref.repository + "/manifests/" + reference + "?ns=" + ref.registry;
     auto r = http_get_stream(
-        base, target, {{"Accept", registry::accept_for_class(15)}},
+        base, target, {{"Accept", oci::accept_for_class(oci::accepts_all)}},
         [&](unsigned s, std::string_view piece) {
             status = s;
             if (body.size() < 5 * 1024 * 1024) body.append(piece);
@@ -153,12 +104,10 @@ std::optional<fetched> get_manifest(const server& base, const bundle::image_ref&
         error = "manifest " + reference + " came back with other bytes";
         return std::nullopt;
     }
-    auto j = nlohmann::json::parse(body, nullptr, false);
-    std::string type = j.is_object() ? j.value("mediaType", std::string()) : std::string();
-    return fetched{d.str(), type, body};
+    return fetched{d.str(), oci::manifest_media_type("", body), body};
 }
 
-bool get_blob(const server& base, const bundle::image_ref& ref, const std::string& digest,
+bool get_blob(const server& base, const oci::image_reference& ref, const std::string& digest,
               progress& p, std::string& error) {
     auto d = storage::digest::parse(digest);
     if (!d) {
@@ -189,55 +138,52 @@ bool get_blob(const server& base, const bundle::image_ref& ref, const std::strin
 }  // namespace
 
 int prefetch_command(int argc, char** argv) {
+    CLI::App app{
+        "Pulls each image through a running regpin (the normal pull path), so its "
+        "manifests and blobs are cached and its tag pinned, as a node's first pull "
+        "would. A progress line on a terminal, plain lines otherwise; a summary at the "
+        "end. Exit status 1 when any image failed (each failure is listed).",
+        "regpin prefetch"};
     server base{"http://127.0.0.1:5000", ""};
     std::vector<std::string> images, platforms;
-    for (int i = 0; i < argc; ++i) {
-        std::string a = argv[i];
-        auto take = [&]() -> std::string {
-            if (i + 1 >= argc) usage_error(a + " needs a value", usage_prefetch);
-            return argv[++i];
-        };
-        if (a == "-h" || a == "--help") {
-            std::fputs(usage_prefetch, stdout);
-            return 0;
-        } else if (a == "--registry-url") {
-            base.url = take();
-        } else if (a == "--cacert") {
-            base.ca_file = take();
-        } else if (a == "--platform") {
-            platforms.push_back(take());
-        } else if (a == "--file") {
-            auto f = take();
-            std::ifstream in(f);
-            if (!in) usage_error("cannot read '" + f + "'", usage_prefetch);
-            for (std::string line; std::getline(in, line);) {
-                if (auto hash = line.find('#'); hash != std::string::npos) line.erase(hash);
-                auto b = line.find_first_not_of(" \t\r");
-                if (b == std::string::npos) continue;
-                auto e = line.find_last_not_of(" \t\r");
-                images.push_back(line.substr(b, e - b + 1));
-            }
-        } else if (a.rfind("--", 0) == 0) {
-            usage_error("unknown option '" + a + "'", usage_prefetch);
-        } else {
-            images.push_back(a);
+    std::string list_file;
+    app.add_option("IMAGE", images,
+                   "REGISTRY/REPOSITORY:TAG, e.g. docker.io/library/nginx:1.27 (a name without "
+                   "a registry host means docker.io)");
+    app.add_option("--file", list_file, "images, one per line ('#' starts a comment)")
+        ->check(CLI::ExistingFile);
+    app.add_option("--platform", platforms,
+                   "only this OS/ARCH of multi-platform images; repeatable (default: all)")
+        ->allow_extra_args(false);
+    app.add_option("--registry-url", base.url, "regpin's registry API")->capture_default_str();
+    app.add_option("--cacert", base.ca_file, "a CA certificate (PEM) trusted for an https URL")
+        ->check(CLI::ExistingFile);
+    if (auto exit = parse(app, argc, argv)) return *exit;
+    if (!list_file.empty()) {
+        std::ifstream in(list_file);
+        if (!in) return usage_error(app, "cannot read '" + list_file + "'");
+        for (std::string line; std::getline(in, line);) {
+            if (auto hash = line.find('#'); hash != std::string::npos) line.erase(hash);
+            auto b = line.find_first_not_of(" \t\r");
+            if (b == std::string::npos) continue;
+            auto e = line.find_last_not_of(" \t\r");
+            images.push_back(line.substr(b, e - b + 1));
         }
     }
-    if (images.empty()) usage_error("no images given", usage_prefetch);
+    if (images.empty()) return usage_error(app, "no images given");
 
     progress p(::isatty(STDERR_FILENO) != 0);
     std::vector<std::string> failures;
     std::set<std::string> seen_blobs;
     std::size_t ok = 0;
     for (const auto& image : images) {
-        bundle::image_ref ref;
-        try {
-            ref = bundle::parse_image_ref(image);
-        } catch (const std::invalid_argument& e) {
-            failures.push_back(image + ": " + e.what());
-            p.line("failed " + image + ": " + e.what());
+        auto parsed = oci::parse_image_reference(image);
+        if (!parsed) {
+            failures.push_back(image + ": " + parsed.error().message);
+            p.line("failed " + image + ": " + parsed.error().message);
             continue;
         }
+        const auto& ref = *parsed;
         p.image(ref.str());
         std::string error;
         auto top = get_manifest(base, ref, ref.tag, error);
@@ -306,8 +252,10 @@ int prefetch_command(int argc, char** argv) {
 
 namespace {
 
-std::string data_dir_from(const std::string& data, const std::string& config_file,
-                          config::settings* out, const char* usage) {
+// The data folder: --data, else the config's. nullopt when neither was given; a config that
+// does not load exits with status 2 and its error.
+std::optional<std::string> data_dir_from(const std::string& data, const std::string& config_file,
+                                         config::settings* out) {
     config::settings s;
     if (!config_file.empty()) {
         try {
@@ -320,40 +268,34 @@ std::string data_dir_from(const std::string& data, const std::string& config_fil
     if (out) *out = s;
     if (!data.empty()) return data;
     if (!config_file.empty()) return s.data_dir;
-    usage_error("--data DIR (or --config FILE) is required", usage);
+    return std::nullopt;
 }
 
 }  // namespace
 
 int export_command(int argc, char** argv) {
+    CLI::App app{
+        "Writes pinned images and their pins to BUNDLE.tar: an OCI image layout in a tar "
+        "(skopeo reads it: skopeo copy oci-archive:BUNDLE.tar:docker.io/library/"
+        "nginx:1.27 ...) plus regpin-pins.json with each pin's provenance and history. "
+        "Reads the data folder directly (read-only, fine while regpin runs). Every blob "
+        "is included once.",
+        "regpin export"};
     bundle::export_request r;
     std::string config_file;
-    for (int i = 0; i < argc; ++i) {
-        std::string a = argv[i];
-        auto take = [&]() -> std::string {
-            if (i + 1 >= argc) usage_error(a + " needs a value", usage_export);
-            return argv[++i];
-        };
-        if (a == "-h" || a == "--help") {
-            std::fputs(usage_export, stdout);
-            return 0;
-        } else if (a == "--data") {
-            r.data_dir = take();
-        } else if (a == "--config") {
-            config_file = take();
-        } else if (a == "--image") {
-            r.images.push_back(take());
-        } else if (a == "--all") {
-            r.all = true;
-        } else if (a == "-o" || a == "--output") {
-            r.output = take();
-        } else {
-            usage_error("unknown argument '" + a + "'", usage_export);
-        }
-    }
-    r.data_dir = data_dir_from(r.data_dir, config_file, nullptr, usage_export);
-    if (r.output.empty()) usage_error("-o BUNDLE.tar is required", usage_export);
-    if (r.images.empty() && !r.all) usage_error("give --image REF or --all", usage_export);
+    app.add_option("--data", r.data_dir, "regpin's data folder");
+    app.add_option("--config", config_file, "take the data folder from this config")
+        ->check(CLI::ExistingFile);
+    app.add_option("--image", r.images,
+                   "a pinned tag, e.g. docker.io/library/nginx:1.27; repeatable")
+        ->allow_extra_args(false);
+    app.add_flag("--all", r.all, "every pin");
+    app.add_option("-o,--output", r.output, "the bundle to write")->required();
+    if (auto exit = parse(app, argc, argv)) return *exit;
+    auto data = data_dir_from(r.data_dir, config_file, nullptr);
+    if (!data) return usage_error(app, "--data DIR (or --config FILE) is required");
+    r.data_dir = *data;
+    if (r.images.empty() && !r.all) return usage_error(app, "give --image REF or --all");
     try {
         auto rep = bundle::export_bundle(r);
         for (const auto& w : rep.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
@@ -368,33 +310,29 @@ int export_command(int argc, char** argv) {
 }
 
 int import_command(int argc, char** argv) {
+    CLI::App app{
+        "Loads a bundle made by 'regpin export' (or a plain OCI layout tar made by "
+        "skopeo, with --as) into a data folder. Every digest is verified before "
+        "anything becomes visible; importing twice changes nothing. An existing pin with "
+        "another digest is never overwritten silently: the conflict is reported and the "
+        "configured policy applies (pin: keep it and record the bundle's digest as "
+        "pending; follow: take the bundle's; reject: reject the tag). regpin must not "
+        "be running on that data folder.",
+        "regpin import"};
     bundle::import_request r;
     std::string config_file, data;
-    for (int i = 0; i < argc; ++i) {
-        std::string a = argv[i];
-        auto take = [&]() -> std::string {
-            if (i + 1 >= argc) usage_error(a + " needs a value", usage_import);
-            return argv[++i];
-        };
-        if (a == "-h" || a == "--help") {
-            std::fputs(usage_import, stdout);
-            return 0;
-        } else if (a == "--data") {
-            data = take();
-        } else if (a == "--config") {
-            config_file = take();
-        } else if (a == "--as") {
-            r.as = take();
-        } else if (a.rfind("--", 0) == 0) {
-            usage_error("unknown option '" + a + "'", usage_import);
-        } else if (r.bundle.empty()) {
-            r.bundle = a;
-        } else {
-            usage_error("one bundle at a time", usage_import);
-        }
-    }
-    if (r.bundle.empty()) usage_error("which bundle?", usage_import);
-    r.data_dir = data_dir_from(data, config_file, &r.settings, usage_import);
+    app.add_option("BUNDLE", r.bundle, "the bundle (a tar)")->required();
+    app.add_option("--data", data, "the data folder to import into (created if missing)");
+    app.add_option("--config", config_file,
+                   "policies, webhooks and the data folder from this config")
+        ->check(CLI::ExistingFile);
+    app.add_option("--as", r.as,
+                   "pin the layout's image as REGISTRY/REPO:TAG (for layouts without regpin "
+                   "provenance)");
+    if (auto exit = parse(app, argc, argv)) return *exit;
+    auto dir = data_dir_from(data, config_file, &r.settings);
+    if (!dir) return usage_error(app, "--data DIR (or --config FILE) is required");
+    r.data_dir = *dir;
     try {
         auto rep = bundle::import_bundle(r);
         for (const auto& w : rep.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());

@@ -14,7 +14,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "proxy/cli/args.hpp"
 #include "proxy/cli/http_call.hpp"
+#include "proxy/oci/reference.hpp"
 
 namespace regpin::proxy::cli {
 
@@ -22,104 +24,44 @@ namespace {
 
 using nlohmann::json;
 
-constexpr const char* usage_pins = R"(Usage: regpin pins <command> [options]
-
-Commands:
-  list [--registry R] [--repository-prefix P] [--state pinned|pending|rejected]
-                              list pins
-  show REF                    one tag's pins and history
-  approve REF [--digest D]    move the pin to its pending digest, or to D
-  unpin REF                   forget the pin; the next pull pins afresh
-  set REF --digest D          pin the tag to D by hand (fetched and verified)
-  check REF                   compare the pin with the upstream now
-
-REF is REGISTRY/REPOSITORY:TAG, e.g. docker.io/library/nginx:1.27 (a name without a
-registry host means docker.io).
-
-Options for every command:
-  --admin URL        the admin API (default $REGPIN_ADMIN or http://127.0.0.1:5001);
-                     https:// for an admin API with admin.tls
-  --cacert FILE      CA certificate (PEM) trusted for an https admin API, besides the
-                     system CAs
-  --token-file FILE  the admin token (default $REGPIN_ADMIN_TOKEN)
-  --json             print the API's JSON instead of a table
-)";
-
-constexpr const char* usage_events =
-    R"(Usage: regpin events [--since TIME] [--after ID] [--follow] [options]
-
-Lists pin events (first pins, re-points, approvals, unpins, pins by hand), oldest first.
-  --since TIME       only events at or after TIME (RFC 3339, e.g. 2026-11-26T00:00:00Z)
-  --after ID         only events with a larger id
-  --follow           keep waiting for new events (Ctrl-C to stop)
-  --admin URL        the admin API (default $REGPIN_ADMIN or http://127.0.0.1:5001)
-  --cacert FILE      CA certificate (PEM) trusted for an https admin API
-  --token-file FILE  the admin token (default $REGPIN_ADMIN_TOKEN)
-  --json             one JSON object per line
-)";
-
+// What every command of the admin API takes.
 struct common {
-    server admin;
+    server admin{"http://127.0.0.1:5001", ""};
+    std::string token_file;
     std::string token;
     bool as_json = false;
-    std::vector<std::string> positional;
-    std::map<std::string, std::string> flags;
 };
-
-[[noreturn]] void usage_error(const std::string& message, const char* usage) {
-    std::fprintf(stderr, "regpin: %s\n\n%s", message.c_str(), usage);
-    std::exit(2);
-}
 
 [[noreturn]] void fail(const std::string& message) {
     std::fprintf(stderr, "regpin: %s\n", message.c_str());
     std::exit(1);
 }
 
-common parse(int argc, char** argv, const std::vector<std::string>& value_flags,
-             const char* usage) {
-    common c;
-    const char* env_admin = std::getenv("REGPIN_ADMIN");
-    c.admin.url = env_admin ? env_admin : "http://127.0.0.1:5001";
-    std::string token_file;
-    for (int i = 0; i < argc; ++i) {
-        std::string a = argv[i];
-        auto take = [&]() -> std::string {
-            if (i + 1 >= argc) usage_error(a + " needs a value", usage);
-            return argv[++i];
-        };
-        if (a == "-h" || a == "--help") {
-            std::fputs(usage, stdout);
-            std::exit(0);
-        } else if (a == "--admin") {
-            c.admin.url = take();
-        } else if (a == "--cacert") {
-            c.admin.ca_file = take();
-        } else if (a == "--token-file") {
-            token_file = take();
-        } else if (a == "--json") {
-            c.as_json = true;
-        } else if (a == "--follow") {
-            c.flags["follow"] = "1";
-        } else if (a.rfind("--", 0) == 0) {
-            auto name = a.substr(2);
-            if (std::find(value_flags.begin(), value_flags.end(), name) == value_flags.end())
-                usage_error("unknown option '" + a + "'", usage);
-            c.flags[name] = take();
-        } else {
-            c.positional.push_back(a);
-        }
-    }
-    if (!token_file.empty()) {
-        std::ifstream in(token_file);
-        if (!in) fail("cannot read the token file '" + token_file + "'");
+void add_common(CLI::App& app, common& c, const char* json_help) {
+    app.add_option("--admin", c.admin.url,
+                   "the admin API, http(s)://HOST:PORT (https:// with admin.tls)")
+        ->envname("REGPIN_ADMIN")
+        ->capture_default_str();
+    app.add_option("--cacert", c.admin.ca_file,
+                   "a CA certificate (PEM) trusted for an https admin API, besides the system "
+                   "CAs")
+        ->check(CLI::ExistingFile);
+    app.add_option("--token-file", c.token_file, "the admin token (default $REGPIN_ADMIN_TOKEN)")
+        ->check(CLI::ExistingFile);
+    app.add_flag("--json", c.as_json, json_help);
+}
+
+// The token from --token-file, else $REGPIN_ADMIN_TOKEN.
+void read_token(common& c) {
+    if (!c.token_file.empty()) {
+        std::ifstream in(c.token_file);
+        if (!in) fail("cannot read the token file '" + c.token_file + "'");
         std::getline(in, c.token);
     } else if (const char* t = std::getenv("REGPIN_ADMIN_TOKEN")) {
         c.token = t;
     }
     while (!c.token.empty() && (c.token.back() == '\r' || c.token.back() == ' '))
         c.token.pop_back();
-    return c;
 }
 
 // Calls the API and returns the JSON body; exits with a clear message on any failure.
@@ -140,33 +82,6 @@ json call(const common& c, const std::string& method, const std::string& target,
     }
     if (j.is_discarded()) fail("the admin API sent something that is not JSON");
     return j;
-}
-
-struct reference {
-    std::string registry, repository, tag;
-};
-
-reference parse_ref(const std::string& ref, const char* usage) {
-    auto colon = ref.rfind(':');
-    auto slash = ref.rfind('/');
-    if (colon == std::string::npos || (slash != std::string::npos && colon < slash))
-        usage_error("'" + ref + "' needs a tag: REGISTRY/REPOSITORY:TAG", usage);
-    reference r;
-    r.tag = ref.substr(colon + 1);
-    std::string name = ref.substr(0, colon);
-    auto first = name.find('/');
-    std::string head = name.substr(0, first);
-    bool is_host =
-        first != std::string::npos && (head.find('.') != std::string::npos ||
-                                       head.find(':') != std::string::npos || head == "localhost");
-    if (is_host) {
-        r.registry = head;
-        r.repository = name.substr(first + 1);
-    } else {
-        r.registry = "docker.io";
-        r.repository = name;
-    }
-    return r;
 }
 
 std::string short_digest(const json& v) {
@@ -241,20 +156,43 @@ std::string query_escape(const std::string& s) {
 }  // namespace
 
 int pins_command(int argc, char** argv) {
-    if (argc < 1) usage_error("which pins command?", usage_pins);
-    std::string cmd = argv[0];
-    if (cmd == "-h" || cmd == "--help") {
-        std::fputs(usage_pins, stdout);
-        return 0;
-    }
-    auto c =
-        parse(argc - 1, argv + 1, {"registry", "repository-prefix", "state", "digest"}, usage_pins);
-    if (cmd == "list") {
+    CLI::App app{
+        "Lists, shows and decides about the pins of a running regpin, through its admin "
+        "API. REF is REGISTRY/REPOSITORY:TAG, e.g. docker.io/library/nginx:1.27 (a "
+        "name without a registry host means docker.io).",
+        "regpin pins"};
+    app.require_subcommand(1);
+    common c;
+    std::string registry, repository_prefix, state, ref_text, digest;
+    auto* list = app.add_subcommand("list", "list pins");
+    list->add_option("--registry", registry, "only this registry");
+    list->add_option("--repository-prefix", repository_prefix,
+                     "only repositories starting so (needs --registry)");
+    list->add_option("--state", state, "only pins in this state")
+        ->check(CLI::IsMember({"pinned", "pending", "rejected"}));
+    auto* show = app.add_subcommand("show", "one tag's pins and history");
+    auto* approve =
+        app.add_subcommand("approve", "move the pin to its pending digest, or to --digest");
+    auto* unpin = app.add_subcommand("unpin", "forget the pin; the next pull pins afresh");
+    auto* set = app.add_subcommand("set", "pin the tag to --digest by hand (fetched, verified)");
+    auto* check = app.add_subcommand("check", "compare the pin with the upstream now");
+    for (auto* sub : {show, approve, unpin, set, check})
+        sub->add_option("REF", ref_text, "REGISTRY/REPOSITORY:TAG")->required();
+    approve->add_option("--digest", digest, "the digest to approve (default: the pending one)");
+    set->add_option("--digest", digest, "the digest to pin")->required();
+    for (auto* sub : {list, show, approve, unpin, set, check})
+        add_common(*sub, c, "print the API's JSON instead of a table");
+    if (auto exit = parse(app, argc, argv)) return *exit;
+    read_token(c);
+
+    if (list->parsed()) {
+        if (!repository_prefix.empty() && registry.empty())
+            return usage_error(*list, "--repository-prefix needs --registry");
         std::string q = "/api/v1/pins?limit=100000";
-        if (c.flags.count("registry")) q += "&registry=" + query_escape(c.flags["registry"]);
-        if (c.flags.count("repository-prefix"))
-            q += "&repository_prefix=" + query_escape(c.flags["repository-prefix"]);
-        if (c.flags.count("state")) q += "&state=" + query_escape(c.flags["state"]);
+        if (!registry.empty()) q += "&registry=" + query_escape(registry);
+        if (!repository_prefix.empty())
+            q += "&repository_prefix=" + query_escape(repository_prefix);
+        if (!state.empty()) q += "&state=" + query_escape(state);
         auto j = call(c, "GET", q);
         if (c.as_json)
             std::puts(j.dump(2).c_str());
@@ -262,10 +200,12 @@ int pins_command(int argc, char** argv) {
             print_pins(j["pins"]);
         return 0;
     }
-    if (c.positional.size() != 1) usage_error(cmd + " takes one REF", usage_pins);
-    auto ref = parse_ref(c.positional[0], usage_pins);
+    auto* chosen = app.get_subcommands().front();
+    auto parsed = oci::parse_image_reference(ref_text);
+    if (!parsed) return usage_error(*chosen, parsed.error().message);
+    const auto& ref = *parsed;
     json body = {{"registry", ref.registry}, {"repository", ref.repository}, {"tag", ref.tag}};
-    if (cmd == "show") {
+    if (show->parsed()) {
         auto j = call(c, "GET",
                       "/api/v1/pin?registry=" + query_escape(ref.registry) + "&repository=" +
                           query_escape(ref.repository) + "&tag=" + query_escape(ref.tag));
@@ -278,18 +218,7 @@ int pins_command(int argc, char** argv) {
         }
         return 0;
     }
-    if (cmd == "approve" || cmd == "unpin" || cmd == "set") {
-        if (c.flags.count("digest")) body["digest"] = c.flags["digest"];
-        if (cmd == "set" && !body.contains("digest"))
-            usage_error("set needs --digest D", usage_pins);
-        auto j = call(c, "POST", "/api/v1/pin/" + cmd, body.dump());
-        if (c.as_json)
-            std::puts(j.dump(2).c_str());
-        else
-            print_events(j["events"]);
-        return 0;
-    }
-    if (cmd == "check") {
+    if (check->parsed()) {
         auto j = call(c, "POST", "/api/v1/pin/check", body.dump());
         if (c.as_json) {
             std::puts(j.dump(2).c_str());
@@ -303,25 +232,37 @@ int pins_command(int argc, char** argv) {
         print_table(rows);
         return 0;
     }
-    usage_error("unknown pins command '" + cmd + "'", usage_pins);
+    // approve, unpin, set
+    if (!digest.empty()) body["digest"] = digest;
+    auto j = call(c, "POST", "/api/v1/pin/" + chosen->get_name(), body.dump());
+    if (c.as_json)
+        std::puts(j.dump(2).c_str());
+    else
+        print_events(j["events"]);
+    return 0;
 }
 
 int events_command(int argc, char** argv) {
-    auto c = parse(argc, argv, {"since", "after"}, usage_events);
+    CLI::App app{
+        "Lists pin events (first pins, re-points, approvals, unpins, pins by hand), "
+        "oldest first.",
+        "regpin events"};
+    common c;
+    std::string since;
     std::uint64_t after = 0;
-    if (c.flags.count("after")) {
-        try {
-            after = std::stoull(c.flags["after"]);
-        } catch (const std::exception&) {
-            usage_error("--after takes an event id", usage_events);
-        }
-    }
-    std::string since = c.flags.count("since") ? "&since=" + query_escape(c.flags["since"]) : "";
-    bool follow = c.flags.count("follow") > 0;
+    bool follow = false;
+    app.add_option("--since", since,
+                   "only events at or after TIME (RFC 3339, e.g. 2026-11-26T00:00:00Z)");
+    app.add_option("--after", after, "only events with a larger id");
+    app.add_flag("--follow", follow, "keep waiting for new events (Ctrl-C to stop)");
+    add_common(app, c, "one JSON object per line");
+    if (auto exit = parse(app, argc, argv)) return *exit;
+    read_token(c);
+    std::string since_q = since.empty() ? "" : "&since=" + query_escape(since);
     bool header_done = false;
     // --follow long-polls; without it, one page. Both bounded per call by the server.
     while (true) {
-        std::string q = "/api/v1/events?limit=1000&after=" + std::to_string(after) + since +
+        std::string q = "/api/v1/events?limit=1000&after=" + std::to_string(after) + since_q +
                         (follow ? "&wait_s=25" : "");
         auto j = call(c, "GET", q);
         auto& events = j["events"];

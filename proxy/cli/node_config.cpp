@@ -3,34 +3,14 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <stdexcept>
+
+#include "proxy/cli/args.hpp"
 
 namespace regpin::proxy::cli {
 
 namespace {
-
-constexpr const char* usage =
-    R"(Usage: regpin hosts-toml --mirror URL --registry R [--registry R ...] [options]
-
-Writes the node configuration that sends pulls through regpin.
-
-  --mirror URL          regpin as the nodes reach it, e.g. http://10.0.0.5:5000
-  --registry R          a registry to send through regpin (docker.io, ghcr.io, quay.io,
-                        registry.k8s.io, ...); repeatable
-  --fail-closed         regpin is the only source: containerd's `server` (CRI-O: the
-                        location) is regpin itself, so `reject` policies and offline mode hold.
-                        Without it regpin is a mirror, and the runtime falls back to the
-                        upstream whenever regpin answers an error or is down.
-  --format F            containerd (default): DIR/<registry>/hosts.toml
-                        crio: DIR/registries.conf (CRI-O, podman, skopeo)
-                        k3s: DIR/registries.yaml
-                        docker: DIR/daemon.json (Docker mirrors Docker Hub only)
-  --ca FILE             CA certificate for an https mirror (containerd)
-  --dial-timeout D      containerd dial_timeout for regpin, e.g. 500ms (containerd 1.7+)
-  --server R=URL        the upstream containerd falls back to for registry R in plain mode
-                        (default https://R; https://registry-1.docker.io for docker.io)
-  -o, --output DIR      where to write; without it the files are printed
-)";
 
 struct mirror_url {
     std::string scheme, hostport;
@@ -164,70 +144,54 @@ std::vector<generated_file> generate_node_config(node_format format, const node_
 }
 
 int hosts_toml_command(int argc, char** argv) {
+    CLI::App app{"Writes the node configuration that sends pulls through regpin.",
+                 "regpin hosts-toml"};
     node_config_request r;
     node_format format = node_format::containerd;
     std::string output;
-    for (int i = 0; i < argc; ++i) {
-        std::string a = argv[i];
-        auto take = [&]() -> std::string {
-            if (i + 1 >= argc) {
-                std::fprintf(stderr, "regpin: %s needs a value\n\n%s", a.c_str(), usage);
-                std::exit(2);
-            }
-            return argv[++i];
-        };
-        if (a == "-h" || a == "--help") {
-            std::fputs(usage, stdout);
-            return 0;
-        } else if (a == "--mirror") {
-            r.mirror = take();
-        } else if (a == "--registry") {
-            r.registries.push_back(take());
-        } else if (a == "--fail-closed") {
-            r.fail_closed = true;
-        } else if (a == "--ca") {
-            r.ca_file = take();
-        } else if (a == "--server") {
-            auto v = take();
-            auto eq = v.find('=');
-            if (eq == std::string::npos || eq == 0) {
-                std::fprintf(stderr, "regpin: --server takes REGISTRY=URL\n");
-                return 2;
-            }
-            r.servers[v.substr(0, eq)] = v.substr(eq + 1);
-        } else if (a == "--dial-timeout") {
-            r.dial_timeout = take();
-        } else if (a == "-o" || a == "--output") {
-            output = take();
-        } else if (a == "--format") {
-            auto f = take();
-            if (f == "containerd")
-                format = node_format::containerd;
-            else if (f == "crio")
-                format = node_format::crio;
-            else if (f == "k3s")
-                format = node_format::k3s;
-            else if (f == "docker")
-                format = node_format::docker;
-            else {
-                std::fprintf(stderr, "regpin: --format must be containerd, crio, k3s or docker\n");
-                return 2;
-            }
-        } else {
-            std::fprintf(stderr, "regpin: unknown option '%s'\n\n%s", a.c_str(), usage);
-            return 2;
-        }
-    }
-    if (r.mirror.empty()) {
-        std::fprintf(stderr, "regpin: --mirror is required\n\n%s", usage);
-        return 2;
+    std::vector<std::string> servers;
+    app.add_option("--mirror", r.mirror, "regpin as the nodes reach it, e.g. http://10.0.0.5:5000")
+        ->required();
+    app.add_option("--registry", r.registries,
+                   "a registry to send through regpin (docker.io, ghcr.io, quay.io, "
+                   "registry.k8s.io, ...); repeatable")
+        ->allow_extra_args(false);
+    app.add_flag("--fail-closed", r.fail_closed,
+                 "regpin is the only source: containerd's `server` (CRI-O: the location) is "
+                 "regpin itself, so `reject` policies and offline mode hold. Without it regpin "
+                 "is a mirror, and the runtime falls back to the upstream whenever regpin "
+                 "answers an error or is down.");
+    const std::map<std::string, node_format> formats = {{"containerd", node_format::containerd},
+                                                        {"crio", node_format::crio},
+                                                        {"k3s", node_format::k3s},
+                                                        {"docker", node_format::docker}};
+    std::string format_name = "containerd";
+    app.add_option("--format", format_name,
+                   "containerd (default): DIR/<registry>/hosts.toml; crio: DIR/registries.conf "
+                   "(CRI-O, podman, skopeo); k3s: DIR/registries.yaml; docker: DIR/daemon.json "
+                   "(Docker mirrors Docker Hub only)")
+        ->check(CLI::IsMember({"containerd", "crio", "k3s", "docker"}));
+    app.add_option("--ca", r.ca_file, "CA certificate for an https mirror (containerd)");
+    app.add_option("--dial-timeout", r.dial_timeout,
+                   "containerd dial_timeout for regpin, e.g. 500ms (containerd 1.7+)");
+    app.add_option("--server", servers,
+                   "REGISTRY=URL: the upstream containerd falls back to in plain mode (default "
+                   "https://REGISTRY; https://registry-1.docker.io for docker.io); repeatable")
+        ->allow_extra_args(false);
+    app.add_option("-o,--output", output, "where to write; without it the files are printed");
+    if (auto exit = parse(app, argc, argv)) return *exit;
+    format = formats.at(format_name);
+    for (const auto& v : servers) {
+        auto eq = v.find('=');
+        if (eq == std::string::npos || eq == 0)
+            return usage_error(app, "--server takes REGISTRY=URL, got '" + v + "'");
+        r.servers[v.substr(0, eq)] = v.substr(eq + 1);
     }
     std::vector<generated_file> files;
     try {
         files = generate_node_config(format, r);
     } catch (const std::invalid_argument& e) {
-        std::fprintf(stderr, "regpin: %s\n", e.what());
-        return 2;
+        return usage_error(app, e.what());
     }
     for (const auto& f : files) {
         if (output.empty()) {

@@ -21,18 +21,11 @@
 #include <boost/beast/ssl.hpp>
 #include <boost/url.hpp>
 
+#include "proxy/http/beast.hpp"
+
 namespace regpin::proxy::http {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace bhttp = beast::http;
-namespace ssl = asio::ssl;
-using tcp = asio::ip::tcp;
-using boost::system::error_code;
-
 namespace {
-
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t header_limit = 64 * 1024;
 constexpr std::size_t drain_limit = 64 * 1024;
 

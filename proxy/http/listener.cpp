@@ -1,7 +1,5 @@
 #include "proxy/http/listener.hpp"
 
-#include "config/config.hpp"
-
 #include <sys/sendfile.h>
 
 #include <algorithm>
@@ -24,18 +22,12 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 
+#include "config/config.hpp"
+#include "proxy/http/beast.hpp"
+
 namespace regpin::proxy::http {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace bhttp = beast::http;
-namespace ssl = asio::ssl;
-using tcp = asio::ip::tcp;
-using boost::system::error_code;
-
 namespace {
-
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 std::string merged(const bhttp::fields& f, bhttp::field name) {
     std::string out;
@@ -87,9 +79,8 @@ struct write_outcome {
 };
 
 template <class Stream>
-asio::awaitable<write_outcome> write_reply(Stream& stream, reply& r, bool head,
-                                           unsigned version, bool keep_alive,
-                                           const listener_options& opts) {
+asio::awaitable<write_outcome> write_reply(Stream& stream, reply& r, bool head, unsigned version,
+                                           bool keep_alive, const listener_options& opts) {
     const auto timeout = opts.idle_timeout;
     write_outcome out;
     bhttp::response<bhttp::empty_body> h{static_cast<bhttp::status>(r.status), version};
@@ -256,7 +247,7 @@ asio::awaitable<void> serve(Stream& stream, std::shared_ptr<listener::shared> sh
             bool keep = false;
             if (ec) {
                 r = refuse_request(opts, ec == bhttp::error::header_limit ? 431 : 400,
-                                "malformed request: " + ec.message());
+                                   "malformed request: " + ec.message());
                 in.method = "-";
                 in.target = "-";
             } else {
@@ -268,8 +259,8 @@ asio::awaitable<void> serve(Stream& stream, std::shared_ptr<listener::shared> sh
                 if (!allowed(opts, in.method)) {
                     r = refuse_request(
                         opts, 405,
-                        "method " + in.method + " is not supported here (allowed: " +
-                            allowed_list(opts) + ")" +
+                        "method " + in.method +
+                            " is not supported here (allowed: " + allowed_list(opts) + ")" +
                             (opts.read_only_note.empty() ? "" : "; " + opts.read_only_note));
                     r.header("Allow", allowed_list(opts));
                     keep = false;  // its body (a push) is never read
@@ -279,8 +270,9 @@ asio::awaitable<void> serve(Stream& stream, std::shared_ptr<listener::shared> sh
                 } else {
                     bool body_ok = true;
                     if (has_body && parser.content_length().value_or(0) > opts.max_body_bytes) {
-                        r = refuse_request(opts, 413, "request body larger than " +
-                                                 std::to_string(opts.max_body_bytes) + " bytes");
+                        r = refuse_request(opts, 413,
+                                           "request body larger than " +
+                                               std::to_string(opts.max_body_bytes) + " bytes");
                         keep = false;
                         body_ok = false;
                     } else if (has_body) {
@@ -289,9 +281,8 @@ asio::awaitable<void> serve(Stream& stream, std::shared_ptr<listener::shared> sh
                         auto [bec, bn] =
                             co_await bhttp::async_read(stream, buffer, parser, use_tuple);
                         if (bec) {
-                            r = refuse_request(opts,
-                                               bec == bhttp::error::body_limit ? 413 : 400,
-                                            "request body: " + bec.message());
+                            r = refuse_request(opts, bec == bhttp::error::body_limit ? 413 : 400,
+                                               "request body: " + bec.message());
                             keep = false;
                             body_ok = false;
                         }

@@ -1,5 +1,7 @@
 #include "proxy/oci/errors.hpp"
 
+#include <stdexcept>
+
 #include <nlohmann/json.hpp>
 
 namespace regpin::proxy::oci {
@@ -64,6 +66,10 @@ std::string_view error::code_name() const {
             return "UNKNOWN";
     }
     return "UNKNOWN";
+}
+
+void throw_exception_from_error(const error& e, const boost::source_location&) {
+    throw std::runtime_error(std::string(e.code_name()) + ": " + e.message);
 }
 
 std::string error::body() const {

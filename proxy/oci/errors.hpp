@@ -4,6 +4,9 @@
 #include <string>
 #include <string_view>
 
+#include <boost/assert/source_location.hpp>
+#include <boost/system/result.hpp>
+
 namespace regpin::proxy::oci {
 
 enum class error_code {
@@ -36,5 +39,13 @@ struct error {
     // {"errors":[{"code":"...","message":"...","detail":{}}]}
     std::string body() const;
 };
+
+// A value or the OCI error a client should get: how the pull path reports failure.
+template <class T>
+using result = boost::system::result<T, error>;
+
+// For result<T>::value() on an error (not used by regpin's code, which tests before reading):
+// throws std::runtime_error with the message.
+[[noreturn]] void throw_exception_from_error(const error& e, const boost::source_location& loc);
 
 }  // namespace regpin::proxy::oci

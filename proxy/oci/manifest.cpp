@@ -33,7 +33,20 @@ std::optional<descriptor> read_descriptor(const json& j) {
     return d;
 }
 
+// The one rule behind manifest_media_type, for a document already parsed.
+std::string media_type_of(std::string_view content_type, const json& j) {
+    std::string type = strip_parameters(content_type);
+    if ((type.empty() || type == "application/json") && j.is_object() && j.contains("mediaType") &&
+        j["mediaType"].is_string())
+        type = j["mediaType"].get<std::string>();
+    return type;
+}
+
 }  // namespace
+
+std::string manifest_media_type(std::string_view content_type, std::string_view bytes) {
+    return media_type_of(content_type, json::parse(bytes, nullptr, false));
+}
 
 bool is_index_type(std::string_view media_type) {
     return media_type == oci_index || media_type == docker_manifest_list;
@@ -42,10 +55,7 @@ bool is_index_type(std::string_view media_type) {
 std::optional<manifest_refs> read_manifest(std::string_view media_type, std::string_view bytes) {
     auto j = json::parse(bytes, nullptr, false);
     if (!j.is_object()) return std::nullopt;
-    std::string type = strip_parameters(media_type);
-    if ((type.empty() || type == "application/json") && j.contains("mediaType") &&
-        j["mediaType"].is_string())
-        type = j["mediaType"].get<std::string>();
+    auto type = media_type_of(media_type, j);
     manifest_refs out;
     out.is_index = is_index_type(type) || (type.empty() && j.contains("manifests"));
     if (out.is_index) {

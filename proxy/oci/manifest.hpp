@@ -30,4 +30,9 @@ std::optional<manifest_refs> read_manifest(std::string_view media_type, std::str
 
 bool is_index_type(std::string_view media_type);
 
+// The media type of a manifest served with `content_type`: the Content-Type without
+// parameters, or the document's own "mediaType" when the Content-Type is empty or
+// application/json (registries that do not know the type). Empty when neither says.
+std::string manifest_media_type(std::string_view content_type, std::string_view bytes);
+
 }  // namespace regpin::proxy::oci

@@ -17,6 +17,20 @@ std::string strip_parameters(std::string_view content_type) {
     return std::string(trim(content_type.substr(0, semi)));
 }
 
+std::string accept_for_class(std::uint8_t c) {
+    std::string out;
+    auto add = [&](std::string_view t) {
+        if (!out.empty()) out += ", ";
+        out += t;
+    };
+    if (c & accepts_docker_manifest) add(docker_manifest);
+    if (c & accepts_docker_manifest_list) add(docker_manifest_list);
+    if (c & accepts_oci_manifest) add(oci_manifest);
+    if (c & accepts_oci_index) add(oci_index);
+    if (!out.empty()) add("*/*");
+    return out;
+}
+
 std::uint8_t accept_class(std::string_view accept) {
     std::uint8_t cls = 0;
     while (!accept.empty()) {

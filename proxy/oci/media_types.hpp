@@ -22,10 +22,16 @@ enum accept_bits : std::uint8_t {
     accepts_oci_manifest = 4,
     accepts_oci_index = 8,
 };
+// The class of containerd, Docker and skopeo, which accept all four.
+inline constexpr std::uint8_t accepts_all = 15;
 
 // The class of a merged Accept value ("a, b;q=0.5, */*"). "*/*" and application/json count as
 // nothing: an empty class.
 std::uint8_t accept_class(std::string_view accept);
+
+// The Accept value that reproduces an accept class (a pin key's), for requests regpin makes
+// itself: the class's types and "*/*"; empty for the empty class.
+std::string accept_for_class(std::uint8_t accept_class);
 
 // "application/json; charset=utf-8" -> "application/json" (containerd strips parameters too).
 std::string strip_parameters(std::string_view content_type);

@@ -115,7 +115,7 @@ bool is_digest_reference(std::string_view reference) {
     return reference.find(':') != std::string_view::npos;
 }
 
-std::variant<route, error> parse_route(std::string_view target) {
+result<route> parse_route(std::string_view target) {
     auto parsed = boost::urls::parse_origin_form(target);
     if (!parsed) return error{error_code::name_invalid, "malformed request target"};
     auto path = parsed->encoded_path();

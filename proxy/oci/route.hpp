@@ -5,7 +5,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <variant>
 
 #include "proxy/oci/errors.hpp"
 
@@ -26,7 +25,7 @@ struct route {
 
 // Parses an origin-form target. Errors: NAME_INVALID / TAG_INVALID / DIGEST_INVALID (400),
 // NAME_UNKNOWN (404) for paths that are not part of the pull API, UNSUPPORTED for push paths.
-std::variant<route, error> parse_route(std::string_view target);
+result<route> parse_route(std::string_view target);
 
 // Repository name grammar of the distribution spec, at most 255 characters.
 bool valid_repository(std::string_view name);

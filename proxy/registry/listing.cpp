@@ -5,8 +5,9 @@
 #include <nlohmann/json.hpp>
 
 #include "proxy/oci/media_types.hpp"
+#include "proxy/registry/replies.hpp"
 #include "proxy/registry/service.hpp"
-#include "proxy/registry/upstream_ops.hpp"
+#include "proxy/upstream/fetch.hpp"
 
 namespace regpin::proxy::registry {
 
@@ -31,22 +32,22 @@ asio::awaitable<reply> service::tags(const target& t) {
     for (int page = 0; page < 100 && !next.empty(); ++page) {
         upstream::request req;
         req.target = next;
-        req.scope = "repository:" + t.where.repository + ":pull";
+        req.scope = upstream::pull_scope(t.where.repository);
         next.clear();
         auto resp = co_await t.client->send(req);
         if (!resp) {
-            failure = transport_error(registry, resp.error());
+            failure = upstream::transport_error(registry, resp.error());
             break;
         }
         auto status = resp->status();
         auto link = std::string(resp->headers()["Link"]);
         auto body = co_await resp->read_all(16 * 1024 * 1024);
         if (status != 200) {
-            failure = upstream_error(registry, status, error_code::name_unknown);
+            failure = upstream::upstream_error(registry, status, error_code::name_unknown);
             break;
         }
         if (!body) {
-            failure = transport_error(registry, body.error());
+            failure = upstream::transport_error(registry, body.error());
             break;
         }
         auto j = nlohmann::json::parse(*body, nullptr, false);
@@ -68,7 +69,7 @@ asio::awaitable<reply> service::tags(const target& t) {
     }
     if (failure) {
         // Offline: the tags regpin has pinned are still an honest (partial) answer.
-        auto pinned = pins_->list_repository(registry, t.where.repository);
+        auto pinned = co_await pins_.list_repository(registry, t.where.repository);
         if (!pinned || pinned->empty() || failure->code != error_code::unavailable)
             co_return error_reply(*failure);
         for (const auto& p : *pinned) tags.push_back(p.key.tag);
@@ -101,15 +102,15 @@ asio::awaitable<reply> service::tags(const target& t) {
     co_return r;
 }
 
-asio::awaitable<reply> service::referrers(const target& t, const std::string& accept) {
+asio::awaitable<reply> service::referrers(const target& t, std::string accept) {
     upstream::request req;
     boost::urls::url u("/v2/" + t.where.repository + "/referrers/" + t.route.reference);
     if (t.route.artifact_type) u.params().append({"artifactType", *t.route.artifact_type});
     req.target = std::string(u.buffer());
     req.accept = accept;
-    req.scope = "repository:" + t.where.repository + ":pull";
+    req.scope = upstream::pull_scope(t.where.repository);
     auto resp = co_await t.client->send(req);
-    if (!resp) co_return error_reply(transport_error(t.where.registry, resp.error()));
+    if (!resp) co_return error_reply(upstream::transport_error(t.where.registry, resp.error()));
     auto status = resp->status();
     auto content_type = oci::strip_parameters(resp->headers()["Content-Type"]);
     auto filters = std::string(resp->headers()["OCI-Filters-Applied"]);
@@ -123,8 +124,8 @@ asio::awaitable<reply> service::referrers(const target& t, const std::string& ac
     }
     if (status != 200)
         co_return error_reply(
-            upstream_error(t.where.registry, status, error_code::manifest_unknown));
-    if (!body) co_return error_reply(transport_error(t.where.registry, body.error()));
+            upstream::upstream_error(t.where.registry, status, error_code::manifest_unknown));
+    if (!body) co_return error_reply(upstream::transport_error(t.where.registry, body.error()));
     reply r;
     r.body = std::move(*body);
     r.header("Content-Type", content_type.empty() ? std::string(oci::oci_index) : content_type);

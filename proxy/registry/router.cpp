@@ -1,5 +1,7 @@
 #include "proxy/registry/router.hpp"
 
+#include "proxy/oci/reference.hpp"
+
 namespace regpin::proxy::registry {
 
 namespace {
@@ -17,7 +19,7 @@ std::size_t find_upstream(const config::settings& s, std::string_view name) {
 
 }  // namespace
 
-std::variant<routed, oci::error> route_to_upstream(const oci::route& r, const config::settings& s) {
+oci::result<routed> route_to_upstream(const oci::route& r, const config::settings& s) {
     routed out;
     std::string repo = r.name;
     std::size_t index = std::string::npos;
@@ -48,7 +50,7 @@ std::variant<routed, oci::error> route_to_upstream(const oci::route& r, const co
     if (index == std::string::npos)
         return oci::error{oci::error_code::name_invalid, "invalid repository name '" + repo + "'"};
     const auto& up = s.upstreams[index];
-    if (up.is_docker_hub() && repo.find('/') == std::string::npos) repo = "library/" + repo;
+    repo = oci::hub_repository(up.registry, repo);
     // Checked after "library/", which can push a valid short name past the 255-character limit
     // (found by tests/fuzz/route_fuzz).
     if (!oci::valid_repository(repo))

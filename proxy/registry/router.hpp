@@ -4,7 +4,6 @@
 // upstream claims is NAME_UNKNOWN and opens no connection. Pure function over configuration.
 
 #include <string>
-#include <variant>
 
 #include "config/config.hpp"
 #include "proxy/oci/route.hpp"
@@ -19,6 +18,6 @@ struct routed {
 
 // Order: `ns` query parameter, then a path prefix naming a configured registry, then the
 // default upstream. Docker Hub one-component names gain "library/" (Docker Hub only).
-std::variant<routed, oci::error> route_to_upstream(const oci::route& r, const config::settings& s);
+oci::result<routed> route_to_upstream(const oci::route& r, const config::settings& s);
 
 }  // namespace regpin::proxy::registry

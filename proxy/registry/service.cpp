@@ -1,22 +1,18 @@
 #include "proxy/registry/service.hpp"
 
 #include <algorithm>
-#include <chrono>
 
 #include <spdlog/spdlog.h>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/url.hpp>
+#include <boost/beast/http/verb.hpp>
 #include <nlohmann/json.hpp>
 
+#include "proxy/cache/chunk_source.hpp"
+#include "proxy/cache/fetch_through.hpp"
 #include "proxy/oci/media_types.hpp"
 #include "proxy/oci/range.hpp"
-#include "proxy/oci/route.hpp"
-#include "proxy/registry/chunk_source.hpp"
-#include "proxy/registry/on_pool.hpp"
-#include "proxy/registry/router.hpp"
-#include "proxy/registry/upstream_ops.hpp"
-#include "storage/rocksdb_pin_store.hpp"
+#include "proxy/registry/replies.hpp"
+#include "proxy/upstream/fetch.hpp"
+#include "storage/clock.hpp"
 
 namespace regpin::proxy::registry {
 
@@ -24,11 +20,6 @@ namespace asio = boost::asio;
 using oci::error_code;
 
 namespace {
-
-std::int64_t now_ms() {
-    using namespace std::chrono;
-    return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-}
 
 reply manifest_reply(const storage::digest& d, const storage::manifest& m, bool head) {
     reply r;
@@ -44,9 +35,9 @@ reply manifest_reply(const storage::digest& d, const storage::manifest& m, bool 
 // files on plain connections, else RocksDB's pinned memory).
 class stored_blob_stream final : public body_stream {
 public:
-    stored_blob_stream(storage::blob_store& store, storage::digest d, storage::blob_record rec,
+    stored_blob_stream(store::content& content, storage::digest d, storage::blob_record rec,
                        std::uint64_t first, std::uint64_t end)
-        : source_(store), digest_(std::move(d)), rec_(rec), offset_(first), end_(end) {}
+        : source_(content), digest_(std::move(d)), rec_(rec), offset_(first), end_(end) {}
 
     asio::awaitable<boost::system::result<body_part>> next(bool files) override {
         if (offset_ >= end_) co_return body_part{};
@@ -54,20 +45,21 @@ public:
         auto chunk_start = index * rec_.chunk_size;
         auto chunk_bytes = std::min<std::uint64_t>(rec_.chunk_size, rec_.size - chunk_start);
         auto stop = std::min<std::uint64_t>(chunk_bytes, end_ - chunk_start);
-        auto part = source_.part(digest_, index, chunk_bytes, offset_ - chunk_start, stop, files);
+        auto part =
+            co_await source_.part(digest_, index, chunk_bytes, offset_ - chunk_start, stop, files);
         if (part) offset_ = chunk_start + stop;
         co_return part;
     }
 
 private:
-    chunk_source source_;
+    cache::chunk_source source_;
     storage::digest digest_;
     storage::blob_record rec_;
     std::uint64_t offset_;
     std::uint64_t end_;
 };
 
-reply stored_blob_reply(storage::blob_store& store, const storage::digest& d,
+reply stored_blob_reply(store::content& content, const storage::digest& d,
                         const storage::blob_record& rec, bool head, const std::string& range) {
     reply r;
     r.header("Content-Type", "application/octet-stream");
@@ -92,7 +84,7 @@ reply stored_blob_reply(storage::blob_store& store, const storage::digest& d,
     }
     r.content_length = end - first;
     if (!head && end > first)
-        r.stream = std::make_shared<stored_blob_stream>(store, d, rec, first, end);
+        r.stream = std::make_shared<stored_blob_stream>(content, d, rec, first, end);
     r.log_field("cache", "hit");
     return r;
 }
@@ -113,58 +105,57 @@ const char* route_name(oci::endpoint e) {
     return "-";
 }
 
+// 403 DENIED for a tag its policy rejected, with both digests in the detail.
+reply rejected_reply(const storage::pin& p) {
+    auto pending = p.pending_digest ? p.pending_digest->str() : std::string();
+    oci::error e{error_code::denied,
+                 storage::display_name(p.key) +
+                     " is rejected by policy: the upstream moved it from " +
+                     p.manifest_digest.str() + " to " + pending +
+                     "; an operator must approve a digest (regpin pins approve)"};
+    e.detail_json = nlohmann::json{
+        {"tag", storage::display_name(p.key)},
+        {"pinned", p.manifest_digest.str()},
+        {"upstream",
+         pending}}.dump();
+    auto r = error_reply(e);
+    r.log_field("cache", "pin");
+    return r;
+}
+
 }  // namespace
 
-service::service(asio::any_io_executor ex, const config::settings& settings,
-                 std::shared_ptr<storage::database> db, pin_hooks hooks,
-                 upstream::observer upstream_observer)
+service::service(const config::settings& settings, upstream::upstreams& upstreams,
+                 store::facade& stores, cache::blob_fetcher& fetcher, pins::writer& writer,
+                 pins::scheduler& scheduler)
     : settings_(settings),
-      db_(std::move(db)),
-      blobs_(db_),
-      manifests_(db_),
-      pins_(std::make_unique<storage::rocksdb_pin_store>(db_)),
-      fetcher_(ex, blobs_, blocking_) {
-    std::vector<upstream::registry_client*> raw;
-    for (const auto& u : settings_.upstreams) {
-        if (!u.tls_verify)
-            spdlog::warn("upstream {}: TLS certificate verification is DISABLED", u.registry);
-        clients_.push_back(std::make_unique<upstream::registry_client>(ex, u, upstream_observer));
-        raw.push_back(clients_.back().get());
-    }
-    manager_ = std::make_unique<pin_manager>(ex, settings_, *pins_, manifests_, blobs_, fetcher_,
-                                             std::move(raw), blocking_, std::move(hooks));
-}
-
-service::~service() {
-    manager_->stop();
-    blocking_.join();
-}
-
-void service::start() { manager_->start_sweep(); }
-void service::stop() { manager_->stop(); }
+      upstreams_(upstreams),
+      content_(stores.content()),
+      pins_(stores.pins()),
+      fetcher_(fetcher),
+      writer_(writer),
+      scheduler_(scheduler) {}
 
 asio::awaitable<reply> service::handle(incoming req) {
-    auto parsed = oci::parse_route(req.target);
-    if (auto* e = std::get_if<oci::error>(&parsed)) {
-        auto r = error_reply(*e);
+    auto route = oci::parse_route(req.target);
+    if (!route) {
+        auto r = error_reply(route.error());
         r.route = "invalid";
         co_return r;
     }
-    auto& route = std::get<oci::route>(parsed);
-    if (route.kind == oci::endpoint::base) {
+    if (route->kind == oci::endpoint::base) {
         reply r;
         r.body = "{}";
         r.header("Content-Type", "application/json");
         r.route = "base";
         co_return r;
     }
-    auto routed_or = route_to_upstream(route, settings_);
-    if (auto* e = std::get_if<oci::error>(&routed_or)) co_return error_reply(*e);
-    target t{route, std::get<routed>(routed_or), nullptr};
-    t.client = clients_[t.where.upstream_index].get();
+    auto where = route_to_upstream(*route, settings_);
+    if (!where) co_return error_reply(where.error());
+    target t{*route, *where, &upstreams_.at(where->upstream_index)};
 
     reply r;
-    switch (route.kind) {
+    switch (route->kind) {
         case oci::endpoint::manifest:
             r = co_await manifest(t, req.head, req.accept);
             break;
@@ -181,113 +172,96 @@ asio::awaitable<reply> service::handle(incoming req) {
             break;
     }
     r.log_field("upstream", t.where.registry);
-    r.route = route_name(route.kind);
-    if (route.ns) r.header("OCI-Namespace", *route.ns);
+    r.route = route_name(route->kind);
+    if (route->ns) r.header("OCI-Namespace", *route->ns);
     co_return r;
 }
 
-asio::awaitable<reply> service::manifest(const target& t, bool head, const std::string& accept) {
+asio::awaitable<reply> service::manifest(const target& t, bool head, std::string accept) {
     const auto& ref = t.route.reference;
     const auto& registry = t.where.registry;
+    const auto& repository = t.where.repository;
 
-    auto fetch = [&](const std::string& reference) {
-        return fetch_manifest(*t.client, t.where.repository, reference, accept,
-                              settings_.manifest_max_bytes);
-    };
-    // Serves a manifest by digest: the store, else the upstream (verified, then stored).
-    // The log's cache column: "pin" for a pinned tag, else "hit" or "miss".
-    auto by_digest = [&](const storage::digest& d, bool pinned) -> asio::awaitable<reply> {
-        auto cached = manifests_.find(d);
-        if (!cached) co_return storage_failure("reading a manifest");
-        if (*cached) {
-            auto r = manifest_reply(d, **cached, head);
-            r.log_field("cache", pinned ? "pin" : "hit");
-            co_return r;
+    // By digest: the store, else the upstream (verified, then stored). The log's cache column
+    // says "pin" for a pinned tag, else "hit" or "miss".
+    std::optional<storage::digest> by_digest;
+    bool pinned = false;
+    if (oci::is_digest_reference(ref)) {
+        by_digest = storage::digest::parse(ref);
+    } else {
+        storage::pin_key key{registry, repository, ref, oci::accept_class(accept)};
+        auto existing = co_await pins_.find(key);
+        if (!existing) co_return storage_failure("reading a pin");
+        // A pin answers whatever the upstream says now (and if its bytes are gone, they are
+        // fetched again by digest, never by tag).
+        if (*existing) {
+            const auto& p = **existing;
+            scheduler_.served(p, t.where.upstream_index);
+            if (p.state == storage::pin_state::rejected) co_return rejected_reply(p);
+            by_digest = p.manifest_digest;
+            pinned = true;
         }
-        auto got = co_await fetch(d.str());
-        if (auto* e = std::get_if<oci::error>(&got)) co_return error_reply(*e);
-        auto& f = std::get<fetched_manifest>(got);
-        if (!manifests_.put(f.digest, f.manifest)) co_return storage_failure("storing a manifest");
-        auto r = manifest_reply(f.digest, f.manifest, head);
-        r.log_field("cache", pinned ? "pin" : "miss");
+    }
+    if (by_digest) {
+        auto found = co_await cache::manifest_by_digest(content_, *t.client, repository, *by_digest,
+                                                        accept, settings_.manifest_max_bytes);
+        if (!found) co_return error_reply(found.error());
+        auto r = manifest_reply(*by_digest, found->manifest, head);
+        r.log_field("cache", pinned ? "pin" : (found->was_cached ? "hit" : "miss"));
         co_return r;
-    };
-
-    if (oci::is_digest_reference(ref))
-        co_return co_await by_digest(*storage::digest::parse(ref), false);
-
-    storage::pin_key key{registry, t.where.repository, ref, oci::accept_class(accept)};
-    auto existing = pins_->find(key);
-    if (!existing) co_return storage_failure("reading a pin");
-    // A pin answers whatever the upstream says now (and if its bytes are gone, they are
-    // fetched again by digest, never by tag).
-    if (*existing) {
-        const auto& p = **existing;
-        if (p.state == storage::pin_state::rejected) {
-            auto pending = p.pending_digest ? p.pending_digest->str() : std::string();
-            oci::error e{error_code::denied,
-                         storage::display_name(key) +
-                             " is rejected by policy: the upstream moved it from " +
-                             p.manifest_digest.str() + " to " + pending +
-                             "; an operator must approve a digest (regpin pins approve)"};
-            e.detail_json = nlohmann::json{
-                {"tag", storage::display_name(key)},
-                {"pinned", p.manifest_digest.str()},
-                {"upstream",
-                 pending}}.dump();
-            manager_->served(p, t.where.upstream_index);
-            auto r = error_reply(e);
-            r.log_field("cache", "pin");
-            co_return r;
-        }
-        manager_->served(p, t.where.upstream_index);
-        co_return co_await by_digest(p.manifest_digest, true);
     }
 
-    auto got = co_await fetch(ref);
-    if (auto* e = std::get_if<oci::error>(&got)) co_return error_reply(*e);
-    auto& f = std::get<fetched_manifest>(got);
-    if (!manifests_.put(f.digest, f.manifest)) co_return storage_failure("storing a manifest");
-    storage::pin candidate{key,      f.digest, f.manifest.media_type, f.manifest.bytes.size(),
-                           now_ms(), now_ms()};
-    auto* pins = pins_.get();
-    const char* actor = "first-pull";
-    auto held =
-        co_await on_pool<&storage::pin_store::create_if_absent>(blocking_, pins, candidate, actor);
+    // First sight of the tag.
+    auto got = co_await upstream::fetch_manifest(*t.client, repository, ref, accept,
+                                                 settings_.manifest_max_bytes);
+    if (!got) co_return error_reply(got.error());
+    auto stored = co_await content_.put_manifest(got->digest, got->manifest);
+    if (!stored) co_return storage_failure("storing a manifest");
+    auto now = storage::now_ms();
+    storage::pin candidate{{registry, repository, ref, oci::accept_class(accept)},
+                           got->digest,
+                           got->manifest.media_type,
+                           got->manifest.bytes.size(),
+                           now,
+                           now};
+    const std::string actor = "first-pull";
+    auto held = co_await writer_.first_sight(candidate, actor);
     if (!held) co_return storage_failure("writing a pin");
-    if (held->manifest_digest == f.digest) {
-        spdlog::info("pinned {}/{}:{} to {} ({})", registry, key.repository, key.tag,
-                     f.digest.str(), f.manifest.media_type);
-        auto r = manifest_reply(f.digest, f.manifest, head);
+    if (held->manifest_digest == got->digest) {
+        spdlog::info("pinned {}/{}:{} to {} ({})", registry, repository, ref, got->digest.str(),
+                     got->manifest.media_type);
+        auto r = manifest_reply(got->digest, got->manifest, head);
         r.log_field("cache", "miss");
         co_return r;
     }
     // Another request pinned this tag first: its digest wins.
-    auto m = manifests_.find(held->manifest_digest);
+    auto m = co_await content_.find_manifest(held->manifest_digest);
     if (!m || !*m) co_return storage_failure("reading a pinned manifest");
     auto r = manifest_reply(held->manifest_digest, **m, head);
     r.log_field("cache", "pin");
     co_return r;
 }
 
-asio::awaitable<reply> service::blob(const target& t, bool head, const std::string& range) {
+asio::awaitable<reply> service::blob(const target& t, bool head, std::string range) {
     auto d = *storage::digest::parse(t.route.reference);
+    const auto& repository = t.where.repository;
     for (int attempt = 0; attempt < 2; ++attempt) {
-        auto rec = blobs_.find(d);
+        auto rec = co_await content_.find_blob(d);
         if (!rec) co_return storage_failure("reading a blob record");
-        if (*rec) co_return stored_blob_reply(blobs_, d, **rec, head, range);
+        if (*rec) co_return stored_blob_reply(content_, d, **rec, head, range);
 
         if (head) {
             // Existence check only: ask the upstream, cache nothing.
             upstream::request req;
             req.method = boost::beast::http::verb::head;
-            req.target = "/v2/" + t.where.repository + "/blobs/" + d.str();
-            req.scope = "repository:" + t.where.repository + ":pull";
+            req.target = "/v2/" + repository + "/blobs/" + d.str();
+            req.scope = upstream::pull_scope(repository);
             auto resp = co_await t.client->send(req);
-            if (!resp) co_return error_reply(transport_error(t.where.registry, resp.error()));
+            if (!resp)
+                co_return error_reply(upstream::transport_error(t.where.registry, resp.error()));
             if (resp->status() != 200)
-                co_return error_reply(
-                    upstream_error(t.where.registry, resp->status(), error_code::blob_unknown));
+                co_return error_reply(upstream::upstream_error(t.where.registry, resp->status(),
+                                                               error_code::blob_unknown));
             reply r;
             r.header("Content-Type", "application/octet-stream");
             r.header("Docker-Content-Digest", d.str());
@@ -299,22 +273,20 @@ asio::awaitable<reply> service::blob(const target& t, bool head, const std::stri
 
         if (!range.empty()) {
             // Partial reads of an uncached blob wait for the verified whole, then read the store.
-            oci::error failure;
-            if (!co_await fetcher_.wait_complete(d, *t.client, t.where.repository, failure))
-                co_return error_reply(failure);
+            auto done = co_await fetcher_.wait_complete(d, *t.client, repository);
+            if (!done) co_return error_reply(done.error());
             continue;
         }
 
-        auto started = co_await fetcher_.fetch(d, *t.client, t.where.repository);
-        if (auto* e = std::get_if<oci::error>(&started)) co_return error_reply(*e);
-        auto& s = std::get<download_started>(started);
-        if (s.already_stored) continue;
+        auto started = co_await fetcher_.fetch(d, *t.client, repository);
+        if (!started) co_return error_reply(started.error());
+        if (started->already_stored) continue;
         reply r;
         r.header("Content-Type", "application/octet-stream");
         r.header("Docker-Content-Digest", d.str());
         r.header("Etag", "\"" + d.str() + "\"");
-        r.content_length = s.size;
-        r.stream = s.stream;
+        r.content_length = started->size;
+        r.stream = started->stream;
         r.log_field("cache", "miss");
         co_return r;
     }

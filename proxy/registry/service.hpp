@@ -3,43 +3,27 @@
 // cache, fetches and verifies what is missing, and pins tags on first sight.
 // Thread-safe: handle() runs concurrently on the network threads.
 
-#include <memory>
-#include <string>
-#include <vector>
-
-#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/thread_pool.hpp>
 
 #include "config/config.hpp"
-#include "proxy/registry/blob_fetcher.hpp"
-#include "proxy/registry/pin_manager.hpp"
-#include "proxy/registry/replies.hpp"
+#include "proxy/cache/blob_fetcher.hpp"
+#include "proxy/http/message.hpp"
+#include "proxy/oci/route.hpp"
+#include "proxy/pins/scheduler.hpp"
+#include "proxy/pins/writer.hpp"
 #include "proxy/registry/router.hpp"
-#include "proxy/upstream/registry_client.hpp"
-#include "storage/blob_store.hpp"
-#include "storage/database.hpp"
-#include "storage/manifest_store.hpp"
-#include "storage/pin_store.hpp"
+#include "proxy/store/facade.hpp"
+#include "proxy/upstream/upstreams.hpp"
 
 namespace regpin::proxy::registry {
 
 class service {
 public:
-    service(boost::asio::any_io_executor ex, const config::settings& settings,
-            std::shared_ptr<storage::database> db, pin_hooks hooks = {},
-            upstream::observer upstream_observer = nullptr);
-    ~service();
+    service(const config::settings& settings, upstream::upstreams& upstreams, store::facade& stores,
+            cache::blob_fetcher& fetcher, pins::writer& writer, pins::scheduler& scheduler);
 
     // Answers one pull API request. Never throws for bad input: errors are OCI replies.
-    [[nodiscard]] boost::asio::awaitable<reply> handle(incoming req);
-
-    const config::settings& settings() const { return settings_; }
-    storage::pin_store& pins() { return *pins_; }
-    pin_manager& manager() { return *manager_; }
-    // Starts background work (the pin sweep).
-    void start();
-    void stop();
+    [[nodiscard]] boost::asio::awaitable<http::reply> handle(http::incoming req);
 
     // A request routed to its upstream.
     struct target {
@@ -49,22 +33,18 @@ public:
     };
 
 private:
-    boost::asio::awaitable<reply> manifest(const target& t, bool head, const std::string& accept);
-    boost::asio::awaitable<reply> blob(const target& t, bool head, const std::string& range);
-    boost::asio::awaitable<reply> tags(const target& t);
-    boost::asio::awaitable<reply> referrers(const target& t, const std::string& accept);
+    boost::asio::awaitable<http::reply> manifest(const target& t, bool head, std::string accept);
+    boost::asio::awaitable<http::reply> blob(const target& t, bool head, std::string range);
+    boost::asio::awaitable<http::reply> tags(const target& t);
+    boost::asio::awaitable<http::reply> referrers(const target& t, std::string accept);
 
-    config::settings settings_;
-    std::shared_ptr<storage::database> db_;
-    storage::blob_store blobs_;
-    storage::manifest_store manifests_;
-    std::unique_ptr<storage::pin_store> pins_;
-    std::vector<std::unique_ptr<upstream::registry_client>> clients_;
-    // Synced pin writes and blob chunk writes block: they run here, never on the network
-    // threads.
-    boost::asio::thread_pool blocking_{2};
-    blob_fetcher fetcher_;
-    std::unique_ptr<pin_manager> manager_;
+    const config::settings& settings_;
+    upstream::upstreams& upstreams_;
+    store::content& content_;
+    store::pin_records& pins_;
+    cache::blob_fetcher& fetcher_;
+    pins::writer& writer_;
+    pins::scheduler& scheduler_;
 };
 
 }  // namespace regpin::proxy::registry

@@ -25,15 +25,10 @@ class category final : public boost::system::error_category {
 public:
     const char* name() const noexcept override { return "regpin.upstream"; }
     std::string message(int ev) const override {
-        switch (static_cast<errc>(ev)) {
-            case errc::ok:
-                return "ok";
-            case errc::auth_failed:
-                return "upstream token request failed";
-            case errc::offline:
-                return "regpin is offline: upstreams are never contacted";
-        }
-        return "upstream error";
+        if (ev == static_cast<int>(errc::auth_failed)) return "upstream token request failed";
+        if (ev == static_cast<int>(errc::offline))
+            return "regpin is offline: upstreams are never contacted";
+        return ev == 0 ? "ok" : "upstream error";
     }
 };
 

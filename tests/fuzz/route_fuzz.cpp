@@ -29,10 +29,12 @@ const regpin::config::settings& settings() {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     std::string_view input(reinterpret_cast<const char*>(data), size);
     auto parsed = regpin::proxy::oci::parse_route(input);
-    if (auto* r = std::get_if<regpin::proxy::oci::route>(&parsed)) {
+    if (parsed) {
+        const auto* r = &*parsed;
         if (r->kind != regpin::proxy::oci::endpoint::base) {
             auto routed = regpin::proxy::registry::route_to_upstream(*r, settings());
-            if (auto* ok = std::get_if<regpin::proxy::registry::routed>(&routed)) {
+            if (routed) {
+                const auto* ok = &*routed;
                 // Invariant: a routed repository is always a valid name (no traversal, no %).
                 if (!regpin::proxy::oci::valid_repository(ok->repository)) std::abort();
             }

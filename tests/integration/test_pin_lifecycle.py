@@ -79,6 +79,7 @@ class WebhookReceiver:
     def __init__(self, port: Optional[int] = None, statuses: tuple[int, ...] = (200,)):
         self.port = port or h.free_port()
         self.statuses = list(statuses)
+        self.location: Optional[str] = None  # sent with 3xx answers
         self._deliveries: list[Delivery] = []
         self._lock = threading.Lock()
         self._server: Optional[http.server.ThreadingHTTPServer] = None
@@ -108,6 +109,8 @@ class WebhookReceiver:
                         body, status, time.monotonic()))
                 reply = b'{"ok":true}' if 200 <= status < 300 else b'{"ok":false}'
                 self.send_response(status)
+                if 300 <= status < 400 and outer.location:
+                    self.send_header("Location", outer.location)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
@@ -1030,6 +1033,22 @@ class AlertDurabilityTest(PinLifecycleTestCase):
         for d in got:
             self.assert_signed_alert(d, event)
         self.assertEqual(len(self.receiver.deliveries()), 2)
+        self.assertEqual((self.deliveries_metric("failed"), self.deliveries_metric("ok")), (1, 1))
+
+    def test_a_webhook_redirect_is_a_failed_delivery_and_the_alert_never_goes_to_the_redirect_target(self):
+        elsewhere = WebhookReceiver().start()
+        self.addCleanup(elsewhere.stop)
+        self.receiver.statuses = [307, 200]
+        self.receiver.location = elsewhere.url
+        self.receiver.start()
+        self.start_regpin(h.Webhook(self.receiver.url, secret=self.secret))
+        event = self.repoint("redirected/app")
+
+        h.wait_until(lambda: self.receiver.accepted(event["id"]), timeout=20, interval=0.05,
+                     message="the retry after the redirect, to the configured URL")
+        self.wait_queue_empty()
+        self.assertEqual([d.status for d in self.receiver.deliveries(event["id"])], [307, 200])
+        self.assertEqual(elsewhere.deliveries(), [], "the alert was re-POSTed to the redirect target")
         self.assertEqual((self.deliveries_metric("failed"), self.deliveries_metric("ok")), (1, 1))
 
 

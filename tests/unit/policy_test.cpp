@@ -1,4 +1,4 @@
-#include "proxy/registry/policy.hpp"
+#include "proxy/pins/policy.hpp"
 
 #include <gtest/gtest.h>
 
@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-using namespace regpin::proxy::registry;
+using namespace regpin::proxy::pins;
 using namespace std::chrono_literals;
 
 namespace {
@@ -182,24 +182,23 @@ TEST(PolicyRepoint, ApplyRepointMovesOnFollowAndKeepsPendingOtherwise) {
     p.last_verified_ms = 1;
     storage::manifest m{"application/vnd.oci.image.manifest.v1+json", "b"};
 
-    auto follow = *proxy::registry::decide_repoint(proxy::registry::policy_kind::follow, a.str(),
-                                                   b.str(), {});
-    auto moved = proxy::registry::apply_repoint(p, follow, b, m, 100);
+    auto follow =
+        *proxy::pins::decide_repoint(proxy::pins::policy_kind::follow, a.str(), b.str(), {});
+    auto moved = proxy::pins::apply_repoint(p, follow, b, m, 100);
     EXPECT_EQ(moved.manifest_digest, b);
     EXPECT_EQ(moved.size, 1u);
     EXPECT_EQ(moved.state, storage::pin_state::pinned);
     EXPECT_FALSE(moved.pending_digest);
     EXPECT_EQ(moved.alerted, std::vector<std::string>{b.str()});
 
-    auto keep =
-        *proxy::registry::decide_repoint(proxy::registry::policy_kind::pin, a.str(), b.str(), {});
-    auto kept = proxy::registry::apply_repoint(p, keep, b, m, 100);
+    auto keep = *proxy::pins::decide_repoint(proxy::pins::policy_kind::pin, a.str(), b.str(), {});
+    auto kept = proxy::pins::apply_repoint(p, keep, b, m, 100);
     EXPECT_EQ(kept.manifest_digest, a);
     EXPECT_EQ(kept.pending_digest, b);
     EXPECT_EQ(kept.pending_since_ms, 100);
     EXPECT_EQ(kept.state, storage::pin_state::pending);
     // The same digest pending again keeps its pending_since.
-    auto again = proxy::registry::apply_repoint(kept, keep, b, m, 200);
+    auto again = proxy::pins::apply_repoint(kept, keep, b, m, 200);
     EXPECT_EQ(again.pending_since_ms, 100);
     EXPECT_EQ(again.last_verified_ms, 200);
 }

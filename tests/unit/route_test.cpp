@@ -14,16 +14,16 @@ const std::string d256 = "sha256:" + std::string(64, 'a');
 
 route ok(std::string_view target) {
     auto r = parse_route(target);
-    if (auto* e = std::get_if<error>(&r)) {
-        ADD_FAILURE() << target << ": " << e->message;
+    if (!r) {
+        ADD_FAILURE() << target << ": " << r.error().message;
         return {};
     }
-    return std::get<route>(r);
+    return *r;
 }
 
 error fails(std::string_view target) {
     auto r = parse_route(target);
-    if (auto* e = std::get_if<error>(&r)) return *e;
+    if (!r) return r.error();
     ADD_FAILURE() << target << " parsed";
     return {};
 }

@@ -19,18 +19,18 @@ config::settings two_upstreams() {
     return s;
 }
 
-std::variant<routed, proxy::oci::error> route(const std::string& target) {
+proxy::oci::result<routed> route(const std::string& target) {
     auto r = proxy::oci::parse_route(target);
-    return route_to_upstream(std::get<proxy::oci::route>(r), two_upstreams());
+    return route_to_upstream(*r, two_upstreams());
 }
 
 routed ok(const std::string& target) {
     auto r = route(target);
-    if (auto* e = std::get_if<proxy::oci::error>(&r)) {
-        ADD_FAILURE() << target << ": " << e->message;
+    if (!r) {
+        ADD_FAILURE() << target << ": " << r.error().message;
         return {};
     }
-    return std::get<routed>(r);
+    return *r;
 }
 
 }  // namespace
@@ -44,8 +44,8 @@ TEST(Router, NsPicksTheUpstream) {
 
 TEST(Router, UnknownNsIsNameUnknown) {
     auto r = route("/v2/team/app/manifests/v1?ns=evil.example.com");
-    ASSERT_TRUE(std::holds_alternative<proxy::oci::error>(r));
-    EXPECT_EQ(std::get<proxy::oci::error>(r).code, proxy::oci::error_code::name_unknown);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, proxy::oci::error_code::name_unknown);
 }
 
 TEST(Router, PathPrefixPicksTheUpstream) {
@@ -57,8 +57,8 @@ TEST(Router, PathPrefixPicksTheUpstream) {
 
 TEST(Router, UnknownHostPrefixIsNameUnknown) {
     auto r = route("/v2/evil.example.com/a/manifests/v1");
-    ASSERT_TRUE(std::holds_alternative<proxy::oci::error>(r));
-    EXPECT_EQ(std::get<proxy::oci::error>(r).code, proxy::oci::error_code::name_unknown);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, proxy::oci::error_code::name_unknown);
 }
 
 TEST(Router, NeitherGoesToTheDefaultUpstream) {
@@ -79,6 +79,6 @@ TEST(Router, LibraryPrefixCannotPushANamePastTheLimit) {
     // Found by tests/fuzz/route_fuzz: a 250-character Docker Hub short name is valid, but
     // "library/" + it is not.
     auto r = route("/v2/" + std::string(250, 'a') + "/manifests/v1");
-    ASSERT_TRUE(std::holds_alternative<proxy::oci::error>(r));
-    EXPECT_EQ(std::get<proxy::oci::error>(r).code, proxy::oci::error_code::name_invalid);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, proxy::oci::error_code::name_invalid);
 }

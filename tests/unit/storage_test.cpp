@@ -2,11 +2,12 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <thread>
 
 #include "storage/blob_store.hpp"
 #include "storage/database.hpp"
 #include "storage/manifest_store.hpp"
-#include "storage/rocksdb_pin_store.hpp"
+#include "storage/threads.hpp"
 #include "tests/unit/temp_dir.hpp"
 
 using namespace regpin::storage;
@@ -28,15 +29,6 @@ std::string pattern(std::size_t n) {
     return s;
 }
 
-pin make_pin(const std::string& tag, const std::string& body) {
-    pin p{{"docker.io", "library/nginx", tag, 15}, sha256_of(body)};
-    p.media_type = "application/vnd.oci.image.index.v1+json";
-    p.size = body.size();
-    p.first_seen_ms = 1000;
-    p.last_verified_ms = 2000;
-    return p;
-}
-
 // Writes `data` as a complete blob in chunks of `chunk` bytes.
 void write_blob(blob_store& blobs, const std::string& data, std::uint32_t chunk) {
     auto d = sha256_of(data);
@@ -49,11 +41,8 @@ void write_blob(blob_store& blobs, const std::string& data, std::uint32_t chunk)
 std::string read_blob(const blob_store& blobs, const digest& d) {
     auto rec = blobs.find(d);
     EXPECT_TRUE(rec && *rec);
-    std::string out, chunk;
-    for (std::uint64_t i = 0; i * (*rec)->chunk_size < (*rec)->size; ++i) {
-        EXPECT_TRUE(blobs.read_chunk(d, i, chunk));
-        out += chunk;
-    }
+    std::string out;
+    EXPECT_TRUE(blobs.read_blob(d, **rec, [&](std::string_view bytes) { out.append(bytes); }));
     return out;
 }
 
@@ -144,60 +133,6 @@ TEST(ManifestStore, RefusesBytesThatDoNotMatchTheDigest) {
     EXPECT_FALSE(*m);
 }
 
-TEST(PinStore, FirstWriterWinsAndLaterCandidatesGetTheOlderPin) {
-    temp_dir dir;
-    auto db = open_at(dir);
-    rocksdb_pin_store pins(db);
-    auto first = make_pin("1.27", "first manifest");
-    auto second = make_pin("1.27", "second manifest");
-    auto a = pins.create_if_absent(first, "test");
-    ASSERT_TRUE(a);
-    EXPECT_EQ(a->manifest_digest, first.manifest_digest);
-    auto b = pins.create_if_absent(second, "test");
-    ASSERT_TRUE(b);
-    EXPECT_EQ(b->manifest_digest, first.manifest_digest) << "a pin was overwritten";
-    auto found = pins.find(first.key);
-    ASSERT_TRUE(found && *found);
-    EXPECT_EQ((*found)->manifest_digest, first.manifest_digest);
-}
-
-TEST(PinStore, AcceptClassIsPartOfTheKey) {
-    temp_dir dir;
-    auto db = open_at(dir);
-    rocksdb_pin_store pins(db);
-    auto oci = make_pin("v1", "index");
-    auto docker = make_pin("v1", "schema2");
-    docker.key.accept_class = 1;
-    ASSERT_TRUE(pins.create_if_absent(oci, "test"));
-    auto d = pins.create_if_absent(docker, "test");
-    ASSERT_TRUE(d);
-    EXPECT_EQ(d->manifest_digest, docker.manifest_digest);
-}
-
-TEST(PinStore, PinsSurviveRestartAndListByRepository) {
-    temp_dir dir;
-    {
-        auto db = open_at(dir);
-        rocksdb_pin_store pins(db);
-        ASSERT_TRUE(pins.create_if_absent(make_pin("b", "B"), "test"));
-        ASSERT_TRUE(pins.create_if_absent(make_pin("a", "A"), "test"));
-        auto other = make_pin("a", "other repo");
-        other.key.repository = "library/nginx-extra";
-        ASSERT_TRUE(pins.create_if_absent(other, "test"));
-    }
-    auto db = open_at(dir);
-    rocksdb_pin_store pins(db);
-    auto found = pins.find(make_pin("a", "A").key);
-    ASSERT_TRUE(found && *found);
-    EXPECT_EQ((*found)->manifest_digest, sha256_of("A"));
-    EXPECT_EQ((*found)->first_seen_ms, 1000);
-    auto listed = pins.list_repository("docker.io", "library/nginx");
-    ASSERT_TRUE(listed);
-    ASSERT_EQ(listed->size(), 2u);
-    EXPECT_EQ((*listed)[0].key.tag, "a");
-    EXPECT_EQ((*listed)[1].key.tag, "b");
-}
-
 TEST(Database, SecondOpenOfALiveFolderSaysLocked) {
     temp_dir dir;
     auto db = open_at(dir);
@@ -205,328 +140,6 @@ TEST(Database, SecondOpenOfALiveFolderSaysLocked) {
     auto again = open_database(dir.str(), report);
     ASSERT_FALSE(again);
     EXPECT_EQ(again.error(), errc::locked);
-}
-
-TEST(PinStore, ApplyIsCompareAndSetAndRecordsHistory) {
-    temp_dir dir;
-    auto db = open_at(dir);
-    rocksdb_pin_store pins(db);
-    auto first = make_pin("v1", "A");
-    ASSERT_TRUE(pins.create_if_absent(first, "first-pull"));
-
-    auto moved = first;
-    moved.manifest_digest = sha256_of("B");
-    pin_change change{first.key, first, moved};
-    pin_event e;
-    e.type = "approved";
-    e.key = first.key;
-    e.old_digest = first.manifest_digest.str();
-    e.new_digest = moved.manifest_digest.str();
-    e.actor = "token:ops";
-    change.events.push_back(e);
-    auto applied = pins.apply(change);
-    ASSERT_TRUE(applied);
-    ASSERT_EQ(applied->size(), 1u);
-    EXPECT_EQ((*applied)[0].id, 2u) << "the first-pull event has id 1";
-
-    // The same change again was computed from a pin that no longer holds.
-    auto stale = pins.apply(change);
-    ASSERT_FALSE(stale);
-    EXPECT_EQ(stale.error(), errc::conflict);
-
-    auto history = pins.history(first.key);
-    ASSERT_TRUE(history);
-    ASSERT_EQ(history->size(), 2u);
-    EXPECT_EQ((*history)[0].type, "pinned");
-    EXPECT_EQ((*history)[0].actor, "first-pull");
-    EXPECT_EQ((*history)[1].type, "approved");
-    EXPECT_EQ((*history)[1].new_digest, sha256_of("B").str());
-}
-
-TEST(PinStore, RepointEventsQueueOneDeliveryPerTargetDurably) {
-    temp_dir dir;
-    auto p = make_pin("v1", "A");
-    {
-        auto db = open_at(dir);
-        rocksdb_pin_store pins(db);
-        ASSERT_TRUE(pins.create_if_absent(p, "first-pull"));
-        auto pending = p;
-        pending.state = pin_state::pending;
-        pending.pending_digest = sha256_of("B");
-        pin_change change{p.key, p, pending};
-        pin_event e;
-        e.type = "repointed";
-        e.key = p.key;
-        e.time_ms = 5000;
-        change.events.push_back(e);
-        change.alert_targets = {"http://a/hook", "http://b/hook"};
-        ASSERT_TRUE(pins.apply(change));
-    }
-    auto db = open_at(dir);
-    rocksdb_pin_store pins(db);
-    auto due = pins.due_deliveries(5000, 10);
-    ASSERT_TRUE(due);
-    ASSERT_EQ(due->size(), 2u);
-    EXPECT_EQ((*due)[0].target, "http://a/hook");
-    EXPECT_EQ((*due)[0].event_id, 2u);
-    auto later = (*due)[1];
-    later.attempts = 1;
-    later.next_attempt_ms = 9000;
-    ASSERT_TRUE(pins.reschedule(later));
-    ASSERT_TRUE(pins.delivered((*due)[0].id));
-    auto now_due = pins.due_deliveries(5000, 10);
-    ASSERT_TRUE(now_due);
-    EXPECT_TRUE(now_due->empty());
-    EXPECT_EQ(*pins.pending_deliveries(), 1u);
-    auto found = pins.find(p.key);
-    ASSERT_TRUE(found && *found);
-    EXPECT_EQ((*found)->state, pin_state::pending);
-    EXPECT_EQ((*found)->pending_digest, sha256_of("B"));
-
-    // Ids continue after a restart: a new event never reuses an old id.
-    auto again = **found;
-    pin_change change{p.key, again, again};
-    pin_event e;
-    e.type = "approved";
-    e.key = p.key;
-    change.events.push_back(e);
-    auto applied = pins.apply(change);
-    ASSERT_TRUE(applied);
-    EXPECT_EQ((*applied)[0].id, 3u);
-}
-
-TEST(PinStore, UnpinDeletesThePinButKeepsItsHistory) {
-    temp_dir dir;
-    auto db = open_at(dir);
-    rocksdb_pin_store pins(db);
-    auto p = make_pin("v1", "A");
-    ASSERT_TRUE(pins.create_if_absent(p, "first-pull"));
-    pin_change change{p.key, p, std::nullopt};
-    pin_event e;
-    e.type = "unpinned";
-    e.key = p.key;
-    change.events.push_back(e);
-    ASSERT_TRUE(pins.apply(change));
-    auto found = pins.find(p.key);
-    ASSERT_TRUE(found);
-    EXPECT_FALSE(*found);
-    EXPECT_EQ(pins.history(p.key)->size(), 2u);
-    auto next = make_pin("v1", "C");
-    auto created = pins.create_if_absent(next, "first-pull");
-    ASSERT_TRUE(created);
-    EXPECT_EQ(created->manifest_digest, sha256_of("C"));
-}
-
-TEST(PinStore, ListFiltersByRegistryPrefixAndState) {
-    temp_dir dir;
-    auto db = open_at(dir);
-    rocksdb_pin_store pins(db);
-    auto a = make_pin("a", "A");
-    auto b = make_pin("b", "B");
-    b.key.repository = "library/redis";
-    b.state = pin_state::rejected;
-    b.pending_digest = sha256_of("X");
-    auto c = make_pin("c", "C");
-    c.key.registry = "ghcr.io";
-    for (const auto& p : {a, b, c}) ASSERT_TRUE(pins.create_if_absent(p, "t"));
-    EXPECT_EQ(pins.list({})->size(), 3u);
-    EXPECT_EQ(pins.list({"docker.io"})->size(), 2u);
-    EXPECT_EQ(pins.list({"docker.io", "library/re"})->size(), 1u);
-    pin_filter rejected{"", "", pin_state::rejected};
-    auto r = pins.list(rejected);
-    ASSERT_EQ(r->size(), 1u);
-    EXPECT_EQ((*r)[0].key.tag, "b");
-    EXPECT_EQ(*pins.count(), 3u);
-    auto events = pins.events(1, 0, 10);
-    ASSERT_TRUE(events);
-    EXPECT_EQ(events->size(), 2u) << "events after id 1";
-    EXPECT_EQ(pins.events(0, 0, 1)->size(), 1u);
-    EXPECT_TRUE(pins.events(0, 0, 0)->empty()) << "a limit of 0 reads nothing";
-}
-
-namespace {
-
-// Both counts, checked against a full listing so they cannot drift from the stored pins.
-void expect_counts(const rocksdb_pin_store& pins, std::size_t total, std::size_t awaiting) {
-    auto n = pins.count();
-    auto a = pins.count_awaiting();
-    ASSERT_TRUE(n && a);
-    EXPECT_EQ(*n, total);
-    EXPECT_EQ(*a, awaiting);
-    pin_filter all;
-    all.limit = static_cast<std::size_t>(-1);
-    auto listed = pins.list(all);
-    ASSERT_TRUE(listed);
-    EXPECT_EQ(listed->size(), total);
-    EXPECT_EQ(static_cast<std::size_t>(
-                  std::count_if(listed->begin(), listed->end(),
-                                [](const pin& p) { return p.state != pin_state::pinned; })),
-              awaiting);
-}
-
-pin_change change_to(const pin& from, std::optional<pin> to, const std::string& type) {
-    pin_change change{from.key, from, std::move(to)};
-    pin_event e;
-    e.type = type;
-    e.key = from.key;
-    change.events.push_back(e);
-    return change;
-}
-
-pin awaiting(const pin& from, pin_state state, const std::string& upstream) {
-    auto p = from;
-    p.state = state;
-    p.pending_digest = sha256_of(upstream);
-    return p;
-}
-
-}  // namespace
-
-TEST(PinStore, CountsFollowCreatesRepointsApprovalsAndUnpins) {
-    temp_dir dir;
-    auto db = open_at(dir);
-    rocksdb_pin_store pins(db);
-    expect_counts(pins, 0, 0);
-    auto a = make_pin("a", "A");
-    auto b = make_pin("b", "B");
-    auto c = make_pin("c", "C");
-    for (const auto& p : {a, b, c}) ASSERT_TRUE(pins.create_if_absent(p, "first-pull"));
-    ASSERT_TRUE(pins.create_if_absent(make_pin("a", "A2"), "first-pull")) << "already pinned";
-    expect_counts(pins, 3, 0);
-
-    auto a_pending = awaiting(a, pin_state::pending, "A2");
-    ASSERT_TRUE(pins.apply(change_to(a, a_pending, "repointed")));
-    expect_counts(pins, 3, 1);
-    auto b_rejected = awaiting(b, pin_state::rejected, "B2");
-    ASSERT_TRUE(pins.apply(change_to(b, b_rejected, "repointed")));
-    expect_counts(pins, 3, 2);
-
-    // A pending pin that moves again stays one awaiting pin.
-    auto a_again = awaiting(a, pin_state::pending, "A3");
-    ASSERT_TRUE(pins.apply(change_to(a_pending, a_again, "repointed")));
-    expect_counts(pins, 3, 2);
-
-    auto a_approved = a;
-    a_approved.manifest_digest = sha256_of("A3");
-    ASSERT_TRUE(pins.apply(change_to(a_again, a_approved, "approved")));
-    expect_counts(pins, 3, 1);
-
-    ASSERT_TRUE(pins.apply(change_to(b_rejected, std::nullopt, "unpinned")));
-    expect_counts(pins, 2, 0);
-    ASSERT_TRUE(pins.apply(change_to(c, std::nullopt, "unpinned")));
-    expect_counts(pins, 1, 0);
-    ASSERT_TRUE(pins.touch_verified(a.key, 9000));
-    expect_counts(pins, 1, 0);
-}
-
-TEST(PinStore, RefusedChangesLeaveTheCountsAlone) {
-    temp_dir dir;
-    auto db = open_at(dir);
-    rocksdb_pin_store pins(db);
-    auto a = make_pin("a", "A");
-    ASSERT_TRUE(pins.create_if_absent(a, "first-pull"));
-    auto stale = awaiting(a, pin_state::pending, "old upstream");
-    auto refused = pins.apply(change_to(stale, std::nullopt, "unpinned"));
-    ASSERT_FALSE(refused);
-    EXPECT_EQ(refused.error(), errc::conflict);
-    auto never_created = make_pin("z", "Z");
-    ASSERT_FALSE(pins.apply(
-        change_to(never_created, awaiting(never_created, pin_state::rejected, "Z2"), "repointed")));
-    expect_counts(pins, 1, 0);
-}
-
-TEST(PinStore, CountsAreRebuiltWhenTheDatabaseIsReopened) {
-    temp_dir dir;
-    {
-        auto db = open_at(dir);
-        rocksdb_pin_store pins(db);
-        auto a = make_pin("a", "A");
-        auto b = make_pin("b", "B");
-        auto c = make_pin("c", "C");
-        c.key.registry = "ghcr.io";
-        for (const auto& p : {a, b, c}) ASSERT_TRUE(pins.create_if_absent(p, "first-pull"));
-        ASSERT_TRUE(pins.apply(change_to(a, awaiting(a, pin_state::pending, "A2"), "repointed")));
-        ASSERT_TRUE(pins.apply(change_to(c, awaiting(c, pin_state::rejected, "C2"), "repointed")));
-        ASSERT_TRUE(pins.apply(change_to(b, std::nullopt, "unpinned")));
-        expect_counts(pins, 2, 2);
-    }
-    auto db = open_at(dir);
-    rocksdb_pin_store pins(db);
-    expect_counts(pins, 2, 2);
-}
-
-TEST(PinStore, ListAfterAKeyPagesThroughThePinsInKeyOrder) {
-    temp_dir dir;
-    auto db = open_at(dir);
-    rocksdb_pin_store pins(db);
-    auto ghcr = make_pin("a", "G");
-    ghcr.key.registry = "ghcr.io";
-    auto docker_class1 = make_pin("b", "B1");
-    docker_class1.key.accept_class = 1;
-    // Created out of order: the listing is in key order (registry, repository, tag, class).
-    for (const auto& p :
-         {make_pin("c", "C"), ghcr, make_pin("b", "B"), docker_class1, make_pin("a", "A")})
-        ASSERT_TRUE(pins.create_if_absent(p, "t"));
-    auto names = [](const std::vector<pin>& listed) {
-        std::vector<std::string> out;
-        for (const auto& p : listed)
-            out.push_back(p.key.registry + "/" + p.key.tag + "#" +
-                          std::to_string(p.key.accept_class));
-        return out;
-    };
-    using names_t = std::vector<std::string>;
-
-    pin_filter page;
-    page.limit = 2;
-    auto first = pins.list(page);
-    ASSERT_TRUE(first);
-    EXPECT_EQ(names(*first), (names_t{"docker.io/a#15", "docker.io/b#1"}));
-
-    // Strictly after an existing key: the key itself is not repeated.
-    page.after = first->back().key;
-    auto second = pins.list(page);
-    ASSERT_TRUE(second);
-    EXPECT_EQ(names(*second), (names_t{"docker.io/b#15", "docker.io/c#15"}));
-
-    page.after = second->back().key;
-    auto third = pins.list(page);
-    ASSERT_TRUE(third);
-    EXPECT_EQ(names(*third), (names_t{"ghcr.io/a#15"})) << "fewer than asked: the end";
-
-    page.after = third->back().key;
-    auto past_end = pins.list(page);
-    ASSERT_TRUE(past_end);
-    EXPECT_TRUE(past_end->empty());
-
-    pin_filter none_asked;
-    none_asked.limit = 0;
-    auto zero = pins.list(none_asked);
-    ASSERT_TRUE(zero);
-    EXPECT_TRUE(zero->empty()) << "a limit of 0 lists nothing";
-
-    // A cursor that names no stored pin (unpinned meanwhile) starts at the next key.
-    page.after = pin_key{"docker.io", "library/nginx", "bb", 15};
-    page.limit = 10;
-    auto from_gone = pins.list(page);
-    ASSERT_TRUE(from_gone);
-    EXPECT_EQ(names(*from_gone), (names_t{"docker.io/c#15", "ghcr.io/a#15"}));
-
-    // With a registry filter: a cursor before the registry starts at its first pin, one past
-    // it lists nothing.
-    pin_filter in_ghcr{"ghcr.io"};
-    in_ghcr.after = make_pin("a", "A").key;
-    auto ghcr_pins = pins.list(in_ghcr);
-    ASSERT_TRUE(ghcr_pins);
-    EXPECT_EQ(names(*ghcr_pins), (names_t{"ghcr.io/a#15"}));
-    pin_filter in_docker{"docker.io"};
-    in_docker.after = ghcr.key;
-    auto none = pins.list(in_docker);
-    ASSERT_TRUE(none);
-    EXPECT_TRUE(none->empty());
-    in_docker.after = make_pin("a", "A").key;
-    auto rest = pins.list(in_docker);
-    ASSERT_TRUE(rest);
-    EXPECT_EQ(names(*rest), (names_t{"docker.io/b#1", "docker.io/b#15", "docker.io/c#15"}));
 }
 
 // A chunk in a blob file is located (path, offset, size), and those bytes of that file are the
@@ -569,4 +182,69 @@ TEST(BlobStore, LocatesFlushedChunksInBlobFilesAndReadsTheRest) {
         ASSERT_TRUE(blobs.read_chunk(d, i, copy));
         EXPECT_EQ(copy, expected);
     }
+}
+
+// The start-up probe: chunks are located only when a probe value was found byte for byte in a
+// blob file. A RocksDB reading blob values another way (forced here by skewed offsets) turns
+// locating off, and chunks are then served from RocksDB's memory, with the right bytes.
+TEST(BlobStore, AFailedLocateProbeServesChunksFromMemory) {
+    temp_dir good_dir;
+    {
+        open_report report;
+        auto db = open_database(good_dir.str(), report);
+        ASSERT_TRUE(db);
+        EXPECT_TRUE(report.locate_verified) << report.locate_detail;
+    }
+    temp_dir dir;
+    open_report report;
+    open_hooks skewed;
+    skewed.locate_offset_skew = 1;
+    auto db = open_database(dir.str(), report, open_mode::read_write, skewed);
+    ASSERT_TRUE(db);
+    EXPECT_FALSE(report.locate_verified);
+    EXPECT_NE(report.locate_detail.find("not the probe value"), std::string::npos)
+        << report.locate_detail;
+    blob_store blobs(*db);
+    constexpr std::uint32_t chunk_size = 64 * 1024;
+    auto data = pattern(3 * chunk_size);
+    auto d = sha256_of(data);
+    ASSERT_TRUE(blobs.begin(d, chunk_size));
+    for (std::uint64_t i = 0; i * chunk_size < data.size(); ++i)
+        ASSERT_TRUE(blobs.put_chunk(d, i, std::string_view(data).substr(i * chunk_size, chunk_size),
+                                    blob_store::durability::unlogged));
+    ASSERT_TRUE(blobs.commit(d, data.size(), blob_store::durability::unlogged));
+    for (std::uint64_t i = 0; i * chunk_size < data.size(); ++i) {
+        chunk c;
+        auto span = blobs.locate_chunk(d, i, c);
+        ASSERT_TRUE(span);
+        EXPECT_FALSE(*span) << "chunk " << i << " located although the probe failed";
+        EXPECT_EQ(c.bytes(), std::string_view(data).substr(i * chunk_size, chunk_size));
+    }
+}
+
+// Network threads mark themselves; a storage call that may block aborts there in builds with
+// assertions (the sanitizer build the tests run), and is compiled out of Release builds. A
+// memory-only read is allowed anywhere.
+TEST(StorageThreads, ABlockingCallOnANetworkThreadIsCaughtWhereAssertionsAreOn) {
+    temp_dir dir;
+    auto db = open_at(dir);
+    blob_store blobs(db);
+    auto d = sha256_of("absent");
+    std::thread([&] {
+        mark_network_thread();
+        auto quick = blobs.find(d, read_mode::memory_only);
+        EXPECT_TRUE(quick || quick.error() == errc::would_block);
+    }).join();
+#ifdef NDEBUG
+    std::thread([&] {
+        mark_network_thread();
+        EXPECT_TRUE(blobs.find(d)) << "Release builds never abort";
+    }).join();
+#else
+    EXPECT_DEATH(std::thread([&] {
+                     mark_network_thread();
+                     (void)blobs.find(d);
+                 }).join(),
+                 "storage call 'blob_store::find' on a network thread");
+#endif
 }

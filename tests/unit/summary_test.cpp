@@ -1,4 +1,4 @@
-#include "proxy/registry/summary.hpp"
+#include "proxy/pins/summary.hpp"
 
 #include <gtest/gtest.h>
 
@@ -7,7 +7,7 @@
 #include "proxy/oci/media_types.hpp"
 #include "storage/digest.hpp"
 
-using namespace regpin::proxy::registry;
+using namespace regpin::proxy::pins;
 namespace oci = regpin::proxy::oci;
 using nlohmann::json;
 

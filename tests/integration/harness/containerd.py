@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Optional
 
-from .process import _spawn, _terminate, make_temp_dir, remove_temp_dir, run, tail, wait_until
+from .process import TempDirProcess, _spawn, _terminate, make_temp_dir, run, tail, wait_until
 
 # The containerd namespace every `ctr` call uses.
 CTR_NAMESPACE = "regpin-test"
@@ -51,7 +51,7 @@ class CtrImage:
     platforms: str
 
 
-class Containerd:
+class Containerd(TempDirProcess):
     """A private containerd 1.6 daemon: root, state, sockets and config in a fresh temp dir.
 
     The CRI plugin and the snapshotters that need special filesystems are disabled. Pulls
@@ -206,12 +206,3 @@ class Containerd:
         for mount_point in sorted(mounts, key=len, reverse=True):
             subprocess.run(["umount", "-l", mount_point], capture_output=True, check=False)
 
-    def close(self) -> None:
-        self.stop()
-        remove_temp_dir(self.dir)
-
-    def __enter__(self) -> "Containerd":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

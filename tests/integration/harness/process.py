@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
 # The repository root (this file is tests/integration/harness/process.py).
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -162,3 +162,41 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
     with _live_lock:
         _live_processes.discard(proc)
+
+
+class LoopbackServer:
+    """`host` and `url` of a server listening on 127.0.0.1:`port`, over HTTPS when `tls` is set."""
+
+    port: int
+    tls: Any = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.host}"
+
+
+class TempDirProcess:
+    """A process with its own temporary folder `dir`: close() stops it and removes the folder,
+    and `with` starts it and closes it."""
+
+    dir: str
+
+    def start(self) -> Any:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.stop()
+        remove_temp_dir(self.dir)
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -14,7 +14,8 @@ from typing import Mapping, Optional
 
 from .auth import TokenServer, basic_auth, parse_www_authenticate
 from .images import ACCEPT_ALL_MANIFESTS, sha256_digest
-from .process import _spawn, _terminate, free_port, make_temp_dir, remove_temp_dir, tail, wait_until
+from .process import (LoopbackServer, TempDirProcess, _spawn, _terminate, free_port, make_temp_dir,
+                      tail, wait_until)
 from .tls import ServerCert
 from .web import Response, http_request
 
@@ -41,7 +42,7 @@ class AccessLogEntry:
     user_agent: str
 
 
-class Registry:
+class Registry(LoopbackServer, TempDirProcess):
     """A docker-registry 2.8 (`docker-registry serve CONFIG`) on 127.0.0.1:<free port>.
 
     Storage, config and log live in a fresh temp dir and survive stop()/start(), which reuse
@@ -105,14 +106,6 @@ class Registry:
         with open(self.config_path, "w") as f:
             f.write(config)
 
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://{self.host}"
-
     def request(self, method: str, path: str, headers: Optional[Mapping[str, str]] = None,
                 body: Optional[bytes] = None, timeout: float = 30.0, authenticate: bool = True) -> Response:
         """A request straight to the registry (HTTPS if it has TLS). With `authenticate`, a 401
@@ -175,15 +168,6 @@ class Registry:
             _terminate(self._proc, timeout=10)
             self._proc = None
 
-    def close(self) -> None:
-        self.stop()
-        remove_temp_dir(self.dir)
-
-    def __enter__(self) -> "Registry":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- access log --------------------------------------------------------------------------
 

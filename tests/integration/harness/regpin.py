@@ -12,8 +12,8 @@ import subprocess
 import tempfile
 from typing import Any, Mapping, Optional, Sequence
 
-from .process import (REPO_ROOT, CommandError, _kill, _spawn, _terminate, free_port, make_temp_dir,
-                      remove_temp_dir, run, tail, wait_until)
+from .process import (REPO_ROOT, CommandError, LoopbackServer, TempDirProcess, _kill, _spawn, _terminate,
+                      free_port, make_temp_dir, run, tail, wait_until)
 from .registry import Registry
 from .tls import ServerCert
 from .web import Response, http_request
@@ -152,7 +152,7 @@ def _as_json(item: Any) -> Any:
     return item.to_json() if hasattr(item, "to_json") else item
 
 
-class Regpin:
+class Regpin(LoopbackServer, TempDirProcess):
     """regpin under test: `regpin serve --config FILE` on 127.0.0.1:<free port>.
 
     The harness writes the JSON config and keeps data dir, config and log in a fresh temp
@@ -234,14 +234,6 @@ class Regpin:
         self.config = config
         with open(self.config_path, "w") as f:
             json.dump(config, f, indent=2)
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     @property
     def admin_host(self) -> str:
@@ -326,18 +318,9 @@ class Regpin:
         self.stop()
         return self.start()
 
-    def close(self) -> None:
-        self.stop()
-        remove_temp_dir(self.dir)
-
     def log(self) -> str:
         return tail(self.log_path, 20000)
 
-    def __enter__(self) -> "Regpin":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- requests ------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@
 
 #include "storage/pin.hpp"
 
-namespace regpin::proxy::admin {
+namespace regpin::proxy::pins {
 
 // "2026-11-26T20:59:45.833Z"
 std::string format_time(std::int64_t unix_ms);
@@ -23,4 +23,4 @@ nlohmann::json event_json(const storage::pin_event& e);
 // policy, action, detected_at, summary, and the event id receivers de-duplicate on.
 nlohmann::json alert_json(const storage::pin_event& e);
 
-}  // namespace regpin::proxy::admin
+}  // namespace regpin::proxy::pins

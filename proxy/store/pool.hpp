@@ -1,8 +1,9 @@
 #pragma once
-// Blocking storage calls (synced writes, chunk writes, flushes) from a coroutine: run on a
-// thread pool, never on a network thread.
+// Blocking storage calls (reads that may reach the disk, synced writes, chunk writes, flushes)
+// from a coroutine: run on a thread pool, never on a network thread. The facades of this module
+// (content.hpp, pin_records.hpp) are its only users.
 //
-//   auto r = co_await on_pool<&storage::pin_store::apply>(pool, &pins, change);
+//   auto r = co_await on_pool<&storage::manifest_store::find>(pool, &manifests, d, mode);
 //
 // The arguments are copied into the coroutine frames as value parameters: no lambda, no
 // closure, because g++ 12 destroys a coroutine lambda's captures, and temporaries passed to a
@@ -18,7 +19,9 @@
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-namespace regpin::proxy::registry {
+#include "storage/errors.hpp"
+
+namespace regpin::proxy::store {
 
 namespace detail {
 
@@ -40,4 +43,15 @@ boost::asio::awaitable<std::invoke_result_t<decltype(Fn), Args&...>> on_pool(
     co_return std::move(*r);
 }
 
-}  // namespace regpin::proxy::registry
+// A point read `Fn(store, key, mode)`: answered inline when RocksDB has it in memory
+// (read_mode::memory_only), else read on `pool`. The fast path costs no thread hop.
+template <auto Fn, class Store, class Key>
+boost::asio::awaitable<std::invoke_result_t<decltype(Fn), const Store*, Key&, storage::read_mode>>
+memory_first(boost::asio::thread_pool& pool, const Store* store, Key key) {
+    auto r = std::invoke(Fn, store, key, storage::read_mode::memory_only);
+    if (r || r.error() != storage::errc::would_block) co_return r;
+    auto mode = storage::read_mode::may_block;
+    co_return co_await on_pool<Fn>(pool, store, key, mode);
+}
+
+}  // namespace regpin::proxy::store

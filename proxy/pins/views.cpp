@@ -1,9 +1,9 @@
-#include "proxy/admin/views.hpp"
+#include "proxy/pins/views.hpp"
 
 #include <cstdio>
 #include <ctime>
 
-namespace regpin::proxy::admin {
+namespace regpin::proxy::pins {
 
 using nlohmann::json;
 
@@ -77,7 +77,7 @@ json pin_json(const storage::pin& p) {
 json event_json(const storage::pin_event& e) {
     json j = {{"id", e.id},
               {"time", format_time(e.time_ms)},
-              {"type", e.type},
+              {"type", std::string(storage::to_string(e.type))},
               {"registry", e.key.registry},
               {"repository", e.key.repository},
               {"tag", e.key.tag},
@@ -116,4 +116,4 @@ json alert_json(const storage::pin_event& e) {
             {"summary", summary}};
 }
 
-}  // namespace regpin::proxy::admin
+}  // namespace regpin::proxy::pins

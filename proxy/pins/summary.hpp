@@ -10,7 +10,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
-namespace regpin::proxy::registry {
+namespace regpin::proxy::pins {
 
 // One side of a re-point (pinned or upstream), as far as the caller could fetch it.
 struct image_docs {
@@ -61,4 +61,4 @@ fetch_plan what_to_fetch(const image_docs& pinned, const image_docs& upstream);
 //               -> 2026-02-01T00:00:00Z"
 nlohmann::json summarize(const image_docs& pinned, const image_docs& upstream);
 
-}  // namespace regpin::proxy::registry
+}  // namespace regpin::proxy::pins

@@ -1,4 +1,4 @@
-#include "proxy/registry/summary.hpp"
+#include "proxy/pins/summary.hpp"
 
 #include <algorithm>
 #include <optional>
@@ -7,10 +7,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "proxy/oci/manifest.hpp"
 #include "proxy/oci/media_types.hpp"
 #include "storage/digest.hpp"
 
-namespace regpin::proxy::registry {
+namespace regpin::proxy::pins {
 
 namespace {
 
@@ -133,9 +134,8 @@ void read_index_entries(side& s, const json& entries) {
 }
 
 void read_top(side& s, std::vector<std::string>& errors) {
-    std::string mt = printable(oci::strip_parameters(s.docs.media_type));
+    std::string mt = printable(oci::manifest_media_type(s.docs.media_type, s.docs.manifest_bytes));
     auto doc = parse_object(s.docs.manifest_bytes);
-    if (mt.empty() && doc) mt = printable(string_at(*doc, "mediaType").value_or(""));
     if (!mt.empty()) s.media_type = mt;
     if (!doc) {
         errors.push_back(s.name + " manifest (not JSON)");
@@ -419,4 +419,4 @@ nlohmann::json summarize(const image_docs& pinned, const image_docs& upstream) {
     }
 }
 
-}  // namespace regpin::proxy::registry
+}  // namespace regpin::proxy::pins

@@ -1,4 +1,4 @@
-#include "proxy/registry/blob_fetcher.hpp"
+#include "proxy/cache/blob_fetcher.hpp"
 
 #include <vector>
 
@@ -10,10 +10,10 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-#include "proxy/registry/chunk_source.hpp"
-#include "proxy/registry/on_pool.hpp"
+#include "proxy/cache/chunk_source.hpp"
+#include "proxy/upstream/fetch.hpp"
 
-namespace regpin::proxy::registry {
+namespace regpin::proxy::cache {
 
 namespace asio = boost::asio;
 using boost::system::error_code;
@@ -27,7 +27,7 @@ constexpr std::size_t read_size = 256 * 1024;
 // bytes are written once instead of twice, for one flush at commit.
 constexpr std::uint64_t unlogged_from = 8ull * storage::blob_store::default_chunk_size;
 
-oci::error upstream_failure(const std::string& registry, const std::string& what) {
+oci::error download_failure(const std::string& registry, const std::string& what) {
     return {oci::error_code::unavailable, "upstream " + registry + ": " + what};
 }
 
@@ -82,7 +82,7 @@ public:
 
     const storage::digest& digest() const { return digest_; }
     std::uint32_t chunk_size() const { return chunk_size_; }
-    storage::blob_store& store() const { return owner_.blobs_; }
+    store::content& content() const { return owner_.content_; }
 
 private:
     void fail(oci::error e) {
@@ -119,24 +119,25 @@ private:
     std::vector<std::shared_ptr<waker>> wakers_;
 };
 
-// On the blocking pool: a chunk put copies a chunk into the memtable, not a network thread's
-// work. `bytes` stays valid: the download changes its tail only after the write returned.
+// `bytes` stays valid: the download changes its tail only after the write returned.
 asio::awaitable<bool> blob_download::flush_chunk(std::uint64_t index, std::string_view bytes) {
-    auto* blobs = &owner_.blobs_;
-    auto written = co_await on_pool<&storage::blob_store::put_chunk>(
-        owner_.blocking_, blobs, digest_, index, bytes, durability_);
+    auto written = co_await owner_.content_.put_chunk(digest_, index, bytes, durability_);
     co_return static_cast<bool>(written);
 }
 
 asio::awaitable<void> blob_download::run(upstream::registry_client& client,
                                          std::string repository) {
     auto self = shared_from_this();
+    bool failed = false;
     try {
         co_await download(client, std::move(repository));
     } catch (const std::exception& e) {
         // Nothing may leave a download half-registered: clients would wait forever.
         spdlog::error("blob {}: download failed: {}", digest_.str(), e.what());
-        (void)owner_.blobs_.discard(digest_);
+        failed = true;
+    }
+    if (failed) {
+        (void)co_await owner_.content_.discard_blob(digest_);
         owner_.finished(digest_);
         fail({oci::error_code::unavailable, "download of " + digest_.str() + " failed"});
     }
@@ -146,29 +147,23 @@ asio::awaitable<void> blob_download::download(upstream::registry_client& client,
                                               std::string repository) {
     upstream::request req;
     req.target = "/v2/" + repository + "/blobs/" + digest_.str();
-    req.scope = "repository:" + repository + ":pull";
+    req.scope = upstream::pull_scope(repository);
     auto resp = co_await client.send(req);
     if (!resp) {
         spdlog::warn("blob {}: upstream {} failed: {}", digest_.str(), registry_,
                      resp.error().message());
-        fail(upstream_failure(registry_, resp.error().message()));
+        fail(upstream::transport_error(registry_, resp.error()));
         owner_.finished(digest_);
         co_return;
     }
     if (resp->status() != 200) {
         auto status = resp->status();
         (void)co_await resp->read_all(64 * 1024);
-        if (status == 404)
-            fail({oci::error_code::blob_unknown, "blob unknown to upstream " + registry_});
-        else if (status == 401 || status == 403)
-            fail({oci::error_code::name_unknown,
-                  "upstream " + registry_ + " refused access (" + std::to_string(status) + ")"});
-        else
-            fail(upstream_failure(registry_, "answered " + std::to_string(status)));
+        fail(upstream::upstream_error(registry_, status, oci::error_code::blob_unknown));
         owner_.finished(digest_);
         co_return;
     }
-    if (auto began = owner_.blobs_.begin(digest_, chunk_size_); !began) {
+    if (auto began = co_await owner_.content_.begin_blob(digest_, chunk_size_); !began) {
         fail({oci::error_code::unknown, "cannot write to the cache"});
         owner_.finished(digest_);
         co_return;
@@ -243,18 +238,15 @@ asio::awaitable<void> blob_download::download(upstream::registry_client& client,
         if (!(got == digest_)) failure = "content does not match digest (got " + got.str() + ")";
     }
     if (failure.empty()) {
-        // On the blocking pool: an unlogged commit waits for a flush.
-        auto* blobs = &owner_.blobs_;
-        auto committed = co_await on_pool<&storage::blob_store::commit>(
-            owner_.blocking_, blobs, digest_, total, durability_);
+        auto committed = co_await owner_.content_.commit_blob(digest_, total, durability_);
         if (!committed) failure = "cache commit failed";
     }
 
     if (!failure.empty()) {
         spdlog::error("blob {} from {}: {}; discarded", digest_.str(), registry_, failure);
-        (void)owner_.blobs_.discard(digest_);
+        (void)co_await owner_.content_.discard_blob(digest_);
         owner_.finished(digest_);
-        fail(upstream_failure(registry_, failure));
+        fail(download_failure(registry_, failure));
         co_return;
     }
     {
@@ -274,13 +266,13 @@ namespace {
 
 // One client's view of a download: the whole blob from byte 0. Holds back the last byte
 // until the digest verified, so a wrong body never looks complete.
-class download_stream final : public body_stream {
+class download_stream final : public http::body_stream {
 public:
     download_stream(std::shared_ptr<blob_download> dl, std::shared_ptr<waker> w)
-        : dl_(std::move(dl)), waker_(std::move(w)), source_(dl_->store()) {}
+        : dl_(std::move(dl)), waker_(std::move(w)), source_(dl_->content()) {}
     ~download_stream() override { dl_->unsubscribe(waker_); }
 
-    asio::awaitable<boost::system::result<body_part>> next(bool files) override {
+    asio::awaitable<boost::system::result<http::body_part>> next(bool files) override {
         using phase = blob_download::phase;
         while (true) {
             auto v = dl_->snapshot();
@@ -296,8 +288,8 @@ public:
                 auto chunk_bytes = complete ? std::min<std::uint64_t>(cs, v.available - chunk_start)
                                             : std::uint64_t{cs};
                 auto stop = std::min<std::uint64_t>(chunk_bytes, deliverable - chunk_start);
-                auto part = source_.part(dl_->digest(), index, chunk_bytes, offset_ - chunk_start,
-                                         stop, files);
+                auto part = co_await source_.part(dl_->digest(), index, chunk_bytes,
+                                                  offset_ - chunk_start, stop, files);
                 if (part) offset_ = chunk_start + stop;
                 co_return part;
             }
@@ -307,11 +299,11 @@ public:
                 auto limit = std::min<std::uint64_t>(deliverable, offset_ + read_size);
                 if (dl_->copy_tail(offset_, limit, buf_) && !buf_.empty()) {
                     offset_ += buf_.size();
-                    co_return body_part{std::string_view(buf_)};
+                    co_return http::body_part{std::string_view(buf_)};
                 }
                 continue;  // flushed meanwhile: read it from the store
             }
-            if (complete) co_return body_part{};
+            if (complete) co_return http::body_part{};
             auto [ec] = co_await waker_->async_receive(asio::as_tuple(asio::use_awaitable));
             if (ec) co_return make_error_code(boost::system::errc::operation_canceled);
         }
@@ -327,9 +319,8 @@ private:
 
 }  // namespace
 
-blob_fetcher::blob_fetcher(asio::any_io_executor ex, storage::blob_store& blobs,
-                           asio::thread_pool& blocking)
-    : ex_(std::move(ex)), blobs_(blobs), blocking_(blocking) {}
+blob_fetcher::blob_fetcher(asio::any_io_executor ex, store::content& content)
+    : ex_(std::move(ex)), content_(content) {}
 
 std::size_t blob_fetcher::in_flight() const {
     std::lock_guard lock(mutex_);
@@ -339,17 +330,27 @@ std::size_t blob_fetcher::in_flight() const {
 void blob_fetcher::finished(const storage::digest& d) {
     std::lock_guard lock(mutex_);
     downloads_.erase(d);
+    ++ended_;
 }
 
-std::shared_ptr<blob_download> blob_fetcher::join(const storage::digest& d,
-                                                  upstream::registry_client& client,
-                                                  const std::string& repository) {
+asio::awaitable<oci::result<std::shared_ptr<blob_download>>> blob_fetcher::join(
+    const storage::digest& d, upstream::registry_client& client, const std::string& repository) {
     std::shared_ptr<blob_download> dl;
-    {
+    while (!dl) {
+        std::uint64_t ended = 0;
+        {
+            std::lock_guard lock(mutex_);
+            if (auto it = downloads_.find(d); it != downloads_.end()) co_return it->second;
+            ended = ended_;
+        }
+        // The store is read without the lock (it may take a thread hop); a download that ended
+        // meanwhile shows in ended_, and then the store is read again.
+        auto rec = co_await content_.find_blob(d);
+        if (!rec) co_return oci::error{oci::error_code::unknown, "cannot read the cache"};
+        if (*rec) co_return std::shared_ptr<blob_download>{};
         std::lock_guard lock(mutex_);
-        if (auto it = downloads_.find(d); it != downloads_.end()) return it->second;
-        // Checked under the lock: a download that just finished has already committed.
-        if (auto rec = blobs_.find(d); rec && *rec) return nullptr;
+        if (auto it = downloads_.find(d); it != downloads_.end()) co_return it->second;
+        if (ended_ != ended) continue;
         dl = std::make_shared<blob_download>(*this, d, client.settings().registry);
         downloads_.emplace(d, dl);
     }
@@ -358,12 +359,14 @@ std::shared_ptr<blob_download> blob_fetcher::join(const storage::digest& d,
     // The download belongs to no client: it finishes (and fills the cache) even if every
     // requester goes away.
     asio::co_spawn(asio::make_strand(ex_), dl->run(client, repository), asio::detached);
-    return dl;
+    co_return dl;
 }
 
-asio::awaitable<std::variant<download_started, oci::error>> blob_fetcher::fetch(
-    const storage::digest& d, upstream::registry_client& client, const std::string& repository) {
-    auto dl = join(d, client, repository);
+asio::awaitable<oci::result<download_started>> blob_fetcher::fetch(
+    storage::digest d, upstream::registry_client& client, std::string repository) {
+    auto joined = co_await join(d, client, repository);
+    if (!joined) co_return joined.error();
+    auto dl = *joined;
     if (!dl) {
         download_started cached;
         cached.already_stored = true;
@@ -391,31 +394,31 @@ asio::awaitable<std::variant<download_started, oci::error>> blob_fetcher::fetch(
     }
 }
 
-asio::awaitable<bool> blob_fetcher::wait_complete(const storage::digest& d,
-                                                  upstream::registry_client& client,
-                                                  const std::string& repository,
-                                                  oci::error& failure) {
-    auto dl = join(d, client, repository);
-    if (!dl) co_return true;
+asio::awaitable<oci::result<void>> blob_fetcher::wait_complete(storage::digest d,
+                                                               upstream::registry_client& client,
+                                                               std::string repository) {
+    auto joined = co_await join(d, client, repository);
+    if (!joined) co_return joined.error();
+    auto dl = *joined;
+    if (!dl) co_return oci::result<void>{};
     auto w = std::make_shared<waker>(co_await asio::this_coro::executor, 1);
     dl->subscribe(w);
+    oci::result<void> out;
     while (true) {
         auto v = dl->snapshot();
         if (v.state == blob_download::phase::complete) break;
         if (v.state == blob_download::phase::failed) {
-            failure = v.failure;
-            dl->unsubscribe(w);
-            co_return false;
+            out = v.failure;
+            break;
         }
         auto [ec] = co_await w->async_receive(asio::as_tuple(asio::use_awaitable));
         if (ec) {
-            failure = {oci::error_code::unavailable, "cancelled"};
-            dl->unsubscribe(w);
-            co_return false;
+            out = oci::error{oci::error_code::unavailable, "cancelled"};
+            break;
         }
     }
     dl->unsubscribe(w);
-    co_return true;
+    co_return out;
 }
 
-}  // namespace regpin::proxy::registry
+}  // namespace regpin::proxy::cache

@@ -14,7 +14,7 @@
 #include "storage/manifest_store.hpp"
 #include "storage/pin.hpp"
 
-namespace regpin::proxy::registry {
+namespace regpin::proxy::pins {
 
 enum class policy_kind { pin, follow, reject };
 
@@ -85,6 +85,21 @@ std::optional<repoint_decision> decide_repoint(policy_kind policy, std::string_v
 // The config's rules, parsed (config validation already refused unknown policy names).
 std::vector<policy_rule> rules_from(const std::vector<config::policy_rule>& rules);
 
+// The configuration's policies, ready to answer for a pin key: the rules of `policies` and the
+// default revalidate_after of `pin_checks`.
+class policy_table {
+public:
+    explicit policy_table(const config::settings& s)
+        : rules_(rules_from(s.policies)), default_revalidate_(s.checks.revalidate_after) {}
+    resolved_policy for_key(const storage::pin_key& k) const {
+        return resolve_policy(rules_, k.registry, k.repository, k.tag, default_revalidate_);
+    }
+
+private:
+    std::vector<policy_rule> rules_;
+    std::chrono::seconds default_revalidate_;
+};
+
 // `p` now serves digest `d` (manifest `m`): state pinned, nothing pending, verified at `now_ms`.
 // What approve, set and a followed re-point do to a pin.
 storage::pin serve_digest(storage::pin p, const storage::digest& d, const storage::manifest& m,
@@ -98,4 +113,4 @@ storage::pin apply_repoint(storage::pin p, const repoint_decision& decision,
                            const storage::digest& upstream, const storage::manifest& m,
                            std::int64_t now_ms);
 
-}  // namespace regpin::proxy::registry
+}  // namespace regpin::proxy::pins

@@ -1,12 +1,11 @@
-#include "proxy/registry/upstream_ops.hpp"
+#include "proxy/upstream/fetch.hpp"
 
 #include <spdlog/spdlog.h>
-#include <nlohmann/json.hpp>
 
-#include "proxy/oci/media_types.hpp"
+#include "proxy/oci/manifest.hpp"
 #include "proxy/oci/route.hpp"
 
-namespace regpin::proxy::registry {
+namespace regpin::proxy::upstream {
 
 namespace asio = boost::asio;
 using oci::error_code;
@@ -25,21 +24,27 @@ oci::error upstream_error(const std::string& registry, unsigned status, error_co
 }
 
 oci::error transport_error(const std::string& registry, const boost::system::error_code& ec) {
-    if (ec == upstream::errc::offline)
+    if (ec == errc::offline)
         return {error_code::unavailable,
                 "not in regpin's cache, and regpin is offline: " + registry +
                     " is never contacted (import a bundle or prefetch while online)"};
     return {error_code::unavailable, "upstream " + registry + " unavailable: " + ec.message()};
 }
 
-asio::awaitable<std::variant<fetched_manifest, oci::error>> fetch_manifest(
-    upstream::registry_client& client, const std::string& repository, const std::string& reference,
-    const std::string& accept, std::size_t max_bytes) {
+std::string pull_scope(const std::string& repository) {
+    return "repository:" + repository + ":pull";
+}
+
+asio::awaitable<oci::result<fetched_manifest>> fetch_manifest(registry_client& client,
+                                                              const std::string& repository,
+                                                              const std::string& reference,
+                                                              const std::string& accept,
+                                                              std::size_t max_bytes) {
     const auto& registry = client.settings().registry;
-    upstream::request req;
+    request req;
     req.target = "/v2/" + repository + "/manifests/" + reference;
     req.accept = accept;
-    req.scope = "repository:" + repository + ":pull";
+    req.scope = pull_scope(repository);
     auto resp = co_await client.send(req);
     if (!resp) co_return transport_error(registry, resp.error());
     if (resp->status() != 200) {
@@ -57,12 +62,7 @@ asio::awaitable<std::variant<fetched_manifest, oci::error>> fetch_manifest(
                                                               std::to_string(max_bytes) + " bytes"};
         co_return transport_error(registry, body.error());
     }
-    auto media_type = oci::strip_parameters(resp->headers()["Content-Type"]);
-    if (media_type.empty() || media_type == "application/json") {
-        auto j = nlohmann::json::parse(*body, nullptr, false);
-        if (j.is_object() && j.contains("mediaType") && j["mediaType"].is_string())
-            media_type = j["mediaType"].get<std::string>();
-    }
+    auto media_type = oci::manifest_media_type(resp->headers()["Content-Type"], *body);
     std::optional<storage::digest> expected;
     if (oci::is_digest_reference(reference)) {
         expected = storage::digest::parse(reference);
@@ -84,4 +84,4 @@ asio::awaitable<std::variant<fetched_manifest, oci::error>> fetch_manifest(
     co_return fetched_manifest{d, {media_type, std::move(*body)}};
 }
 
-}  // namespace regpin::proxy::registry
+}  // namespace regpin::proxy::upstream

@@ -1,8 +1,8 @@
-#include "proxy/registry/policy.hpp"
+#include "proxy/pins/policy.hpp"
 
 #include <algorithm>
 
-namespace regpin::proxy::registry {
+namespace regpin::proxy::pins {
 
 namespace {
 
@@ -186,4 +186,4 @@ storage::pin apply_repoint(storage::pin p, const repoint_decision& decision,
     return p;
 }
 
-}  // namespace regpin::proxy::registry
+}  // namespace regpin::proxy::pins

@@ -1,0 +1,69 @@
+#pragma once
+// Single-flight blob downloads. However many clients ask for one uncached digest at once, one
+// upstream download runs; it writes chunks to the blob store as they arrive, and every client
+// streams from it (from RocksDB for written chunks, from the in-memory tail for the rest), so
+// memory per download is one chunk whatever the blob size. The blob becomes visible in the
+// store only after its sha256 verified; on a mismatch it is discarded and every client's
+// stream fails, so the server aborts instead of ending a wrong body.
+
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include "proxy/http/message.hpp"
+#include "proxy/oci/errors.hpp"
+#include "proxy/store/content.hpp"
+#include "proxy/upstream/registry_client.hpp"
+#include "storage/digest.hpp"
+
+namespace regpin::proxy::cache {
+
+class blob_download;
+
+struct download_started {
+    std::optional<std::uint64_t> size;          // Content-Length from the upstream, when sent
+    std::shared_ptr<http::body_stream> stream;  // the whole blob, from byte 0
+    bool already_stored = false;                // finished before we joined: read the store instead
+};
+
+class blob_fetcher {
+public:
+    blob_fetcher(boost::asio::any_io_executor ex, store::content& content);
+
+    // Joins (or starts) the download of `d` from `client` and waits until the upstream
+    // answered. The error is what the client should get when the upstream fails first.
+    [[nodiscard]] boost::asio::awaitable<oci::result<download_started>> fetch(
+        storage::digest d, upstream::registry_client& client, std::string repository);
+
+    // Joins (or starts) the download of `d` and waits for it to finish: the blob is stored
+    // when this returns without an error.
+    [[nodiscard]] boost::asio::awaitable<oci::result<void>> wait_complete(
+        storage::digest d, upstream::registry_client& client, std::string repository);
+
+    // Downloads in flight, for tests and metrics.
+    std::size_t in_flight() const;
+
+    store::content& content() { return content_; }
+
+private:
+    friend class blob_download;
+    // The download of `d`, joined or started; nullptr when the blob is stored.
+    boost::asio::awaitable<oci::result<std::shared_ptr<blob_download>>> join(
+        const storage::digest& d, upstream::registry_client& client, const std::string& repository);
+    void finished(const storage::digest& d);
+
+    boost::asio::any_io_executor ex_;
+    store::content& content_;
+    mutable std::mutex mutex_;
+    std::unordered_map<storage::digest, std::shared_ptr<blob_download>> downloads_;
+    // Downloads that ended, ever: join() tells from it that one finished between its look at
+    // the store and its look at downloads_ (the blob may be stored now).
+    std::uint64_t ended_ = 0;
+};
+
+}  // namespace regpin::proxy::cache

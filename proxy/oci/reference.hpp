@@ -1,0 +1,31 @@
+#pragma once
+// Image references as people write them ("nginx:1.27", "ghcr.io/org/app:v1") and Docker Hub's
+// one naming rule. The one place both live: the router, the admin API, bundles and the CLI use
+// these.
+
+#include <string>
+#include <string_view>
+
+#include "config/config.hpp"
+#include "proxy/oci/errors.hpp"
+
+namespace regpin::proxy::oci {
+
+// Docker Hub's rule: a one-component repository there means "library/<name>"
+// ("nginx" -> "library/nginx"); anything else is returned as it is.
+std::string hub_repository(std::string_view registry, std::string_view repository);
+
+// REGISTRY/REPOSITORY:TAG with Docker Hub's rule applied.
+struct image_reference {
+    std::string registry, repository, tag;
+    std::string str() const { return registry + "/" + repository + ":" + tag; }
+};
+
+// "docker.io/library/nginx:1.27", "nginx:1.27" (docker.io, library/nginx),
+// "ghcr.io/org/app:v1", "127.0.0.1:5000/team/app:v1". The first component is the registry when
+// it looks like a host (a dot, a port or "localhost"), else the registry is docker.io. A tag is
+// required (a digest is not a tag); NAME_INVALID / TAG_INVALID otherwise, with a message for
+// the operator.
+result<image_reference> parse_image_reference(std::string_view ref);
+
+}  // namespace regpin::proxy::oci

@@ -1,0 +1,141 @@
+#include "proxy/pins/actions.hpp"
+
+#include "proxy/cache/fetch_through.hpp"
+#include "proxy/oci/media_types.hpp"
+#include "proxy/pins/policy.hpp"
+#include "storage/clock.hpp"
+
+namespace regpin::proxy::pins {
+
+namespace asio = boost::asio;
+using oci::error_code;
+using storage::pin;
+using storage::pin_event;
+
+namespace {
+
+oci::error no_pin(const pin_target& t) {
+    return {error_code::manifest_unknown,
+            "no pin for " + t.registry + "/" + t.repository + ":" + t.tag};
+}
+
+pin_event operator_event(storage::event_type type, const storage::pin_key& key,
+                         std::string old_digest, std::string new_digest, const std::string& actor) {
+    return {0,
+            storage::now_ms(),
+            type,
+            key,
+            std::move(old_digest),
+            std::move(new_digest),
+            actor,
+            "",
+            "",
+            ""};
+}
+
+}  // namespace
+
+actions::actions(const config::settings& settings, upstream::upstreams& upstreams,
+                 store::pin_records& records, store::content& content, pins::writer& writer)
+    : settings_(settings),
+      upstreams_(upstreams),
+      records_(records),
+      content_(content),
+      writer_(writer) {}
+
+asio::awaitable<oci::result<storage::manifest>> actions::manifest(std::size_t ui,
+                                                                  const std::string& repository,
+                                                                  const storage::digest& d) {
+    const std::string accept = oci::accept_for_class(oci::accepts_all);
+    const std::string repo = repository;
+    auto got = co_await cache::manifest_by_digest(content_, upstreams_.at(ui), repo, d, accept,
+                                                  settings_.manifest_max_bytes);
+    if (!got) co_return got.error();
+    co_return std::move(got->manifest);
+}
+
+asio::awaitable<actions::events> actions::commit(std::vector<storage::pin_change> changes) {
+    auto applied = co_await writer_.commit(std::move(changes));
+    if (!applied) {
+        if (applied.error() == storage::errc::conflict)
+            co_return oci::error{error_code::denied, "the pin changed meanwhile; try again"};
+        co_return cache::storage_error("writing a pin change");
+    }
+    co_return std::move(*applied);
+}
+
+asio::awaitable<actions::events> actions::approve(pin_target t, std::optional<std::string> digest,
+                                                  std::string actor) {
+    auto ui = upstreams_.index_of(t.registry);
+    auto current = co_await records_.list_tag(t.registry, t.repository, t.tag);
+    if (!current) co_return cache::storage_error("reading pins");
+    if (current->empty() || ui == upstream::upstreams::npos) co_return no_pin(t);
+    std::vector<storage::pin_change> changes;
+    for (const auto& p : *current) {
+        std::optional<storage::digest> target;
+        if (digest)
+            target = storage::digest::parse(*digest);
+        else
+            target = p.pending_digest;
+        if (!target)
+            co_return oci::error{error_code::denied, digest ? "invalid digest '" + *digest + "'"
+                                                            : "nothing is pending for " +
+                                                                  storage::display_name(p.key) +
+                                                                  ": give the digest to approve"};
+        auto m = co_await manifest(ui, t.repository, *target);
+        if (!m) co_return m.error();
+        auto np = serve_digest(p, *target, *m, storage::now_ms());
+        storage::pin_change change{p.key, p, np};
+        change.events.push_back(operator_event(storage::event_type::approved, p.key,
+                                               p.manifest_digest.str(), target->str(), actor));
+        changes.push_back(std::move(change));
+    }
+    co_return co_await commit(std::move(changes));
+}
+
+asio::awaitable<actions::events> actions::unpin(pin_target t, std::string actor) {
+    auto current = co_await records_.list_tag(t.registry, t.repository, t.tag);
+    if (!current) co_return cache::storage_error("reading pins");
+    if (current->empty()) co_return no_pin(t);
+    std::vector<storage::pin_change> changes;
+    for (const auto& p : *current) {
+        storage::pin_change change{p.key, p, std::nullopt};
+        change.events.push_back(operator_event(storage::event_type::unpinned, p.key,
+                                               p.manifest_digest.str(), "", actor));
+        changes.push_back(std::move(change));
+    }
+    co_return co_await commit(std::move(changes));
+}
+
+asio::awaitable<actions::events> actions::set(pin_target t, std::string digest, std::string actor) {
+    auto ui = upstreams_.index_of(t.registry);
+    if (ui == upstream::upstreams::npos)
+        co_return oci::error{error_code::name_unknown, "no upstream for registry " + t.registry};
+    auto target = storage::digest::parse(digest);
+    if (!target)
+        co_return oci::error{error_code::digest_invalid, "invalid digest '" + digest + "'"};
+    auto m = co_await manifest(ui, t.repository, *target);
+    if (!m) co_return m.error();
+    auto current = co_await records_.list_tag(t.registry, t.repository, t.tag);
+    if (!current) co_return cache::storage_error("reading pins");
+    std::vector<std::optional<pin>> befores(current->begin(), current->end());
+    if (befores.empty()) befores.push_back(std::nullopt);
+    std::vector<storage::pin_change> changes;
+    for (const auto& before : befores) {
+        // A new pin is made for the accept class every common client sends (all four types).
+        storage::pin_key key =
+            before ? before->key
+                   : storage::pin_key{t.registry, t.repository, t.tag, oci::accepts_all};
+        auto np =
+            serve_digest(before ? *before : pin{key, *target}, *target, *m, storage::now_ms());
+        if (!before) np.first_seen_ms = np.last_verified_ms;
+        storage::pin_change change{key, before, np};
+        change.events.push_back(operator_event(storage::event_type::set, key,
+                                               before ? before->manifest_digest.str() : "",
+                                               target->str(), actor));
+        changes.push_back(std::move(change));
+    }
+    co_return co_await commit(std::move(changes));
+}
+
+}  // namespace regpin::proxy::pins

@@ -1,0 +1,227 @@
+#include "proxy/pins/checker.hpp"
+
+#include <charconv>
+
+#include <boost/beast/http/verb.hpp>
+#include <nlohmann/json.hpp>
+
+#include "proxy/cache/fetch_through.hpp"
+#include "proxy/oci/media_types.hpp"
+#include "proxy/pins/summary.hpp"
+#include "proxy/upstream/fetch.hpp"
+#include "storage/clock.hpp"
+
+namespace regpin::proxy::pins {
+
+namespace asio = boost::asio;
+using oci::error_code;
+using storage::pin_event;
+
+namespace {
+
+constexpr std::uint64_t max_config_bytes = 4 * 1024 * 1024;
+
+// Docker Hub: "ratelimit-remaining: 76;w=21600".
+std::optional<long> remaining_quota(std::string_view header) {
+    if (header.empty()) return std::nullopt;
+    long v = 0;
+    auto [p, ec] = std::from_chars(header.data(), header.data() + header.size(), v);
+    if (ec != std::errc{}) return std::nullopt;
+    return v;
+}
+
+check_result failed(std::string why) {
+    check_result out;
+    out.outcome = check_outcome::error;
+    out.error = std::move(why);
+    return out;
+}
+
+}  // namespace
+
+checker::checker(const config::settings& settings, const policy_table& policies,
+                 upstream::upstreams& upstreams, store::pin_records& records,
+                 cache::blob_fetcher& fetcher, pins::writer& writer)
+    : settings_(settings),
+      policies_(policies),
+      upstreams_(upstreams),
+      records_(records),
+      fetcher_(fetcher),
+      writer_(writer) {
+    for (const auto& w : settings.webhooks) alert_targets_.push_back(w.url);
+}
+
+void checker::report(const std::string& registry, check_outcome o) const {
+    if (writer_.hooks().checked) writer_.hooks().checked(registry, o);
+}
+
+asio::awaitable<oci::result<storage::manifest>> checker::manifest(upstream::registry_client& client,
+                                                                  const std::string& repository,
+                                                                  const storage::digest& d) {
+    // Named, not temporaries: g++ 12 destroys a temporary argument of a coroutine call inside
+    // co_await twice (proxy/README.md).
+    const std::string accept = oci::accept_for_class(oci::accepts_all);
+    const std::string repo = repository;
+    auto got = co_await cache::manifest_by_digest(fetcher_.content(), client, repo, d, accept,
+                                                  settings_.manifest_max_bytes);
+    if (!got) co_return got.error();
+    co_return std::move(got->manifest);
+}
+
+asio::awaitable<std::string> checker::summary(upstream::registry_client& client,
+                                              const std::string& repository,
+                                              const storage::manifest& pinned,
+                                              const storage::manifest& upstream) {
+    image_docs a{pinned.media_type, pinned.bytes, {}, {}};
+    image_docs b{upstream.media_type, upstream.bytes, {}, {}};
+    for (int round = 0; round < 4; ++round) {
+        auto plan = what_to_fetch(a, b);
+        if (plan.empty()) break;
+        bool added = false;
+        for (auto [need, docs] : {std::pair{&plan.pinned, &a}, std::pair{&plan.upstream, &b}}) {
+            for (const auto& m : need->manifests) {
+                auto d = storage::digest::parse(m);
+                if (!d) continue;
+                auto got = co_await manifest(client, repository, *d);
+                if (got) {
+                    docs->manifests_by_digest[m] = got->bytes;
+                    added = true;
+                }
+            }
+            for (const auto& c : need->configs) {
+                auto d = storage::digest::parse(c);
+                if (!d) continue;
+                auto bytes =
+                    co_await cache::small_blob(fetcher_, client, repository, *d, max_config_bytes);
+                if (bytes) {
+                    docs->configs_by_digest[c] = std::move(*bytes);
+                    added = true;
+                }
+            }
+        }
+        if (!added) break;
+    }
+    co_return summarize(a, b).dump();
+}
+
+asio::awaitable<check_result> checker::check(storage::pin_key key, std::size_t ui) {
+    auto& client = upstreams_.at(ui);
+    const auto& registry = client.settings().registry;
+    auto found = co_await records_.find(key);
+    if (!found) co_return failed("storage failure reading the pin");
+    if (!*found) {
+        check_result out;
+        out.outcome = check_outcome::no_pin;
+        co_return out;
+    }
+    auto p = **found;
+
+    check_result out;
+    upstream::request req;
+    req.method = boost::beast::http::verb::head;
+    req.target = "/v2/" + key.repository + "/manifests/" + key.tag;
+    req.accept = oci::accept_for_class(key.accept_class);
+    req.scope = upstream::pull_scope(key.repository);
+    auto resp = co_await client.send(req);
+    if (!resp) {
+        report(registry, check_outcome::error);
+        co_return failed(upstream::transport_error(registry, resp.error()).message);
+    }
+    out.ratelimit_remaining = remaining_quota(resp->headers()["ratelimit-remaining"]);
+    if (resp->status() != 200) {
+        report(registry, check_outcome::error);
+        auto f =
+            failed(upstream::upstream_error(registry, resp->status(), error_code::manifest_unknown)
+                       .message);
+        f.ratelimit_remaining = out.ratelimit_remaining;
+        co_return f;
+    }
+    std::optional<storage::digest> upstream_digest;
+    if (auto h = resp->headers()["Docker-Content-Digest"]; !h.empty())
+        upstream_digest = storage::digest::parse(h);
+    if (!upstream_digest) {
+        // No usable digest on HEAD: GET the tag and hash it, as containerd does.
+        auto got = co_await upstream::fetch_manifest(client, key.repository, key.tag, req.accept,
+                                                     settings_.manifest_max_bytes);
+        if (!got) {
+            report(registry, check_outcome::error);
+            co_return failed(got.error().message);
+        }
+        upstream_digest = got->digest;
+    }
+    out.upstream_digest = upstream_digest->str();
+    auto now = storage::now_ms();
+
+    if (*upstream_digest == p.manifest_digest) {
+        report(registry, check_outcome::unchanged);
+        out.outcome = check_outcome::unchanged;
+        if (p.state == storage::pin_state::pending) {
+            // The upstream went back to the pinned digest: nothing is pending any more.
+            auto np = p;
+            np.state = storage::pin_state::pinned;
+            np.pending_digest.reset();
+            np.last_verified_ms = now;
+            storage::pin_change change{key, p, np};
+            change.events.push_back({0, now, storage::event_type::reverted, key,
+                                     p.pending_digest->str(), p.manifest_digest.str(), "policy", "",
+                                     "", ""});
+            std::vector<storage::pin_change> changes{change};
+            auto applied = co_await writer_.commit(changes);
+            if (applied) out.events = *applied;
+        } else {
+            (void)co_await records_.touch_verified(key, now);
+        }
+        co_return out;
+    }
+
+    auto policy = policies_.for_key(key);
+    auto decision =
+        decide_repoint(policy.policy, p.manifest_digest.str(), upstream_digest->str(), p.alerted);
+    auto fetched = co_await manifest(client, key.repository, *upstream_digest);
+    if (!fetched) {
+        report(registry, check_outcome::error);
+        auto f = failed(fetched.error().message);
+        f.upstream_digest = out.upstream_digest;
+        co_return f;
+    }
+    auto& upstream_manifest = *fetched;
+
+    auto np = apply_repoint(p, *decision, *upstream_digest, upstream_manifest, now);
+    storage::pin_change change{key, p, np};
+    if (decision->record_event) {
+        std::string summary_json = "{}";
+        auto pinned_manifest = co_await manifest(client, key.repository, p.manifest_digest);
+        if (pinned_manifest)
+            summary_json =
+                co_await summary(client, key.repository, *pinned_manifest, upstream_manifest);
+        change.events.push_back({0, now, storage::event_type::repointed, key,
+                                 p.manifest_digest.str(), upstream_digest->str(), "policy",
+                                 std::string(to_string(policy.policy)),
+                                 std::string(to_string(decision->action)), summary_json});
+        // Every re-point is alerted, to every webhook.
+        for (const auto& target : alert_targets_) change.alerts.push_back({0, target});
+    } else if (np.state == p.state && np.manifest_digest == p.manifest_digest &&
+               np.pending_digest == p.pending_digest) {
+        (void)co_await records_.touch_verified(key, now);
+        report(registry, check_outcome::unchanged);
+        out.outcome = check_outcome::already_recorded;
+        co_return out;
+    }
+    std::vector<storage::pin_change> changes{change};
+    auto applied = co_await writer_.commit(changes);
+    if (!applied) {
+        report(registry, check_outcome::error);
+        auto f = failed(applied.error() == storage::errc::conflict
+                            ? "the pin changed during the check; it will be checked again"
+                            : "storage failure writing the pin");
+        f.upstream_digest = out.upstream_digest;
+        co_return f;
+    }
+    out.events = *applied;
+    out.outcome =
+        decision->record_event ? check_outcome::repointed : check_outcome::already_recorded;
+    report(registry, decision->record_event ? check_outcome::repointed : check_outcome::unchanged);
+    co_return out;
+}
+
+}  // namespace regpin::proxy::pins

@@ -1,0 +1,62 @@
+#pragma once
+// Checking one pin against its upstream: HEAD the tag with the pin's accept class (a GET when
+// the upstream sends no digest), and on another digest apply the tag's policy: the changed pin,
+// its "repointed" event with a summary of what changed, and one alert per webhook go to the
+// writer as one change. The upstream moving back to the pinned digest clears what was pending
+// ("reverted"). Scheduling checks is the scheduler's business; this runs one when asked.
+// Thread-safe.
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+
+#include "config/config.hpp"
+#include "proxy/cache/blob_fetcher.hpp"
+#include "proxy/pins/hooks.hpp"
+#include "proxy/pins/policy.hpp"
+#include "proxy/pins/writer.hpp"
+#include "proxy/store/pin_records.hpp"
+#include "proxy/upstream/upstreams.hpp"
+
+namespace regpin::proxy::pins {
+
+struct check_result {
+    check_outcome outcome = check_outcome::error;
+    std::string upstream_digest;
+    std::string error;
+    std::vector<storage::pin_event> events;  // as stored
+    // Docker Hub's "ratelimit-remaining" of the check's answer, when the upstream sent it.
+    std::optional<long> ratelimit_remaining;
+};
+
+class checker {
+public:
+    checker(const config::settings& settings, const policy_table& policies,
+            upstream::upstreams& upstreams, store::pin_records& records,
+            cache::blob_fetcher& fetcher, pins::writer& writer);
+
+    // Checks the pin `key` on upstream `upstream_index` now.
+    [[nodiscard]] boost::asio::awaitable<check_result> check(storage::pin_key key,
+                                                             std::size_t upstream_index);
+
+private:
+    boost::asio::awaitable<std::string> summary(upstream::registry_client& client,
+                                                const std::string& repository,
+                                                const storage::manifest& pinned,
+                                                const storage::manifest& upstream);
+    boost::asio::awaitable<oci::result<storage::manifest>> manifest(
+        upstream::registry_client& client, const std::string& repository, const storage::digest& d);
+    void report(const std::string& registry, check_outcome o) const;
+
+    const config::settings& settings_;
+    const policy_table& policies_;
+    upstream::upstreams& upstreams_;
+    store::pin_records& records_;
+    cache::blob_fetcher& fetcher_;
+    pins::writer& writer_;
+    std::vector<std::string> alert_targets_;  // every webhook URL
+};
+
+}  // namespace regpin::proxy::pins

@@ -1,0 +1,98 @@
+#include "proxy/store/content.hpp"
+
+#include "proxy/store/pool.hpp"
+
+namespace regpin::proxy::store {
+
+namespace {
+
+using storage::blob_store;
+
+// Named functions for on_pool: blob_store::read_chunk is overloaded, and a whole small blob is
+// two storage calls.
+result<void> read_chunk_into(const blob_store* blobs, storage::digest d, std::uint64_t index,
+                             storage::chunk* out) {
+    return blobs->read_chunk(d, index, *out);
+}
+
+result<std::optional<blob_store::file_span>> locate_chunk_into(const blob_store* blobs,
+                                                               storage::digest d,
+                                                               std::uint64_t index,
+                                                               storage::chunk* out) {
+    return blobs->locate_chunk(d, index, *out);
+}
+
+result<std::optional<std::string>> small_blob(const blob_store* blobs, storage::digest d,
+                                              std::uint64_t limit) {
+    auto rec = blobs->find(d);
+    if (!rec) return rec.error();
+    if (!*rec || (*rec)->size > limit) return std::optional<std::string>{};
+    std::string out;
+    out.reserve((*rec)->size);
+    auto r = blobs->read_blob(d, **rec, [&](std::string_view bytes) { out.append(bytes); });
+    if (!r) return r.error();
+    return std::optional<std::string>{std::move(out)};
+}
+
+}  // namespace
+
+content::content(std::shared_ptr<storage::database> db, boost::asio::thread_pool& pool)
+    : pool_(pool), blobs_(db), manifests_(db) {}
+
+awaitable<result<std::optional<storage::manifest>>> content::find_manifest(
+    storage::digest d) const {
+    const auto* manifests = &manifests_;
+    co_return co_await memory_first<&storage::manifest_store::find>(pool_, manifests, d);
+}
+
+awaitable<result<void>> content::put_manifest(storage::digest d, storage::manifest m) {
+    auto* manifests = &manifests_;
+    co_return co_await on_pool<&storage::manifest_store::put>(pool_, manifests, d, m);
+}
+
+awaitable<result<std::optional<storage::blob_record>>> content::find_blob(storage::digest d) const {
+    const auto* blobs = &blobs_;
+    co_return co_await memory_first<&blob_store::find>(pool_, blobs, d);
+}
+
+awaitable<result<void>> content::begin_blob(storage::digest d, std::uint32_t chunk_size) {
+    auto* blobs = &blobs_;
+    co_return co_await on_pool<&blob_store::begin>(pool_, blobs, d, chunk_size);
+}
+
+awaitable<result<void>> content::put_chunk(storage::digest d, std::uint64_t index,
+                                           std::string_view bytes, blob_store::durability mode) {
+    auto* blobs = &blobs_;
+    co_return co_await on_pool<&blob_store::put_chunk>(pool_, blobs, d, index, bytes, mode);
+}
+
+awaitable<result<void>> content::commit_blob(storage::digest d, std::uint64_t size,
+                                             blob_store::durability mode) {
+    auto* blobs = &blobs_;
+    co_return co_await on_pool<&blob_store::commit>(pool_, blobs, d, size, mode);
+}
+
+awaitable<result<void>> content::discard_blob(storage::digest d) {
+    auto* blobs = &blobs_;
+    co_return co_await on_pool<&blob_store::discard>(pool_, blobs, d);
+}
+
+awaitable<result<std::optional<blob_store::file_span>>> content::locate_chunk(
+    storage::digest d, std::uint64_t index, storage::chunk* out) const {
+    const auto* blobs = &blobs_;
+    co_return co_await on_pool<&locate_chunk_into>(pool_, blobs, d, index, out);
+}
+
+awaitable<result<void>> content::read_chunk(storage::digest d, std::uint64_t index,
+                                            storage::chunk* out) const {
+    const auto* blobs = &blobs_;
+    co_return co_await on_pool<&read_chunk_into>(pool_, blobs, d, index, out);
+}
+
+awaitable<result<std::optional<std::string>>> content::read_small_blob(storage::digest d,
+                                                                       std::uint64_t limit) const {
+    const auto* blobs = &blobs_;
+    co_return co_await on_pool<&small_blob>(pool_, blobs, d, limit);
+}
+
+}  // namespace regpin::proxy::store

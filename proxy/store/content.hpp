@@ -1,0 +1,66 @@
+#pragma once
+// The cache's content (manifests and blobs) for coroutines on network threads. Every call that
+// may block (a write, a read that may reach the disk) runs on the blocking pool; a lookup that
+// RocksDB answers from memory (storage::read_mode::memory_only) runs inline, so a warm manifest
+// or blob record costs no thread hop. No RocksDB call that may block ever runs on the calling
+// thread (storage/threads.hpp checks it in builds with assertions).
+// Thread-safe. The arguments are copied: nothing needs to outlive the call but `out` and the
+// bytes of put_chunk.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/thread_pool.hpp>
+
+#include "storage/blob_store.hpp"
+#include "storage/digest.hpp"
+#include "storage/manifest_store.hpp"
+
+namespace regpin::proxy::store {
+
+template <class T>
+using result = storage::result<T>;
+template <class T>
+using awaitable = boost::asio::awaitable<T>;
+
+class content {
+public:
+    content(std::shared_ptr<storage::database> db, boost::asio::thread_pool& pool);
+
+    // Manifests by digest (storage/manifest_store.hpp).
+    [[nodiscard]] awaitable<result<std::optional<storage::manifest>>> find_manifest(
+        storage::digest d) const;
+    [[nodiscard]] awaitable<result<void>> put_manifest(storage::digest d, storage::manifest m);
+
+    // Blobs (storage/blob_store.hpp).
+    [[nodiscard]] awaitable<result<std::optional<storage::blob_record>>> find_blob(
+        storage::digest d) const;
+    [[nodiscard]] awaitable<result<void>> begin_blob(storage::digest d, std::uint32_t chunk_size);
+    // `bytes` must stay valid until the call returns.
+    [[nodiscard]] awaitable<result<void>> put_chunk(storage::digest d, std::uint64_t index,
+                                                    std::string_view bytes,
+                                                    storage::blob_store::durability mode);
+    [[nodiscard]] awaitable<result<void>> commit_blob(storage::digest d, std::uint64_t size,
+                                                      storage::blob_store::durability mode);
+    [[nodiscard]] awaitable<result<void>> discard_blob(storage::digest d);
+    // blob_store::locate_chunk and read_chunk, into `*out`.
+    [[nodiscard]] awaitable<result<std::optional<storage::blob_store::file_span>>> locate_chunk(
+        storage::digest d, std::uint64_t index, storage::chunk* out) const;
+    [[nodiscard]] awaitable<result<void>> read_chunk(storage::digest d, std::uint64_t index,
+                                                     storage::chunk* out) const;
+    // A whole small blob (an image config): nullopt when it is not stored complete, or larger
+    // than `limit` bytes.
+    [[nodiscard]] awaitable<result<std::optional<std::string>>> read_small_blob(
+        storage::digest d, std::uint64_t limit) const;
+
+private:
+    boost::asio::thread_pool& pool_;
+    storage::blob_store blobs_;
+    storage::manifest_store manifests_;
+};
+
+}  // namespace regpin::proxy::store

@@ -1,0 +1,38 @@
+#pragma once
+// The one entry point to storage for the running proxy: it owns the blocking pool, the pin
+// store, and the two asynchronous facades over them (content.hpp, pin_records.hpp). Code on
+// network threads reaches storage only through these.
+
+#include <cstddef>
+#include <memory>
+
+#include <boost/asio/thread_pool.hpp>
+
+#include "proxy/store/content.hpp"
+#include "proxy/store/pin_records.hpp"
+#include "storage/database.hpp"
+#include "storage/pin_store.hpp"
+
+namespace regpin::proxy::store {
+
+class facade {
+public:
+    // `threads`: the blocking pool's size (synced writes and chunk writes of concurrent
+    // downloads run there side by side).
+    facade(std::shared_ptr<storage::database> db, std::unique_ptr<storage::pin_store> pins,
+           std::size_t threads = 2);
+    // Waits for the calls still running on the pool.
+    ~facade();
+
+    store::content& content() { return content_; }
+    store::pin_records& pins() { return pins_; }
+
+private:
+    boost::asio::thread_pool pool_;
+    std::shared_ptr<storage::database> db_;
+    std::unique_ptr<storage::pin_store> pin_store_;
+    store::content content_;
+    store::pin_records pins_;
+};
+
+}  // namespace regpin::proxy::store

@@ -1,0 +1,77 @@
+#pragma once
+// The pin store (storage/pin_store.hpp) for coroutines on network threads: every call that may
+// block runs on the blocking pool; a pin lookup answered from memory runs inline. The counts
+// are O(1) and may be read anywhere (metrics).
+//
+// Writing pins is reserved: create_if_absent and apply take a write_access, which only
+// pins::writer can make, so every pin change passes through that one place (with its events).
+// Thread-safe.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/thread_pool.hpp>
+
+#include "storage/pin_store.hpp"
+
+namespace regpin::proxy::pins {
+class writer;
+}
+
+namespace regpin::proxy::store {
+
+// Proof of being pins::writer.
+class write_access {
+    friend class pins::writer;
+    write_access() = default;
+};
+
+class pin_records {
+public:
+    template <class T>
+    using awaitable = boost::asio::awaitable<storage::result<T>>;
+
+    pin_records(storage::pin_store& store, boost::asio::thread_pool& pool);
+
+    [[nodiscard]] awaitable<std::optional<storage::pin>> find(storage::pin_key key) const;
+    [[nodiscard]] awaitable<std::vector<storage::pin>> list(storage::pin_filter filter) const;
+    [[nodiscard]] awaitable<std::vector<storage::pin>> list_repository(
+        std::string registry, std::string repository) const;
+    // The pins of one tag: every accept class, in key order.
+    [[nodiscard]] awaitable<std::vector<storage::pin>> list_tag(std::string registry,
+                                                                std::string repository,
+                                                                std::string tag) const;
+    [[nodiscard]] awaitable<std::vector<storage::pin_event>> history(storage::pin_key key) const;
+    [[nodiscard]] awaitable<std::vector<storage::pin_event>> events(std::uint64_t after_id,
+                                                                    std::int64_t since_ms,
+                                                                    std::size_t limit) const;
+    [[nodiscard]] awaitable<std::optional<storage::pin_event>> event(std::uint64_t id) const;
+
+    // Not a change of what a pin serves: no event (an early re-check at worst if lost).
+    [[nodiscard]] awaitable<void> touch_verified(storage::pin_key key, std::int64_t when_ms);
+
+    // The outbox (webhooks).
+    [[nodiscard]] awaitable<std::vector<storage::outbox_entry>> due_deliveries(
+        std::int64_t now_ms, std::size_t limit) const;
+    [[nodiscard]] awaitable<void> delivered(std::uint64_t outbox_id);
+    [[nodiscard]] awaitable<void> reschedule(storage::outbox_entry entry);
+
+    std::size_t count() const;
+    std::size_t count_awaiting() const;
+    std::size_t pending_deliveries() const;
+
+    // pins::writer only.
+    [[nodiscard]] awaitable<storage::pin> create_if_absent(write_access, storage::pin candidate,
+                                                           storage::pin_event event);
+    [[nodiscard]] awaitable<std::vector<storage::pin_event>> apply(
+        write_access, std::vector<storage::pin_change> changes);
+
+private:
+    storage::pin_store& store_;
+    boost::asio::thread_pool& pool_;
+};
+
+}  // namespace regpin::proxy::store

@@ -1,0 +1,40 @@
+#pragma once
+// Registry operations on an upstream, shared by the request path, background checks and
+// operator actions: fetching a manifest with its digest verified, and the one mapping of
+// upstream failures to what a client gets.
+
+#include <string>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/system/error_code.hpp>
+
+#include "proxy/oci/errors.hpp"
+#include "proxy/upstream/registry_client.hpp"
+#include "storage/digest.hpp"
+#include "storage/manifest_store.hpp"
+
+namespace regpin::proxy::upstream {
+
+struct fetched_manifest {
+    storage::digest digest;
+    storage::manifest manifest;
+};
+
+// GETs /v2/<repository>/manifests/<reference> with `accept`. The body (at most `max_bytes`)
+// must hash to the requested digest, or to Docker-Content-Digest for a tag (when the upstream
+// sends none, the digest is the body's). Errors are what the client should get.
+[[nodiscard]] boost::asio::awaitable<oci::result<fetched_manifest>> fetch_manifest(
+    registry_client& client, const std::string& repository, const std::string& reference,
+    const std::string& accept, std::size_t max_bytes);
+
+// Maps a non-success upstream status: 404 -> `not_found`, 401/403 -> NAME_UNKNOWN, anything
+// else (429 included) -> UNAVAILABLE. Never 429: containerd retries that in a tight loop; 503
+// makes it fall back at once.
+oci::error upstream_error(const std::string& registry, unsigned status, oci::error_code not_found);
+// A transport failure (or offline mode): UNAVAILABLE with the reason.
+oci::error transport_error(const std::string& registry, const boost::system::error_code& ec);
+
+// The token scope for pulling `repository`: "repository:<repository>:pull".
+std::string pull_scope(const std::string& repository);
+
+}  // namespace regpin::proxy::upstream
