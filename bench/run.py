@@ -236,6 +236,17 @@ class Bench:
             "nginx": Memory(self.nginx.pids),
         }
         self.hosts = {"regpin": self.regpin.host, "peer": self.peer.host, "nginx": self.nginx.host}
+        # --before BIN: another regpin build (the commit before a change) beside this one, in
+        # every cell of a, b and f, interleaved with it.
+        self.before: Optional[h.Regpin] = None
+        if args.before:
+            self.before = self.new_regpin(binary=args.before)
+            self.mem["before"] = Memory(lambda: [self.before.pid])
+            self.hosts["before"] = self.before.host
+
+    def regpins(self) -> tuple[str, ...]:
+        """The regpin systems of a cell: this build, and the --before build when given."""
+        return ("regpin", "before") if self.before else ("regpin",)
 
     def fresh_regpin(self) -> None:
         """Replaces regpin by one on an empty data folder, so workloads that compare regpin's
@@ -243,13 +254,22 @@ class Bench:
         self.regpin.close()
         self.regpin = self.new_regpin()
         self.hosts["regpin"] = self.regpin.host
+        if self.before:
+            self.before.close()
+            self.before = self.new_regpin(binary=self.args.before)
+            self.hosts["before"] = self.before.host
 
-    def new_regpin(self, data_dir: Optional[str] = None) -> h.Regpin:
+    def new_regpin(self, data_dir: Optional[str] = None, binary: Optional[str] = None) -> h.Regpin:
         up = h.Upstream(self.upstream.host, self.upstream.url, read_timeout_ms=60000)
-        return h.Regpin([up], log_level="info", data_dir=data_dir).start()
+        rp = h.Regpin([up], log_level="info", data_dir=data_dir)
+        if binary:
+            rp.binary = binary
+        return rp.start()
 
     def close(self) -> None:
-        for thing in (self.nginx, self.regpin, self.peer, self.upstream):
+        for thing in (self.nginx, self.regpin, self.before, self.peer, self.upstream):
+            if thing is None:
+                continue
             try:
                 thing.close()
             except Exception as e:  # noqa: BLE001 - best effort cleanup
@@ -309,7 +329,7 @@ class Bench:
         self.fresh_regpin()
         target = self.link_for_nginx(digest)
         path = f"/v2/bench/blobs/blobs/{digest}"
-        for system in ("regpin", "peer"):
+        for system in self.regpins() + ("peer",):
             log(f"{label}: cold fetch through {system}")
             cold = self.measured(system, lambda: loadgen(self.hosts[system], [f"GET {path}"], connections=1,
                                                          duration=3600, max_requests=1))
@@ -320,7 +340,7 @@ class Bench:
         for clients in client_counts:
             log(f"{label}: warm GET, {clients} client(s), {self.args.rounds} round(s)")
             cells = self.interleaved(
-                ("nginx", "regpin", "peer"),
+                ("nginx",) + self.regpins() + ("peer",),
                 lambda system: loadgen(self.hosts[system], [f"GET {target if system == 'nginx' else path}"],
                                        connections=clients, duration=3600, max_requests=clients * gets_per_client),
                 "bytes_per_second")
@@ -342,13 +362,13 @@ class Bench:
     def manifest_workload(self) -> None:
         path = self.app_image()
         hdr = (f"Accept: {CONTAINERD_ACCEPT}",)
-        for system in ("regpin", "peer"):  # first sight: pins, caches
+        for system in self.regpins() + ("peer",):  # first sight: pins, caches
             loadgen(self.hosts[system], [f"GET {path}"], connections=1, duration=30, max_requests=1, headers=hdr)
         for method in ("HEAD", "GET"):
             for conns in (1, 16, 64):
                 log(f"b: {method} by tag, {conns} connection(s)")
                 cells = self.interleaved(
-                    ("regpin", "peer"),
+                    self.regpins() + ("peer",),
                     lambda system: loadgen(self.hosts[system], [f"{method} {path}"], connections=conns,
                                            duration=self.args.seconds, headers=hdr),
                     "requests_per_second")
@@ -444,13 +464,16 @@ class Bench:
         h.push(layout, "bench/scale:t0", self.upstream, source_tag="t0")
         hdr = f"Accept: {CONTAINERD_ACCEPT}"
         cases = {"pins10": 10, "pins_many": self.args.pins}
+        if self.before:
+            cases.update({"before/pins10": 10, "before/pins_many": self.args.pins})
         servers: dict[str, h.Regpin] = {}
         info: dict[str, dict] = {}
         try:
             for name, count in cases.items():
-                data = os.path.join(self.work, f"scale-{name}")
+                data = os.path.join(self.work, f"scale-{name.replace('/', '-')}")
                 os.makedirs(data)
-                rp = servers[name] = self.new_regpin(data_dir=data)
+                binary = self.args.before if name.startswith("before/") else None
+                rp = servers[name] = self.new_regpin(data_dir=data, binary=binary)
                 first = h.http_request(rp.host, "GET", "/v2/bench/scale/manifests/t0", {"Accept": CONTAINERD_ACCEPT})
                 if first.status != 200:
                     raise RuntimeError(f"f: first pull {first.status}")
@@ -691,8 +714,38 @@ def report(results: dict, args: argparse.Namespace) -> str:
                      "", "", "", "(reported)", ""))
     for r in rows:
         lines.append("| " + " | ".join(r) + " |")
+    if args.before:
+        lines += before_table(w, args)
     lines += ["", "Raw numbers (every run): `" + os.path.relpath(args.json, ROOT) + "`.", ""]
     return "\n".join(lines)
+
+
+def before_table(w: dict, args: argparse.Namespace) -> list[str]:
+    """This build beside --before, cell by cell, interleaved in the same rounds."""
+    lines = ["", f"## This build beside `{args.before}` (--before)", "",
+             "The same cells, each run by both builds in the same interleaved rounds; ratio = this build / before.",
+             "", "| cell | this build | before | ratio |", "|---|---|---|---|"]
+    cells: list[tuple[str, float, float, str]] = []
+    for clients in (1, 4):
+        if f"warm{clients}/before" in w.get("a", {}):
+            cells.append((f"a. warm 1 GiB blob GET, {clients} client(s)", w["a"][f"warm{clients}/regpin"]["bytes_per_second"],
+                          w["a"][f"warm{clients}/before"]["bytes_per_second"], "rate"))
+    for method in ("HEAD", "GET"):
+        for conns in (1, 16, 64):
+            if f"{method}{conns}/before" in w.get("b", {}):
+                cells.append((f"b. manifest by tag, {method}, {conns} conn.",
+                              w["b"][f"{method}{conns}/regpin"]["requests_per_second"],
+                              w["b"][f"{method}{conns}/before"]["requests_per_second"], "rps"))
+    for case in ("pins10", "pins_many"):
+        if f"before/{case}" in w.get("f", {}):
+            now, then = w["f"][case], w["f"][f"before/{case}"]
+            cells.append((f"f. tag HEAD, 64 conn., {now['pins']:,} pins", now["requests_per_second"],
+                          then["requests_per_second"], "rps"))
+            cells.append((f"f. startup, {now['pins']:,} pins", now["startup_seconds"], then["startup_seconds"], "s"))
+    for name, now, then, unit in cells:
+        show = {"rate": fmt_rate, "rps": lambda v: f"{v:,.0f} req/s", "s": lambda v: f"{v:.2f} s"}[unit]
+        lines.append(f"| {name} | {show(now)} | {show(then)} | {ratio(now, then):.3f} |")
+    return lines
 
 
 def main() -> int:
@@ -707,6 +760,8 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true", help="perf profiles of a and b into bench/profiles/")
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     ap.add_argument("--json", default="")
+    ap.add_argument("--before", default="", metavar="BIN",
+                    help="another regpin binary (the build before a change) run beside this one in a, b and f")
     args = ap.parse_args()
     args.json = args.json or str(Path(args.out).with_suffix(".json"))
     for tool in (LOADGEN, SEED_PINS):

@@ -288,8 +288,10 @@ public:
                 auto chunk_bytes = complete ? std::min<std::uint64_t>(cs, v.available - chunk_start)
                                             : std::uint64_t{cs};
                 auto stop = std::min<std::uint64_t>(chunk_bytes, deliverable - chunk_start);
+                // Stored: every flushed chunk (all of them once complete, the last one short).
+                auto stored = (v.flushed + cs - 1) / cs - index;
                 auto part = co_await source_.part(dl_->digest(), index, chunk_bytes,
-                                                  offset_ - chunk_start, stop, files);
+                                                  offset_ - chunk_start, stop, files, stored);
                 if (part) offset_ = chunk_start + stop;
                 co_return part;
             }

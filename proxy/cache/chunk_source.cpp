@@ -3,27 +3,41 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 namespace regpin::proxy::cache {
 
 chunk_source::~chunk_source() { close_file(); }
 
 boost::asio::awaitable<boost::system::result<http::body_part>> chunk_source::part(
     storage::digest d, std::uint64_t index, std::uint64_t chunk_bytes, std::uint64_t start,
-    std::uint64_t stop, bool files) {
+    std::uint64_t stop, bool files, std::uint64_t stored) {
     auto lost = make_error_code(boost::system::errc::io_error);
     if (start >= stop || stop > chunk_bytes) co_return lost;
-    bool have_bytes = false;
     if (files) {
-        auto span = co_await content_.locate_chunk(d, index, &chunk_);
-        if (!span) co_return lost;
-        if (*span && (*span)->size == chunk_bytes && open_file((*span)->path))
-            co_return http::body_part{{}, fd_, (*span)->offset + start, stop - start};
-        have_bytes = !*span;  // in the memtable: read as bytes, no file
+        bool located = index >= spans_first_ && index - spans_first_ < spans_.size();
+        if (!located && chunk_index_ != index) {
+            auto count = std::min(batch, std::max<std::uint64_t>(stored, 1));
+            auto run = co_await content_.locate_chunks(d, index, count, &chunk_);
+            if (!run) co_return lost;
+            spans_first_ = index;
+            spans_ = std::move(run->spans);
+            chunk_index_ = run->bytes_read ? index + spans_.size() : no_chunk;
+            located = !spans_.empty();
+        }
+        if (located) {
+            const auto& span = spans_[index - spans_first_];
+            if (span.size == chunk_bytes && open_file(span.path))
+                co_return http::body_part{{}, fd_, span.offset + start, stop - start};
+        }
     }
-    // Not located, or its file just went away (RocksDB deleted it): the bytes.
-    if (!have_bytes) {
+    // Not located (in the memtable, or locating is off), or its file just went away (RocksDB
+    // deleted it): the bytes.
+    if (chunk_index_ != index) {
+        chunk_index_ = no_chunk;
         auto read = co_await content_.read_chunk(d, index, &chunk_);
         if (!read) co_return lost;
+        chunk_index_ = index;
     }
     auto bytes = chunk_.bytes();
     if (bytes.size() != chunk_bytes) co_return lost;

@@ -6,9 +6,11 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <iterator>
 #include <sstream>
 #include <type_traits>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -172,12 +174,13 @@ asio::awaitable<write_outcome> write_reply(Stream& stream, reply& r, bool head, 
 // " cache=hit upstream=docker.io": the listener's fields ("-" when missing), then the reply's
 // others.
 std::string log_fields(const listener_options& o, const reply& r) {
-    std::string out;
-    for (const auto& name : o.log_fields) out += " " + name + "=" + std::string(r.log_field(name));
+    fmt::memory_buffer out;
+    for (const auto& name : o.log_fields)
+        fmt::format_to(std::back_inserter(out), " {}={}", name, r.log_field(name));
     for (const auto& [k, v] : r.log_fields)
         if (std::find(o.log_fields.begin(), o.log_fields.end(), k) == o.log_fields.end())
-            out += " " + k + "=" + v;
-    return out;
+            fmt::format_to(std::back_inserter(out), " {}={}", k, v);
+    return fmt::to_string(out);
 }
 
 bool allowed(const listener_options& o, std::string_view method) {

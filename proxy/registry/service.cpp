@@ -45,8 +45,9 @@ public:
         auto chunk_start = index * rec_.chunk_size;
         auto chunk_bytes = std::min<std::uint64_t>(rec_.chunk_size, rec_.size - chunk_start);
         auto stop = std::min<std::uint64_t>(chunk_bytes, end_ - chunk_start);
-        auto part =
-            co_await source_.part(digest_, index, chunk_bytes, offset_ - chunk_start, stop, files);
+        auto chunks = (rec_.size + rec_.chunk_size - 1) / rec_.chunk_size;
+        auto part = co_await source_.part(digest_, index, chunk_bytes, offset_ - chunk_start, stop,
+                                          files, chunks - index);
         if (part) offset_ = chunk_start + stop;
         co_return part;
     }
@@ -190,7 +191,9 @@ asio::awaitable<reply> service::manifest(const target& t, bool head, std::string
         by_digest = storage::digest::parse(ref);
     } else {
         storage::pin_key key{registry, repository, ref, oci::accept_class(accept)};
-        auto existing = co_await pins_.find(key);
+        auto existing = pins_.peek(key);
+        if (!existing && existing.error() == storage::errc::would_block)
+            existing = co_await pins_.find(key);
         if (!existing) co_return storage_failure("reading a pin");
         // A pin answers whatever the upstream says now (and if its bytes are gone, they are
         // fetched again by digest, never by tag).
@@ -203,6 +206,12 @@ asio::awaitable<reply> service::manifest(const target& t, bool head, std::string
         }
     }
     if (by_digest) {
+        // A stored manifest in memory: answered without a coroutine call (the warm path).
+        if (auto quick = content_.peek_manifest(*by_digest); quick && *quick) {
+            auto r = manifest_reply(*by_digest, **quick, head);
+            r.log_field("cache", pinned ? "pin" : "hit");
+            co_return r;
+        }
         auto found = co_await cache::manifest_by_digest(content_, *t.client, repository, *by_digest,
                                                         accept, settings_.manifest_max_bytes);
         if (!found) co_return error_reply(found.error());
@@ -246,7 +255,8 @@ asio::awaitable<reply> service::blob(const target& t, bool head, std::string ran
     auto d = *storage::digest::parse(t.route.reference);
     const auto& repository = t.where.repository;
     for (int attempt = 0; attempt < 2; ++attempt) {
-        auto rec = co_await content_.find_blob(d);
+        auto rec = content_.peek_blob(d);
+        if (!rec && rec.error() == storage::errc::would_block) rec = co_await content_.find_blob(d);
         if (!rec) co_return storage_failure("reading a blob record");
         if (*rec) co_return stored_blob_reply(content_, d, **rec, head, range);
 

@@ -15,11 +15,20 @@ result<void> read_chunk_into(const blob_store* blobs, storage::digest d, std::ui
     return blobs->read_chunk(d, index, *out);
 }
 
-result<std::optional<blob_store::file_span>> locate_chunk_into(const blob_store* blobs,
-                                                               storage::digest d,
-                                                               std::uint64_t index,
-                                                               storage::chunk* out) {
-    return blobs->locate_chunk(d, index, *out);
+result<content::located_chunks> locate_run(const blob_store* blobs, storage::digest d,
+                                           std::uint64_t first, std::uint64_t count,
+                                           storage::chunk* out) {
+    content::located_chunks run;
+    for (std::uint64_t i = 0; i < count; ++i) {
+        auto span = blobs->locate_chunk(d, first + i, *out);
+        if (!span) return span.error();
+        if (!*span) {
+            run.bytes_read = true;
+            break;
+        }
+        run.spans.push_back(std::move(**span));
+    }
+    return run;
 }
 
 result<std::optional<std::string>> small_blob(const blob_store* blobs, storage::digest d,
@@ -38,6 +47,14 @@ result<std::optional<std::string>> small_blob(const blob_store* blobs, storage::
 
 content::content(std::shared_ptr<storage::database> db, boost::asio::thread_pool& pool)
     : pool_(pool), blobs_(db), manifests_(db) {}
+
+result<std::optional<storage::manifest>> content::peek_manifest(const storage::digest& d) const {
+    return manifests_.find(d, storage::read_mode::memory_only);
+}
+
+result<std::optional<storage::blob_record>> content::peek_blob(const storage::digest& d) const {
+    return blobs_.find(d, storage::read_mode::memory_only);
+}
 
 awaitable<result<std::optional<storage::manifest>>> content::find_manifest(
     storage::digest d) const {
@@ -77,10 +94,12 @@ awaitable<result<void>> content::discard_blob(storage::digest d) {
     co_return co_await on_pool<&blob_store::discard>(pool_, blobs, d);
 }
 
-awaitable<result<std::optional<blob_store::file_span>>> content::locate_chunk(
-    storage::digest d, std::uint64_t index, storage::chunk* out) const {
+awaitable<result<content::located_chunks>> content::locate_chunks(storage::digest d,
+                                                                  std::uint64_t first,
+                                                                  std::uint64_t count,
+                                                                  storage::chunk* out) const {
     const auto* blobs = &blobs_;
-    co_return co_await on_pool<&locate_chunk_into>(pool_, blobs, d, index, out);
+    co_return co_await on_pool<&locate_run>(pool_, blobs, d, first, count, out);
 }
 
 awaitable<result<void>> content::read_chunk(storage::digest d, std::uint64_t index,

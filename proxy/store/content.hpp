@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -31,6 +32,14 @@ class content {
 public:
     content(std::shared_ptr<storage::database> db, boost::asio::thread_pool& pool);
 
+    // Lookups answered from RocksDB's memory without suspending (the hot path: no coroutine
+    // frame, no thread hop); errc::would_block when the answer needs the disk: then co_await
+    // find_manifest / find_blob.
+    [[nodiscard]] result<std::optional<storage::manifest>> peek_manifest(
+        const storage::digest& d) const;
+    [[nodiscard]] result<std::optional<storage::blob_record>> peek_blob(
+        const storage::digest& d) const;
+
     // Manifests by digest (storage/manifest_store.hpp).
     [[nodiscard]] awaitable<result<std::optional<storage::manifest>>> find_manifest(
         storage::digest d) const;
@@ -47,9 +56,18 @@ public:
     [[nodiscard]] awaitable<result<void>> commit_blob(storage::digest d, std::uint64_t size,
                                                       storage::blob_store::durability mode);
     [[nodiscard]] awaitable<result<void>> discard_blob(storage::digest d);
-    // blob_store::locate_chunk and read_chunk, into `*out`.
-    [[nodiscard]] awaitable<result<std::optional<storage::blob_store::file_span>>> locate_chunk(
-        storage::digest d, std::uint64_t index, storage::chunk* out) const;
+    // Consecutive chunks first, first + 1, ... located in RocksDB's blob files (for sendfile),
+    // at most `count` of them, in one trip to the pool. The run stops early at a chunk that is
+    // not in a blob file (in the memtable, or locating is off): its bytes are then in `*out`.
+    struct located_chunks {
+        std::vector<storage::blob_store::file_span> spans;
+        bool bytes_read = false;  // chunk first + spans.size() is in *out
+    };
+    [[nodiscard]] awaitable<result<located_chunks>> locate_chunks(storage::digest d,
+                                                                  std::uint64_t first,
+                                                                  std::uint64_t count,
+                                                                  storage::chunk* out) const;
+    // blob_store::read_chunk into `*out`.
     [[nodiscard]] awaitable<result<void>> read_chunk(storage::digest d, std::uint64_t index,
                                                      storage::chunk* out) const;
     // A whole small blob (an image config): nullopt when it is not stored complete, or larger

@@ -28,6 +28,10 @@ result<std::vector<storage::pin>> pins_of_tag(const pin_store* s, std::string re
 pin_records::pin_records(pin_store& store, boost::asio::thread_pool& pool)
     : store_(store), pool_(pool) {}
 
+storage::result<std::optional<storage::pin>> pin_records::peek(const storage::pin_key& key) const {
+    return store_.find(key, storage::read_mode::memory_only);
+}
+
 pin_records::awaitable<std::optional<storage::pin>> pin_records::find(storage::pin_key key) const {
     const auto* s = &store_;
     co_return co_await memory_first<&pin_store::find>(pool_, s, key);

@@ -36,6 +36,10 @@ public:
 
     pin_records(storage::pin_store& store, boost::asio::thread_pool& pool);
 
+    // The pin answered from RocksDB's memory without suspending (the request path);
+    // storage::errc::would_block when it needs the disk: then co_await find().
+    [[nodiscard]] storage::result<std::optional<storage::pin>> peek(
+        const storage::pin_key& key) const;
     [[nodiscard]] awaitable<std::optional<storage::pin>> find(storage::pin_key key) const;
     [[nodiscard]] awaitable<std::vector<storage::pin>> list(storage::pin_filter filter) const;
     [[nodiscard]] awaitable<std::vector<storage::pin>> list_repository(
