@@ -45,8 +45,12 @@ struct pin {
     // The upstream's digest when it differs from the pin (states pending and rejected).
     std::optional<digest> pending_digest;
     std::int64_t pending_since_ms = 0;
-    // Upstream digests already recorded as re-points of this pin (each is alerted once).
+    // Upstream digests already alerted as re-points of this pin (each is alerted once; every
+    // re-point is recorded in the history). The last 32.
     std::vector<std::string> alerted;
+    // Digests an operator decided about (approve, set): the upstream showing one of them
+    // changes nothing. The last 32.
+    std::vector<std::string> decided;
 };
 
 // What happened to a pin. Stored as its name (to_string), so the names never change.

@@ -62,9 +62,11 @@ public:
                                                        const pin_event& event) = 0;
 
     // Applies every change if every stored pin still matches its change's `expected`;
-    // errc::conflict otherwise, and nothing is written. All of them, their events and alerts
-    // are one atomic, synced write: a tag's accept classes change together or not at all.
-    // Returns the events as stored (with ids), in order. At most one change per key.
+    // errc::conflict otherwise, and nothing is written. A change of what a pin serves or of
+    // its state (created, removed, digest, state, pending digest) without an event is refused
+    // (errc::invalid_argument): no pin changes without its history saying so. All of them, their
+    // events and alerts are one atomic, synced write: a tag's accept classes change together or not
+    // at all. Returns the events as stored (with ids), in order. At most one change per key.
     [[nodiscard]] virtual result<std::vector<pin_event>> apply(
         const std::vector<pin_change>& changes) = 0;
     [[nodiscard]] result<std::vector<pin_event>> apply(const pin_change& change) {

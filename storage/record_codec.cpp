@@ -61,7 +61,8 @@ std::string encode_pin(const pin& p) {
               {"first_seen_ms", p.first_seen_ms},
               {"last_verified_ms", p.last_verified_ms},
               {"state", to_string(p.state)},
-              {"alerted", p.alerted}};
+              {"alerted", p.alerted},
+              {"decided", p.decided}};
     if (p.pending_digest) {
         j["pending_digest"] = p.pending_digest->str();
         j["pending_since_ms"] = p.pending_since_ms;
@@ -89,6 +90,7 @@ std::optional<pin> decode_pin(const pin_key& key, std::string_view v) {
             p.pending_since_ms = j.value("pending_since_ms", std::int64_t{0});
         }
         if (j.contains("alerted")) p.alerted = j.at("alerted").get<std::vector<std::string>>();
+        if (j.contains("decided")) p.decided = j.at("decided").get<std::vector<std::string>>();
         return p;
     } catch (const json::exception&) {
         return std::nullopt;

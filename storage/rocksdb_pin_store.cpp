@@ -53,6 +53,13 @@ bool same_state(const pin& a, const pin& b) {
            a.pending_digest == b.pending_digest;
 }
 
+// Whether a change from `before` to `after` changes what the pin serves or its state (created,
+// removed, another digest, state or pending digest).
+bool serves_differently(const std::optional<pin>& before, const std::optional<pin>& after) {
+    if (before.has_value() != after.has_value()) return true;
+    return before && !same_state(*before, *after);
+}
+
 // The id after the highest key of the form prefix + 8-byte id in `cf`.
 std::uint64_t next_id(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf, const std::string& prefix) {
     std::unique_ptr<rocksdb::Iterator> it(db->NewIterator({}, cf));
@@ -142,6 +149,9 @@ result<std::vector<pin_event>> rocksdb_pin_store::apply(const std::vector<pin_ch
             if (changes[j].key == change.key) return errc::invalid_argument;
         for (const auto& a : change.alerts)
             if (a.event >= change.events.size()) return errc::invalid_argument;
+        // The invariant: what a pin serves, and its state, never change without an event.
+        if (change.events.empty() && serves_differently(change.expected, change.replacement))
+            return errc::invalid_argument;
         auto current = find(change.key);
         if (!current) return current.error();
         if (change.expected.has_value() != current->has_value()) return errc::conflict;

@@ -68,8 +68,10 @@ reply events_or_error(const pins::actions::events& r) {
         unsigned status = e.code == oci::error_code::denied ? 409 : e.status();
         return fail(e.code, e.message, status);
     }
-    json out = {{"events", json::array()}};
-    for (const auto& e : *r) out["events"].push_back(pins::event_json(e));
+    json out = {{"events", json::array()}, {"skipped", json::array()}};
+    for (const auto& e : r->events) out["events"].push_back(pins::event_json(e));
+    for (const auto& s : r->skipped)
+        out["skipped"].push_back({{"accept_class", s.accept_class}, {"reason", s.reason}});
     return json_reply(200, out);
 }
 

@@ -269,19 +269,22 @@ import_report import_bundle(const import_request& r) {
         // A different pin already holds: never overwritten silently. The policy decides, as for
         // an upstream re-point, and the event (and alert) says so.
         auto policy = policies.for_key(w.key);
-        auto decision = pins::decide_repoint(policy.policy, cur.manifest_digest.str(),
-                                             w.digest.str(), cur.alerted);
+        auto decision = pins::decide_repoint(policy.policy, cur, w.digest.str());
+        if (!decision) {
+            // An operator decided about this digest, or it is already pending: as it was.
+            ++report.pins_unchanged;
+            continue;
+        }
         auto np = pins::apply_repoint(cur, *decision, w.digest, **m, now_ms());
         // A bundle is not a check against the upstream: a kept pin was not verified now.
         if (!decision->move_pin) np.last_verified_ms = cur.last_verified_ms;
         storage::pin_change change{w.key, cur, np};
-        if (decision->record_event) {
-            change.events.push_back({0, now_ms(), storage::event_type::repointed, w.key,
-                                     cur.manifest_digest.str(), w.digest.str(), actor,
-                                     std::string(pins::to_string(policy.policy)),
-                                     std::string(pins::to_string(decision->action)), "{}"});
+        change.events.push_back({0, now_ms(), storage::event_type::repointed, w.key,
+                                 cur.manifest_digest.str(), w.digest.str(), actor,
+                                 std::string(pins::to_string(policy.policy)),
+                                 std::string(pins::to_string(decision->action)), "{}"});
+        if (decision->alert)
             for (const auto& hook : r.settings.webhooks) change.alerts.push_back({0, hook.url});
-        }
         if (!pins::commit_offline(store, {change}))
             throw std::runtime_error("cannot write the pin for " + name);
         report.conflicts.push_back(name + ": pinned " + cur.manifest_digest.str() + ", bundle " +

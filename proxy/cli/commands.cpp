@@ -235,10 +235,15 @@ int pins_command(int argc, char** argv) {
     // approve, unpin, set
     if (!digest.empty()) body["digest"] = digest;
     auto j = call(c, "POST", "/api/v1/pin/" + chosen->get_name(), body.dump());
-    if (c.as_json)
+    if (c.as_json) {
         std::puts(j.dump(2).c_str());
-    else
-        print_events(j["events"]);
+        return 0;
+    }
+    print_events(j["events"]);
+    if (j.contains("skipped"))
+        for (const auto& s : j["skipped"])
+            std::printf("left alone: accept class %d: %s\n", s.value("accept_class", 0),
+                        s.value("reason", std::string()).c_str());
     return 0;
 }
 

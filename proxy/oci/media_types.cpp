@@ -17,6 +17,12 @@ std::string strip_parameters(std::string_view content_type) {
     return std::string(trim(content_type.substr(0, semi)));
 }
 
+bool accept_class_admits(std::uint8_t cls, std::string_view media_type) {
+    if (cls == 0) return true;
+    // The type's own class: one bit for a known type, none for others.
+    return (accept_class(media_type) & cls) != 0;
+}
+
 std::string accept_for_class(std::uint8_t c) {
     std::string out;
     auto add = [&](std::string_view t) {

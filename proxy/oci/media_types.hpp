@@ -29,6 +29,11 @@ inline constexpr std::uint8_t accepts_all = 15;
 // nothing: an empty class.
 std::uint8_t accept_class(std::string_view accept);
 
+// Whether a client of accept class `cls` accepts a manifest of `media_type`: the empty class
+// (clients that sent only */*, or no Accept) accepts anything; any other class the four types
+// it names.
+bool accept_class_admits(std::uint8_t cls, std::string_view media_type);
+
 // The Accept value that reproduces an accept class (a pin key's), for requests regpin makes
 // itself: the class's types and "*/*"; empty for the empty class.
 std::string accept_for_class(std::uint8_t accept_class);

@@ -54,14 +54,15 @@ asio::awaitable<oci::result<storage::manifest>> actions::manifest(std::size_t ui
     co_return std::move(got->manifest);
 }
 
-asio::awaitable<actions::events> actions::commit(std::vector<storage::pin_change> changes) {
+asio::awaitable<actions::events> actions::commit(std::vector<storage::pin_change> changes,
+                                                 std::vector<skipped_class> skipped) {
     auto applied = co_await writer_.commit(std::move(changes));
     if (!applied) {
         if (applied.error() == storage::errc::conflict)
             co_return oci::error{error_code::denied, "the pin changed meanwhile; try again"};
         co_return cache::storage_error("writing a pin change");
     }
-    co_return std::move(*applied);
+    co_return done{std::move(*applied), std::move(skipped)};
 }
 
 asio::awaitable<actions::events> actions::approve(pin_target t, std::optional<std::string> digest,
@@ -70,27 +71,39 @@ asio::awaitable<actions::events> actions::approve(pin_target t, std::optional<st
     auto current = co_await records_.list_tag(t.registry, t.repository, t.tag);
     if (!current) co_return cache::storage_error("reading pins");
     if (current->empty() || ui == upstream::upstreams::npos) co_return no_pin(t);
+    std::optional<storage::digest> chosen;
+    if (digest) {
+        chosen = storage::digest::parse(*digest);
+        if (!chosen)
+            co_return oci::error{error_code::digest_invalid, "invalid digest '" + *digest + "'"};
+    }
     std::vector<storage::pin_change> changes;
+    std::vector<skipped_class> skipped;
     for (const auto& p : *current) {
-        std::optional<storage::digest> target;
-        if (digest)
-            target = storage::digest::parse(*digest);
-        else
-            target = p.pending_digest;
-        if (!target)
-            co_return oci::error{error_code::denied, digest ? "invalid digest '" + *digest + "'"
-                                                            : "nothing is pending for " +
-                                                                  storage::display_name(p.key) +
-                                                                  ": give the digest to approve"};
+        auto target = chosen ? chosen : p.pending_digest;
+        if (!target) {
+            skipped.push_back({p.key.accept_class, "nothing is pending"});
+            continue;
+        }
         auto m = co_await manifest(ui, t.repository, *target);
         if (!m) co_return m.error();
-        auto np = serve_digest(p, *target, *m, storage::now_ms());
+        if (!oci::accept_class_admits(p.key.accept_class, m->media_type)) {
+            skipped.push_back({p.key.accept_class, "its clients do not accept " + m->media_type});
+            continue;
+        }
+        auto np = decide(p, *target, *m, storage::now_ms());
         storage::pin_change change{p.key, p, np};
         change.events.push_back(operator_event(storage::event_type::approved, p.key,
                                                p.manifest_digest.str(), target->str(), actor));
         changes.push_back(std::move(change));
     }
-    co_return co_await commit(std::move(changes));
+    if (changes.empty())
+        co_return oci::error{error_code::denied,
+                             chosen ? "no accept class of " + t.registry + "/" + t.repository +
+                                          ":" + t.tag + " admits " + chosen->str()
+                                    : "nothing is pending for " + t.registry + "/" + t.repository +
+                                          ":" + t.tag + ": give the digest to approve"};
+    co_return co_await commit(std::move(changes), std::move(skipped));
 }
 
 asio::awaitable<actions::events> actions::unpin(pin_target t, std::string actor) {
@@ -104,7 +117,8 @@ asio::awaitable<actions::events> actions::unpin(pin_target t, std::string actor)
                                                p.manifest_digest.str(), "", actor));
         changes.push_back(std::move(change));
     }
-    co_return co_await commit(std::move(changes));
+    std::vector<skipped_class> none;
+    co_return co_await commit(std::move(changes), std::move(none));
 }
 
 asio::awaitable<actions::events> actions::set(pin_target t, std::string digest, std::string actor) {
@@ -121,13 +135,17 @@ asio::awaitable<actions::events> actions::set(pin_target t, std::string digest, 
     std::vector<std::optional<pin>> befores(current->begin(), current->end());
     if (befores.empty()) befores.push_back(std::nullopt);
     std::vector<storage::pin_change> changes;
+    std::vector<skipped_class> skipped;
     for (const auto& before : befores) {
         // A new pin is made for the accept class every common client sends (all four types).
         storage::pin_key key =
             before ? before->key
                    : storage::pin_key{t.registry, t.repository, t.tag, oci::accepts_all};
-        auto np =
-            serve_digest(before ? *before : pin{key, *target}, *target, *m, storage::now_ms());
+        if (!oci::accept_class_admits(key.accept_class, m->media_type)) {
+            skipped.push_back({key.accept_class, "its clients do not accept " + m->media_type});
+            continue;
+        }
+        auto np = decide(before ? *before : pin{key, *target}, *target, *m, storage::now_ms());
         if (!before) np.first_seen_ms = np.last_verified_ms;
         storage::pin_change change{key, before, np};
         change.events.push_back(operator_event(storage::event_type::set, key,
@@ -135,7 +153,11 @@ asio::awaitable<actions::events> actions::set(pin_target t, std::string digest, 
                                                target->str(), actor));
         changes.push_back(std::move(change));
     }
-    co_return co_await commit(std::move(changes));
+    if (changes.empty())
+        co_return oci::error{error_code::denied, "no accept class of " + t.registry + "/" +
+                                                     t.repository + ":" + t.tag + " admits " +
+                                                     m->media_type + " (" + target->str() + ")"};
+    co_return co_await commit(std::move(changes), std::move(skipped));
 }
 
 }  // namespace regpin::proxy::pins

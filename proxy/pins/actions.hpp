@@ -31,19 +31,30 @@ public:
     actions(const config::settings& settings, upstream::upstreams& upstreams,
             store::pin_records& records, store::content& content, pins::writer& writer);
 
+    // A class of the tag an action left alone, and why.
+    struct skipped_class {
+        std::uint8_t accept_class = 0;
+        std::string reason;
+    };
+    struct done {
+        std::vector<storage::pin_event> events;  // as stored, one per class changed
+        std::vector<skipped_class> skipped;
+    };
     // Errors are for the admin API: MANIFEST_UNKNOWN (no pin), NAME_UNKNOWN (no upstream for
-    // the registry), DIGEST_INVALID, DENIED (nothing pending to approve; the pin changed
-    // meanwhile: try again), or the upstream's failure fetching the chosen manifest.
-    using events = oci::result<std::vector<storage::pin_event>>;
+    // the registry), DIGEST_INVALID, DENIED (no class the action applies to; the pin changed
+    // meanwhile: try again), or the upstream's failure fetching the chosen manifest. Nothing
+    // is written on an error.
+    using events = oci::result<done>;
 
-    // Moves every pin of the tag to `digest`, or each to its own pending digest.
+    // Moves to `digest` every class of the tag whose Accept admits its media type; without a
+    // digest, every class with something pending to its pending digest.
     [[nodiscard]] boost::asio::awaitable<events> approve(pin_target t,
                                                          std::optional<std::string> digest,
                                                          std::string actor);
     // Forgets the tag's pins (history stays); the next pull pins afresh.
     [[nodiscard]] boost::asio::awaitable<events> unpin(pin_target t, std::string actor);
-    // Pins the tag to `digest` (fetched and verified), creating a pin for the accept class of
-    // every common client when it has none.
+    // Pins to `digest` (fetched and verified) every class of the tag whose Accept admits its
+    // media type; a tag without pins gets one for the class every common client sends.
     [[nodiscard]] boost::asio::awaitable<events> set(pin_target t, std::string digest,
                                                      std::string actor);
 
@@ -51,7 +62,8 @@ private:
     boost::asio::awaitable<oci::result<storage::manifest>> manifest(std::size_t upstream_index,
                                                                     const std::string& repository,
                                                                     const storage::digest& d);
-    boost::asio::awaitable<events> commit(std::vector<storage::pin_change> changes);
+    boost::asio::awaitable<events> commit(std::vector<storage::pin_change> changes,
+                                          std::vector<skipped_class> skipped);
 
     const config::settings& settings_;
     upstream::upstreams& upstreams_;

@@ -152,31 +152,35 @@ asio::awaitable<check_result> checker::check(storage::pin_key key, std::size_t u
     out.upstream_digest = upstream_digest->str();
     auto now = storage::now_ms();
 
-    if (*upstream_digest == p.manifest_digest) {
+    if (reverts(p, upstream_digest->str())) {
+        // The upstream is back at the pinned digest, or at one an operator decided: nothing is
+        // pending any more.
         report(registry, check_outcome::unchanged);
         out.outcome = check_outcome::unchanged;
-        if (p.state == storage::pin_state::pending) {
-            // The upstream went back to the pinned digest: nothing is pending any more.
-            auto np = p;
-            np.state = storage::pin_state::pinned;
-            np.pending_digest.reset();
-            np.last_verified_ms = now;
-            storage::pin_change change{key, p, np};
-            change.events.push_back({0, now, storage::event_type::reverted, key,
-                                     p.pending_digest->str(), p.manifest_digest.str(), "policy", "",
-                                     "", ""});
-            std::vector<storage::pin_change> changes{change};
-            auto applied = co_await writer_.commit(changes);
-            if (applied) out.events = *applied;
-        } else {
-            (void)co_await records_.touch_verified(key, now);
-        }
+        auto np = p;
+        np.state = storage::pin_state::pinned;
+        np.pending_digest.reset();
+        np.last_verified_ms = now;
+        storage::pin_change change{key, p, np};
+        change.events.push_back({0, now, storage::event_type::reverted, key,
+                                 p.pending_digest->str(), p.manifest_digest.str(), "policy", "", "",
+                                 ""});
+        std::vector<storage::pin_change> changes{change};
+        auto applied = co_await writer_.commit(changes);
+        if (applied) out.events = *applied;
         co_return out;
     }
 
     auto policy = policies_.for_key(key);
-    auto decision =
-        decide_repoint(policy.policy, p.manifest_digest.str(), upstream_digest->str(), p.alerted);
+    auto decision = decide_repoint(policy.policy, p, upstream_digest->str());
+    if (!decision) {
+        // The pinned digest, a decided one, or the re-point already recorded: nothing changes.
+        (void)co_await records_.touch_verified(key, now);
+        report(registry, check_outcome::unchanged);
+        out.outcome = *upstream_digest == p.manifest_digest ? check_outcome::unchanged
+                                                            : check_outcome::already_recorded;
+        co_return out;
+    }
     auto fetched = co_await manifest(client, key.repository, *upstream_digest);
     if (!fetched) {
         report(registry, check_outcome::error);
@@ -186,27 +190,23 @@ asio::awaitable<check_result> checker::check(storage::pin_key key, std::size_t u
     }
     auto& upstream_manifest = *fetched;
 
-    auto np = apply_repoint(p, *decision, *upstream_digest, upstream_manifest, now);
-    storage::pin_change change{key, p, np};
-    if (decision->record_event) {
-        std::string summary_json = "{}";
+    // Every re-point is an event; the first one to a digest is also alerted, to every webhook,
+    // with a summary of what changed.
+    std::string summary_json = "{}";
+    if (decision->alert) {
         auto pinned_manifest = co_await manifest(client, key.repository, p.manifest_digest);
         if (pinned_manifest)
             summary_json =
                 co_await summary(client, key.repository, *pinned_manifest, upstream_manifest);
-        change.events.push_back({0, now, storage::event_type::repointed, key,
-                                 p.manifest_digest.str(), upstream_digest->str(), "policy",
-                                 std::string(to_string(policy.policy)),
-                                 std::string(to_string(decision->action)), summary_json});
-        // Every re-point is alerted, to every webhook.
-        for (const auto& target : alert_targets_) change.alerts.push_back({0, target});
-    } else if (np.state == p.state && np.manifest_digest == p.manifest_digest &&
-               np.pending_digest == p.pending_digest) {
-        (void)co_await records_.touch_verified(key, now);
-        report(registry, check_outcome::unchanged);
-        out.outcome = check_outcome::already_recorded;
-        co_return out;
     }
+    auto np = apply_repoint(p, *decision, *upstream_digest, upstream_manifest, now);
+    storage::pin_change change{key, p, np};
+    change.events.push_back({0, now, storage::event_type::repointed, key, p.manifest_digest.str(),
+                             upstream_digest->str(), "policy",
+                             std::string(to_string(policy.policy)),
+                             std::string(to_string(decision->action)), summary_json});
+    if (decision->alert)
+        for (const auto& target : alert_targets_) change.alerts.push_back({0, target});
     std::vector<storage::pin_change> changes{change};
     auto applied = co_await writer_.commit(changes);
     if (!applied) {
@@ -218,9 +218,8 @@ asio::awaitable<check_result> checker::check(storage::pin_key key, std::size_t u
         co_return f;
     }
     out.events = *applied;
-    out.outcome =
-        decision->record_event ? check_outcome::repointed : check_outcome::already_recorded;
-    report(registry, decision->record_event ? check_outcome::repointed : check_outcome::unchanged);
+    out.outcome = check_outcome::repointed;
+    report(registry, check_outcome::repointed);
     co_return out;
 }
 

@@ -121,13 +121,34 @@ resolved_policy resolve_policy(const std::vector<policy_rule>& rules, std::strin
     return {policy_kind::pin, default_revalidate, resolved_policy::npos};
 }
 
-std::optional<repoint_decision> decide_repoint(policy_kind policy, std::string_view pinned_digest,
-                                               std::string_view upstream_digest,
-                                               const std::vector<std::string>& already_alerted) {
-    if (upstream_digest == pinned_digest) return std::nullopt;
+namespace {
+
+constexpr std::size_t max_remembered = 32;
+
+bool contains(const std::vector<std::string>& v, std::string_view s) {
+    return std::find(v.begin(), v.end(), s) != v.end();
+}
+
+// Appends `s` unless present, keeping the last max_remembered.
+void remember(std::vector<std::string>& v, const std::string& s) {
+    if (contains(v, s)) return;
+    v.push_back(s);
+    if (v.size() > max_remembered) v.erase(v.begin());
+}
+
+}  // namespace
+
+bool reverts(const storage::pin& p, std::string_view upstream_digest) {
+    return p.state == pin_state::pending &&
+           (upstream_digest == p.manifest_digest.str() || contains(p.decided, upstream_digest));
+}
+
+std::optional<repoint_decision> decide_repoint(policy_kind policy, const storage::pin& p,
+                                               std::string_view upstream_digest) {
+    if (upstream_digest == p.manifest_digest.str() || contains(p.decided, upstream_digest))
+        return std::nullopt;
     repoint_decision d;
-    d.record_event = std::find(already_alerted.begin(), already_alerted.end(), upstream_digest) ==
-                     already_alerted.end();
+    d.alert = !contains(p.alerted, upstream_digest);
     switch (policy) {
         case policy_kind::pin:
             d.action = repoint_action::kept;
@@ -145,6 +166,9 @@ std::optional<repoint_decision> decide_repoint(policy_kind policy, std::string_v
             d.pending_digest = std::string(upstream_digest);
             break;
     }
+    // Already what the policy makes of this digest (checked again): nothing to record.
+    bool same_pending = p.pending_digest && p.pending_digest->str() == d.pending_digest;
+    if (!d.move_pin && p.state == d.new_state && same_pending) return std::nullopt;
     return d;
 }
 
@@ -167,10 +191,17 @@ storage::pin serve_digest(storage::pin p, const storage::digest& d, const storag
     return p;
 }
 
+storage::pin decide(storage::pin p, const storage::digest& d, const storage::manifest& m,
+                    std::int64_t now_ms) {
+    if (p.pending_digest) remember(p.decided, p.pending_digest->str());
+    remember(p.decided, p.manifest_digest.str());
+    remember(p.decided, d.str());
+    return serve_digest(std::move(p), d, m, now_ms);
+}
+
 storage::pin apply_repoint(storage::pin p, const repoint_decision& decision,
                            const storage::digest& upstream, const storage::manifest& m,
                            std::int64_t now_ms) {
-    constexpr std::size_t max_alerted = 32;
     if (decision.move_pin) {
         p = serve_digest(std::move(p), upstream, m, now_ms);
     } else {
@@ -179,10 +210,7 @@ storage::pin apply_repoint(storage::pin p, const repoint_decision& decision,
         p.last_verified_ms = now_ms;
     }
     p.state = decision.new_state;
-    if (decision.record_event) {
-        p.alerted.push_back(upstream.str());
-        if (p.alerted.size() > max_alerted) p.alerted.erase(p.alerted.begin());
-    }
+    if (decision.alert) remember(p.alerted, upstream.str());
     return p;
 }
 

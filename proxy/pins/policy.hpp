@@ -59,8 +59,6 @@ enum class repoint_action { kept, followed, rejected };
 std::string_view to_string(repoint_action a);
 
 struct repoint_decision {
-    // False when this upstream digest was already recorded for this pin: no event, no alert.
-    bool record_event = true;
     repoint_action action = repoint_action::kept;
     pin_state new_state = pin_state::pending;
     // follow: the pin now serves the upstream digest (history keeps the old one).
@@ -68,19 +66,27 @@ struct repoint_decision {
     // The pin's pending digest after the decision: the upstream digest for pin and reject
     // (what an operator would approve), empty for follow (nothing pending).
     std::string pending_digest;
+    // Whether the re-point is alerted (webhooks): not for a digest this pin alerted before.
+    // Its event is recorded either way: no pin changes without one.
+    bool alert = true;
 };
 
-// What the upstream answering `upstream_digest` for a tag pinned to `pinned_digest` does:
+// What the upstream answering `upstream_digest` does to pin `p` under `policy` (the table in
+// the README, "What a check does"):
 //   pin    -> kept: keep serving the pinned digest; state pending, upstream digest pending.
 //   follow -> followed: the pin moves to the upstream digest; state pinned.
 //   reject -> rejected: state rejected (requests fail until an operator approves a digest).
-// nullopt when upstream_digest == pinned_digest: not a re-point, leave the pin as it is
-// (state and pending digest unchanged; the caller only refreshes last-verified).
-// record_event is false when upstream_digest is in `already_alerted` (pin::alerted): re-points
-// are recorded once per (pin, upstream digest), while the state still follows the policy.
-std::optional<repoint_decision> decide_repoint(policy_kind policy, std::string_view pinned_digest,
-                                               std::string_view upstream_digest,
-                                               const std::vector<std::string>& already_alerted);
+// nullopt when nothing changes: the upstream shows the pinned digest or one an operator
+// decided about (p.decided: the decision holds), or the pin already is what the policy makes
+// of this digest (the same pending digest again). A pending pin whose upstream comes back is
+// reverts(), not a re-point.
+std::optional<repoint_decision> decide_repoint(policy_kind policy, const storage::pin& p,
+                                               std::string_view upstream_digest);
+
+// Whether the upstream answering `upstream_digest` puts `p`, pending, back to pinned: the
+// upstream shows the pinned digest again, or one an operator decided about. A rejected pin
+// stays rejected until an operator decides.
+bool reverts(const storage::pin& p, std::string_view upstream_digest);
 
 // The config's rules, parsed (config validation already refused unknown policy names).
 std::vector<policy_rule> rules_from(const std::vector<config::policy_rule>& rules);
@@ -101,13 +107,19 @@ private:
 };
 
 // `p` now serves digest `d` (manifest `m`): state pinned, nothing pending, verified at `now_ms`.
-// What approve, set and a followed re-point do to a pin.
+// What a followed re-point, a revert and a first import do to a pin.
 storage::pin serve_digest(storage::pin p, const storage::digest& d, const storage::manifest& m,
                           std::int64_t now_ms);
 
+// An operator's decision (approve, set): `p` serves `d` like serve_digest, and the digests the
+// operator decided about (the chosen one, the one served before, the pending one) join
+// p.decided: until the upstream shows another digest, checks leave the pin as decided.
+storage::pin decide(storage::pin p, const storage::digest& d, const storage::manifest& m,
+                    std::int64_t now_ms);
+
 // `p` after the upstream (or an imported bundle) re-pointed it to `upstream` (manifest `m`) and
 // the policy decided `decision`: follow moves the pin; pin and reject keep it with `upstream`
-// pending (pending_since kept while the same digest stays pending). A recorded re-point adds
+// pending (pending_since kept while the same digest stays pending). An alerted re-point adds
 // `upstream` to p.alerted, which keeps the last 32.
 storage::pin apply_repoint(storage::pin p, const repoint_decision& decision,
                            const storage::digest& upstream, const storage::manifest& m,

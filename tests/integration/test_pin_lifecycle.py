@@ -585,6 +585,139 @@ class RepointPolicyTest(PinLifecycleTestCase):
         self.assertEqual(len(self.receiver.deliveries(reference=self.ref(repo))), 1,
                          [d.body for d in self.receiver.deliveries(reference=self.ref(repo))])
 
+    # -- issue 12: no pin changes without an event; an operator's decision holds ----------------
+
+    def test_follow_flapping_records_every_move_and_alerts_each_digest_once(self):
+        repo = "follow/flap"
+        a = self.image("flap-a", seed="flap-a")
+        b = self.image("flap-b", seed="flap-b")
+        first = self.repoint(repo, a, b)
+        moves = [(a, b), (b, a), (a, b), (b, a), (a, b)]  # (from, to), the first one done above
+        for old, new in moves[1:]:
+            self.push(new, repo)
+            result = self.check(repo)
+            self.assertEqual((result["outcome"], result["upstream_digest"]), ("repointed", new.digest), result)
+            self.assertEqual([(e["type"], e["action"], e["old_digest"], e["new_digest"]) for e in result["events"]],
+                             [("repointed", "followed", old.digest, new.digest)])
+        # Every move is in the history, in order, and the last says what nodes get.
+        history = self.pin_doc(repo)["history"]
+        self.assertEqual([(e["type"], e["old_digest"], e["new_digest"]) for e in history],
+                         [("pinned", None, a.digest)] +
+                         [("repointed", old.digest, new.digest) for old, new in moves])
+        self.assertEqual(self.the_pin(repo)["digest"], b.digest)
+        self.assertEqual(self.ctr_pull(repo), b.digest, "containerd gets what the history ends with")
+        # Each digest is alerted once: the first move to b and the first move back to a.
+        self.wait_queue_empty()
+        alerted = [(d.alert()["pinned_digest"], d.alert()["upstream_digest"])
+                   for d in self.receiver.accepted(reference=self.ref(repo))]
+        self.assertEqual(alerted, [(a.digest, b.digest), (b.digest, a.digest)])
+        self.assertEqual(alerted[0], (first["old_digest"], first["new_digest"]))
+
+    def test_reject_then_keeping_the_old_digest_holds_until_the_upstream_shows_a_new_one(self):
+        repo = "reject/keep"
+        a = self.image("keep-a", seed="keep-a")
+        b = self.image("keep-b", seed="keep-b")
+        c = self.image("keep-c", seed="keep-c")
+        self.repoint(repo, a, b)
+        self.assertIsNone(self.ctr_pull(repo, check=False), "rejected: containerd gets 403")
+        kept = self.regpin.cli("pins", "approve", self.ref(repo), "--digest", a.digest, "--json", token=self.CLI)
+        self.assertEqual(kept.returncode, 0, kept.stderr)
+        self.assertEqual(self.ctr_pull(repo), a.digest, "the operator kept the old digest")
+
+        # The upstream still shows b: decided, so the check changes nothing and says so.
+        result = self.check(repo)
+        self.assertEqual((result["outcome"], result["events"]), ("already_recorded", []), result)
+        pin = self.the_pin(repo)
+        self.assertEqual((pin["state"], pin["digest"], pin["pending_digest"]), ("pinned", a.digest, None))
+        self.assert_history(self.pin_doc(repo)["history"],
+                            [("pinned", "first-pull"), ("repointed", "policy"), ("approved", "token:cli")])
+        self.assertEqual(self.ctr_pull(repo), a.digest, "still a after the check")
+
+        # A digest nobody decided: the policy applies afresh, with an event and an alert.
+        self.push(c, repo)
+        result = self.check(repo)
+        self.assertEqual(result["outcome"], "repointed", result)
+        event = result["events"][0]
+        self.assertEqual((event["action"], event["old_digest"], event["new_digest"]),
+                         ("rejected", a.digest, c.digest))
+        self.assertEqual(self.assert_signed_alert(self.wait_alert(event["id"]), event)["upstream_digest"], c.digest)
+        self.assertIsNone(self.ctr_pull(repo, check=False), "rejected again")
+        pin = self.the_pin(repo)
+        self.assertEqual((pin["state"], pin["pending_digest"]), ("rejected", c.digest))
+
+    def test_pin_policy_keeping_the_pinned_digest_is_not_undone_by_the_next_check(self):
+        repo = "pin/keep"
+        a = self.image("pin-keep-a", seed="pin-keep-a")
+        b = self.image("pin-keep-b", seed="pin-keep-b")
+        self.repoint(repo, a, b)
+        self.assertEqual(self.the_pin(repo)["state"], "pending")
+        kept = self.api("POST", "/api/v1/pin/approve", self.target(repo, digest=a.digest)).json()["events"]
+        self.assertEqual([(e["type"], e["new_digest"]) for e in kept], [("approved", a.digest)])
+        before = self.last_event_id()
+        result = self.check(repo)
+        self.assertEqual((result["outcome"], result["events"]), ("already_recorded", []), result)
+        pin = self.the_pin(repo)
+        self.assertEqual((pin["state"], pin["digest"], pin["pending_digest"]), ("pinned", a.digest, None))
+        self.assertEqual([e for e in self.events(after=before) if e["reference"] == self.ref(repo)], [])
+        self.assertEqual(self.ctr_pull(repo), a.digest)
+
+    # -- issue 12: an operator's action covers a tag's classes, each as its clients accept ------
+
+    def push_docker_list(self, repo: str, seed: str) -> tuple[str, str]:
+        """An index converted by skopeo into a Docker manifest list with schema 2 children,
+        pushed under repo:v1; (the list's digest, the linux/amd64 child's), as the upstream
+        answers containerd and a client that accepts only Docker schema 2 manifests."""
+        self.image(seed, seed=seed, platforms=("linux/amd64", "linux/arm64"))
+        h.default_skopeo()("copy", "--all", "--format", "v2s2", "--dest-tls-verify=false", "--quiet",
+                           f"oci:{self.layout.path}:{seed}", f"docker://{self.upstream.host}/{repo}:v1")
+        digests = []
+        for accept in (h.ACCEPT_ALL_MANIFESTS, h.MEDIA_DOCKER_MANIFEST):
+            resp = self.upstream.request("GET", f"/v2/{repo}/manifests/v1", {"Accept": accept})
+            self.assertEqual(resp.status, 200, resp.body[:300])
+            digests.append(resp.header("Docker-Content-Digest"))
+        return digests[0], digests[1]
+
+    def docker_only_digest(self, repo: str) -> str:
+        resp = self.regpin.request("GET", h.with_query(f"/v2/{repo}/manifests/v1", ns=self.upstream.host),
+                                   {"Accept": h.MEDIA_DOCKER_MANIFEST})
+        self.assertEqual(resp.status, 200, resp.body[:300])
+        self.assertEqual(resp.header("Content-Type"), h.MEDIA_DOCKER_MANIFEST)
+        return resp.header("Docker-Content-Digest")
+
+    def test_approve_moves_each_class_its_clients_accept_and_says_which_it_left_alone(self):
+        repo = "pin/classes"
+        list1, child1 = self.push_docker_list(repo, "classes-1")
+        self.assertEqual(self.ctr_pull(repo), list1)
+        self.assertEqual(self.docker_only_digest(repo), child1)
+        list2, child2 = self.push_docker_list(repo, "classes-2")
+        results = self.api("POST", "/api/v1/pin/check", self.target(repo)).json()["results"]
+        self.assertEqual(sorted((r["accept_class"], r["outcome"], r["upstream_digest"]) for r in results),
+                         [(1, "repointed", child2), (15, "repointed", list2)])
+
+        # --digest: the list goes only to the class whose clients accept lists.
+        approved = self.regpin.cli("pins", "approve", self.ref(repo), "--digest", list2, "--json", token=self.CLI)
+        self.assertEqual(approved.returncode, 0, approved.stderr)
+        doc = json.loads(approved.stdout)
+        self.assertEqual([(e["accept_class"], e["new_digest"]) for e in doc["events"]], [(15, list2)])
+        self.assertEqual([s["accept_class"] for s in doc["skipped"]], [1])
+        self.assertIn(h.MEDIA_DOCKER_LIST, doc["skipped"][0]["reason"])
+        self.assertEqual(self.ctr_pull(repo), list2)
+        self.assertEqual(self.docker_only_digest(repo), child1, "a Docker-only client is never served a list")
+        pins = {p["accept_class"]: p for p in self.pin_doc(repo)["pins"]}
+        self.assertEqual((pins[1]["state"], pins[1]["pending_digest"]), ("pending", child2))
+
+        # Without a digest: every class with something pending, the others listed.
+        approved = self.api("POST", "/api/v1/pin/approve", self.target(repo)).json()
+        self.assertEqual([(e["accept_class"], e["old_digest"], e["new_digest"]) for e in approved["events"]],
+                         [(1, child1, child2)])
+        self.assertEqual(approved["skipped"], [{"accept_class": 15, "reason": "nothing is pending"}])
+        self.assertEqual(self.docker_only_digest(repo), child2)
+        self.assertEqual(self.ctr_pull(repo), list2)
+        # Nothing left to approve: refused whole, nothing written.
+        before = self.last_event_id()
+        self.api("POST", "/api/v1/pin/approve", self.target(repo), expect=409)
+        self.assertEqual(self.last_event_id(), before)
+
     def test_a_long_poll_on_events_returns_as_soon_as_a_repoint_is_recorded(self):
         repo = "pin/long-poll"
         first = self.image("poll-first", seed="poll-1")

@@ -509,6 +509,37 @@ TYPED_TEST_P(PinStoreContract, ListAfterAKeyPagesThroughThePinsInKeyOrder) {
     EXPECT_EQ(names(*rest), (names_t{"docker.io/b#1", "docker.io/b#15", "docker.io/c#15"}));
 }
 
+// No pin changes without an event (issue 12): a change of what a pin serves, of its state or
+// of its pending digest, a creation or a removal, is refused without one; a change of
+// bookkeeping alone (last verified, alerted) needs none.
+TYPED_TEST_P(PinStoreContract, AChangeOfWhatAPinServesWithoutAnEventIsRefused) {
+    auto& pins = this->backend.store();
+    auto a = make_pin("a", "A");
+    ASSERT_TRUE(first_pull(pins, a));
+    const std::vector<std::optional<pin>> silent = {
+        moved_to(a, "B"), awaiting(a, pin_state::pending, "B"),
+        awaiting(a, pin_state::rejected, "B"), std::nullopt};
+    for (const auto& to : silent) {
+        auto refused = pins.apply(pin_change{a.key, a, to});
+        ASSERT_FALSE(refused);
+        EXPECT_EQ(refused.error(), errc::invalid_argument);
+    }
+    auto never = make_pin("new", "N");
+    auto created = pins.apply(pin_change{never.key, std::nullopt, never});
+    ASSERT_FALSE(created);
+    EXPECT_EQ(created.error(), errc::invalid_argument);
+    EXPECT_EQ((*pins.find(a.key))->manifest_digest, a.manifest_digest);
+    EXPECT_FALSE(*pins.find(never.key));
+    EXPECT_EQ(pins.history(a.key)->size(), 1u);
+
+    auto bookkeeping = a;
+    bookkeeping.last_verified_ms = 7000;
+    bookkeeping.alerted = {sha256_of("B").str()};
+    ASSERT_TRUE(pins.apply(pin_change{a.key, a, bookkeeping}));
+    EXPECT_EQ((*pins.find(a.key))->last_verified_ms, 7000);
+    expect_counts(pins, 1, 0);
+}
+
 TYPED_TEST_P(PinStoreContract, AMemoryOnlyFindNeverContradictsABlockingOne) {
     auto& pins = this->backend.store();
     auto a = make_pin("a", "A");
@@ -535,6 +566,7 @@ REGISTER_TYPED_TEST_SUITE_P(
     UnpinDeletesThePinButKeepsItsHistory, ListFiltersByRegistryPrefixAndState,
     EventsComeOldestFirstAndFromATime, CountsFollowCreatesRepointsApprovalsAndUnpins,
     RefusedChangesLeaveTheCountsAlone, CountsAreRebuiltWhenTheStoreIsReopened,
-    ListAfterAKeyPagesThroughThePinsInKeyOrder, AMemoryOnlyFindNeverContradictsABlockingOne);
+    ListAfterAKeyPagesThroughThePinsInKeyOrder, AChangeOfWhatAPinServesWithoutAnEventIsRefused,
+    AMemoryOnlyFindNeverContradictsABlockingOne);
 
 }  // namespace regpin::testing

@@ -14,6 +14,22 @@ namespace {
 const std::string pinned = "sha256:" + std::string(64, 'a');
 const std::string upstream = "sha256:" + std::string(64, 'b');
 
+namespace storage = regpin::storage;
+
+storage::digest digest_of(const std::string& s) { return *storage::digest::parse(s); }
+
+// A pin serving `served`, in `state`, with `pending` pending (empty: nothing).
+storage::pin pin_at(const std::string& served,
+                    storage::pin_state state = storage::pin_state::pinned,
+                    const std::string& pending = "") {
+    storage::pin p{{"docker.io", "library/x", "v1", 15}, digest_of(served)};
+    p.state = state;
+    if (!pending.empty()) p.pending_digest = digest_of(pending);
+    return p;
+}
+
+const storage::manifest any_manifest{"application/vnd.oci.image.manifest.v1+json", "m"};
+
 }  // namespace
 
 TEST(PolicyGlob, SingleStarStaysWithinOnePathComponent) {
@@ -118,9 +134,9 @@ TEST(PolicyNames, RoundTrip) {
 }
 
 TEST(PolicyRepoint, PinKeepsServingThePinnedDigestAndRecordsThePending) {
-    auto d = decide_repoint(policy_kind::pin, pinned, upstream, {});
+    auto d = decide_repoint(policy_kind::pin, pin_at(pinned), upstream);
     ASSERT_TRUE(d);
-    EXPECT_TRUE(d->record_event);
+    EXPECT_TRUE(d->alert);
     EXPECT_EQ(d->action, repoint_action::kept);
     EXPECT_EQ(d->new_state, pin_state::pending);
     EXPECT_FALSE(d->move_pin);
@@ -128,9 +144,9 @@ TEST(PolicyRepoint, PinKeepsServingThePinnedDigestAndRecordsThePending) {
 }
 
 TEST(PolicyRepoint, FollowMovesThePin) {
-    auto d = decide_repoint(policy_kind::follow, pinned, upstream, {});
+    auto d = decide_repoint(policy_kind::follow, pin_at(pinned), upstream);
     ASSERT_TRUE(d);
-    EXPECT_TRUE(d->record_event);
+    EXPECT_TRUE(d->alert);
     EXPECT_EQ(d->action, repoint_action::followed);
     EXPECT_EQ(d->new_state, pin_state::pinned);
     EXPECT_TRUE(d->move_pin);
@@ -138,9 +154,9 @@ TEST(PolicyRepoint, FollowMovesThePin) {
 }
 
 TEST(PolicyRepoint, RejectFreezesThePinAndKeepsTheCandidate) {
-    auto d = decide_repoint(policy_kind::reject, pinned, upstream, {});
+    auto d = decide_repoint(policy_kind::reject, pin_at(pinned), upstream);
     ASSERT_TRUE(d);
-    EXPECT_TRUE(d->record_event);
+    EXPECT_TRUE(d->alert);
     EXPECT_EQ(d->action, repoint_action::rejected);
     EXPECT_EQ(d->new_state, pin_state::rejected);
     EXPECT_FALSE(d->move_pin);
@@ -148,31 +164,90 @@ TEST(PolicyRepoint, RejectFreezesThePinAndKeepsTheCandidate) {
 }
 
 TEST(PolicyRepoint, SameDigestIsNotARepoint) {
-    for (auto p : {policy_kind::pin, policy_kind::follow, policy_kind::reject})
-        EXPECT_EQ(decide_repoint(p, pinned, pinned, {upstream}), std::nullopt);
+    auto p = pin_at(pinned);
+    p.alerted = {upstream};
+    for (auto policy : {policy_kind::pin, policy_kind::follow, policy_kind::reject})
+        EXPECT_EQ(decide_repoint(policy, p, pinned), std::nullopt);
 }
 
-TEST(PolicyRepoint, AlreadyAlertedDigestIsNotRecordedAgainButStateStillFollowsPolicy) {
-    const std::vector<std::string> alerted = {"sha256:" + std::string(64, 'c'), upstream};
-    auto d = decide_repoint(policy_kind::pin, pinned, upstream, alerted);
+// Issue 12: a digest alerted before is re-pointed to again with an event (the caller always
+// records one); only the webhook alert is suppressed.
+TEST(PolicyRepoint, AnAlreadyAlertedDigestIsARepointWithoutAnAlert) {
+    auto p = pin_at(pinned);
+    p.alerted = {"sha256:" + std::string(64, 'c'), upstream};
+    for (auto policy : {policy_kind::pin, policy_kind::follow, policy_kind::reject}) {
+        auto d = decide_repoint(policy, p, upstream);
+        ASSERT_TRUE(d) << to_string(policy);
+        EXPECT_FALSE(d->alert) << to_string(policy);
+    }
+    EXPECT_EQ(decide_repoint(policy_kind::pin, p, upstream)->new_state, pin_state::pending);
+    EXPECT_EQ(decide_repoint(policy_kind::reject, p, upstream)->new_state, pin_state::rejected);
+    EXPECT_TRUE(decide_repoint(policy_kind::follow, p, upstream)->move_pin);
+    // Another upstream digest is alerted.
+    auto d = decide_repoint(policy_kind::pin, p, "sha256:" + std::string(64, 'd'));
     ASSERT_TRUE(d);
-    EXPECT_FALSE(d->record_event);
-    EXPECT_EQ(d->new_state, pin_state::pending);
+    EXPECT_TRUE(d->alert);
+}
 
-    d = decide_repoint(policy_kind::reject, pinned, upstream, alerted);
+TEST(PolicyRepoint, TheSamePendingDigestSeenAgainChangesNothing) {
+    EXPECT_EQ(
+        decide_repoint(policy_kind::pin, pin_at(pinned, pin_state::pending, upstream), upstream),
+        std::nullopt);
+    EXPECT_EQ(decide_repoint(policy_kind::reject, pin_at(pinned, pin_state::rejected, upstream),
+                             upstream),
+              std::nullopt);
+    // The policy changed from pin to reject meanwhile: the same digest now rejects the tag.
+    auto d =
+        decide_repoint(policy_kind::reject, pin_at(pinned, pin_state::pending, upstream), upstream);
     ASSERT_TRUE(d);
-    EXPECT_FALSE(d->record_event);
     EXPECT_EQ(d->new_state, pin_state::rejected);
+}
 
-    d = decide_repoint(policy_kind::follow, pinned, upstream, alerted);
-    ASSERT_TRUE(d);
-    EXPECT_FALSE(d->record_event);
-    EXPECT_TRUE(d->move_pin);
+TEST(PolicyRepoint, OnlyAPendingPinRevertsWhenTheUpstreamComesBack) {
+    const std::string decided = "sha256:" + std::string(64, 'e');
+    auto pending = pin_at(pinned, pin_state::pending, upstream);
+    pending.decided = {decided};
+    EXPECT_TRUE(reverts(pending, pinned));
+    EXPECT_TRUE(reverts(pending, decided)) << "back at a digest an operator decided";
+    EXPECT_FALSE(reverts(pending, upstream));
+    EXPECT_FALSE(reverts(pin_at(pinned, pin_state::rejected, upstream), pinned))
+        << "only an operator clears a rejection";
+    EXPECT_FALSE(reverts(pin_at(pinned), pinned));
+}
 
-    // Another upstream digest is a new re-point.
-    d = decide_repoint(policy_kind::pin, pinned, "sha256:" + std::string(64, 'd'), alerted);
-    ASSERT_TRUE(d);
-    EXPECT_TRUE(d->record_event);
+TEST(PolicyRepoint, FollowFlappingIsAnEventEveryMoveAndAnAlertPerNewDigest) {
+    auto p = pin_at(pinned);
+    std::vector<bool> alerts;
+    for (const auto& next : {upstream, pinned, upstream, pinned, upstream}) {
+        auto d = decide_repoint(policy_kind::follow, p, next);
+        ASSERT_TRUE(d) << "a move with no decision would change the pin silently";
+        alerts.push_back(d->alert);
+        p = apply_repoint(p, *d, digest_of(next), any_manifest, 1);
+        EXPECT_EQ(p.manifest_digest.str(), next);
+    }
+    EXPECT_EQ(alerts, (std::vector<bool>{true, true, false, false, false}));
+}
+
+// Issue 12: an operator's decision holds until the upstream moves to a digest nobody decided.
+TEST(PolicyRepoint, AnOperatorsDecisionHoldsUntilTheUpstreamShowsANewDigest) {
+    const std::string later = "sha256:" + std::string(64, 'c');
+    auto rejected = pin_at(pinned, pin_state::rejected, upstream);
+    rejected.alerted = {upstream};
+    // The operator keeps the old digest.
+    auto kept = decide(rejected, digest_of(pinned), any_manifest, 5);
+    EXPECT_EQ(kept.state, pin_state::pinned);
+    EXPECT_FALSE(kept.pending_digest);
+    for (auto policy : {policy_kind::pin, policy_kind::follow, policy_kind::reject})
+        EXPECT_EQ(decide_repoint(policy, kept, upstream), std::nullopt) << to_string(policy);
+    auto fresh = decide_repoint(policy_kind::reject, kept, later);
+    ASSERT_TRUE(fresh);
+    EXPECT_EQ(fresh->new_state, pin_state::rejected);
+    EXPECT_TRUE(fresh->alert);
+    // Approving the pending digest: the old one is decided too.
+    auto moved =
+        decide(pin_at(pinned, pin_state::pending, upstream), digest_of(upstream), any_manifest, 6);
+    EXPECT_EQ(moved.manifest_digest.str(), upstream);
+    EXPECT_EQ(decide_repoint(policy_kind::pin, moved, pinned), std::nullopt);
 }
 
 TEST(PolicyRepoint, ApplyRepointMovesOnFollowAndKeepsPendingOtherwise) {
@@ -182,8 +257,7 @@ TEST(PolicyRepoint, ApplyRepointMovesOnFollowAndKeepsPendingOtherwise) {
     p.last_verified_ms = 1;
     storage::manifest m{"application/vnd.oci.image.manifest.v1+json", "b"};
 
-    auto follow =
-        *proxy::pins::decide_repoint(proxy::pins::policy_kind::follow, a.str(), b.str(), {});
+    auto follow = *proxy::pins::decide_repoint(proxy::pins::policy_kind::follow, p, b.str());
     auto moved = proxy::pins::apply_repoint(p, follow, b, m, 100);
     EXPECT_EQ(moved.manifest_digest, b);
     EXPECT_EQ(moved.size, 1u);
@@ -191,7 +265,7 @@ TEST(PolicyRepoint, ApplyRepointMovesOnFollowAndKeepsPendingOtherwise) {
     EXPECT_FALSE(moved.pending_digest);
     EXPECT_EQ(moved.alerted, std::vector<std::string>{b.str()});
 
-    auto keep = *proxy::pins::decide_repoint(proxy::pins::policy_kind::pin, a.str(), b.str(), {});
+    auto keep = *proxy::pins::decide_repoint(proxy::pins::policy_kind::pin, p, b.str());
     auto kept = proxy::pins::apply_repoint(p, keep, b, m, 100);
     EXPECT_EQ(kept.manifest_digest, a);
     EXPECT_EQ(kept.pending_digest, b);

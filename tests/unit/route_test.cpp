@@ -152,3 +152,17 @@ TEST(Range, UnsatisfiableAndIgnored) {
     EXPECT_EQ(parse_range("bytes=x-2", 100).outcome, range_outcome::full);
     EXPECT_EQ(parse_range("", 100).outcome, range_outcome::full);
 }
+
+TEST(MediaTypes, AClassAdmitsTheTypesItNamesAndTheEmptyClassAdmitsAnything) {
+    std::string list(docker_manifest_list), manifest(docker_manifest), index(oci_index);
+    EXPECT_TRUE(accept_class_admits(accepts_all, list));
+    EXPECT_TRUE(accept_class_admits(accepts_docker_manifest, manifest));
+    EXPECT_FALSE(accept_class_admits(accepts_docker_manifest, list));
+    EXPECT_FALSE(accept_class_admits(accepts_oci_manifest, index));
+    EXPECT_TRUE(accept_class_admits(accepts_oci_manifest | accepts_oci_index, index));
+    EXPECT_TRUE(accept_class_admits(0, list)) << "*/* only, or no Accept at all";
+    EXPECT_FALSE(accept_class_admits(accepts_all,
+                                     "application/vnd.docker.distribution.manifest.v1+prettyjws"));
+    EXPECT_TRUE(
+        accept_class_admits(0, "application/vnd.docker.distribution.manifest.v1+prettyjws"));
+}
