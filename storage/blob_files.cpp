@@ -66,9 +66,10 @@ locate_scope::locate_scope(located_read& out) : previous_(active) {
 
 locate_scope::~locate_scope() { active = previous_; }
 
-std::unique_ptr<rocksdb::Env> make_locating_env(std::uint64_t offset_skew) {
-    return rocksdb::NewCompositeEnv(
-        std::make_shared<locating_fs>(rocksdb::FileSystem::Default(), offset_skew));
+std::unique_ptr<rocksdb::Env> make_locating_env(std::uint64_t offset_skew,
+                                                std::shared_ptr<rocksdb::FileSystem> base) {
+    if (!base) base = rocksdb::FileSystem::Default();
+    return rocksdb::NewCompositeEnv(std::make_shared<locating_fs>(std::move(base), offset_skew));
 }
 
 }  // namespace regpin::storage

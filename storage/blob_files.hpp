@@ -42,6 +42,8 @@ private:
 // An Env whose file system wraps blob files (*.blob) for locate_scope. `offset_skew` is for
 // tests only: locations come out that many bytes off, as they would if RocksDB laid out blob
 // values differently (the start-up probe must then turn locating off).
-std::unique_ptr<rocksdb::Env> make_locating_env(std::uint64_t offset_skew = 0);
+// `base`: the file system underneath (nullptr: the default one).
+std::unique_ptr<rocksdb::Env> make_locating_env(
+    std::uint64_t offset_skew = 0, std::shared_ptr<rocksdb::FileSystem> base = nullptr);
 
 }  // namespace regpin::storage

@@ -165,7 +165,7 @@ result<std::shared_ptr<database>> open_database(const std::string& dir, open_rep
     report.path = std::filesystem::absolute(dir, fs_ec).lexically_normal().string();
 
     std::shared_ptr<database> d(new database());
-    d->env_ = make_locating_env(hooks.locate_offset_skew);
+    d->env_ = make_locating_env(hooks.locate_offset_skew, hooks.file_system);
     rocksdb::DBOptions opts;
     opts.env = d->env_.get();
     opts.create_if_missing = true;

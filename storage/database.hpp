@@ -7,6 +7,10 @@
 
 #include "storage/errors.hpp"
 
+namespace rocksdb {
+class FileSystem;
+}
+
 namespace regpin::storage {
 
 class database;
@@ -27,9 +31,12 @@ enum class open_mode {
     read_only,   // an existing database, even while a regpin process holds it; no writes
 };
 
-// For tests only: make the start-up probe of blob file locations see wrong offsets.
+// For tests only.
 struct open_hooks {
+    // The start-up probe of blob file locations sees offsets this far off.
     std::uint64_t locate_offset_skew = 0;
+    // The file system under the database (a power-loss simulation); nullptr: the real one.
+    std::shared_ptr<rocksdb::FileSystem> file_system;
 };
 
 // Opens the database in `dir`. Fails with errc::locked when another process holds the folder
