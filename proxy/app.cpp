@@ -174,7 +174,7 @@ void app::start(std::shared_ptr<storage::database> db) {
     p.actions = std::make_unique<pins::actions>(p.settings, *p.upstreams, p.stores->pins(),
                                                 p.stores->content(), *p.writer);
     p.service = std::make_unique<registry::service>(p.settings, *p.upstreams, *p.stores, *p.fetcher,
-                                                    *p.writer, *p.scheduler);
+                                                    *p.writer, *p.scheduler, *p.checker);
     auto* pins = &p.stores->pins();
     // O(1) counts kept by the pin store: a scrape reads no storage.
     p.metrics.gauge("regpin_pins", "Pins stored").set_callback([pins] {

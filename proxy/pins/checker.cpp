@@ -223,4 +223,36 @@ asio::awaitable<check_result> checker::check(storage::pin_key key, std::size_t u
     co_return out;
 }
 
+asio::awaitable<storage::result<storage::pin>> checker::diverged_first_sight(
+    storage::pin candidate, storage::manifest candidate_manifest, storage::pin first,
+    std::size_t upstream_index) {
+    const auto key = candidate.key;
+    auto& client = upstreams_.at(upstream_index);
+    auto policy = policies_.for_key(key);
+    std::string summary_json = "{}";
+    if (auto pinned_manifest = co_await manifest(client, key.repository, first.manifest_digest))
+        summary_json =
+            co_await summary(client, key.repository, *pinned_manifest, candidate_manifest);
+    if (policy.policy == policy_kind::reject) {
+        candidate.state = storage::pin_state::rejected;
+        candidate.pending_digest = candidate.manifest_digest;
+        candidate.pending_since_ms = candidate.first_seen_ms;
+    }
+    candidate.alerted.push_back(candidate.manifest_digest.str());
+    storage::pin_change change{key, std::nullopt, candidate};
+    change.events.push_back({0, candidate.first_seen_ms, storage::event_type::repointed, key,
+                             first.manifest_digest.str(), candidate.manifest_digest.str(),
+                             "first-pull", std::string(to_string(policy.policy)), "diverged",
+                             summary_json});
+    for (const auto& target : alert_targets_) change.alerts.push_back({0, target});
+    std::vector<storage::pin_change> changes{change};
+    auto applied = co_await writer_.commit(changes);
+    if (!applied && applied.error() != storage::errc::conflict) co_return applied.error();
+    // Written, or another request pinned this class first: the stored pin holds.
+    auto held = co_await records_.find(key);
+    if (!held) co_return held.error();
+    if (!*held) co_return storage::errc::conflict;  // unpinned meanwhile
+    co_return std::move(**held);
+}
+
 }  // namespace regpin::proxy::pins

@@ -41,6 +41,16 @@ public:
     [[nodiscard]] boost::asio::awaitable<check_result> check(storage::pin_key key,
                                                              std::size_t upstream_index);
 
+    // First sight of a representation of a tag (`candidate`, a pin of a new accept class) that
+    // is not the image of the tag's first pin `first` (pins/classes.hpp): the upstream moved the
+    // tag since. Written like a re-point of `first` (event with a summary, alerts), under the
+    // tag's policy: reject refuses it until an operator approves; pin and follow serve it, as no
+    // pin of the tag is acceptable to its clients. The pin of candidate.key that holds
+    // afterwards (another request's, if one was first).
+    [[nodiscard]] boost::asio::awaitable<storage::result<storage::pin>> diverged_first_sight(
+        storage::pin candidate, storage::manifest candidate_manifest, storage::pin first,
+        std::size_t upstream_index);
+
 private:
     boost::asio::awaitable<std::string> summary(upstream::registry_client& client,
                                                 const std::string& repository,

@@ -128,14 +128,15 @@ reply rejected_reply(const storage::pin& p) {
 
 service::service(const config::settings& settings, upstream::upstreams& upstreams,
                  store::facade& stores, cache::blob_fetcher& fetcher, pins::writer& writer,
-                 pins::scheduler& scheduler)
+                 pins::scheduler& scheduler, pins::checker& checker)
     : settings_(settings),
       upstreams_(upstreams),
       content_(stores.content()),
       pins_(stores.pins()),
       fetcher_(fetcher),
       writer_(writer),
-      scheduler_(scheduler) {}
+      scheduler_(scheduler),
+      checker_(checker) {}
 
 asio::awaitable<reply> service::handle(incoming req) {
     auto route = oci::parse_route(req.target);
@@ -182,57 +183,85 @@ asio::awaitable<reply> service::manifest(const target& t, bool head, std::string
     const auto& ref = t.route.reference;
     const auto& registry = t.where.registry;
     const auto& repository = t.where.repository;
+    const auto cls = oci::accept_class(accept);
 
     // By digest: the store, else the upstream (verified, then stored). The log's cache column
     // says "pin" for a pinned tag, else "hit" or "miss".
     std::optional<storage::digest> by_digest;
-    bool pinned = false;
+    // Set when the tag has no pin of this client's accept class: its pins of other classes.
+    std::optional<pins::class_answer> others;
     if (oci::is_digest_reference(ref)) {
         by_digest = storage::digest::parse(ref);
     } else {
-        storage::pin_key key{registry, repository, ref, oci::accept_class(accept)};
+        storage::pin_key key{registry, repository, ref, cls};
         auto existing = pins_.peek(key);
         if (!existing && existing.error() == storage::errc::would_block)
             existing = co_await pins_.find(key);
         if (!existing) co_return storage_failure("reading a pin");
+        std::optional<storage::pin> answer = std::move(*existing);
+        if (!answer) {
+            // One tag, one truth: a pin of another class that this client accepts answers it.
+            auto tag_pins = co_await pins_.list_tag(registry, repository, ref);
+            if (!tag_pins) co_return storage_failure("reading a tag's pins");
+            others = pins::answer_for_class(*tag_pins, cls);
+            if (others->serve && !others->prefer_upstream_index) answer = others->serve;
+        }
         // A pin answers whatever the upstream says now (and if its bytes are gone, they are
         // fetched again by digest, never by tag).
-        if (*existing) {
-            const auto& p = **existing;
-            scheduler_.served(p, t.where.upstream_index);
-            if (p.state == storage::pin_state::rejected) co_return rejected_reply(p);
-            by_digest = p.manifest_digest;
-            pinned = true;
+        if (answer) {
+            if (auto quick = quick_pinned_reply(t, *answer, head)) co_return std::move(*quick);
+            co_return co_await pinned_reply(t, *answer, head, accept);
         }
     }
     if (by_digest) {
-        // A stored manifest in memory: answered without a coroutine call (the warm path).
         if (auto quick = content_.peek_manifest(*by_digest); quick && *quick) {
             auto r = manifest_reply(*by_digest, **quick, head);
-            r.log_field("cache", pinned ? "pin" : "hit");
+            r.log_field("cache", "hit");
             co_return r;
         }
-        auto found = co_await cache::manifest_by_digest(content_, *t.client, repository, *by_digest,
-                                                        accept, settings_.manifest_max_bytes);
-        if (!found) co_return error_reply(found.error());
-        auto r = manifest_reply(*by_digest, found->manifest, head);
-        r.log_field("cache", pinned ? "pin" : (found->was_cached ? "hit" : "miss"));
-        co_return r;
+        const bool pinned = false;
+        co_return co_await digest_reply(t, *by_digest, head, accept, pinned);
     }
 
-    // First sight of the tag.
+    // First sight of the tag for this client's class.
     auto got = co_await upstream::fetch_manifest(*t.client, repository, ref, accept,
                                                  settings_.manifest_max_bytes);
-    if (!got) co_return error_reply(got.error());
+    const bool single_answers = others && others->serve;
+    if (!got) {
+        // The upstream cannot answer: the tag's single-platform pin still can.
+        if (single_answers) co_return co_await pinned_reply(t, *others->serve, head, accept);
+        co_return error_reply(got.error());
+    }
+    std::optional<storage::pin> diverges_from;
+    if (others && others->first) {
+        // A new representation of a pinned tag: the same image as the tag's pin, or not.
+        const auto& compare = single_answers ? *others->serve : *others->first;
+        auto compared = co_await content_.find_manifest(compare.manifest_digest);
+        if (!compared) co_return storage_failure("reading a pinned manifest");
+        pins::manifest_identity theirs{compare.manifest_digest.str(), std::nullopt};
+        if (*compared)
+            theirs.refs = oci::read_manifest((*compared)->media_type, (*compared)->bytes);
+        pins::manifest_identity mine{
+            got->digest.str(), oci::read_manifest(got->manifest.media_type, got->manifest.bytes)};
+        bool same = pins::same_image(theirs, mine);
+        if (single_answers && (!same || !oci::is_index_type(got->manifest.media_type))) {
+            // Not this image's index: the pinned manifest answers, and its own checks will see
+            // what the upstream did to the tag.
+            co_return co_await pinned_reply(t, *others->serve, head, accept);
+        }
+        if (!same) diverges_from = compare;
+    }
     auto stored = co_await content_.put_manifest(got->digest, got->manifest);
     if (!stored) co_return storage_failure("storing a manifest");
     auto now = storage::now_ms();
-    storage::pin candidate{{registry, repository, ref, oci::accept_class(accept)},
-                           got->digest,
-                           got->manifest.media_type,
-                           got->manifest.bytes.size(),
-                           now,
-                           now};
+    storage::pin candidate{{registry, repository, ref, cls}, got->digest, got->manifest.media_type,
+                           got->manifest.bytes.size(),       now,         now};
+    if (diverges_from) {
+        auto held = co_await checker_.diverged_first_sight(candidate, got->manifest, *diverges_from,
+                                                           t.where.upstream_index);
+        if (!held) co_return storage_failure("writing a pin");
+        co_return co_await pinned_reply(t, *held, head, accept);
+    }
     const std::string actor = "first-pull";
     auto held = co_await writer_.first_sight(candidate, actor);
     if (!held) co_return storage_failure("writing a pin");
@@ -244,10 +273,44 @@ asio::awaitable<reply> service::manifest(const target& t, bool head, std::string
         co_return r;
     }
     // Another request pinned this tag first: its digest wins.
-    auto m = co_await content_.find_manifest(held->manifest_digest);
-    if (!m || !*m) co_return storage_failure("reading a pinned manifest");
-    auto r = manifest_reply(held->manifest_digest, **m, head);
+    co_return co_await pinned_reply(t, *held, head, accept);
+}
+
+std::optional<reply> service::quick_pinned_reply(const target& t, const storage::pin& p,
+                                                 bool head) {
+    if (p.state == storage::pin_state::rejected) {
+        scheduler_.served(p, t.where.upstream_index);
+        return rejected_reply(p);
+    }
+    auto quick = content_.peek_manifest(p.manifest_digest);
+    if (!quick || !*quick) return std::nullopt;
+    scheduler_.served(p, t.where.upstream_index);
+    auto r = manifest_reply(p.manifest_digest, **quick, head);
     r.log_field("cache", "pin");
+    return r;
+}
+
+asio::awaitable<reply> service::pinned_reply(const target& t, const storage::pin& p, bool head,
+                                             const std::string& accept) {
+    scheduler_.served(p, t.where.upstream_index);
+    if (p.state == storage::pin_state::rejected) co_return rejected_reply(p);
+    const bool pinned = true;
+    co_return co_await digest_reply(t, p.manifest_digest, head, accept, pinned);
+}
+
+asio::awaitable<reply> service::digest_reply(const target& t, const storage::digest& d, bool head,
+                                             const std::string& accept, bool pinned) {
+    // A stored manifest in memory: answered without a coroutine call (the warm path).
+    if (auto quick = content_.peek_manifest(d); quick && *quick) {
+        auto r = manifest_reply(d, **quick, head);
+        r.log_field("cache", pinned ? "pin" : "hit");
+        co_return r;
+    }
+    auto found = co_await cache::manifest_by_digest(content_, *t.client, t.where.repository, d,
+                                                    accept, settings_.manifest_max_bytes);
+    if (!found) co_return error_reply(found.error());
+    auto r = manifest_reply(d, found->manifest, head);
+    r.log_field("cache", pinned ? "pin" : (found->was_cached ? "hit" : "miss"));
     co_return r;
 }
 

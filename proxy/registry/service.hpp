@@ -9,6 +9,8 @@
 #include "proxy/cache/blob_fetcher.hpp"
 #include "proxy/http/message.hpp"
 #include "proxy/oci/route.hpp"
+#include "proxy/pins/checker.hpp"
+#include "proxy/pins/classes.hpp"
 #include "proxy/pins/scheduler.hpp"
 #include "proxy/pins/writer.hpp"
 #include "proxy/registry/router.hpp"
@@ -20,7 +22,8 @@ namespace regpin::proxy::registry {
 class service {
 public:
     service(const config::settings& settings, upstream::upstreams& upstreams, store::facade& stores,
-            cache::blob_fetcher& fetcher, pins::writer& writer, pins::scheduler& scheduler);
+            cache::blob_fetcher& fetcher, pins::writer& writer, pins::scheduler& scheduler,
+            pins::checker& checker);
 
     // Answers one pull API request. Never throws for bad input: errors are OCI replies.
     [[nodiscard]] boost::asio::awaitable<http::reply> handle(http::incoming req);
@@ -34,6 +37,20 @@ public:
 
 private:
     boost::asio::awaitable<http::reply> manifest(const target& t, bool head, std::string accept);
+    // A pin's answer without suspending (rejected, or its manifest in memory: the warm path);
+    // nullopt when it needs pinned_reply.
+    std::optional<http::reply> quick_pinned_reply(const target& t, const storage::pin& p,
+                                                  bool head);
+    // A pin's answer: 403 when rejected, else its manifest.
+    boost::asio::awaitable<http::reply> pinned_reply(const target& t, const storage::pin& p,
+                                                     bool head, const std::string& accept);
+    // A manifest by digest: the store, else the upstream (verified, then stored).
+    boost::asio::awaitable<http::reply> digest_reply(const target& t, const storage::digest& d,
+                                                     bool head, const std::string& accept,
+                                                     bool pinned);
+    // First sight of a representation that is not the image of the tag's first pin.
+    boost::asio::awaitable<http::reply> diverged(const target& t, storage::pin candidate,
+                                                 storage::pin first, bool head, std::string accept);
     boost::asio::awaitable<http::reply> blob(const target& t, bool head, std::string range);
     boost::asio::awaitable<http::reply> tags(const target& t);
     boost::asio::awaitable<http::reply> referrers(const target& t, std::string accept);
@@ -45,6 +62,7 @@ private:
     cache::blob_fetcher& fetcher_;
     pins::writer& writer_;
     pins::scheduler& scheduler_;
+    pins::checker& checker_;
 };
 
 }  // namespace regpin::proxy::registry

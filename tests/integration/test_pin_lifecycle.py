@@ -235,6 +235,48 @@ class PinLifecycleTestCase(h.LogsOnFailure):
         self.assertEqual(resp.header("Docker-Content-Digest"), digest, "Docker-Content-Digest != sha256(body)")
         return digest
 
+    # -- images and containerd (self.layout, self.containerd: set by the class) -----------------
+
+    def image(self, name: str, **kwargs: Any) -> h.Image:
+        return h.make_image(self.layout, name, **kwargs)
+
+    def push(self, image: h.Image, repo: str, tag: str = "v1") -> None:
+        h.push(self.layout, f"{repo}:{tag}", self.upstream, source_tag=image.tag)
+        self.assertEqual(self.upstream.manifest_digest(repo, tag), image.digest, "the upstream tag after the push")
+
+    def ctr_pull(self, repo: str, tag: str = "v1", check: bool = True) -> Optional[str]:
+        """A fresh `ctr images pull` through regpin (nothing cached in containerd); the digest
+        containerd recorded for the reference, or None when the pull failed (check=False)."""
+        self.containerd.forget_everything()
+        ref = self.ref(repo, tag)
+        result = self.containerd.pull(ref, check=check)
+        self.last_pull = result
+        if result.returncode != 0:
+            self.assertIsNone(self.containerd.image_digest(ref))
+            return None
+        return self.containerd.image_digest(ref)
+
+    def push_docker_list(self, repo: str, seed: str) -> tuple[str, str]:
+        """An index converted by skopeo into a Docker manifest list with schema 2 children,
+        pushed under repo:v1; (the list's digest, the linux/amd64 child's), as the upstream
+        answers containerd and a client that accepts only Docker schema 2 manifests."""
+        self.image(seed, seed=seed, platforms=("linux/amd64", "linux/arm64"))
+        h.default_skopeo()("copy", "--all", "--format", "v2s2", "--dest-tls-verify=false", "--quiet",
+                           f"oci:{self.layout.path}:{seed}", f"docker://{self.upstream.host}/{repo}:v1")
+        digests = []
+        for accept in (h.ACCEPT_ALL_MANIFESTS, h.MEDIA_DOCKER_MANIFEST):
+            resp = self.upstream.request("GET", f"/v2/{repo}/manifests/v1", {"Accept": accept})
+            self.assertEqual(resp.status, 200, resp.body[:300])
+            digests.append(resp.header("Docker-Content-Digest"))
+        return digests[0], digests[1]
+
+    def docker_only_digest(self, repo: str) -> str:
+        resp = self.regpin.request("GET", h.with_query(f"/v2/{repo}/manifests/v1", ns=self.upstream.host),
+                                   {"Accept": h.MEDIA_DOCKER_MANIFEST})
+        self.assertEqual(resp.status, 200, resp.body[:300])
+        self.assertEqual(resp.header("Content-Type"), h.MEDIA_DOCKER_MANIFEST)
+        return resp.header("Docker-Content-Digest")
+
     # -- the admin API ---------------------------------------------------------------------------
 
     def api(self, method: str, path: str, body: Any = None, *, token: Optional[str] = "",
@@ -383,25 +425,6 @@ class RepointPolicyTest(PinLifecycleTestCase):
         cls.containerd.mirror(host, cls.regpin.url)
 
     # -- helpers ----------------------------------------------------------------------------------
-
-    def image(self, name: str, **kwargs: Any) -> h.Image:
-        return h.make_image(self.layout, name, **kwargs)
-
-    def push(self, image: h.Image, repo: str, tag: str = "v1") -> None:
-        h.push(self.layout, f"{repo}:{tag}", self.upstream, source_tag=image.tag)
-        self.assertEqual(self.upstream.manifest_digest(repo, tag), image.digest, "the upstream tag after the push")
-
-    def ctr_pull(self, repo: str, tag: str = "v1", check: bool = True) -> Optional[str]:
-        """A fresh `ctr images pull` through regpin (nothing cached in containerd); the digest
-        containerd recorded for the reference, or None when the pull failed (check=False)."""
-        self.containerd.forget_everything()
-        ref = self.ref(repo, tag)
-        result = self.containerd.pull(ref, check=check)
-        self.last_pull = result
-        if result.returncode != 0:
-            self.assertIsNone(self.containerd.image_digest(ref))
-            return None
-        return self.containerd.image_digest(ref)
 
     def repoint(self, repo: str, first: h.Image, second: h.Image) -> dict:
         """first is pushed and pulled by containerd (pinned), second re-pushed under the same tag,
@@ -663,27 +686,6 @@ class RepointPolicyTest(PinLifecycleTestCase):
 
     # -- issue 12: an operator's action covers a tag's classes, each as its clients accept ------
 
-    def push_docker_list(self, repo: str, seed: str) -> tuple[str, str]:
-        """An index converted by skopeo into a Docker manifest list with schema 2 children,
-        pushed under repo:v1; (the list's digest, the linux/amd64 child's), as the upstream
-        answers containerd and a client that accepts only Docker schema 2 manifests."""
-        self.image(seed, seed=seed, platforms=("linux/amd64", "linux/arm64"))
-        h.default_skopeo()("copy", "--all", "--format", "v2s2", "--dest-tls-verify=false", "--quiet",
-                           f"oci:{self.layout.path}:{seed}", f"docker://{self.upstream.host}/{repo}:v1")
-        digests = []
-        for accept in (h.ACCEPT_ALL_MANIFESTS, h.MEDIA_DOCKER_MANIFEST):
-            resp = self.upstream.request("GET", f"/v2/{repo}/manifests/v1", {"Accept": accept})
-            self.assertEqual(resp.status, 200, resp.body[:300])
-            digests.append(resp.header("Docker-Content-Digest"))
-        return digests[0], digests[1]
-
-    def docker_only_digest(self, repo: str) -> str:
-        resp = self.regpin.request("GET", h.with_query(f"/v2/{repo}/manifests/v1", ns=self.upstream.host),
-                                   {"Accept": h.MEDIA_DOCKER_MANIFEST})
-        self.assertEqual(resp.status, 200, resp.body[:300])
-        self.assertEqual(resp.header("Content-Type"), h.MEDIA_DOCKER_MANIFEST)
-        return resp.header("Docker-Content-Digest")
-
     def test_approve_moves_each_class_its_clients_accept_and_says_which_it_left_alone(self):
         repo = "pin/classes"
         list1, child1 = self.push_docker_list(repo, "classes-1")
@@ -936,6 +938,145 @@ class RepointPolicyTest(PinLifecycleTestCase):
                 self.assertNotEqual(missing.returncode, 0, missing.stdout)
                 self.assertIn("token", missing.stderr)
         self.assertEqual(self.pin_doc(repo)["history"], history_before)
+
+
+# ------------------------------------------------------------------------------------------------
+# One tag, one truth across clients (issue 12, point 7)
+# ------------------------------------------------------------------------------------------------
+
+
+class OneTagOneTruthTest(PinLifecycleTestCase):
+    """A tag has one pin per accept class, yet a client is answered by any pin of the tag whose
+    manifest it accepts; a new representation is pinned only when none is, and recorded and
+    alerted when it is not the image of the tag's first pin. Policies: reject/** reject, the
+    rest pin."""
+
+    TOKEN = "truth-token-0123456789abcdef"
+    SECRET = "truth-webhook-secret"
+    # An OCI-only tool (oras, crane with OCI types): another accept class than containerd's.
+    ACCEPT_OCI = f"{h.MEDIA_OCI_INDEX}, {h.MEDIA_OCI_MANIFEST}"
+    # What clients sent when the issue measured 503 offline: */*, nothing, containerd's list.
+    OTHER_ACCEPTS = ("*/*", None, h.ACCEPT_ALL_MANIFESTS)
+
+    @classmethod
+    def setUpClass(cls):
+        cls.upstream = h.Registry("truth-upstream").start()
+        cls.addClassCleanup(cls.upstream.close)
+        cls.layout = cls.new_layout(cls.addClassCleanup)
+        cls.secret = cls.SECRET
+        cls.receiver = WebhookReceiver().start()
+        cls.addClassCleanup(cls.receiver.stop)
+        host = cls.upstream.host
+        cls.regpin = h.Regpin([h.Upstream.of(host, cls.upstream)],
+                              admin_tokens=[h.AdminToken("ops", cls.TOKEN)],
+                              webhooks=[h.Webhook(cls.receiver.url, secret=cls.SECRET, timeout_ms=2000)],
+                              policies=[h.PolicyRule(f"{host}/reject/**", "reject")],
+                              pin_checks=NO_BACKGROUND_CHECKS)
+        cls.addClassCleanup(cls.regpin.close)
+        cls.regpin.start()
+        cls.containerd = h.Containerd().start()
+        cls.addClassCleanup(cls.containerd.close)
+        cls.containerd.mirror(host, cls.regpin.url)
+
+    def get_tag(self, repo: str, accept: Optional[str], method: str = "GET") -> h.Response:
+        headers = {} if accept is None else {"Accept": accept}
+        return self.regpin.request(method, h.with_query(f"/v2/{repo}/manifests/v1", ns=self.upstream.host), headers)
+
+    def served(self, repo: str, accept: Optional[str]) -> str:
+        resp = self.get_tag(repo, accept)
+        self.assertEqual(resp.status, 200, f"Accept {accept!r}: {resp.body[:300]!r}")
+        self.assertEqual(resp.header("Docker-Content-Digest"), h.sha256_digest(resp.body))
+        return resp.header("Docker-Content-Digest")
+
+    def push_v2s2(self, image: h.Image, repo: str) -> str:
+        """`image` (one platform) pushed under repo:v1 as a Docker schema 2 manifest; its digest."""
+        h.default_skopeo()("copy", "--format", "v2s2", "--dest-tls-verify=false", "--quiet",
+                           f"oci:{self.layout.path}:{image.tag}", f"docker://{self.upstream.host}/{repo}:v1")
+        digest = self.upstream.manifest_digest(repo, "v1", accept=h.MEDIA_DOCKER_MANIFEST)
+        self.assertIsNotNone(digest)
+        return digest
+
+    def classes(self, repo: str) -> dict[int, dict]:
+        return {p["accept_class"]: p for p in self.pin_doc(repo)["pins"]}
+
+    def history(self, repo: str) -> list[dict]:
+        return self.pin_doc(repo)["history"]
+
+    def test_a_pin_answers_every_client_that_accepts_it_after_a_repush_and_with_the_upstream_down(self):
+        repo = "truth/any-accept"
+        first = self.image("truth-first", seed="truth-1", platforms=("linux/amd64", "linux/arm64"))
+        second = self.image("truth-second", seed="truth-2", platforms=("linux/amd64", "linux/arm64"))
+        self.push(first, repo)
+        self.assertEqual(self.served(repo, self.ACCEPT_OCI), first.digest)
+        self.push(second, repo)
+        # Online, after the re-push: containerd and every other Accept get the pinned index.
+        self.assertEqual(self.ctr_pull(repo), first.digest, "containerd after the re-push")
+        for accept in self.OTHER_ACCEPTS:
+            self.assertEqual(self.served(repo, accept), first.digest, f"Accept {accept!r} after the re-push")
+            self.assertEqual(self.get_tag(repo, accept, "HEAD").header("Docker-Content-Digest"), first.digest)
+        self.assertEqual(list(self.classes(repo)), [12], "no pin of another class was made")
+        self.assert_history(self.history(repo), [("pinned", "first-pull")])
+
+        # Offline: the same answers, from the one pin.
+        self.upstream.stop()
+        self.addCleanup(self.upstream.start)
+        for accept in self.OTHER_ACCEPTS:
+            self.assertEqual(self.served(repo, accept), first.digest, f"Accept {accept!r}, upstream down")
+        self.assertEqual(self.ctr_pull(repo), first.digest, "containerd, upstream down")
+        # A client that accepts none of the pinned types is not served something else.
+        self.assertEqual(self.get_tag(repo, h.MEDIA_DOCKER_MANIFEST).status, 503)
+
+    def test_a_one_platform_pin_gives_way_to_the_index_that_lists_it_and_holds_when_the_tag_moved(self):
+        repo = "truth/one-platform"
+        list1, child1 = self.push_docker_list(repo, "truth-list-1")
+        self.assertEqual(self.served(repo, h.MEDIA_DOCKER_MANIFEST), child1)
+        # containerd accepts lists: the upstream's list of the same image is pinned for it.
+        self.assertEqual(self.ctr_pull(repo), list1)
+        self.assertEqual(sorted(self.classes(repo)), [1, 15])
+        self.assert_history(self.history(repo), [("pinned", "first-pull"), ("pinned", "first-pull")])
+
+        moved = "truth/one-platform-moved"
+        list1, child1 = self.push_docker_list(moved, "truth-list-3")
+        self.assertEqual(self.served(moved, h.MEDIA_DOCKER_MANIFEST), child1)
+        list2, child2 = self.push_docker_list(moved, "truth-list-4")
+        # The upstream's list is another image now: containerd gets the pinned manifest, no new pin.
+        self.assertEqual(self.ctr_pull(moved), child1)
+        self.assertEqual(list(self.classes(moved)), [1])
+
+    def test_another_image_for_a_new_accept_class_is_recorded_alerted_and_rejected_by_policy(self):
+        for repo, policy in (("truth/diverged", "pin"), ("reject/truth-diverged", "reject")):
+            with self.subTest(policy=policy):
+                first = self.image(f"diverged-first-{policy}", seed=f"diverged-1-{policy}",
+                                   platforms=("linux/amd64", "linux/arm64"))
+                other = self.image(f"diverged-other-{policy}", seed=f"diverged-2-{policy}")
+                self.push(first, repo)
+                self.assertEqual(self.ctr_pull(repo), first.digest)
+                # The tag re-pushed as a Docker schema 2 manifest of another image: the pinned
+                # OCI index is nothing a Docker-only client accepts.
+                docker = self.push_v2s2(other, repo)
+                resp = self.get_tag(repo, h.MEDIA_DOCKER_MANIFEST)
+                if policy == "pin":
+                    self.assertEqual(resp.status, 200, resp.body[:300])
+                    self.assertEqual(resp.header("Docker-Content-Digest"), docker)
+                else:
+                    self.assertEqual(resp.status, 403, resp.body[:300])
+                    self.assertIn(b"DENIED", resp.body)
+                pins = self.classes(repo)
+                self.assertEqual(pins[15]["digest"], first.digest, "containerd's pin is untouched")
+                self.assertEqual((pins[1]["digest"], pins[1]["state"]),
+                                 (docker, "pinned" if policy == "pin" else "rejected"))
+                event = self.history(repo)[-1]
+                self.assertEqual({k: event[k] for k in ("type", "accept_class", "old_digest", "new_digest",
+                                                        "actor", "policy", "action")},
+                                 {"type": "repointed", "accept_class": 1, "old_digest": first.digest,
+                                  "new_digest": docker, "actor": "first-pull", "policy": policy,
+                                  "action": "diverged"})
+                alert = self.assert_signed_alert(self.wait_alert(event["id"]), event)
+                self.assertEqual(alert["action"], "diverged")
+                self.assertEqual(self.ctr_pull(repo), first.digest, "containerd still gets the first pin")
+                if policy == "reject":
+                    self.api("POST", "/api/v1/pin/approve", self.target(repo))
+                    self.assertEqual(self.served(repo, h.MEDIA_DOCKER_MANIFEST), docker)
 
 
 # ------------------------------------------------------------------------------------------------

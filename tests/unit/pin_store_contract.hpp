@@ -554,7 +554,9 @@ TYPED_TEST_P(PinStoreContract, AMemoryOnlyFindNeverContradictsABlockingOne) {
             continue;
         }
         ASSERT_EQ(quick->has_value(), blocking->has_value());
-        if (*quick) EXPECT_EQ((*quick)->manifest_digest, (*blocking)->manifest_digest);
+        if (*quick) {
+            EXPECT_EQ((*quick)->manifest_digest, (*blocking)->manifest_digest);
+        }
     }
 }
 
