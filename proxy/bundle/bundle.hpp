@@ -2,8 +2,9 @@
 // Bundles for air-gapped sites: an OCI image layout in a tar (blobs/sha256/<hex>, index.json,
 // oci-layout), so standard tools read it (`skopeo copy oci-archive:BUNDLE.tar:<reference>`),
 // plus regpin-pins.json with every pin's provenance (registry, repository, tag, digest, first
-// seen, history). Both commands work on the data folder directly: export opens it read-only
-// (fine while regpin runs), import needs it to itself (regpin stopped).
+// seen, state, pending digest, decisions, history: pins_file.hpp). Both commands work on the data
+// folder directly: export opens it read-only (fine while regpin runs), import needs it to itself
+// (regpin stopped).
 
 #include <cstdint>
 #include <string>

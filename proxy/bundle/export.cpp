@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "proxy/bundle/bundle.hpp"
+#include "proxy/bundle/pins_file.hpp"
 #include "proxy/bundle/tar.hpp"
 #include "proxy/oci/manifest.hpp"
 #include "proxy/oci/reference.hpp"
@@ -154,8 +155,7 @@ export_report export_bundle(const export_request& r) {
                  {"size", m.bytes.size()},
                  {"annotations", {{"org.opencontainers.image.ref.name", name}}}});
         }
-        auto entry = pins::pin_json(p);
-        entry["first_seen_ms"] = p.first_seen_ms;
+        auto entry = pins_file_entry(p);
         entry["history"] = json::array();
         if (auto h = pins.history(p.key))
             for (const auto& e : *h) entry["history"].push_back(pins::event_json(e));

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "proxy/bundle/bundle.hpp"
+#include "proxy/bundle/pins_file.hpp"
 #include "proxy/bundle/tar.hpp"
 #include "proxy/oci/manifest.hpp"
 #include "proxy/oci/media_types.hpp"
@@ -30,12 +31,15 @@ constexpr std::size_t io_chunk = 256 * 1024;
 
 using storage::now_ms;
 
-struct wanted_pin {
-    storage::pin_key key;
-    storage::digest digest;
-    std::string media_type;
-    std::int64_t first_seen_ms = 0;
-};
+using wanted_pin = bundled_pin;
+
+wanted_pin plain_pin(const oci::image_reference& ref, const std::string& digest,
+                     const std::string& media_type) {
+    return {{ref.registry, ref.repository, ref.tag, oci::accepts_all},
+            *storage::digest::parse(digest),
+            media_type,
+            now_ms()};
+}
 
 class importer {
 public:
@@ -77,42 +81,19 @@ public:
             if (digest.empty())
                 throw std::runtime_error("the layout holds " + std::to_string(named.size()) +
                                          " images; none is named '" + ref.tag + "' for --as");
-            out.push_back({{ref.registry, ref.repository, ref.tag, oci::accepts_all},
-                           *storage::digest::parse(digest),
-                           types[digest],
-                           now_ms()});
+            out.push_back(plain_pin(ref, digest, types[digest]));
             return out;
         }
-        if (entries_.count("regpin-pins.json")) {
-            auto doc = json::parse(
-                read_entry(in_, entries_.at("regpin-pins.json"), 64 * 1024 * 1024), nullptr, false);
-            if (!doc.is_object() || !doc.contains("pins") || !doc["pins"].is_array())
-                throw std::runtime_error("regpin-pins.json is malformed");
-            for (const auto& p : doc["pins"]) {
-                auto d = storage::digest::parse(p.value("digest", std::string()));
-                if (!d) throw std::runtime_error("regpin-pins.json has an invalid digest");
-                storage::pin_key key{
-                    p.value("registry", std::string()), p.value("repository", std::string()),
-                    p.value("tag", std::string()), p.value("accept_class", oci::accepts_all)};
-                if (key.registry.empty() || key.repository.empty() || key.tag.empty())
-                    throw std::runtime_error(
-                        "regpin-pins.json has a pin without registry, repository or tag");
-                out.push_back({key, *d, p.value("media_type", std::string()),
-                               p.value("first_seen_ms", now_ms())});
-            }
-            return out;
-        }
+        if (entries_.count("regpin-pins.json"))
+            return read_pins_file(
+                read_entry(in_, entries_.at("regpin-pins.json"), 64 * 1024 * 1024));
         for (const auto& [name, d] : named) {
             auto parsed = oci::parse_image_reference(name);
             if (!parsed)
                 throw std::runtime_error(
                     "this layout carries no provenance ('" + name +
                     "' is not REGISTRY/REPOSITORY:TAG): pass --as REGISTRY/REPO:TAG");
-            const auto& ref = *parsed;
-            out.push_back({{ref.registry, ref.repository, ref.tag, oci::accepts_all},
-                           *storage::digest::parse(d),
-                           types[d],
-                           now_ms()});
+            out.push_back(plain_pin(*parsed, d, types[d]));
         }
         return out;
     }
@@ -219,6 +200,38 @@ private:
     std::set<std::string> done_blobs_;
 };
 
+// `p` with the bundle's state, pending digest and decisions.
+storage::pin as_bundled(storage::pin p, const wanted_pin& w) {
+    p.first_seen_ms = w.first_seen_ms;
+    p.state = w.state;
+    p.pending_digest = w.pending_digest;
+    p.pending_since_ms = w.pending_digest ? w.pending_since_ms : 0;
+    for (const auto& d : w.decided)
+        if (std::find(p.decided.begin(), p.decided.end(), d) == p.decided.end())
+            p.decided.push_back(d);
+    return p;
+}
+
+// "imported", with the state when it is not plain pinned (action) and what is pending.
+storage::pin_event imported_event(const wanted_pin& w, std::string old_digest,
+                                  const std::string& actor) {
+    storage::pin_event e{0,
+                         now_ms(),
+                         storage::event_type::imported,
+                         w.key,
+                         std::move(old_digest),
+                         w.digest.str(),
+                         actor,
+                         "",
+                         "",
+                         ""};
+    if (w.state != storage::pin_state::pinned) {
+        e.action = std::string(storage::to_string(w.state));
+        e.summary_json = nlohmann::json{{"pending_digest", w.pending_digest->str()}}.dump();
+    }
+    return e;
+}
+
 }  // namespace
 
 import_report import_bundle(const import_request& r) {
@@ -251,11 +264,10 @@ import_report import_bundle(const import_request& r) {
         if (!existing) throw std::runtime_error("cannot read pins");
         auto name = storage::display_name(w.key);
         if (!*existing) {
-            auto p = pins::serve_digest({w.key, w.digest}, w.digest, **m, now_ms());
-            p.first_seen_ms = w.first_seen_ms;
+            // As the connected site had it: state, pending digest, decisions.
+            auto p = as_bundled(pins::serve_digest({w.key, w.digest}, w.digest, **m, now_ms()), w);
             storage::pin_change change{w.key, std::nullopt, p};
-            change.events.push_back({0, now_ms(), storage::event_type::imported, w.key, "",
-                                     w.digest.str(), actor, "", "", ""});
+            change.events.push_back(imported_event(w, "", actor));
             if (!pins::commit_offline(store, {change}))
                 throw std::runtime_error("cannot write the pin for " + name);
             ++report.pins_created;
@@ -263,7 +275,20 @@ import_report import_bundle(const import_request& r) {
         }
         const auto& cur = **existing;
         if (cur.manifest_digest == w.digest) {
-            ++report.pins_unchanged;
+            // The same digest: a pin that awaits nothing here takes the bundle's state (a
+            // re-point pending or rejected there); one that awaits an operator stays as it is.
+            if (cur.state != storage::pin_state::pinned || w.state == storage::pin_state::pinned) {
+                ++report.pins_unchanged;
+                continue;
+            }
+            auto np = as_bundled(cur, w);
+            storage::pin_change change{w.key, cur, np};
+            change.events.push_back(imported_event(w, cur.manifest_digest.str(), actor));
+            if (!pins::commit_offline(store, {change}))
+                throw std::runtime_error("cannot write the pin for " + name);
+            report.conflicts.push_back(name + ": pinned " + cur.manifest_digest.str() +
+                                       ", bundle: " + std::string(storage::to_string(w.state)) +
+                                       " with " + w.pending_digest->str() + " pending: taken");
             continue;
         }
         // A different pin already holds: never overwritten silently. The policy decides, as for

@@ -1,8 +1,11 @@
 #include "proxy/bundle/tar.hpp"
 
+#include <algorithm>
 #include <array>
+#include <charconv>
 #include <cstring>
 #include <stdexcept>
+#include <tuple>
 
 namespace regpin::proxy::bundle {
 
@@ -18,17 +21,25 @@ void put_octal(char* field, std::size_t width, std::uint64_t value) {
         field[i] = static_cast<char>('0' + (value & 7));
 }
 
+// A numeric header field: octal, or GNU base-256 (first byte 0x80). Refuses values that do not
+// fit 63 bits, so offsets computed from them never wrap.
 std::uint64_t get_number(const char* field, std::size_t width) {
+    constexpr std::uint64_t limit = std::uint64_t{1} << 63;
     if (static_cast<unsigned char>(field[0]) & 0x80) {  // GNU base-256
-        std::uint64_t v = static_cast<unsigned char>(field[0]) & 0x7f;
-        for (std::size_t i = 1; i < width; ++i) v = (v << 8) | static_cast<unsigned char>(field[i]);
+        if (static_cast<unsigned char>(field[0]) != 0x80)
+            throw std::runtime_error("not a tar file (negative or huge base-256 number)");
+        std::uint64_t v = 0;
+        for (std::size_t i = 1; i < width; ++i) {
+            if (v >= (limit >> 8)) throw std::runtime_error("not a tar file (number too large)");
+            v = (v << 8) | static_cast<unsigned char>(field[i]);
+        }
         return v;
     }
     std::uint64_t v = 0;
     for (std::size_t i = 0; i < width && field[i] != '\0' && field[i] != ' '; ++i) {
         if (field[i] < '0' || field[i] > '7')
             throw std::runtime_error("not a tar file (bad number field)");
-        v = (v << 3) | static_cast<std::uint64_t>(field[i] - '0');
+        v = (v << 3) | static_cast<std::uint64_t>(field[i] - '0');  // 12 digits: < 2^36
     }
     return v;
 }
@@ -43,27 +54,56 @@ std::string normalise(std::string name) {
     return name;
 }
 
-// pax records: "<len> key=value\n"...
+// pax records: "<len> key=value\n"... Refuses a malformed record (a length that does not fit,
+// a size that is not a number) rather than guessing.
 void parse_pax(std::string_view data, std::string& path, std::optional<std::uint64_t>& size) {
     while (!data.empty()) {
         auto space = data.find(' ');
-        if (space == std::string_view::npos) return;
+        if (space == std::string_view::npos || space == 0 || space > 20)
+            throw std::runtime_error("not a tar file (malformed pax record)");
         std::uint64_t len = 0;
         for (char c : data.substr(0, space)) {
-            if (c < '0' || c > '9') return;
+            if (c < '0' || c > '9')
+                throw std::runtime_error("not a tar file (malformed pax record)");
             len = len * 10 + static_cast<std::uint64_t>(c - '0');
         }
-        if (len == 0 || len > data.size()) return;
+        if (len < space + 2 || len > data.size() || data[len - 1] != '\n')
+            throw std::runtime_error("not a tar file (malformed pax record)");
         auto record = data.substr(space + 1, len - space - 2);  // without the trailing \n
         auto eq = record.find('=');
         if (eq != std::string_view::npos) {
             auto key = record.substr(0, eq);
             auto value = record.substr(eq + 1);
             if (key == "path") path = std::string(value);
-            if (key == "size") size = std::stoull(std::string(value));
+            if (key == "size") {
+                std::uint64_t v = 0;
+                auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+                if (ec != std::errc{} || end != value.data() + value.size() || v >= (1ull << 63))
+                    throw std::runtime_error("not a tar file (bad pax size)");
+                size = v;
+            }
         }
         data.remove_prefix(len);
     }
+}
+
+// "<len> key=value\n", where len counts the whole record including its own digits.
+std::string pax_record(std::string_view key, std::string_view value) {
+    auto body = " " + std::string(key) + "=" + std::string(value) + "\n";
+    auto len = body.size() + 1;
+    while (std::to_string(len).size() + body.size() != len) ++len;
+    return std::to_string(len) + body;
+}
+
+// Splits `name` into a ustar prefix (up to 155) and name (up to 100) at a '/'; nullopt when it
+// cannot be split so.
+std::optional<std::pair<std::string, std::string>> ustar_split(const std::string& name) {
+    for (auto slash = name.find('/'); slash != std::string::npos;
+         slash = name.find('/', slash + 1)) {
+        if (slash <= 155 && name.size() - slash - 1 <= 100 && slash + 1 < name.size())
+            return std::pair{name.substr(0, slash), name.substr(slash + 1)};
+    }
+    return std::nullopt;
 }
 
 }  // namespace
@@ -73,10 +113,25 @@ tar_writer::tar_writer(const std::string& path)
     if (!out_) throw std::runtime_error("cannot create '" + path + "'");
 }
 
-void tar_writer::header(const std::string& name, std::uint64_t size) {
-    if (name.size() > 100) throw std::runtime_error("tar name too long: " + name);
+void tar_writer::header(const std::string& name, std::uint64_t size, char type) {
+    std::string short_name = name, prefix;
+    if (name.size() > 100) {
+        if (auto split = ustar_split(name)) {
+            std::tie(prefix, short_name) = *split;
+        } else {
+            // A pax extended header carries the whole path (POSIX.1-2001; GNU tar, bsdtar,
+            // skopeo and Go's archive/tar read it); the ustar name is a truncated stand-in.
+            auto record = pax_record("path", name);
+            header("PaxHeaders/" + name.substr(name.size() - 80), record.size(), 'x');
+            out_.write(record.data(), static_cast<std::streamsize>(record.size()));
+            static const char zeros[block] = {};
+            if (auto pad = record.size() % block)
+                out_.write(zeros, static_cast<std::streamsize>(block - pad));
+            short_name = name.substr(name.size() - 100);
+        }
+    }
     std::array<char, block> h{};
-    std::memcpy(h.data(), name.data(), name.size());
+    std::memcpy(h.data(), short_name.data(), short_name.size());
     put_octal(h.data() + 100, 8, 0644);
     put_octal(h.data() + 108, 8, 0);
     put_octal(h.data() + 116, 8, 0);
@@ -87,10 +142,11 @@ void tar_writer::header(const std::string& name, std::uint64_t size) {
         for (int i = 11; i >= 1; --i, size >>= 8) h[124 + i] = static_cast<char>(size & 0xff);
     }
     put_octal(h.data() + 136, 12, 0);
-    h[156] = '0';
+    h[156] = type;
     std::memcpy(h.data() + 257, "ustar", 6);
     h[263] = '0';
     h[264] = '0';
+    std::memcpy(h.data() + 345, prefix.data(), prefix.size());
     std::memset(h.data() + 148, ' ', 8);
     unsigned sum = 0;
     for (char c : h) sum += static_cast<unsigned char>(c);
@@ -102,7 +158,7 @@ void tar_writer::header(const std::string& name, std::uint64_t size) {
 void tar_writer::add(
     const std::string& name, std::uint64_t size,
     const std::function<void(const std::function<void(std::string_view)>&)>& fill) {
-    header(name, size);
+    header(name, size, '0');
     std::uint64_t written = 0;
     fill([&](std::string_view bytes) {
         out_.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
@@ -128,7 +184,7 @@ void tar_writer::finish() {
     if (!out_) throw std::runtime_error("write to '" + path_ + "' failed");
 }
 
-std::map<std::string, tar_entry> index_tar(std::ifstream& in) {
+std::map<std::string, tar_entry> index_tar(std::istream& in) {
     std::map<std::string, tar_entry> entries;
     in.seekg(0, std::ios::end);
     auto file_size = static_cast<std::uint64_t>(in.tellg());
@@ -155,6 +211,9 @@ std::map<std::string, tar_entry> index_tar(std::ifstream& in) {
             if (!prefix.empty()) name = prefix + "/" + name;
         }
         std::uint64_t content = pos + block;
+        // Every entry, of any type, must lie within the file: so `pos` only grows, and the loop
+        // ends after at most file_size / 512 headers, whatever the input.
+        if (size > file_size - content) throw std::runtime_error("truncated tar entry " + name);
         if (type == 'x' || type == 'L') {
             if (size > 1024 * 1024) throw std::runtime_error("tar extended header too large");
             std::string data(size, '\0');
@@ -169,7 +228,7 @@ std::map<std::string, tar_entry> index_tar(std::ifstream& in) {
             if (!long_name.empty()) name = long_name;
             if (!pax_path.empty()) name = pax_path;
             if (pax_size) size = *pax_size;
-            if (content + size > file_size) throw std::runtime_error("truncated tar entry " + name);
+            if (size > file_size - content) throw std::runtime_error("truncated tar entry " + name);
             entries[normalise(name)] = {content, size};
             long_name.clear();
             pax_path.clear();
@@ -184,10 +243,11 @@ std::map<std::string, tar_entry> index_tar(std::ifstream& in) {
     return entries;
 }
 
-std::string read_entry(std::ifstream& in, const tar_entry& entry, std::uint64_t limit) {
+std::string read_entry(std::istream& in, const tar_entry& entry, std::uint64_t limit) {
     if (entry.size > limit)
         throw std::runtime_error("tar entry larger than " + std::to_string(limit) + " bytes");
     std::string data(entry.size, '\0');
+    in.clear();
     in.seekg(static_cast<std::streamoff>(entry.offset));
     if (!in.read(data.data(), static_cast<std::streamsize>(entry.size)))
         throw std::runtime_error("truncated tar");

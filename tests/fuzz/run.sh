@@ -14,7 +14,8 @@ cmake -S "$root" -B "$build" -G Ninja -DREGPIN_FUZZ=ON -DCMAKE_CXX_COMPILER=clan
     -DCMAKE_BUILD_TYPE=Debug > "$build/configure.log" 2>&1 || { cat "$build/configure.log"; exit 1; }
 cmake --build "$build"
 failed=0
-for target in route manifest challenge config; do
+targets="route manifest challenge config bundle"
+for target in $targets; do
     work=$(mktemp -d)
     echo "fuzzing $target for ${secs}s"
     if ! "$build/tests/fuzz/${target}_fuzz" "$work" "$root/tests/fuzz/corpus/$target" \
@@ -36,4 +37,4 @@ if [ "$failed" -ne 0 ]; then
     echo "fuzzing found a crash"
     exit 1
 fi
-echo "fuzzing: 4 targets, ${secs}s each, no crash"
+echo "fuzzing: $(echo $targets | wc -w) targets, ${secs}s each, no crash"

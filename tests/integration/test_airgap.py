@@ -547,6 +547,85 @@ class ImportTest(AirgapTestCase):
         self.assertEqual((pin["state"], pin["digest"], pin["pending_digest"]), ("pinned", self.first.digest, None))
         self.assertEqual(self.served_digest(site, DOCKER_HUB, "library/conflict", "1"), self.first.digest)
 
+    def rejected_bundle(self) -> str:
+        """A bundle from a connected site (policy reject) where conflict:1, pinned to `first`,
+        was rejected when the upstream moved it to `second`."""
+        data = str(Path(self.new_dir("import-rejecting"), "data"))
+        self.assert_succeeded(self.import_bundle(self.bundle_a, "--data", data), "import of bundle A")
+        connected = self.new_regpin([h.Upstream.of(DOCKER_HUB, self.hub)], data_dir=data,
+                                    admin_tokens=[ADMIN_TOKEN],
+                                    policies=[h.PolicyRule("docker.io/library/conflict:*", "reject")])
+        check = connected.admin_request("POST", "/api/v1/pin/check",
+                                        {"registry": DOCKER_HUB, "repository": "library/conflict", "tag": "1"})
+        self.assertEqual(check.status, 200, check.body[:300])
+        pin = self.pin_of(connected, "library/conflict", "1")
+        self.assertEqual((pin["state"], pin["pending_digest"]), ("rejected", self.second.digest))
+        connected.stop()
+        bundle = str(Path(self.new_dir("import-rejected-bundle"), "rejected.tar"))
+        self.assert_succeeded(self.export(data, bundle, "--all"), "export")
+        return bundle
+
+    def test_a_tag_rejected_at_the_connected_site_is_rejected_at_the_air_gapped_one(self):
+        bundle = self.rejected_bundle()
+        # Into a fresh site, and into one that had the tag pinned to the same digest.
+        fresh = str(Path(self.new_dir("import-rejected-fresh"), "data"))
+        pinned = str(Path(self.new_dir("import-rejected-pinned"), "data"))
+        self.assert_succeeded(self.import_bundle(self.bundle_a, "--data", pinned), "import of bundle A")
+        for data in (fresh, pinned):
+            self.assert_succeeded(self.import_bundle(bundle, "--data", data), "import of the rejected bundle")
+            site = self.offline_regpin(data, DOCKER_HUB, admin_tokens=[ADMIN_TOKEN])
+            pin = self.pin_of(site, "library/conflict", "1")
+            self.assertEqual((pin["state"], pin["digest"], pin["pending_digest"]),
+                             ("rejected", self.first.digest, self.second.digest), data)
+            resp = site.get(h.with_query("/v2/library/conflict/manifests/1", ns=DOCKER_HUB),
+                            {"Accept": h.ACCEPT_ALL_MANIFESTS})
+            self.assertEqual(resp.status, 403, resp.body[:300])
+            self.assertIn(b"DENIED", resp.body)
+            self.containerd.mirror(DOCKER_HUB, site.url)
+            self.containerd.forget_everything()
+            self.assertNotEqual(self.containerd.pull("docker.io/library/conflict:1", check=False).returncode, 0)
+            self.assertEqual(self.served_digest(site, DOCKER_HUB, "library/keep", "1"), self.keep.digest)
+            history = site.admin_request(
+                "GET", "/api/v1/pin?registry=docker.io&repository=library/conflict&tag=1").json()["history"]
+            self.assertEqual((history[-1]["type"], history[-1]["action"]), ("imported", "rejected"))
+            # An operator there can approve what the connected site would have.
+            approved = site.admin_request("POST", "/api/v1/pin/approve",
+                                          {"registry": DOCKER_HUB, "repository": "library/conflict", "tag": "1",
+                                           "digest": self.first.digest})
+            self.assertEqual(approved.status, 200, approved.body[:300])
+            self.assertEqual(self.served_digest(site, DOCKER_HUB, "library/conflict", "1"), self.first.digest)
+            site.stop()
+
+    def test_a_bundle_with_a_bad_pins_file_entry_is_refused_naming_it_and_pins_nothing(self):
+        def rename(body: bytes) -> bytes:
+            doc = json.loads(body)
+            doc["pins"][-1]["repository"] = "keep"  # Docker Hub's "keep" is written library/keep
+            return json.dumps(doc).encode()
+        bad = str(Path(self.new_dir("import-bad-pins"), "bad.tar"))
+        rewrite_tar(self.bundle_a, bad, {"regpin-pins.json": rename})
+        data = str(Path(self.new_dir("import-bad-pins-data"), "data"))
+        result = self.import_bundle(bad, "--data", data)
+        self.assertNotEqual(result.returncode, 0, result.stdout)
+        self.assertIn("regpin-pins.json: pins[1] (docker.io/keep:1): the repository must be written "
+                      "'library/keep'", result.stderr)
+        self.assertFalse(Path(data).exists(), "the data folder was touched by a refused import")
+
+    def test_a_crafted_tar_with_a_huge_size_is_refused_at_once(self):
+        work = self.new_dir("import-crafted")
+        crafted = Path(work, "crafted.tar")
+        header = bytearray(512)
+        header[0:10] = b"blobs/evil"
+        header[100:107] = b"0000644"
+        header[124:136] = b"\xff" + b"\xff" * 9 + b"\xfe\x00"  # base-256: 2^64 - 512
+        header[156:157] = b"5"
+        header[257:262] = b"ustar"
+        header[148:156] = b" " * 8
+        header[148:155] = f"{sum(header):06o}\0".encode()
+        crafted.write_bytes(bytes(header) + bytes(1024))
+        result = self.import_bundle(str(crafted), "--data", str(Path(work, "data")))
+        self.assertNotEqual(result.returncode, 0, result.stdout)
+        self.assertIn("not a tar file", result.stderr)
+
     def test_import_into_a_data_folder_a_running_regpin_uses_fails_saying_it_is_in_use(self):
         running = self.offline_regpin(str(Path(self.new_dir("import-busy"), "data")), DOCKER_HUB)
         result = self.import_bundle(self.bundle_a, "--data", running.data_dir)
