@@ -403,7 +403,8 @@ settings load_json(const std::string& text, const std::string& source) {
         j, "",
         {"listen", "data_dir", "upstreams", "default_upstream", "manifest_max_bytes", "log_level",
          "threads", "max_header_bytes", "client_idle_timeout_ms", "client_header_timeout_ms",
-         "max_connections", "tls", "offline", "pin_checks", "policies", "admin", "webhooks"});
+         "max_connections", "tls", "offline", "pin_checks", "pin_content", "policies", "admin",
+         "webhooks"});
     settings s;
     if (j.contains("listen")) s.listen = get_string(j, "listen", "listen");
     if (j.contains("data_dir")) s.data_dir = get_string(j, "data_dir", "data_dir");
@@ -430,6 +431,11 @@ settings load_json(const std::string& text, const std::string& source) {
     if (j.contains("tls")) s.tls = parse_tls(j.at("tls"), "tls");
     if (j.contains("offline")) s.offline = get_bool(j, "offline", "offline");
     if (j.contains("pin_checks")) s.checks = parse_checks(j.at("pin_checks"), "pin_checks");
+    if (j.contains("pin_content")) {
+        s.pin_content = get_string(j, "pin_content", "pin_content");
+        if (s.pin_content != "manifests" && s.pin_content != "all" && s.pin_content != "none")
+            throw config_error("pin_content", "must be \"manifests\", \"all\" or \"none\"");
+    }
     if (j.contains("policies")) {
         const auto& ps = j.at("policies");
         if (!ps.is_array()) throw config_error("policies", "must be an array");

@@ -124,6 +124,10 @@ struct settings {
     // Never contact an upstream: serve only what is cached, pinned or imported.
     bool offline = false;
     pin_checks checks;
+    // What a pin holds beyond its manifest (issue 12, point 3): "manifests" (every child
+    // manifest and config blob of the pinned digest), "all" (and every layer of every
+    // platform), "none" (only what clients pulled).
+    std::string pin_content = "manifests";
     std::vector<policy_rule> policies;
     admin_settings admin;
     std::vector<webhook> webhooks;

@@ -10,6 +10,7 @@
 #include "proxy/http/listener.hpp"
 #include "proxy/pins/actions.hpp"
 #include "proxy/pins/checker.hpp"
+#include "proxy/pins/closure.hpp"
 #include "proxy/pins/policy.hpp"
 #include "proxy/pins/scheduler.hpp"
 #include "proxy/pins/views.hpp"
@@ -65,6 +66,7 @@ struct app::parts {
     std::unique_ptr<store::facade> stores;
     std::unique_ptr<upstream::upstreams> upstreams;
     std::unique_ptr<cache::blob_fetcher> fetcher;
+    std::unique_ptr<pins::closure_keeper> closure;
     std::unique_ptr<pins::policy_table> policies;
     std::unique_ptr<pins::writer> writer;
     std::unique_ptr<pins::checker> checker;
@@ -87,6 +89,7 @@ struct app::parts {
     admin::counter_family* checks = nullptr;
     admin::counter_family* repoints = nullptr;
     admin::counter_family* deliveries = nullptr;
+    admin::counter_family* closure_walks = nullptr;
 
     parts(asio::io_context& c, config::settings s) : ioc(c), settings(std::move(s)) {
         requests =
@@ -112,6 +115,11 @@ struct app::parts {
                                   {"registry", "outcome"});
         repoints = &metrics.counter("regpin_repoints_total", "Upstream tag re-points detected",
                                     {"registry", "policy"});
+        closure_walks = &metrics.counter(
+            "regpin_pin_content_walks_total",
+            "Background walks of a pinned digest's content by result (complete, incomplete: "
+            "something could not be fetched, dropped: the queue was full)",
+            {"result"});
         deliveries = &metrics.counter("regpin_webhook_deliveries_total",
                                       "Webhook delivery attempts by result", {"result"});
     }
@@ -144,6 +152,9 @@ void app::start(std::shared_ptr<storage::database> db) {
             pins::format_time(e.time_ms), summary);
         if (pp->webhooks) pp->webhooks->wake();
     };
+    hooks.holds = [pp](const storage::pin_key& key, const std::string& digest) {
+        if (pp->closure) pp->closure->hold(key, digest);
+    };
     hooks.changed = [](const storage::pin_event& e) {
         spdlog::info("pin {}: {} {} -> {} by {}", storage::display_name(e.key),
                      storage::to_string(e.type), e.old_digest.empty() ? "-" : e.old_digest,
@@ -165,6 +176,9 @@ void app::start(std::shared_ptr<storage::database> db) {
         std::make_unique<store::facade>(db, std::make_unique<storage::rocksdb_pin_store>(db));
     p.upstreams = std::make_unique<upstream::upstreams>(ex, p.settings, observe);
     p.fetcher = std::make_unique<cache::blob_fetcher>(ex, p.stores->content());
+    p.closure = std::make_unique<pins::closure_keeper>(
+        ex, p.settings, *p.upstreams, p.stores->content(), *p.fetcher,
+        [pp](std::string_view result) { pp->closure_walks->with({std::string(result)}).inc(); });
     p.policies = std::make_unique<pins::policy_table>(p.settings);
     p.writer = std::make_unique<pins::writer>(p.stores->pins(), hooks);
     p.checker = std::make_unique<pins::checker>(p.settings, *p.policies, *p.upstreams,
@@ -184,13 +198,18 @@ void app::start(std::shared_ptr<storage::database> db) {
         .gauge("regpin_pins_pending",
                "Pins whose upstream moved and that await an operator (pending or rejected)")
         .set_callback([pins] { return static_cast<double>(pins->count_awaiting()); });
+    auto* closure = p.closure.get();
+    p.metrics
+        .gauge("regpin_pin_content_queue",
+               "Pinned digests whose content (pin_content) is queued or being fetched")
+        .set_callback([closure] { return static_cast<double>(closure->queued()); });
     p.metrics.gauge("regpin_webhook_queue", "Alert deliveries waiting in the outbox")
         .set_callback([pins] { return static_cast<double>(pins->pending_deliveries()); });
     p.webhooks = std::make_unique<admin::webhook_sender>(
         p.ioc.get_executor(), p.settings, *pins,
         [pp](std::string_view result) { pp->deliveries->with({std::string(result)}).inc(); });
     p.admin = std::make_unique<admin::admin_api>(p.settings, *pins, *p.actions, *p.scheduler,
-                                                 *p.upstreams, p.metrics);
+                                                 *p.upstreams, *p.closure, p.metrics);
 
     http::listener_options ro;
     ro.listen = p.settings.listen;
@@ -254,6 +273,7 @@ void app::stop() {
     if (p.admin_listener) p.admin_listener->stop();
     if (p.scheduler) p.scheduler->stop();
     if (p.webhooks) p.webhooks->stop();
+    if (p.closure) p.closure->stop();
 }
 
 }  // namespace regpin::proxy

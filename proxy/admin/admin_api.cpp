@@ -79,12 +79,14 @@ reply events_or_error(const pins::actions::events& r) {
 
 admin_api::admin_api(const config::settings& settings, store::pin_records& pins,
                      pins::actions& actions, pins::scheduler& scheduler,
-                     const upstream::upstreams& upstreams, metrics& m)
+                     const upstream::upstreams& upstreams, const pins::closure_keeper& closure,
+                     metrics& m)
     : settings_(settings),
       pins_(pins),
       actions_(actions),
       scheduler_(scheduler),
       upstreams_(upstreams),
+      closure_(closure),
       metrics_(m) {}
 
 std::string admin_api::token_name(std::string_view presented) const {
@@ -182,7 +184,16 @@ asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string acto
         auto listed = co_await pins_.list_tag(t->registry, t->repository, t->tag);
         if (!listed) co_return fail(oci::error_code::unknown, "storage failure", 500);
         json out = {{"pins", json::array()}, {"history", json::array()}};
-        for (const auto& p : *listed) out["pins"].push_back(pins::pin_json(p));
+        for (const auto& p : *listed) {
+            // What the store holds of the pinned digest's content (and the pending one's).
+            auto j = pins::pin_json(p);
+            j["content"] = pins::content_json(co_await closure_.report(p.manifest_digest));
+            j["pending_content"] = nullptr;
+            if (p.pending_digest)
+                j["pending_content"] =
+                    pins::content_json(co_await closure_.report(*p.pending_digest));
+            out["pins"].push_back(std::move(j));
+        }
         storage::pin_key tag_key{t->registry, t->repository, t->tag, 0};
         auto history = co_await pins_.history(tag_key);
         if (history)

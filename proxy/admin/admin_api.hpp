@@ -21,6 +21,7 @@
 #include "proxy/admin/metrics.hpp"
 #include "proxy/http/message.hpp"
 #include "proxy/pins/actions.hpp"
+#include "proxy/pins/closure.hpp"
 #include "proxy/pins/scheduler.hpp"
 #include "proxy/store/pin_records.hpp"
 #include "proxy/upstream/upstreams.hpp"
@@ -30,7 +31,8 @@ namespace regpin::proxy::admin {
 class admin_api {
 public:
     admin_api(const config::settings& settings, store::pin_records& pins, pins::actions& actions,
-              pins::scheduler& scheduler, const upstream::upstreams& upstreams, metrics& m);
+              pins::scheduler& scheduler, const upstream::upstreams& upstreams,
+              const pins::closure_keeper& closure, metrics& m);
 
     [[nodiscard]] boost::asio::awaitable<http::reply> handle(http::incoming in);
 
@@ -46,6 +48,7 @@ private:
     pins::actions& actions_;
     pins::scheduler& scheduler_;
     const upstream::upstreams& upstreams_;
+    const pins::closure_keeper& closure_;
     metrics& metrics_;
 };
 

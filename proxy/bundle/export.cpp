@@ -99,6 +99,21 @@ export_report export_bundle(const export_request& r) {
         if (refs->config) need_blob(refs->config->digest, what);
         for (const auto& l : refs->layers) need_blob(l.digest, what);
     };
+    // How many of an image's config and layers are not cached (unparseable: counted as one).
+    auto uncached_blobs = [&](const storage::manifest& m) {
+        auto refs = oci::read_manifest(m.media_type, m.bytes);
+        if (!refs) return std::size_t{1};
+        std::vector<std::string> digests;
+        if (refs->config) digests.push_back(refs->config->digest);
+        for (const auto& l : refs->layers) digests.push_back(l.digest);
+        std::size_t n = 0;
+        for (const auto& digest : digests) {
+            auto d = storage::digest::parse(digest);
+            auto rec = d ? blobs.find(*d) : storage::result<std::optional<storage::blob_record>>{};
+            if (!d || !rec || !*rec) ++n;
+        }
+        return n;
+    };
     for (const auto& p : chosen) {
         auto what = storage::display_name(p.key);
         auto top = p.manifest_digest.str();
@@ -120,6 +135,17 @@ export_report export_bundle(const export_request& r) {
                         what + ": platform " +
                         (child.platform.empty() ? child.digest : child.platform) +
                         " was never pulled; not in the bundle");
+                    continue;
+                }
+                // A platform goes in whole or not at all: with pin_content "manifests" regpin
+                // holds every platform's manifest and config, but only the layers pulled.
+                auto uncached = uncached_blobs(**cm);
+                if (uncached > 0) {
+                    report.warnings.push_back(
+                        what + ": platform " +
+                        (child.platform.empty() ? child.digest : child.platform) + " has " +
+                        std::to_string(uncached) +
+                        " blob(s) never pulled (pin_content: all holds them); not in the bundle");
                     continue;
                 }
                 c.manifests[child.digest] = **cm;

@@ -118,6 +118,38 @@ void print_pins(const json& pins) {
     print_table(rows);
 }
 
+// "content of class 15 (sha256:abcd...): missing, pin_content manifests: 3/3 manifests, 2/2
+// configs, 4/8 layers", then one line per missing item (the first 20).
+void print_content_of(const std::string& what, const json& c) {
+    if (!c.is_object()) return;
+    auto count = [&](const char* k) {
+        return std::to_string(c[k].value("cached", 0)) + "/" +
+               std::to_string(c[k].value("total", 0)) + " " + k;
+    };
+    std::printf("%s: %s (pin_content %s): %s, %s, %s cached\n", what.c_str(),
+                c.value("state", "").c_str(), c.value("pin_content", "").c_str(),
+                count("manifests").c_str(), count("configs").c_str(), count("layers").c_str());
+    for (const auto& m : c["missing"]) {
+        std::string platform = m["platform"].is_string() ? m["platform"].get<std::string>() : "";
+        std::printf(
+            "  missing %s %s%s: %s\n", m.value("kind", "").c_str(), m.value("digest", "").c_str(),
+            platform.empty() ? "" : (" (" + platform + ")").c_str(), m.value("reason", "").c_str());
+    }
+    auto more = c.value("missing_count", 0) - static_cast<int>(c["missing"].size());
+    if (more > 0) std::printf("  ... and %d more\n", more);
+}
+
+void print_content(const json& pins) {
+    for (const auto& p : pins) {
+        auto cls = std::to_string(p.value("accept_class", 0));
+        print_content_of("content of class " + cls + " " + short_digest(p["digest"]), p["content"]);
+        if (p.contains("pending_content"))
+            print_content_of(
+                "pending content of class " + cls + " " + short_digest(p["pending_digest"]),
+                p["pending_content"]);
+    }
+}
+
 std::string summary_text(const json& e) {
     if (e.contains("summary") && e["summary"].is_object() && e["summary"].contains("text") &&
         e["summary"]["text"].is_string())
@@ -213,6 +245,7 @@ int pins_command(int argc, char** argv) {
             std::puts(j.dump(2).c_str());
         } else {
             print_pins(j["pins"]);
+            print_content(j["pins"]);
             std::puts("");
             print_events(j["history"]);
         }

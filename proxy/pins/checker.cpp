@@ -115,6 +115,12 @@ asio::awaitable<check_result> checker::check(storage::pin_key key, std::size_t u
         co_return out;
     }
     auto p = **found;
+    // What the pin serves and awaits is held again on every check: a closure cut short by a
+    // restart or an upstream fault completes.
+    if (const auto& holds = writer_.hooks().holds) {
+        holds(key, p.manifest_digest.str());
+        if (p.pending_digest) holds(key, p.pending_digest->str());
+    }
 
     check_result out;
     upstream::request req;

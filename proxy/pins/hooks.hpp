@@ -27,6 +27,9 @@ struct hooks {
     std::function<void(const storage::pin_event&)> repointed;
     // Any other stored event (first pull, revert, approve, unpin, set): history only.
     std::function<void(const storage::pin_event&)> changed;
+    // A pin serves, or awaits an operator about, `digest` (first sight, a re-point's new
+    // digest, approve, set, import, and every check): its content should be held (closure.hpp).
+    std::function<void(const storage::pin_key& key, const std::string& digest)> holds;
 };
 
 }  // namespace regpin::proxy::pins

@@ -21,7 +21,9 @@ boost::asio::awaitable<storage::result<storage::pin>> writer::first_sight(storag
     e.key = candidate.key;
     e.new_digest = candidate.manifest_digest.str();
     e.actor = std::move(actor);
-    co_return co_await records_.create_if_absent(store::write_access{}, candidate, e);
+    auto held = co_await records_.create_if_absent(store::write_access{}, candidate, e);
+    if (held && hooks_.holds) hooks_.holds(held->key, held->manifest_digest.str());
+    co_return held;
 }
 
 boost::asio::awaitable<storage::result<std::vector<storage::pin_event>>> writer::commit(
@@ -33,6 +35,8 @@ boost::asio::awaitable<storage::result<std::vector<storage::pin_event>>> writer:
 
 void writer::announce(const std::vector<storage::pin_event>& events) const {
     for (const auto& e : events) {
+        if (hooks_.holds && !e.new_digest.empty() && e.type != storage::event_type::unpinned)
+            hooks_.holds(e.key, e.new_digest);
         if (e.type == storage::event_type::repointed) {
             if (hooks_.repointed) hooks_.repointed(e);
         } else if (hooks_.changed) {

@@ -941,6 +941,132 @@ class RepointPolicyTest(PinLifecycleTestCase):
 
 
 # ------------------------------------------------------------------------------------------------
+# A pin holds its content (issue 12, point 3)
+# ------------------------------------------------------------------------------------------------
+
+
+class PinContentTest(PinLifecycleTestCase):
+    """A two-platform tag is pulled by containerd for linux/amd64 only; then the upstream
+    (docker-registry, deletes enabled) deletes the linux/arm64 manifest and its blobs, as GHCR,
+    ECR or Harbor clean-up rules do after a re-push. Each test runs its own regpin with one
+    `pin_content` setting."""
+
+    TOKEN = "content-token-0123456789abcdef"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.upstream = h.Registry("content-upstream").start()
+        cls.addClassCleanup(cls.upstream.close)
+        cls.layout = cls.new_layout(cls.addClassCleanup)
+        cls.containerd = h.Containerd().start()
+        cls.addClassCleanup(cls.containerd.close)
+
+    def start_regpin(self, pin_content: str) -> None:
+        self.regpin = h.Regpin([h.Upstream.of(self.upstream.host, self.upstream)],
+                               admin_tokens=[h.AdminToken("ops", self.TOKEN)],
+                               pin_checks=NO_BACKGROUND_CHECKS, settings={"pin_content": pin_content})
+        # Stopped after the test, deleted with the class: the log outlives a failure report.
+        self.addClassCleanup(self.regpin.close)
+        self.addCleanup(self.regpin.stop)
+        self.regpin.start()
+        self.containerd.mirror(self.upstream.host, self.regpin.url)
+
+    def content(self, repo: str) -> dict:
+        return self.the_pin(repo)["content"]
+
+    def wait_content(self, repo: str, state: str) -> dict:
+        h.wait_until(lambda: self.content(repo)["state"] == state, timeout=30, interval=0.1,
+                     message=f"pin content of {repo} {state}")
+        return self.content(repo)
+
+    def pull_platform(self, repo: str, platform: str) -> Optional[str]:
+        self.containerd.forget_everything()
+        ref = self.ref(repo)
+        self.last_pull = self.containerd.pull(ref, platform=platform, check=False)
+        return self.containerd.image_digest(ref) if self.last_pull.returncode == 0 else None
+
+    def delete_platform(self, repo: str, image: h.Image, platform: str) -> tuple[str, str, str]:
+        """Deletes `platform`'s manifest, config and layer from the upstream; their digests."""
+        manifest = image.manifest_for(platform)
+        doc = json.loads(image.blobs[manifest])
+        config, layer = doc["config"]["digest"], doc["layers"][0]["digest"]
+        for kind, digest in (("manifests", manifest), ("blobs", config), ("blobs", layer)):
+            resp = self.upstream.request("DELETE", f"/v2/{repo}/{kind}/{digest}")
+            self.assertEqual(resp.status, 202, f"DELETE {kind} {digest}: {resp.body[:200]!r}")
+        self.assertEqual(self.upstream.get_manifest(repo, manifest).status, 404, "deleted upstream")
+        return manifest, config, layer
+
+    def two_platform_tag(self, repo: str, seed: str) -> h.Image:
+        image = self.image(seed, seed=seed, platforms=("linux/amd64", "linux/arm64"))
+        self.push(image, repo)
+        self.assertEqual(self.pull_platform(repo, "linux/amd64"), image.digest, self.last_pull.stderr)
+        return image
+
+    def test_with_pin_content_all_a_platform_nobody_pulled_is_pullable_after_the_upstream_deleted_it(self):
+        self.start_regpin("all")
+        repo = "content/all"
+        image = self.two_platform_tag(repo, "content-all")
+        content = self.wait_content(repo, "complete")
+        self.assertEqual((content["manifests"], content["configs"], content["layers"], content["missing"]),
+                         ({"cached": 3, "total": 3}, {"cached": 2, "total": 2}, {"cached": 2, "total": 2}, []))
+        self.delete_platform(repo, image, "linux/arm64")
+        self.assertEqual(self.pull_platform(repo, "linux/arm64"), image.digest, self.last_pull.stderr)
+        self.assertGreaterEqual(metric_value(self.metrics(), "regpin_pin_content_walks_total", result="complete"), 1)
+
+    def test_with_pin_content_manifests_the_manifest_is_served_and_the_missing_layers_are_reported(self):
+        self.start_regpin("manifests")
+        repo = "content/manifests"
+        image = self.two_platform_tag(repo, "content-manifests")
+        content = self.wait_content(repo, "complete")
+        self.assertEqual((content["manifests"], content["configs"], content["layers"]),
+                         ({"cached": 3, "total": 3}, {"cached": 2, "total": 2}, {"cached": 1, "total": 2}))
+        manifest, config, layer = self.delete_platform(repo, image, "linux/arm64")
+
+        resp = self.regpin.get(h.with_query(f"/v2/{repo}/manifests/{manifest}", ns=self.upstream.host),
+                               {"Accept": h.ACCEPT_ALL_MANIFESTS})
+        self.assertEqual((resp.status, h.sha256_digest(resp.body)), (200, manifest), "the arm64 manifest")
+        resp = self.regpin.get(h.with_query(f"/v2/{repo}/blobs/{config}", ns=self.upstream.host))
+        self.assertEqual((resp.status, h.sha256_digest(resp.body)), (200, config), "the arm64 config")
+        self.assertIsNone(self.pull_platform(repo, "linux/arm64"), "the arm64 layer was never fetched")
+
+        content = self.content(repo)
+        self.assertEqual(content["state"], "complete", "what pin_content manifests asks for is held")
+        self.assertEqual([(m["kind"], m["digest"], m["platform"]) for m in content["missing"]],
+                         [("layer", layer, "linux/arm64")])
+        self.assertIn("pin_content is manifests", content["missing"][0]["reason"])
+        shown = self.regpin.cli("pins", "show", self.ref(repo), token=self.TOKEN)
+        self.assertEqual(shown.returncode, 0, shown.stderr)
+        self.assertIn(f"missing layer {layer} (linux/arm64): not fetched: pin_content is manifests", shown.stdout)
+        self.assertIn("1/2 layers cached", shown.stdout)
+
+    def test_content_the_upstream_lost_already_is_reported_missing_with_the_upstreams_answer(self):
+        self.start_regpin("all")
+        repo = "content/lost"
+        image = self.image("content-lost", seed="content-lost", platforms=("linux/amd64", "linux/arm64"))
+        self.push(image, repo)
+        layer = json.loads(image.blobs[image.manifest_for("linux/arm64")])["layers"][0]["digest"]
+        self.assertEqual(self.upstream.request("DELETE", f"/v2/{repo}/blobs/{layer}").status, 202)
+        self.assertEqual(self.pull_platform(repo, "linux/amd64"), image.digest, self.last_pull.stderr)
+        content = self.wait_content(repo, "missing")
+        self.assertEqual([(m["kind"], m["digest"], m["platform"]) for m in content["missing"]],
+                         [("layer", layer, "linux/arm64")])
+        self.assertIn("upstream", content["missing"][0]["reason"])
+        self.assertIn("not found", content["missing"][0]["reason"])
+        h.wait_until(lambda: metric_value(self.metrics(), "regpin_pin_content_walks_total", result="incomplete") >= 1,
+                     timeout=10, interval=0.1, message="an incomplete walk counted")
+
+    def test_with_pin_content_none_nothing_is_fetched_beyond_the_pull(self):
+        self.start_regpin("none")
+        repo = "content/none"
+        image = self.two_platform_tag(repo, "content-none")
+        content = self.content(repo)
+        self.assertEqual(content["state"], "complete")
+        self.assertEqual(content["manifests"], {"cached": 2, "total": 3})
+        self.assertEqual({m["platform"] for m in content["missing"]}, {"linux/arm64"})
+        self.assertEqual(metric_value(self.metrics(), "regpin_pin_content_walks_total", result="complete"), 0)
+
+
+# ------------------------------------------------------------------------------------------------
 # One tag, one truth across clients (issue 12, point 7)
 # ------------------------------------------------------------------------------------------------
 

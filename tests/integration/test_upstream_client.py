@@ -37,8 +37,10 @@ class UpstreamClientTestCase(RegpinTestCase):
     def start_regpin_for_test(self, *upstreams: h.Upstream, env: Optional[dict] = None) -> h.Regpin:
         """A regpin (fresh data dir) for this test only; it becomes self.regpin, whose log tail
         is printed if the test fails. It stops after the test; its dir (with the log) is
-        removed with the class, after the failure report."""
-        regpin = h.Regpin(upstreams, env=env)
+        removed with the class, after the failure report. `pin_content` is "none": these
+        tests inspect the upstream requests a client's request causes, and the background fetch
+        of a pin's content (test_pin_lifecycle.PinContentTest) would add its own."""
+        regpin = h.Regpin(upstreams, env=env, settings={"pin_content": "none"})
         self.addClassCleanup(h.remove_temp_dir, regpin.dir)
         self.addCleanup(regpin.stop)
         regpin.start()
