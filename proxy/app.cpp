@@ -145,11 +145,12 @@ void app::start(std::shared_ptr<storage::database> db) {
         if (j["summary"].is_object() && j["summary"].contains("text") &&
             j["summary"]["text"].is_string())
             summary = j["summary"]["text"].get<std::string>();
-        spdlog::warn(
-            "re-point: {} moved upstream from {} to {}; policy {}, action {}, event {}, "
-            "detected at {}; {}",
-            storage::display_name(e.key), e.old_digest, e.new_digest, e.policy, e.action, e.id,
-            pins::format_time(e.time_ms), summary);
+        // Signatures and attestations move by design (policy "artifact"): no alert, no warning.
+        spdlog::log(e.policy == "artifact" ? spdlog::level::info : spdlog::level::warn,
+                    "re-point: {} moved upstream from {} to {}; policy {}, action {}, event {}, "
+                    "detected at {}; {}",
+                    storage::display_name(e.key), e.old_digest, e.new_digest, e.policy, e.action,
+                    e.id, pins::format_time(e.time_ms), summary);
         if (pp->webhooks) pp->webhooks->wake();
     };
     hooks.holds = [pp](const storage::pin_key& key, const std::string& digest) {

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include <rocksdb/options.h>
@@ -23,7 +24,8 @@ const char* const cf_names[] = {rocksdb::kDefaultColumnFamilyName.c_str(),
                                 "manifests",
                                 "pins",
                                 "events",
-                                "outbox"};
+                                "outbox",
+                                "referrers"};
 
 rocksdb::ColumnFamilyOptions chunk_options() {
     rocksdb::ColumnFamilyOptions o;
@@ -180,15 +182,27 @@ result<std::shared_ptr<database>> open_database(const std::string& dir, open_rep
     // Memtables bound regpin's memory: 8 MiB per column family (RocksDB's default is 64 MiB,
     // two each), 48 MiB over all of them; past that RocksDB flushes the largest.
     opts.db_write_buffer_size = 48ull << 20;
-    for (const char* name : cf_names) {
+    // Read-only opens cannot create column families: one added by a newer regpin (referrers)
+    // is absent from a folder an older one wrote, and its handle stays null.
+    std::vector<std::string> existing;
+    if (read_only) (void)rocksdb::DB::ListColumnFamilies(opts, dir, &existing);
+    std::vector<std::size_t> positions;
+    for (std::size_t i = 0; i < std::size(cf_names); ++i) {
+        const std::string name = cf_names[i];
+        if (read_only && std::find(existing.begin(), existing.end(), name) == existing.end())
+            continue;
         rocksdb::ColumnFamilyOptions o;
         o.write_buffer_size = 8ull << 20;
-        if (std::string(name) == "blob_chunks") o = chunk_options();
+        if (name == "blob_chunks") o = chunk_options();
         descs.emplace_back(name, o);
+        positions.push_back(i);
     }
     rocksdb::DB* raw = nullptr;
-    auto s = read_only ? rocksdb::DB::OpenForReadOnly(opts, dir, descs, &d->cfs_, &raw)
-                       : rocksdb::DB::Open(opts, dir, descs, &d->cfs_, &raw);
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    auto s = read_only ? rocksdb::DB::OpenForReadOnly(opts, dir, descs, &handles, &raw)
+                       : rocksdb::DB::Open(opts, dir, descs, &handles, &raw);
+    d->cfs_.assign(std::size(cf_names), nullptr);
+    for (std::size_t i = 0; i < handles.size(); ++i) d->cfs_[positions[i]] = handles[i];
     if (!s.ok()) {
         report.error_detail = s.ToString();
         if (s.IsIOError() && report.error_detail.find("lock") != std::string::npos)

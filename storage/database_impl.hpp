@@ -22,6 +22,8 @@ public:
     rocksdb::ColumnFamilyHandle* pins() const { return cfs_[4]; }
     rocksdb::ColumnFamilyHandle* events() const { return cfs_[5]; }
     rocksdb::ColumnFamilyHandle* outbox() const { return cfs_[6]; }
+    // Null in a read-only open of a folder written before it existed.
+    rocksdb::ColumnFamilyHandle* referrers() const { return cfs_[7]; }
 
     // Whether chunks may be located in blob files (open_report::locate_verified).
     bool locate_verified() const { return locate_verified_; }

@@ -187,11 +187,12 @@ asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string acto
         for (const auto& p : *listed) {
             // What the store holds of the pinned digest's content (and the pending one's).
             auto j = pins::pin_json(p);
-            j["content"] = pins::content_json(co_await closure_.report(p.manifest_digest));
+            j["content"] =
+                pins::content_json(co_await closure_.report(p.manifest_digest, p.key.tag));
             j["pending_content"] = nullptr;
             if (p.pending_digest)
                 j["pending_content"] =
-                    pins::content_json(co_await closure_.report(*p.pending_digest));
+                    pins::content_json(co_await closure_.report(*p.pending_digest, p.key.tag));
             out["pins"].push_back(std::move(j));
         }
         storage::pin_key tag_key{t->registry, t->repository, t->tag, 0};

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <set>
@@ -10,11 +11,13 @@
 #include "proxy/bundle/tar.hpp"
 #include "proxy/oci/manifest.hpp"
 #include "proxy/oci/reference.hpp"
+#include "proxy/pins/policy.hpp"
 #include "proxy/pins/views.hpp"
 #include "storage/blob_store.hpp"
 #include "storage/clock.hpp"
 #include "storage/database.hpp"
 #include "storage/manifest_store.hpp"
+#include "storage/referrers_store.hpp"
 #include "storage/rocksdb_pin_store.hpp"
 
 namespace regpin::proxy::bundle {
@@ -68,6 +71,31 @@ export_report export_bundle(const export_request& r) {
         if (!found)
             throw std::runtime_error(ir.str() + " is not pinned in " + opened.path +
                                      " (pull or prefetch it first)");
+    }
+    // A pinned image's signatures and attestations travel with it: the pins of its artifact
+    // tags (cosign's sha256-<hex>.sig/.att/.sbom, the referrers fallback sha256-<hex>).
+    {
+        std::set<std::string> have;
+        for (const auto& p : chosen)
+            have.insert(storage::display_name(p.key) + "#" + std::to_string(p.key.accept_class));
+        std::vector<storage::pin> artifacts;
+        std::set<std::pair<std::string, std::string>> repos;
+        for (const auto& p : chosen) repos.insert({p.key.registry, p.key.repository});
+        for (const auto& [registry, repository] : repos) {
+            auto listed = pins.list_repository(registry, repository);
+            if (!listed) throw std::runtime_error("cannot read pins");
+            for (auto& a : *listed) {
+                if (!pins::is_artifact_tag(a.key.tag)) continue;
+                auto subject = "sha256:" + a.key.tag.substr(7, 64);
+                bool signs_chosen = std::any_of(chosen.begin(), chosen.end(), [&](const auto& p) {
+                    return p.key.registry == registry && p.key.repository == repository &&
+                           p.manifest_digest.str() == subject;
+                });
+                auto id = storage::display_name(a.key) + "#" + std::to_string(a.key.accept_class);
+                if (signs_chosen && have.insert(id).second) artifacts.push_back(std::move(a));
+            }
+        }
+        chosen.insert(chosen.end(), artifacts.begin(), artifacts.end());
     }
     if (chosen.empty())
         throw std::runtime_error(r.all ? "nothing to export: " + opened.path + " holds no pins"
@@ -188,6 +216,43 @@ export_report export_bundle(const export_request& r) {
         pins_doc["pins"].push_back(entry);
     }
 
+    // Referrers as last fetched for each pinned digest, with the referring manifests (and their
+    // blobs) the cache holds: signature verification works at the air-gapped site.
+    storage::referrers_store referrers(*db);
+    json referrers_doc = {{"version", 1}, {"referrers", json::array()}};
+    std::set<std::string> subjects_done;
+    for (const auto& p : chosen) {
+        auto what = storage::display_name(p.key);
+        if (!subjects_done
+                 .insert(p.key.registry + "/" + p.key.repository + "@" + p.manifest_digest.str())
+                 .second)
+            continue;
+        auto rec = referrers.find(p.key.registry, p.key.repository, p.manifest_digest);
+        if (!rec || !*rec) continue;
+        auto index = json::parse((*rec)->index, nullptr, false);
+        if (!index.is_object() || !index.contains("manifests") || !index["manifests"].is_array())
+            continue;
+        referrers_doc["referrers"].push_back({{"registry", p.key.registry},
+                                              {"repository", p.key.repository},
+                                              {"subject", p.manifest_digest.str()},
+                                              {"fetched_ms", (*rec)->fetched_ms},
+                                              {"index", (*rec)->index}});
+        for (const auto& d : index["manifests"]) {
+            auto digest = d.is_object() ? d.value("digest", std::string()) : std::string();
+            auto rd = storage::digest::parse(digest);
+            if (!rd || c.manifests.count(digest)) continue;
+            auto m = manifests.find(*rd);
+            if (!m || !*m || uncached_blobs(**m) > 0) {
+                report.warnings.push_back(what + ": referrer " + digest +
+                                          " was never pulled; its listing is in the bundle, "
+                                          "the referrer is not");
+                continue;
+            }
+            c.manifests[digest] = **m;
+            image(digest, **m, what + " (referrer)");
+        }
+    }
+
     tar_writer tar(r.output);
     tar.add("oci-layout", R"({"imageLayoutVersion":"1.0.0"})");
     for (const auto& [digest, m] : c.manifests) {
@@ -204,6 +269,8 @@ export_report export_bundle(const export_request& r) {
     }
     tar.add("index.json", index.dump(2));
     tar.add("regpin-pins.json", pins_doc.dump(2));
+    if (!referrers_doc["referrers"].empty())
+        tar.add("regpin-referrers.json", referrers_doc.dump(2));
     tar.finish();
     report.pins = chosen.size();
     report.manifests = c.manifests.size();

@@ -18,6 +18,7 @@
 #include "storage/clock.hpp"
 #include "storage/database.hpp"
 #include "storage/manifest_store.hpp"
+#include "storage/referrers_store.hpp"
 #include "storage/rocksdb_pin_store.hpp"
 
 namespace regpin::proxy::bundle {
@@ -94,6 +95,57 @@ public:
                     "this layout carries no provenance ('" + name +
                     "' is not REGISTRY/REPOSITORY:TAG): pass --as REGISTRY/REPO:TAG");
             out.push_back(plain_pin(*parsed, d, types[d]));
+        }
+        return out;
+    }
+
+    // regpin-referrers.json: each subject's referrers index as last fetched at the connected
+    // site. Validated whole before anything is written; the referring manifests the bundle
+    // holds are stored like pinned content (verified), the others are only listed.
+    struct kept_referrers {
+        std::string registry, repository;
+        storage::digest subject;
+        storage::referrers_record record;
+    };
+    std::vector<kept_referrers> referrers_to_keep(storage::manifest_store& manifests,
+                                                  storage::blob_store& blobs) {
+        std::vector<kept_referrers> out;
+        if (!entries_.count("regpin-referrers.json")) return out;
+        auto doc = json::parse(read_entry(in_, entries_.at("regpin-referrers.json"), 64 << 20),
+                               nullptr, false);
+        if (!doc.is_object() || !doc.contains("referrers") || !doc["referrers"].is_array())
+            throw std::runtime_error("regpin-referrers.json is malformed");
+        for (std::size_t i = 0; i < doc["referrers"].size(); ++i) {
+            const auto& e = doc["referrers"][i];
+            auto where = "regpin-referrers.json: referrers[" + std::to_string(i) + "]";
+            if (!e.is_object()) throw std::runtime_error(where + " is not an object");
+            auto text = [&](const char* k) {
+                if (!e.contains(k) || !e[k].is_string())
+                    throw std::runtime_error(where + " has no string \"" + k + "\"");
+                return e[k].get<std::string>();
+            };
+            auto registry = text("registry"), repository = text("repository");
+            auto parsed = oci::parse_image_reference(registry + "/" + repository + ":x");
+            if (!parsed || parsed->registry != registry || parsed->repository != repository)
+                throw std::runtime_error(where + ": not a valid registry and repository");
+            auto subject = storage::digest::parse(text("subject"));
+            if (!subject) throw std::runtime_error(where + ": \"subject\" is not a digest");
+            auto index_text = text("index");
+            auto index = json::parse(index_text, nullptr, false);
+            if (!index.is_object() || !index.contains("manifests") ||
+                !index["manifests"].is_array())
+                throw std::runtime_error(where + ": \"index\" is not an image index");
+            std::int64_t fetched = e.contains("fetched_ms") && e["fetched_ms"].is_number_integer()
+                                       ? e["fetched_ms"].get<std::int64_t>()
+                                       : 0;
+            for (const auto& d : index["manifests"]) {
+                auto rd = d.is_object() ? storage::digest::parse(d.value("digest", std::string()))
+                                        : std::nullopt;
+                if (!rd) throw std::runtime_error(where + ": a referrer without a digest");
+                manifest(manifests, blobs, *rd, d.value("mediaType", std::string()),
+                         registry + "/" + repository + " referrer", false);
+            }
+            out.push_back({registry, repository, *subject, {index_text, fetched}});
         }
         return out;
     }
@@ -253,6 +305,7 @@ import_report import_bundle(const import_request& r) {
     storage::blob_store blobs(*db);
     storage::rocksdb_pin_store store(*db);
     imp.store_content(manifests, blobs, wanted);
+    auto kept = imp.referrers_to_keep(manifests, blobs);
 
     pins::policy_table policies(r.settings);
     auto actor = "import:" + r.bundle.substr(r.bundle.find_last_of('/') + 1);
@@ -316,6 +369,14 @@ import_report import_bundle(const import_request& r) {
                                    w.digest.str() + ": policy " +
                                    std::string(pins::to_string(policy.policy)) + ", " +
                                    std::string(pins::to_string(decision->action)));
+    }
+    storage::referrers_store referrers(*db);
+    for (const auto& k : kept) {
+        // A fresher listing already here (fetched online since) is kept.
+        auto existing = referrers.find(k.registry, k.repository, k.subject);
+        if (existing && *existing && (*existing)->fetched_ms >= k.record.fetched_ms) continue;
+        if (!referrers.put(k.registry, k.repository, k.subject, k.record))
+            throw std::runtime_error("cannot store the referrers of " + k.subject.str());
     }
     return report;
 }

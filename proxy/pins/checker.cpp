@@ -250,7 +250,8 @@ asio::awaitable<storage::result<storage::pin>> checker::diverged_first_sight(
                              first.manifest_digest.str(), candidate.manifest_digest.str(),
                              "first-pull", std::string(to_string(policy.policy)), "diverged",
                              summary_json});
-    for (const auto& target : alert_targets_) change.alerts.push_back({0, target});
+    if (policy.policy != policy_kind::artifact)
+        for (const auto& target : alert_targets_) change.alerts.push_back({0, target});
     std::vector<storage::pin_change> changes{change};
     auto applied = co_await writer_.commit(changes);
     if (!applied && applied.error() != storage::errc::conflict) co_return applied.error();

@@ -7,6 +7,7 @@
 
 #include "proxy/cache/fetch_through.hpp"
 #include "proxy/oci/media_types.hpp"
+#include "proxy/pins/policy.hpp"
 
 namespace regpin::proxy::pins {
 
@@ -87,7 +88,7 @@ void closure_keeper::hold(const storage::pin_key& key, const std::string& digest
             return;
         }
         pending_.insert(digest);
-        queue_.push_back({index, key.repository, digest});
+        queue_.push_back({index, key.repository, digest, holds_layers(key.tag)});
         if (running_ < workers) {
             ++running_;
             start = true;
@@ -179,7 +180,7 @@ asio::awaitable<bool> closure_keeper::image(const item& it, const oci::manifest_
     auto& client = upstreams_.at(it.upstream_index);
     std::vector<std::string> wanted;
     if (refs.config) wanted.push_back(refs.config->digest);
-    if (mode_ == content_mode::all)
+    if (it.layers)
         for (const auto& l : refs.layers) wanted.push_back(l.digest);
     bool complete = true;
     for (const auto& digest : wanted) {
@@ -207,7 +208,11 @@ std::string closure_keeper::reason_for(const std::string& digest, bool required)
     return "not fetched yet";
 }
 
-asio::awaitable<content_report> closure_keeper::report(storage::digest d) const {
+bool closure_keeper::holds_layers(std::string_view tag) const {
+    return mode_ == content_mode::all || (mode_ == content_mode::manifests && is_artifact_tag(tag));
+}
+
+asio::awaitable<content_report> closure_keeper::report(storage::digest d, std::string tag) const {
     content_report r;
     r.mode = mode_;
     bool required_missing = false;
@@ -219,7 +224,7 @@ asio::awaitable<content_report> closure_keeper::report(storage::digest d) const 
             r.missing.push_back({digest, kind, platform, reason_for(digest, required)});
     };
     const bool configs_required = mode_ != content_mode::none;
-    const bool layers_required = mode_ == content_mode::all;
+    const bool layers_required = holds_layers(tag);
 
     // The images whose blobs count: the manifest itself, or the cached children of an index.
     std::vector<std::pair<storage::manifest, std::string>> images;  // manifest, platform

@@ -8,6 +8,8 @@
 //   pin_content "manifests" (default): every child manifest and every config blob;
 //   "all": also every layer of every platform;
 //   "none": nothing beyond what clients pull.
+// Artifact tags (signatures, attestations: policy.hpp's is_artifact_tag) are held whole, layers
+// included, under "manifests" and "all": they are small, and verification needs every byte.
 // Through a bounded queue (full: the digest is dropped, counted and logged; the next check
 // queues it again) and two workers. report() says, from the store alone, whether a digest's
 // closure is complete, being fetched or missing, and why.
@@ -76,8 +78,10 @@ public:
     // Non-blocking; a digest queued or being fetched is not queued twice.
     void hold(const storage::pin_key& key, const std::string& digest);
 
-    // What the store holds of `d`'s closure (no upstream request).
-    [[nodiscard]] boost::asio::awaitable<content_report> report(storage::digest d) const;
+    // What the store holds of `d`'s closure (no upstream request), the closure of a pin of
+    // tag `tag` (artifact tags are held whole).
+    [[nodiscard]] boost::asio::awaitable<content_report> report(storage::digest d,
+                                                                std::string tag) const;
 
     std::size_t queued() const;
 
@@ -89,6 +93,7 @@ private:
         std::size_t upstream_index = 0;
         std::string repository;
         std::string digest;
+        bool layers = false;  // every layer too
     };
     boost::asio::awaitable<void> work();
     // Fetches what is missing; false when something could not be had.
@@ -97,6 +102,7 @@ private:
                                        const std::string& platform);
     void note(const std::string& digest, std::string reason);
     std::string reason_for(const std::string& digest, bool required) const;
+    bool holds_layers(std::string_view tag) const;
 
     boost::asio::any_io_executor ex_;
     const config::settings& settings_;

@@ -41,6 +41,17 @@ void close_over_stars(const std::vector<token>& tokens, std::vector<char>& state
 
 }  // namespace
 
+namespace {
+
+// Whether a rule's pattern names artifact tags: its tag part mentions "sha256-".
+bool names_artifact_tags(std::string_view match) {
+    auto colon = match.rfind(':');
+    return colon != std::string_view::npos &&
+           match.substr(colon + 1).find("sha256-") != std::string_view::npos;
+}
+
+}  // namespace
+
 std::string_view to_string(policy_kind p) {
     switch (p) {
         case policy_kind::pin:
@@ -49,6 +60,8 @@ std::string_view to_string(policy_kind p) {
             return "follow";
         case policy_kind::reject:
             return "reject";
+        case policy_kind::artifact:
+            return "artifact";
     }
     return "pin";
 }
@@ -68,6 +81,8 @@ std::string_view to_string(repoint_action a) {
             return "followed";
         case repoint_action::rejected:
             return "rejected";
+        case repoint_action::updated:
+            return "updated";
     }
     return "kept";
 }
@@ -114,11 +129,25 @@ resolved_policy resolve_policy(const std::vector<policy_rule>& rules, std::strin
     std::string text;
     text.reserve(registry.size() + repository.size() + tag.size() + 2);
     text.append(registry).append("/").append(repository).append(":").append(tag);
+    const bool artifact = is_artifact_tag(tag);
     for (std::size_t i = 0; i < rules.size(); ++i) {
+        if (artifact && !names_artifact_tags(rules[i].match)) continue;
         if (!glob_match(rules[i].match, text)) continue;
         return {rules[i].policy, rules[i].revalidate_after.value_or(default_revalidate), i};
     }
-    return {policy_kind::pin, default_revalidate, resolved_policy::npos};
+    return {artifact ? policy_kind::artifact : policy_kind::pin, default_revalidate,
+            resolved_policy::npos};
+}
+
+bool is_artifact_tag(std::string_view tag) {
+    constexpr std::string_view prefix = "sha256-";
+    if (tag.substr(0, prefix.size()) != prefix || tag.size() < prefix.size() + 64) return false;
+    auto hex = tag.substr(prefix.size(), 64);
+    if (!std::all_of(hex.begin(), hex.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }))
+        return false;
+    auto suffix = tag.substr(prefix.size() + 64);
+    return suffix.empty() || suffix == ".sig" || suffix == ".att" || suffix == ".sbom";
 }
 
 namespace {
@@ -164,6 +193,13 @@ std::optional<repoint_decision> decide_repoint(policy_kind policy, const storage
             d.action = repoint_action::rejected;
             d.new_state = pin_state::rejected;
             d.pending_digest = std::string(upstream_digest);
+            break;
+        case policy_kind::artifact:
+            // Signatures and attestations move by design: recorded, never alerted.
+            d.action = repoint_action::updated;
+            d.new_state = pin_state::pinned;
+            d.move_pin = true;
+            d.alert = false;
             break;
     }
     // Already what the policy makes of this digest (checked again): nothing to record.

@@ -16,9 +16,11 @@
 
 namespace regpin::proxy::pins {
 
-enum class policy_kind { pin, follow, reject };
+// `artifact` is built in, never configured: the policy of signature and attestation tags
+// (is_artifact_tag) that no rule names explicitly.
+enum class policy_kind { pin, follow, reject, artifact };
 
-// "pin", "follow", "reject".
+// "pin", "follow", "reject", "artifact".
 std::string_view to_string(policy_kind p);
 // The inverse of to_string (exact, lower case); nullopt for anything else.
 std::optional<policy_kind> parse_policy(std::string_view s);
@@ -46,16 +48,24 @@ struct resolved_policy {
     std::size_t rule_index = npos;  // the rule that matched, npos for the default
 };
 
+// Tags that move by design whenever something is signed or attested: cosign's
+// "sha256-<64 hex>.sig", ".att" and ".sbom", and the OCI 1.1 referrers fallback "sha256-<64 hex>".
+bool is_artifact_tag(std::string_view tag);
+
 // The first rule whose `match` globs "registry/repository:tag" wins; no match gives
 // {pin, default_revalidate, npos}. A matching rule without revalidate_after takes the default.
+// An artifact tag (is_artifact_tag) is matched only by rules that name artifact tags (the tag
+// part of `match`, after its last ':', contains "sha256-", e.g. "ghcr.io/**:sha256-*.sig"); no
+// such match gives {artifact, default_revalidate, npos}: a catch-all rule such as "**" or
+// "docker.io/**:*" never turns signature updates into re-point alerts.
 resolved_policy resolve_policy(const std::vector<policy_rule>& rules, std::string_view registry,
                                std::string_view repository, std::string_view tag,
                                std::chrono::seconds default_revalidate);
 
 using storage::pin_state;
 
-enum class repoint_action { kept, followed, rejected };
-// "kept", "followed", "rejected" (pin_event::action).
+enum class repoint_action { kept, followed, rejected, updated };
+// "kept", "followed", "rejected", "updated" (pin_event::action; updated: an artifact tag).
 std::string_view to_string(repoint_action a);
 
 struct repoint_decision {
@@ -76,6 +86,7 @@ struct repoint_decision {
 //   pin    -> kept: keep serving the pinned digest; state pending, upstream digest pending.
 //   follow -> followed: the pin moves to the upstream digest; state pinned.
 //   reject -> rejected: state rejected (requests fail until an operator approves a digest).
+//   artifact -> updated: the pin moves to the upstream digest, state pinned, never alerted.
 // nullopt when nothing changes: the upstream shows the pinned digest or one an operator
 // decided about (p.decided: the decision holds), or the pin already is what the policy makes
 // of this digest (the same pending digest again). A pending pin whose upstream comes back is

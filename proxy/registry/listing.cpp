@@ -4,10 +4,14 @@
 #include <boost/url.hpp>
 #include <nlohmann/json.hpp>
 
+#include <spdlog/spdlog.h>
+
 #include "proxy/oci/media_types.hpp"
+#include "proxy/pins/views.hpp"
 #include "proxy/registry/replies.hpp"
 #include "proxy/registry/service.hpp"
 #include "proxy/upstream/fetch.hpp"
+#include "storage/clock.hpp"
 
 namespace regpin::proxy::registry {
 
@@ -102,37 +106,94 @@ asio::awaitable<reply> service::tags(const target& t) {
     co_return r;
 }
 
-asio::awaitable<reply> service::referrers(const target& t, std::string accept) {
-    upstream::request req;
-    boost::urls::url u("/v2/" + t.where.repository + "/referrers/" + t.route.reference);
-    if (t.route.artifact_type) u.params().append({"artifactType", *t.route.artifact_type});
-    req.target = std::string(u.buffer());
-    req.accept = accept;
-    req.scope = upstream::pull_scope(t.where.repository);
-    auto resp = co_await t.client->send(req);
-    if (!resp) co_return error_reply(upstream::transport_error(t.where.registry, resp.error()));
-    auto status = resp->status();
-    auto content_type = oci::strip_parameters(resp->headers()["Content-Type"]);
-    auto filters = std::string(resp->headers()["OCI-Filters-Applied"]);
-    auto link = std::string(resp->headers()["Link"]);
-    auto body = co_await resp->read_all(settings_.manifest_max_bytes);
-    if (status == 404) {
-        // No referrers API upstream: clients fall back to the sha256-<hex> tag schema.
-        co_return error_reply(
-            {error_code::manifest_unknown,
-             "upstream " + t.where.registry + " does not support the referrers API"});
-    }
-    if (status != 200)
-        co_return error_reply(
-            upstream::upstream_error(t.where.registry, status, error_code::manifest_unknown));
-    if (!body) co_return error_reply(upstream::transport_error(t.where.registry, body.error()));
+namespace {
+
+// The image index `index` with only the descriptors of `artifact_type` (nullopt: unchanged), or
+// nullopt when it is not an index.
+std::optional<std::string> filtered(const std::string& index,
+                                    const std::optional<std::string>& artifact_type) {
+    auto doc = nlohmann::json::parse(index, nullptr, false);
+    if (!doc.is_object() || !doc.contains("manifests") || !doc["manifests"].is_array())
+        return std::nullopt;
+    if (!artifact_type) return index;
+    auto kept = nlohmann::json::array();
+    for (const auto& d : doc["manifests"])
+        if (d.is_object() && d.value("artifactType", std::string()) == *artifact_type)
+            kept.push_back(d);
+    doc["manifests"] = std::move(kept);
+    return doc.dump();
+}
+
+reply referrers_reply(std::string body, bool filter_applied) {
     reply r;
-    r.body = std::move(*body);
-    r.header("Content-Type", content_type.empty() ? std::string(oci::oci_index) : content_type);
-    if (!filters.empty()) r.header("OCI-Filters-Applied", filters);
-    if (!link.empty() && link.find("</v2/") != std::string::npos) r.header("Link", link);
-    r.log_field("cache", "miss");
-    co_return r;
+    r.body = std::move(body);
+    r.header("Content-Type", std::string(oci::oci_index));
+    if (filter_applied) r.header("OCI-Filters-Applied", "artifactType");
+    return r;
+}
+
+}  // namespace
+
+asio::awaitable<reply> service::referrers(const target& t, std::string accept) {
+    // The whole list is fetched (and kept, for when the upstream is down); an artifactType
+    // filter is applied here.
+    const auto& registry = t.where.registry;
+    const auto& repository = t.where.repository;
+    auto subject = storage::digest::parse(t.route.reference);
+    upstream::request req;
+    req.target = "/v2/" + repository + "/referrers/" + t.route.reference;
+    req.accept = accept;
+    req.scope = upstream::pull_scope(repository);
+    auto resp = co_await t.client->send(req);
+    std::optional<oci::error> failure;
+    if (!resp) {
+        failure = upstream::transport_error(registry, resp.error());
+    } else if (auto status = resp->status(); status == 404) {
+        // No referrers API upstream: clients fall back to the sha256-<hex> tag schema.
+        co_return error_reply({error_code::manifest_unknown,
+                               "upstream " + registry + " does not support the referrers API"});
+    } else if (status != 200) {
+        failure = upstream::upstream_error(registry, status, error_code::manifest_unknown);
+    } else {
+        auto link = std::string(resp->headers()["Link"]);
+        auto body = co_await resp->read_all(settings_.manifest_max_bytes);
+        if (!body) {
+            failure = upstream::transport_error(registry, body.error());
+        } else if (auto shaped = filtered(*body, t.route.artifact_type); !shaped) {
+            co_return error_reply({error_code::manifest_invalid,
+                                   "upstream " + registry + " answered referrers with no index"});
+        } else {
+            const bool paged = !link.empty();
+            if (subject && !paged) {
+                // Kept for when the upstream is down; a failure to keep it is only logged.
+                storage::referrers_record rec{*body, storage::now_ms()};
+                if (!co_await content_.put_referrers(registry, repository, *subject, rec))
+                    spdlog::warn("could not keep the referrers of {}/{}@{}", registry, repository,
+                                 subject->str());
+            }
+            auto r = referrers_reply(std::move(*shaped), t.route.artifact_type.has_value());
+            if (paged && link.find("</v2/") != std::string::npos) r.header("Link", link);
+            r.log_field("cache", "miss");
+            co_return r;
+        }
+    }
+    // The upstream cannot answer: the list as last fetched, marked stale.
+    if (subject) {
+        auto kept = co_await content_.find_referrers(registry, repository, *subject);
+        if (kept && *kept) {
+            if (auto shaped = filtered((*kept)->index, t.route.artifact_type)) {
+                auto r = referrers_reply(std::move(*shaped), t.route.artifact_type.has_value());
+                // RFC 9111 section 5.5: warn-code 110, agent, quoted text.
+                auto why = failure->message;
+                std::replace(why.begin(), why.end(), '"', '\'');
+                r.header("Warning", "110 regpin \"Response is Stale: referrers as fetched at " +
+                                        pins::format_time((*kept)->fetched_ms) + "; " + why + "\"");
+                r.log_field("cache", "stale");
+                co_return r;
+            }
+        }
+    }
+    co_return error_reply(*failure);
 }
 
 }  // namespace regpin::proxy::registry

@@ -46,7 +46,7 @@ result<std::optional<std::string>> small_blob(const blob_store* blobs, storage::
 }  // namespace
 
 content::content(std::shared_ptr<storage::database> db, boost::asio::thread_pool& pool)
-    : pool_(pool), blobs_(db), manifests_(db) {}
+    : pool_(pool), blobs_(db), manifests_(db), referrers_(db) {}
 
 result<std::optional<storage::manifest>> content::peek_manifest(const storage::digest& d) const {
     return manifests_.find(d, storage::read_mode::memory_only);
@@ -112,6 +112,21 @@ awaitable<result<std::optional<std::string>>> content::read_small_blob(storage::
                                                                        std::uint64_t limit) const {
     const auto* blobs = &blobs_;
     co_return co_await on_pool<&small_blob>(pool_, blobs, d, limit);
+}
+
+awaitable<result<std::optional<storage::referrers_record>>> content::find_referrers(
+    std::string registry, std::string repository, storage::digest subject) const {
+    const auto* referrers = &referrers_;
+    co_return co_await on_pool<&storage::referrers_store::find>(pool_, referrers, registry,
+                                                                repository, subject);
+}
+
+awaitable<result<void>> content::put_referrers(std::string registry, std::string repository,
+                                               storage::digest subject,
+                                               storage::referrers_record r) {
+    auto* referrers = &referrers_;
+    co_return co_await on_pool<&storage::referrers_store::put>(pool_, referrers, registry,
+                                                               repository, subject, r);
 }
 
 }  // namespace regpin::proxy::store

@@ -20,6 +20,7 @@
 #include "storage/blob_store.hpp"
 #include "storage/digest.hpp"
 #include "storage/manifest_store.hpp"
+#include "storage/referrers_store.hpp"
 
 namespace regpin::proxy::store {
 
@@ -75,10 +76,19 @@ public:
     [[nodiscard]] awaitable<result<std::optional<std::string>>> read_small_blob(
         storage::digest d, std::uint64_t limit) const;
 
+    // A subject's referrers index as last fetched (storage/referrers_store.hpp).
+    [[nodiscard]] awaitable<result<std::optional<storage::referrers_record>>> find_referrers(
+        std::string registry, std::string repository, storage::digest subject) const;
+    [[nodiscard]] awaitable<result<void>> put_referrers(std::string registry,
+                                                        std::string repository,
+                                                        storage::digest subject,
+                                                        storage::referrers_record r);
+
 private:
     boost::asio::thread_pool& pool_;
     storage::blob_store blobs_;
     storage::manifest_store manifests_;
+    storage::referrers_store referrers_;
 };
 
 }  // namespace regpin::proxy::store

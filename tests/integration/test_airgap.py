@@ -19,6 +19,7 @@ import re
 import sys
 import tarfile
 import unittest
+import urllib.parse
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -657,6 +658,142 @@ class ImportTest(AirgapTestCase):
 # ------------------------------------------------------------------------------------------------
 # 5. offline mode never opens a connection upstream
 # ------------------------------------------------------------------------------------------------
+
+
+class ReferrersUpstream:
+    """An upstream with the OCI 1.1 referrers API, which docker-registry 2.8 lacks (it answers
+    404): serves `content` (tags and digests to manifests and blobs) and, for each subject, the
+    index of the artifacts whose `subject` it is; `down` makes it answer 503 to everything."""
+
+    def __init__(self):
+        self.manifests: dict[str, tuple[str, bytes]] = {}  # tag or digest -> (media type, bytes)
+        self.blobs: dict[str, bytes] = {}
+        self.referrers: dict[str, list[dict]] = {}
+        self.down = False
+        self.server = h.ScriptedHTTPServer(self.handle).start()
+        self.url = self.server.url
+
+    def add_image(self, image: h.Image, tag: str) -> None:
+        for digest, body in image.blobs.items():
+            self.blobs[digest] = body
+            self.manifests[digest] = (h.MEDIA_OCI_MANIFEST, body)
+        self.manifests[tag] = (image.media_type, image.blobs[image.digest])
+
+    def add_artifact(self, subject: h.Image, kind: str) -> dict:
+        blob = f"{kind} of {subject.digest}".encode()
+        for b in (blob, b"{}"):
+            self.blobs[h.sha256_digest(b)] = b
+        body = json.dumps({
+            "schemaVersion": 2, "mediaType": h.MEDIA_OCI_MANIFEST, "artifactType": kind,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": h.sha256_digest(b"{}"), "size": 2},
+            "layers": [{"mediaType": "application/octet-stream", "digest": h.sha256_digest(blob), "size": len(blob)}],
+            "subject": {"mediaType": subject.media_type, "digest": subject.digest, "size": subject.size},
+        }).encode()
+        desc = {"mediaType": h.MEDIA_OCI_MANIFEST, "digest": h.sha256_digest(body), "size": len(body),
+                "artifactType": kind}
+        self.manifests[desc["digest"]] = (h.MEDIA_OCI_MANIFEST, body)
+        self.referrers.setdefault(subject.digest, []).append(desc)
+        return desc
+
+    def handle(self, req: h.RecordedRequest) -> h.Reply:
+        json_type = {"Content-Type": "application/json"}
+        if self.down:
+            return h.Reply(503, json_type, b'{"errors":[{"code":"UNAVAILABLE","message":"down"}]}')
+        if req.path == "/v2/":
+            return h.Reply(200, json_type, b"{}")
+        m = re.fullmatch(r"/v2/(?P<repo>.+)/(?P<kind>manifests|blobs|referrers)/(?P<ref>[^/]+)", req.path)
+        if m and m["kind"] == "manifests" and m["ref"] in self.manifests:
+            media_type, body = self.manifests[m["ref"]]
+            return h.Reply(200, {"Content-Type": media_type, "Docker-Content-Digest": h.sha256_digest(body)}, body)
+        if m and m["kind"] == "blobs" and m["ref"] in self.blobs:
+            return h.Reply(200, {"Content-Type": "application/octet-stream"}, self.blobs[m["ref"]])
+        if m and m["kind"] == "referrers":
+            index = {"schemaVersion": 2, "mediaType": h.MEDIA_OCI_INDEX,
+                     "manifests": self.referrers.get(m["ref"], [])}
+            return h.Reply(200, {"Content-Type": h.MEDIA_OCI_INDEX}, json.dumps(index).encode())
+        return h.Reply(404, json_type, b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}')
+
+    def close(self) -> None:
+        self.server.close()
+
+
+class ReferrersTest(AirgapTestCase):
+    """Referrers are kept per subject: served with a stale Warning when the upstream is down, and
+    carried in bundles with the referring manifests, so verification works at air-gapped sites."""
+
+    SBOM = "application/vnd.example.sbom"
+    PROVENANCE = "application/vnd.example.provenance"
+
+    def setUp(self):
+        super().setUp()
+        self.upstream = ReferrersUpstream()
+        self.addCleanup(self.upstream.close)
+        layout = h.OciLayout(self.new_dir("referrers-layout"))
+        self.subject = h.make_image(layout, "subject", seed="referrers-subject")
+        self.upstream.add_image(self.subject, "1.0")
+        self.sbom = self.upstream.add_artifact(self.subject, self.SBOM)
+        self.provenance = self.upstream.add_artifact(self.subject, self.PROVENANCE)
+        self.connected = self.new_regpin([h.Upstream(DOCKER_HUB, self.upstream.url)], admin_tokens=[ADMIN_TOKEN])
+
+    def referrers(self, regpin: h.Regpin, artifact_type: Optional[str] = None) -> h.Response:
+        path = f"/v2/library/signed/referrers/{self.subject.digest}"
+        query = {"ns": DOCKER_HUB, **({"artifactType": artifact_type} if artifact_type else {})}
+        return regpin.get(path + "?" + urllib.parse.urlencode(query), {"Accept": h.MEDIA_OCI_INDEX})
+
+    def listed(self, resp: h.Response) -> list[str]:
+        self.assertEqual(resp.status, 200, resp.body[:300])
+        self.assertEqual(resp.header("Content-Type"), h.MEDIA_OCI_INDEX)
+        return [m["artifactType"] for m in json.loads(resp.body)["manifests"]]
+
+    def test_referrers_are_filtered_and_served_stale_when_the_upstream_is_down(self):
+        fresh = self.referrers(self.connected)
+        self.assertEqual(self.listed(fresh), [self.SBOM, self.PROVENANCE])
+        self.assertIsNone(fresh.header("Warning"))
+        sbom_only = self.referrers(self.connected, self.SBOM)
+        self.assertEqual(self.listed(sbom_only), [self.SBOM])
+        self.assertEqual(sbom_only.header("OCI-Filters-Applied"), "artifactType")
+
+        self.upstream.down = True
+        stale = self.referrers(self.connected)
+        self.assertEqual(self.listed(stale), [self.SBOM, self.PROVENANCE])
+        self.assertRegex(stale.header("Warning") or "", r'^110 regpin "Response is Stale: referrers as fetched at ')
+        stale_filtered = self.referrers(self.connected, self.PROVENANCE)
+        self.assertEqual(self.listed(stale_filtered), [self.PROVENANCE])
+        self.assertEqual(stale_filtered.header("OCI-Filters-Applied"), "artifactType")
+        # A subject never asked about has nothing kept: the upstream's error.
+        other = f"/v2/library/signed/referrers/sha256:{'0' * 64}?ns={DOCKER_HUB}"
+        self.assertEqual(self.connected.get(other).status, 503)
+
+    def test_export_carries_a_pinned_images_referrers_to_the_air_gapped_site(self):
+        self.assertEqual(self.served_digest(self.connected, DOCKER_HUB, "library/signed", "1.0"), self.subject.digest)
+        for digest in self.subject.config_digests + self.subject.layer_digests:
+            resp = self.connected.get(h.with_query(f"/v2/library/signed/blobs/{digest}", ns=DOCKER_HUB))
+            self.assertEqual(resp.status, 200, digest)
+        self.assertEqual(self.listed(self.referrers(self.connected)), [self.SBOM, self.PROVENANCE])
+        # A verifier fetched the SBOM (manifest and blobs), not the provenance.
+        sbom = json.loads(self.upstream.manifests[self.sbom["digest"]][1])
+        for kind, digest in [("manifests", self.sbom["digest"])] + [("blobs", d["digest"]) for d in
+                                                                    [sbom["config"], *sbom["layers"]]]:
+            resp = self.connected.get(h.with_query(f"/v2/library/signed/{kind}/{digest}", ns=DOCKER_HUB),
+                                      {"Accept": h.MEDIA_OCI_MANIFEST})
+            self.assertEqual(resp.status, 200, f"{kind} {digest}")
+        bundle = str(Path(self.new_dir("referrers-bundle"), "bundle.tar"))
+        exported = self.export(self.connected.data_dir, bundle, "--image", "docker.io/library/signed:1.0")
+        self.assert_succeeded(exported, "export")
+        self.assertIn(self.provenance["digest"], exported.stderr, "the referrer never pulled is named")
+        names = tar_names(bundle)
+        self.assertIn("regpin-referrers.json", names)
+        self.assertIn(blob_entry(self.sbom["digest"]), names)
+
+        data = str(Path(self.new_dir("referrers-site"), "data"))
+        self.assert_succeeded(self.import_bundle(bundle, "--data", data), "import")
+        site = self.offline_regpin(data, DOCKER_HUB)
+        offline = self.referrers(site, self.SBOM)
+        self.assertEqual(self.listed(offline), [self.SBOM])
+        self.assertIsNotNone(offline.header("Warning"))
+        resp = site.get(h.with_query(f"/v2/library/signed/manifests/{self.sbom['digest']}", ns=DOCKER_HUB),
+                        {"Accept": h.MEDIA_OCI_MANIFEST})
+        self.assertEqual((resp.status, h.sha256_digest(resp.body)), (200, self.sbom["digest"]))
 
 
 class OfflineModeTest(AirgapTestCase):

@@ -16,16 +16,19 @@ than skips, without it.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import hmac
 import http.client
 import http.server
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -1064,6 +1067,173 @@ class PinContentTest(PinLifecycleTestCase):
         self.assertEqual(content["manifests"], {"cached": 2, "total": 3})
         self.assertEqual({m["platform"] for m in content["missing"]}, {"linux/arm64"})
         self.assertEqual(metric_value(self.metrics(), "regpin_pin_content_walks_total", result="complete"), 0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Signatures and attestations are not release tags (issue 12, point 4)
+# ------------------------------------------------------------------------------------------------
+
+COSIGN_PAYLOAD = "application/vnd.dev.cosign.simplesigning.v1+json"
+COSIGN_SIGNATURE = "dev.cosignproject.cosign/signature"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+
+
+class ArtifactTagsTest(PinLifecycleTestCase):
+    """Signature tags (cosign's sha256-<hex>.sig) and the OCI 1.1 referrers fallback tag
+    (sha256-<hex>) move whenever something is signed. Policies: an operator's rule for the
+    signature tags of override/**, then a catch-all `**` reject, which does not reach artifact
+    tags: they follow by the built-in rule, recorded as `updated`, never alerted."""
+
+    TOKEN = "artifact-token-0123456789abcdef"
+    SECRET = "artifact-webhook-secret"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.upstream = h.Registry("artifact-upstream").start()
+        cls.addClassCleanup(cls.upstream.close)
+        cls.layout = cls.new_layout(cls.addClassCleanup)
+        cls.secret = cls.SECRET
+        cls.receiver = WebhookReceiver().start()
+        cls.addClassCleanup(cls.receiver.stop)
+        host = cls.upstream.host
+        cls.regpin = h.Regpin([h.Upstream.of(host, cls.upstream)],
+                              admin_tokens=[h.AdminToken("ops", cls.TOKEN)],
+                              webhooks=[h.Webhook(cls.receiver.url, secret=cls.SECRET, timeout_ms=2000)],
+                              policies=[h.PolicyRule(f"{host}/override/**:sha256-*.sig", "reject"),
+                                        h.PolicyRule("**", "reject")],
+                              pin_checks=NO_BACKGROUND_CHECKS)
+        cls.addClassCleanup(cls.regpin.close)
+        cls.regpin.start()
+        cls.containerd = h.Containerd().start()
+        cls.addClassCleanup(cls.containerd.close)
+        cls.containerd.mirror(host, cls.regpin.url)
+
+    def signed_image(self, repo: str, seed: str) -> tuple[h.Image, str]:
+        """An image pushed and pulled by containerd (pinned); (image, its signature tag)."""
+        image = self.image(seed, seed=seed)
+        self.push(image, repo)
+        self.assertEqual(self.ctr_pull(repo), image.digest)
+        return image, "sha256-" + image.digest.split(":", 1)[1] + ".sig"
+
+    def sign(self, image: h.Image, repo: str, tag: str, signatures: list[str]) -> str:
+        """A signature manifest in cosign's layout (one simple-signing payload layer per
+        signature, the signature in its annotation) pushed with skopeo under `tag`; its digest."""
+        layers = []
+        for sig in signatures:
+            payload = json.dumps({"critical": {"identity": {"docker-reference": f"{self.upstream.host}/{repo}"},
+                                               "image": {"docker-manifest-digest": image.digest},
+                                               "type": "cosign container image signature"},
+                                  "optional": {"signer": sig}}).encode()
+            desc = self.layout.add_blob(payload, COSIGN_PAYLOAD)
+            desc["annotations"] = {COSIGN_SIGNATURE: base64.b64encode(f"signature {sig}".encode()).decode()}
+            layers.append(desc)
+        config = self.layout.add_blob(json.dumps({
+            "architecture": "", "os": "", "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [l["digest"] for l in layers]}}).encode(), h.MEDIA_OCI_CONFIG)
+        local = f"sig-{'-'.join(signatures)}-{tag[7:19]}"
+        desc = self.layout.add_manifest(local, {"schemaVersion": 2, "mediaType": h.MEDIA_OCI_MANIFEST,
+                                                "config": config, "layers": layers})
+        h.push(self.layout, f"{repo}:{tag}", self.upstream, source_tag=local)
+        self.assertEqual(self.upstream.manifest_digest(repo, tag), desc["digest"])
+        return desc["digest"]
+
+    def push_artifact(self, repo: str, subject: h.Image, kind: str) -> dict:
+        """An OCI 1.1 artifact manifest with `subject`, pushed by digest through the registry
+        API (as oras does); its descriptor, with artifactType, as a referrers index lists it."""
+        blob = f"{kind} of {subject.digest}".encode()
+        self.upstream.upload_blob(repo, h.sha256_digest(blob), blob)
+        self.upstream.upload_blob(repo, h.sha256_digest(b"{}"), b"{}")
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": h.MEDIA_OCI_MANIFEST, "artifactType": kind,
+            "config": {"mediaType": OCI_EMPTY, "digest": h.sha256_digest(b"{}"), "size": 2},
+            "layers": [{"mediaType": "application/octet-stream", "digest": h.sha256_digest(blob), "size": len(blob)}],
+            "subject": {"mediaType": subject.media_type, "digest": subject.digest, "size": subject.size},
+        }).encode()
+        digest = self.upstream.put_manifest(repo, h.sha256_digest(manifest), manifest, h.MEDIA_OCI_MANIFEST)
+        return {"mediaType": h.MEDIA_OCI_MANIFEST, "digest": digest, "size": len(manifest), "artifactType": kind}
+
+    def push_fallback(self, repo: str, subject: h.Image, referrers: list[dict]) -> str:
+        """The referrers fallback index under the tag sha256-<hex of subject>; its digest."""
+        index = json.dumps({"schemaVersion": 2, "mediaType": h.MEDIA_OCI_INDEX, "manifests": referrers}).encode()
+        return self.upstream.put_manifest(repo, "sha256-" + subject.digest.split(":", 1)[1], index, h.MEDIA_OCI_INDEX)
+
+    def no_alert_for(self, event_id: int) -> None:
+        self.wait_queue_empty()
+        self.assertEqual(self.receiver.accepted(event_id), [], "an artifact update was alerted")
+
+    def test_a_new_signature_follows_as_an_artifact_update_without_an_alert_under_a_catch_all_reject(self):
+        repo = "signed/app"
+        image, tag = self.signed_image(repo, "signed-app")
+        first = self.sign(image, repo, tag, ["alice"])
+        self.assertEqual(self.served_digest(repo, tag), first)
+        second = self.sign(image, repo, tag, ["alice", "bob"])
+        result = self.check(repo, tag)
+        self.assertEqual(result["outcome"], "repointed", result)
+        event = result["events"][0]
+        self.assertEqual({k: event[k] for k in ("type", "old_digest", "new_digest", "actor", "policy", "action")},
+                         {"type": "repointed", "old_digest": first, "new_digest": second, "actor": "policy",
+                          "policy": "artifact", "action": "updated"})
+        self.assertEqual(self.served_digest(repo, tag), second, "verifiers get the new signature set")
+        self.assertEqual(self.the_pin(repo, tag)["state"], "pinned")
+        self.no_alert_for(event["id"])
+        self.assertNotRegex(self.regpin.log(), r"warn(ing)? re-point: .*" + re.escape(tag))
+
+        # The image's own tag is still under the catch-all reject.
+        other = self.image("signed-app-2", seed="signed-app-2")
+        self.push(other, repo)
+        self.assertEqual(self.check(repo)["events"][0]["action"], "rejected")
+        self.assertIsNone(self.ctr_pull(repo, check=False))
+
+    def test_the_referrers_fallback_tag_of_an_oci_1_1_artifact_follows_too(self):
+        repo = "signed/artifact"
+        image = self.image("artifact-subject", seed="artifact-subject")
+        self.push(image, repo)
+        sbom = self.push_artifact(repo, image, "application/vnd.example.sbom")
+        fallback = "sha256-" + image.digest.split(":", 1)[1]
+        first = self.push_fallback(repo, image, [sbom])
+        self.assertEqual(self.served_digest(repo, fallback), first)
+        attestation = self.push_artifact(repo, image, "application/vnd.example.provenance")
+        second = self.push_fallback(repo, image, [sbom, attestation])
+        event = self.check(repo, fallback)["events"][0]
+        self.assertEqual((event["policy"], event["action"], event["new_digest"]), ("artifact", "updated", second))
+        resp = self.manifest_via_regpin(repo, fallback)
+        self.assertEqual([m["artifactType"] for m in json.loads(resp.body)["manifests"]],
+                         ["application/vnd.example.sbom", "application/vnd.example.provenance"])
+        resp = self.manifest_via_regpin(repo, attestation["digest"])
+        self.assertEqual((resp.status, h.sha256_digest(resp.body)), (200, attestation["digest"]))
+        self.no_alert_for(event["id"])
+
+    def test_the_export_of_a_signed_image_carries_its_signature_tag(self):
+        repo = "signed/exported"
+        image, tag = self.signed_image(repo, "signed-exported")
+        signature = self.sign(image, repo, tag, ["dave"])
+        self.assertEqual(self.served_digest(repo, tag), signature)
+        # A signature is held whole (its payload layers too), as verification needs it.
+        h.wait_until(lambda: self.the_pin(repo, tag)["content"]["state"] == "complete", timeout=30, interval=0.1,
+                     message="the signature's content held")
+        self.assertEqual(self.the_pin(repo, tag)["content"]["layers"], {"cached": 1, "total": 1})
+        work = tempfile.mkdtemp(prefix="regpin-it-signed-export-")
+        self.addCleanup(h.remove_temp_dir, work)
+        bundle = os.path.join(work, "bundle.tar")
+        result = h.regpin_command("export", "--data", self.regpin.data_dir, "--image", self.ref(repo), "-o", bundle)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        with tarfile.open(bundle) as tar:
+            pins = json.loads(tar.extractfile("regpin-pins.json").read())["pins"]
+            names = set(tar.getnames())
+        self.assertEqual(sorted((p["tag"], p["digest"]) for p in pins), sorted([("v1", image.digest), (tag, signature)]))
+        self.assertIn("blobs/sha256/" + signature.split(":", 1)[1], names)
+
+    def test_an_operators_rule_for_signature_tags_overrides_the_built_in_one(self):
+        repo = "override/app"
+        image, tag = self.signed_image(repo, "override-app")
+        first = self.sign(image, repo, tag, ["carol"])
+        self.assertEqual(self.served_digest(repo, tag), first)
+        second = self.sign(image, repo, tag, ["carol", "mallory"])
+        event = self.check(repo, tag)["events"][0]
+        self.assertEqual((event["policy"], event["action"]), ("reject", "rejected"))
+        self.assertEqual(self.manifest_via_regpin(repo, tag).status, 403)
+        self.assert_signed_alert(self.wait_alert(event["id"]), event)
+        self.assertEqual(self.the_pin(repo, tag)["pending_digest"], second)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -276,3 +276,45 @@ TEST(PolicyRepoint, ApplyRepointMovesOnFollowAndKeepsPendingOtherwise) {
     EXPECT_EQ(again.pending_since_ms, 100);
     EXPECT_EQ(again.last_verified_ms, 200);
 }
+
+TEST(PolicyArtifacts, SignatureAndReferrersFallbackTagsAreArtifactTags) {
+    const std::string hex(64, 'a');
+    for (auto suffix : {"", ".sig", ".att", ".sbom"})
+        EXPECT_TRUE(is_artifact_tag("sha256-" + hex + suffix)) << suffix;
+    EXPECT_FALSE(is_artifact_tag("sha256-" + hex + ".tar"));
+    EXPECT_FALSE(is_artifact_tag("sha256-" + std::string(63, 'a')));
+    EXPECT_FALSE(is_artifact_tag("sha256-" + std::string(64, 'A')));
+    EXPECT_FALSE(is_artifact_tag("v1.2.3"));
+}
+
+TEST(PolicyArtifacts, OnlyARuleThatNamesArtifactTagsOverridesTheBuiltInRule) {
+    const std::string sig = "sha256-" + std::string(64, 'b') + ".sig";
+    std::vector<policy_rule> catch_all = {{"**", policy_kind::reject, std::nullopt},
+                                          {"docker.io/**:*", policy_kind::pin, std::nullopt}};
+    auto r = resolve_policy(catch_all, "docker.io", "library/x", sig, 60s);
+    EXPECT_EQ(r.policy, policy_kind::artifact);
+    EXPECT_EQ(r.rule_index, resolved_policy::npos);
+    EXPECT_EQ(resolve_policy(catch_all, "docker.io", "library/x", "v1", 60s).policy,
+              policy_kind::reject);
+
+    std::vector<policy_rule> named = {{"docker.io/**:sha256-*.sig", policy_kind::reject, 5s},
+                                      {"**", policy_kind::follow, std::nullopt}};
+    r = resolve_policy(named, "docker.io", "library/x", sig, 60s);
+    EXPECT_EQ(r.policy, policy_kind::reject);
+    EXPECT_EQ(r.revalidate_after, 5s);
+    EXPECT_EQ(resolve_policy(named, "docker.io", "library/x", "sha256-" + std::string(64, 'b'), 60s)
+                  .policy,
+              policy_kind::artifact);
+}
+
+TEST(PolicyArtifacts, AnArtifactUpdateFollowsAndIsNeverAlerted) {
+    auto d = decide_repoint(policy_kind::artifact, pin_at(pinned), upstream);
+    ASSERT_TRUE(d);
+    EXPECT_EQ(d->action, repoint_action::updated);
+    EXPECT_EQ(to_string(d->action), "updated");
+    EXPECT_EQ(d->new_state, storage::pin_state::pinned);
+    EXPECT_TRUE(d->move_pin);
+    EXPECT_FALSE(d->alert);
+    EXPECT_EQ(to_string(policy_kind::artifact), "artifact");
+    EXPECT_FALSE(parse_policy("artifact")) << "built in, never configured";
+}

@@ -4,9 +4,12 @@
 #include <cstdio>
 #include <thread>
 
+#include <rocksdb/db.h>
+
 #include "storage/blob_store.hpp"
 #include "storage/database.hpp"
 #include "storage/manifest_store.hpp"
+#include "storage/referrers_store.hpp"
 #include "storage/threads.hpp"
 #include "tests/unit/temp_dir.hpp"
 
@@ -247,4 +250,53 @@ TEST(StorageThreads, ABlockingCallOnANetworkThreadIsCaughtWhereAssertionsAreOn) 
                  }).join(),
                  "storage call 'blob_store::find' on a network thread");
 #endif
+}
+
+TEST(ReferrersStore, KeepsTheListPerSubjectWithItsTime) {
+    temp_dir dir;
+    auto db = open_at(dir);
+    referrers_store referrers(db);
+    auto subject = sha256_of("subject");
+    auto missing = referrers.find("docker.io", "library/x", subject);
+    ASSERT_TRUE(missing);
+    EXPECT_FALSE(*missing);
+    ASSERT_TRUE(referrers.put("docker.io", "library/x", subject, {R"({"manifests":[]})", 1234}));
+    auto found = referrers.find("docker.io", "library/x", subject);
+    ASSERT_TRUE(found && *found);
+    EXPECT_EQ((*found)->index, R"({"manifests":[]})");
+    EXPECT_EQ((*found)->fetched_ms, 1234);
+    auto other = referrers.find("docker.io", "library/y", subject);
+    ASSERT_TRUE(other);
+    EXPECT_FALSE(*other) << "kept per repository";
+}
+
+TEST(Database, AReadOnlyOpenOfAFolderFromBeforeTheReferrersFamilyWorks) {
+    temp_dir dir;
+    {
+        // The column families of a folder written before "referrers" existed.
+        rocksdb::Options opts;
+        opts.create_if_missing = true;
+        opts.create_missing_column_families = true;
+        std::vector<rocksdb::ColumnFamilyDescriptor> descs;
+        for (const char* name :
+             {"default", "blob_chunks", "blob_records", "manifests", "pins", "events", "outbox"})
+            descs.emplace_back(name, rocksdb::ColumnFamilyOptions());
+        std::vector<rocksdb::ColumnFamilyHandle*> handles;
+        rocksdb::DB* raw = nullptr;
+        ASSERT_TRUE(rocksdb::DB::Open(opts, dir.str(), descs, &handles, &raw).ok());
+        for (auto* h : handles) raw->DestroyColumnFamilyHandle(h);
+        delete raw;
+    }
+    open_report report;
+    auto db = open_database(dir.str(), report, open_mode::read_only);
+    ASSERT_TRUE(db) << report.error_detail;
+    referrers_store referrers(*db);
+    auto found = referrers.find("docker.io", "library/x", sha256_of("s"));
+    ASSERT_TRUE(found);
+    EXPECT_FALSE(*found);
+    // A read-write open adds the family.
+    db = {};
+    auto rw = open_database(dir.str(), report);
+    ASSERT_TRUE(rw) << report.error_detail;
+    EXPECT_TRUE(referrers_store(*rw).put("docker.io", "library/x", sha256_of("s"), {"{}", 1}));
 }

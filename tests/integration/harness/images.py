@@ -121,6 +121,14 @@ class OciLayout:
         entries.append(entry)
         self._write_index(entries)
 
+    def add_manifest(self, tag: str, manifest: dict) -> dict:
+        """Stores a hand-made manifest or index (its `mediaType` names its type) under `tag`;
+        its descriptor. For artifacts: cosign signatures, OCI 1.1 manifests with a `subject`,
+        referrers fallback indexes."""
+        desc = self.add_blob(_json_bytes(manifest), manifest["mediaType"])
+        self._name_ref(desc, tag)
+        return desc
+
     def add_image(
         self,
         tag: str,
