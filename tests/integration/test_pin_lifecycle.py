@@ -35,7 +35,7 @@ import time
 import unittest
 import urllib.parse
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import harness as h
 
@@ -220,6 +220,28 @@ class PinLifecycleTestCase(h.LogsOnFailure):
         cleanup(h.remove_temp_dir, str(layout.path))
         return layout
 
+    @classmethod
+    def start_class_servers(cls, name: str, regpin_settings: Callable[[str], dict]) -> None:
+        """For the class: a docker-registry `name` (cls.upstream), an OCI layout, a webhook
+        receiver signing with cls.SECRET, a regpin in front of the upstream with those webhooks
+        and `regpin_settings(upstream host)` (tokens, policies, ...), and a containerd whose only
+        endpoint is that regpin."""
+        cls.upstream = h.Registry(name).start()
+        cls.addClassCleanup(cls.upstream.close)
+        cls.layout = cls.new_layout(cls.addClassCleanup)
+        cls.secret = cls.SECRET
+        cls.receiver = WebhookReceiver().start()
+        cls.addClassCleanup(cls.receiver.stop)
+        host = cls.upstream.host
+        cls.regpin = h.Regpin([h.Upstream.of(host, cls.upstream)],
+                              webhooks=[h.Webhook(cls.receiver.url, secret=cls.SECRET, timeout_ms=2000)],
+                              **regpin_settings(host))
+        cls.addClassCleanup(cls.regpin.close)
+        cls.regpin.start()
+        cls.containerd = h.Containerd().start()
+        cls.addClassCleanup(cls.containerd.close)
+        cls.containerd.mirror(host, cls.regpin.url)
+
     # -- the registry API -----------------------------------------------------------------------
 
     def ref(self, repo: str, tag: str = "v1") -> str:
@@ -403,29 +425,15 @@ class RepointPolicyTest(PinLifecycleTestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.upstream = h.Registry("policy-upstream").start()
-        cls.addClassCleanup(cls.upstream.close)
-        cls.layout = cls.new_layout(cls.addClassCleanup)
-        cls.secret = cls.SECRET
-        cls.receiver = WebhookReceiver().start()
-        cls.addClassCleanup(cls.receiver.stop)
-        host = cls.upstream.host
-        cls.regpin = h.Regpin(
-            [h.Upstream.of(host, cls.upstream)],
+        cls.start_class_servers("policy-upstream", lambda host: dict(
             admin_tokens=[h.AdminToken("ops", cls.OPS), h.AdminToken("cli", cls.CLI, "token_file"),
                           h.AdminToken("env", cls.ENV, "token_env")],
-            webhooks=[h.Webhook(cls.receiver.url, secret=cls.SECRET, timeout_ms=2000)],
             policies=[h.PolicyRule(f"{host}/follow/**", "follow"),
                       h.PolicyRule(f"{host}/reject/**", "reject"),
                       h.PolicyRule(f"{host}/**", "pin")],
             pin_checks=h.PinChecks(revalidate_after_s=3600, concurrency=2, sweep_interval_s=86400, sweep_batch=10,
                                    ratelimit_low_water=0, ratelimit_pause_s=60),
-        )
-        cls.addClassCleanup(cls.regpin.close)
-        cls.regpin.start()
-        cls.containerd = h.Containerd().start()
-        cls.addClassCleanup(cls.containerd.close)
-        cls.containerd.mirror(host, cls.regpin.url)
+        ))
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -1089,24 +1097,10 @@ class ArtifactTagsTest(PinLifecycleTestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.upstream = h.Registry("artifact-upstream").start()
-        cls.addClassCleanup(cls.upstream.close)
-        cls.layout = cls.new_layout(cls.addClassCleanup)
-        cls.secret = cls.SECRET
-        cls.receiver = WebhookReceiver().start()
-        cls.addClassCleanup(cls.receiver.stop)
-        host = cls.upstream.host
-        cls.regpin = h.Regpin([h.Upstream.of(host, cls.upstream)],
-                              admin_tokens=[h.AdminToken("ops", cls.TOKEN)],
-                              webhooks=[h.Webhook(cls.receiver.url, secret=cls.SECRET, timeout_ms=2000)],
-                              policies=[h.PolicyRule(f"{host}/override/**:sha256-*.sig", "reject"),
-                                        h.PolicyRule("**", "reject")],
-                              pin_checks=NO_BACKGROUND_CHECKS)
-        cls.addClassCleanup(cls.regpin.close)
-        cls.regpin.start()
-        cls.containerd = h.Containerd().start()
-        cls.addClassCleanup(cls.containerd.close)
-        cls.containerd.mirror(host, cls.regpin.url)
+        cls.start_class_servers("artifact-upstream", lambda host: dict(
+            admin_tokens=[h.AdminToken("ops", cls.TOKEN)],
+            policies=[h.PolicyRule(f"{host}/override/**:sha256-*.sig", "reject"), h.PolicyRule("**", "reject")],
+            pin_checks=NO_BACKGROUND_CHECKS))
 
     def signed_image(self, repo: str, seed: str) -> tuple[h.Image, str]:
         """An image pushed and pulled by containerd (pinned); (image, its signature tag)."""
@@ -1256,23 +1250,10 @@ class OneTagOneTruthTest(PinLifecycleTestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.upstream = h.Registry("truth-upstream").start()
-        cls.addClassCleanup(cls.upstream.close)
-        cls.layout = cls.new_layout(cls.addClassCleanup)
-        cls.secret = cls.SECRET
-        cls.receiver = WebhookReceiver().start()
-        cls.addClassCleanup(cls.receiver.stop)
-        host = cls.upstream.host
-        cls.regpin = h.Regpin([h.Upstream.of(host, cls.upstream)],
-                              admin_tokens=[h.AdminToken("ops", cls.TOKEN)],
-                              webhooks=[h.Webhook(cls.receiver.url, secret=cls.SECRET, timeout_ms=2000)],
-                              policies=[h.PolicyRule(f"{host}/reject/**", "reject")],
-                              pin_checks=NO_BACKGROUND_CHECKS)
-        cls.addClassCleanup(cls.regpin.close)
-        cls.regpin.start()
-        cls.containerd = h.Containerd().start()
-        cls.addClassCleanup(cls.containerd.close)
-        cls.containerd.mirror(host, cls.regpin.url)
+        cls.start_class_servers("truth-upstream", lambda host: dict(
+            admin_tokens=[h.AdminToken("ops", cls.TOKEN)],
+            policies=[h.PolicyRule(f"{host}/reject/**", "reject")],
+            pin_checks=NO_BACKGROUND_CHECKS))
 
     def get_tag(self, repo: str, accept: Optional[str], method: str = "GET") -> h.Response:
         headers = {} if accept is None else {"Accept": accept}
