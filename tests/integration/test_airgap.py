@@ -13,9 +13,11 @@ class with, e.g.:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
+import subprocess
 import sys
 import tarfile
 import unittest
@@ -794,6 +796,49 @@ class ReferrersTest(AirgapTestCase):
         resp = site.get(h.with_query(f"/v2/library/signed/manifests/{self.sbom['digest']}", ns=DOCKER_HUB),
                         {"Accept": h.MEDIA_OCI_MANIFEST})
         self.assertEqual((resp.status, h.sha256_digest(resp.body)), (200, self.sbom["digest"]))
+
+
+class Sha512BundleTest(AirgapTestCase):
+    """An image whose layer is addressed by sha512 (docker-registry accepts any digest algorithm
+    go-digest knows) goes through regpin, into a bundle and out at an offline site: the blob's
+    path in the tar, blobs/sha512/<128 hex>, is longer than ustar's 100-character name field."""
+
+    def test_a_sha512_layer_is_exported_imported_and_served_offline(self):
+        hub = h.Registry("sha512-hub").start()
+        self.addCleanup(hub.close)
+        layer = b"a layer addressed by sha512\n" * 100
+        layer_digest = "sha512:" + hashlib.sha512(layer).hexdigest()
+        config = json.dumps({"architecture": "amd64", "os": "linux",
+                             "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+        hub.upload_blob("library/long", layer_digest, layer)
+        hub.upload_blob("library/long", h.sha256_digest(config), config)
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": h.MEDIA_OCI_MANIFEST,
+            "config": {"mediaType": h.MEDIA_OCI_CONFIG, "digest": h.sha256_digest(config), "size": len(config)},
+            "layers": [{"mediaType": h.MEDIA_OCI_LAYER_GZIP, "digest": layer_digest, "size": len(layer)}],
+        }).encode()
+        digest = hub.put_manifest("library/long", "1.0", manifest, h.MEDIA_OCI_MANIFEST)
+
+        connected = self.new_regpin([h.Upstream.of(DOCKER_HUB, hub)])
+        self.assertEqual(self.served_digest(connected, DOCKER_HUB, "library/long", "1.0"), digest)
+        resp = connected.get(h.with_query(f"/v2/library/long/blobs/{layer_digest}", ns=DOCKER_HUB))
+        self.assertEqual((resp.status, resp.body), (200, layer))
+        resp = connected.get(h.with_query(f"/v2/library/long/blobs/{h.sha256_digest(config)}", ns=DOCKER_HUB))
+        self.assertEqual(resp.status, 200)
+
+        bundle = str(Path(self.new_dir("sha512-bundle"), "bundle.tar"))
+        self.assert_succeeded(self.export(connected.data_dir, bundle, "--all"), "export")
+        entry = "blobs/sha512/" + layer_digest.split(":", 1)[1]
+        self.assertIn(entry, tar_names(bundle))
+        listed = subprocess.run(["tar", "-tf", bundle], capture_output=True, text=True, check=True).stdout
+        self.assertIn(entry + "\n", listed, "GNU tar reads the long name")
+
+        data = str(Path(self.new_dir("sha512-site"), "data"))
+        self.assert_succeeded(self.import_bundle(bundle, "--data", data), "import")
+        site = self.offline_regpin(data, DOCKER_HUB)
+        self.assertEqual(self.served_digest(site, DOCKER_HUB, "library/long", "1.0"), digest)
+        resp = site.get(h.with_query(f"/v2/library/long/blobs/{layer_digest}", ns=DOCKER_HUB))
+        self.assertEqual((resp.status, resp.body), (200, layer))
 
 
 class OfflineModeTest(AirgapTestCase):
