@@ -59,6 +59,12 @@ class NodeConfigTestCase(h.LogsOnFailure):
                 lines.append(line)
         return lines
 
+    def assert_requested(self, path_regex: str, more_than: int = 0, message: str = "") -> None:
+        """Waits (5 s at most) until regpin's log has more than `more_than` request lines for
+        `path_regex`: a request's line is written after its answer, so a client can finish first."""
+        h.wait_until(lambda: len(self.regpin_requests(path_regex)) > more_than, timeout=5, interval=0.05,
+                     message=message or f"more than {more_than} requests for {path_regex} in regpin's log")
+
 
 # ------------------------------------------------------------------------------------------------
 # containerd
@@ -135,18 +141,18 @@ class ContainerdHostsTomlTest(NodeConfigTestCase):
     def test_plain_mode_with_regpin_running_pulls_through_regpin(self):
         self.write_hosts(fail_closed=False)
         self.pull("plain-up")
-        self.assertTrue(self.regpin_requests(r"/v2/team/plain-up/manifests/v1"), "regpin did not resolve the tag")
-        self.assertTrue(self.regpin_requests(r"/v2/team/plain-up/blobs/sha256:[0-9a-f]{64}"),
-                        "regpin served no blob")
+        self.assert_requested(r"/v2/team/plain-up/manifests/v1", message="regpin did not resolve the tag")
+        self.assert_requested(r"/v2/team/plain-up/blobs/sha256:[0-9a-f]{64}",
+                              message="regpin served no blob")
         self.assertEqual(self.containerd_requests_at_upstream("team/plain-up"), [],
                          "containerd went to the upstream although regpin was up")
 
     def test_fail_closed_with_regpin_running_pulls_through_regpin(self):
         self.write_hosts(fail_closed=True)
         self.pull("closed-up")
-        self.assertTrue(self.regpin_requests(r"/v2/team/closed-up/manifests/v1"), "regpin did not resolve the tag")
-        self.assertTrue(self.regpin_requests(r"/v2/team/closed-up/blobs/sha256:[0-9a-f]{64}"),
-                        "regpin served no blob")
+        self.assert_requested(r"/v2/team/closed-up/manifests/v1", message="regpin did not resolve the tag")
+        self.assert_requested(r"/v2/team/closed-up/blobs/sha256:[0-9a-f]{64}",
+                              message="regpin served no blob")
         self.assertEqual(self.containerd_requests_at_upstream("team/closed-up"), [])
 
     def test_without_an_output_dir_the_files_are_printed_with_their_paths(self):
@@ -208,8 +214,8 @@ class CrioRegistriesConfTest(NodeConfigTestCase):
         self.assertEqual(h.sha256_digest(raw), self.app.digest)
         digest = skopeo.copy_to_oci(f"docker://{self.NAME}/team/multi:v1", self.new_dir("crio-copy"))
         self.assertEqual(digest, self.multi.digest)
-        self.assertTrue(self.regpin_requests(rf"/v2/{self.NAME}/team/app/manifests/v1"))
-        self.assertTrue(self.regpin_requests(rf"/v2/{self.NAME}/team/multi/blobs/sha256:[0-9a-f]{{64}}"))
+        self.assert_requested(rf"/v2/{self.NAME}/team/app/manifests/v1")
+        self.assert_requested(rf"/v2/{self.NAME}/team/multi/blobs/sha256:[0-9a-f]{{64}}")
 
     def test_plain_registries_conf_lists_regpin_as_a_mirror_that_skopeo_uses(self):
         text, doc = self.registries_conf()
@@ -220,7 +226,7 @@ class CrioRegistriesConfTest(NodeConfigTestCase):
         before = len(self.regpin_requests(rf"/v2/{self.NAME}/team/app/manifests/{tag}"))
         raw = self.skopeo_with(text).inspect_raw(f"docker://{self.NAME}/team/app:{tag}")
         self.assertEqual(h.sha256_digest(raw), self.app.digest)
-        self.assertGreater(len(self.regpin_requests(rf"/v2/{self.NAME}/team/app/manifests/{tag}")), before)
+        self.assert_requested(rf"/v2/{self.NAME}/team/app/manifests/{tag}", more_than=before)
 
 
 # ------------------------------------------------------------------------------------------------
