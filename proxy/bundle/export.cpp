@@ -73,8 +73,9 @@ export_report export_bundle(const export_request& r) {
                                      " (pull or prefetch it first)");
     }
     // A pinned image's signatures and attestations travel with it: the pins of its artifact
-    // tags (cosign's sha256-<hex>.sig/.att/.sbom, the referrers fallback sha256-<hex>).
-    {
+    // tags (cosign's sha256-<hex>.sig/.att/.sbom, the referrers fallback sha256-<hex>). With
+    // --all they are chosen already.
+    if (!r.all) {
         std::set<std::string> have;
         for (const auto& p : chosen)
             have.insert(storage::display_name(p.key) + "#" + std::to_string(p.key.accept_class));

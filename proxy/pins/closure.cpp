@@ -78,7 +78,9 @@ void closure_keeper::hold(const storage::pin_key& key, const std::string& digest
     bool start = false;
     {
         std::lock_guard lock(mutex_);
-        if (stopped_ || pending_.count(digest)) return;
+        if (stopped_ || pending_.count(digest) ||
+            complete_.count(digest + (holds_layers(key.tag) ? "+" : "")))
+            return;
         if (queue_.size() >= queue_capacity) {
             spdlog::warn(
                 "pin content: queue full ({} digests); {} of {}/{} not queued, the next check of "
@@ -130,6 +132,10 @@ asio::awaitable<void> closure_keeper::work() {
         {
             std::lock_guard lock(mutex_);
             pending_.erase(it.digest);
+            if (complete) {
+                if (complete_.size() >= remembered_complete) complete_.clear();
+                complete_.insert(it.digest + (it.layers ? "+" : ""));
+            }
         }
         if (on_walk_) on_walk_(complete ? "complete" : "incomplete");
     }

@@ -24,6 +24,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -66,6 +67,10 @@ class closure_keeper {
 public:
     static constexpr std::size_t queue_capacity = 4096;
     static constexpr std::size_t workers = 2;
+    // Digests whose closure a walk found complete, remembered so that the check of every pin
+    // (hold() again) costs no store reads; cleared when full. Content is never deleted today:
+    // eviction (issue 15) must forget what it evicts here.
+    static constexpr std::size_t remembered_complete = 65536;
 
     // result: "complete", "incomplete" (something could not be fetched), "dropped" (queue full).
     using observer = std::function<void(std::string_view result)>;
@@ -114,7 +119,8 @@ private:
 
     mutable std::mutex mutex_;
     std::deque<item> queue_;
-    std::set<std::string> pending_;  // digests queued or being walked
+    std::set<std::string> pending_;             // digests queued or being walked
+    std::unordered_set<std::string> complete_;  // walked complete (key: digest, "+" for layers)
     std::size_t running_ = 0;
     bool stopped_ = false;
     std::map<std::string, std::string> errors_;  // digest -> why the last fetch failed

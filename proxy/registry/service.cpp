@@ -220,7 +220,7 @@ asio::awaitable<reply> service::manifest(const target& t, bool head, std::string
             co_return r;
         }
         const bool pinned = false;
-        co_return co_await digest_reply(t, *by_digest, head, accept, pinned);
+        co_return co_await fetched_reply(t, *by_digest, head, accept, pinned);
     }
 
     // First sight of the tag for this client's class.
@@ -295,17 +295,12 @@ asio::awaitable<reply> service::pinned_reply(const target& t, const storage::pin
     scheduler_.served(p, t.where.upstream_index);
     if (p.state == storage::pin_state::rejected) co_return rejected_reply(p);
     const bool pinned = true;
-    co_return co_await digest_reply(t, p.manifest_digest, head, accept, pinned);
+    co_return co_await fetched_reply(t, p.manifest_digest, head, accept, pinned);
 }
 
-asio::awaitable<reply> service::digest_reply(const target& t, const storage::digest& d, bool head,
-                                             const std::string& accept, bool pinned) {
-    // A stored manifest in memory: answered without a coroutine call (the warm path).
-    if (auto quick = content_.peek_manifest(d); quick && *quick) {
-        auto r = manifest_reply(d, **quick, head);
-        r.log_field("cache", pinned ? "pin" : "hit");
-        co_return r;
-    }
+asio::awaitable<reply> service::fetched_reply(const target& t, const storage::digest& d, bool head,
+                                              const std::string& accept, bool pinned) {
+    // The store (from disk: callers on the warm path peeked at memory already), else upstream.
     auto found = co_await cache::manifest_by_digest(content_, *t.client, t.where.repository, d,
                                                     accept, settings_.manifest_max_bytes);
     if (!found) co_return error_reply(found.error());

@@ -44,13 +44,11 @@ private:
     // A pin's answer: 403 when rejected, else its manifest.
     boost::asio::awaitable<http::reply> pinned_reply(const target& t, const storage::pin& p,
                                                      bool head, const std::string& accept);
-    // A manifest by digest: the store, else the upstream (verified, then stored).
-    boost::asio::awaitable<http::reply> digest_reply(const target& t, const storage::digest& d,
-                                                     bool head, const std::string& accept,
-                                                     bool pinned);
-    // First sight of a representation that is not the image of the tag's first pin.
-    boost::asio::awaitable<http::reply> diverged(const target& t, storage::pin candidate,
-                                                 storage::pin first, bool head, std::string accept);
+    // A manifest by digest: the store, else the upstream (verified, then stored). Callers on
+    // the warm path try content::peek_manifest first, without a coroutine.
+    boost::asio::awaitable<http::reply> fetched_reply(const target& t, const storage::digest& d,
+                                                      bool head, const std::string& accept,
+                                                      bool pinned);
     boost::asio::awaitable<http::reply> blob(const target& t, bool head, std::string range);
     boost::asio::awaitable<http::reply> tags(const target& t);
     boost::asio::awaitable<http::reply> referrers(const target& t, std::string accept);
