@@ -284,7 +284,80 @@ webhook parse_webhook(const json& j, const std::string& path) {
     return w;
 }
 
+void check_etcd_endpoint(const std::string& url, const std::string& key) {
+    bool http = url.rfind("http://", 0) == 0, https = url.rfind("https://", 0) == 0;
+    auto rest = url.substr(http ? 7 : https ? 8 : 0);
+    if ((!http && !https) || rest.empty() || rest.find('/') != std::string::npos ||
+        rest.find('@') != std::string::npos)
+        throw config_error(key, "must be http://HOST:PORT or https://HOST:PORT, got '" + url + "'");
+}
+
+pin_store_settings parse_pin_store(const json& j, const std::string& path) {
+    require_object(j, path);
+    reject_unknown_keys(
+        j, path,
+        {"backend", "endpoints", "prefix", "ca_file", "cert_file", "key_file", "username",
+         "password", "password_file", "password_env", "timeout_ms", "replica"});
+    pin_store_settings p;
+    if (j.contains("backend")) p.backend = get_string(j, "backend", path + ".backend");
+    if (p.backend != "embedded" && p.backend != "etcd")
+        throw config_error(path + ".backend", "must be \"embedded\" or \"etcd\"");
+    if (j.contains("endpoints")) {
+        const auto& es = j.at("endpoints");
+        if (!es.is_array()) throw config_error(path + ".endpoints", "must be an array of URLs");
+        for (std::size_t i = 0; i < es.size(); ++i) {
+            auto key = path + ".endpoints[" + std::to_string(i) + "]";
+            if (!es[i].is_string()) throw config_error(key, "must be a string");
+            check_etcd_endpoint(es[i].get<std::string>(), key);
+            p.endpoints.push_back(es[i].get<std::string>());
+        }
+    }
+    if (j.contains("prefix")) p.prefix = get_string(j, "prefix", path + ".prefix");
+    if (p.prefix.empty() || p.prefix.front() != '/')
+        throw config_error(path + ".prefix", "must start with '/', like \"/regpin/\"");
+    if (p.prefix.back() != '/') p.prefix.push_back('/');
+    if (j.contains("ca_file")) p.ca_file = get_string(j, "ca_file", path + ".ca_file");
+    if (j.contains("cert_file")) p.cert_file = get_string(j, "cert_file", path + ".cert_file");
+    if (j.contains("key_file")) p.key_file = get_string(j, "key_file", path + ".key_file");
+    if (p.cert_file.empty() != p.key_file.empty())
+        throw config_error(path + ".cert_file", "and key_file go together");
+    if (j.contains("username")) p.username = get_string(j, "username", path + ".username");
+    auto password = read_secret(j, path, "password", "password_file", "password_env");
+    if (password && p.username.empty())
+        throw config_error(path + ".username", "is required when a password is set");
+    if (!p.username.empty() && !password)
+        throw config_error(path,
+                           "username is set but none of password, password_file, "
+                           "password_env is");
+    if (password) p.password = *password;
+    if (j.contains("timeout_ms"))
+        p.timeout =
+            std::chrono::milliseconds(get_int(j, "timeout_ms", path + ".timeout_ms", 100, 60000));
+    if (j.contains("replica")) p.replica = get_string(j, "replica", path + ".replica");
+    if (p.backend == "etcd" && p.endpoints.empty())
+        throw config_error(path + ".endpoints", "at least one etcd endpoint is required");
+    return p;
+}
+
 }  // namespace
+
+std::vector<std::string> parse_etcd_flag(const std::string& flag) {
+    std::vector<std::string> out;
+    std::size_t start = 0;
+    while (start <= flag.size()) {
+        auto comma = flag.find(',', start);
+        auto part =
+            flag.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        if (!part.empty()) {
+            check_etcd_endpoint(part, "--etcd");
+            out.push_back(part);
+        }
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+    }
+    if (out.empty()) throw config_error("--etcd", "needs at least one URL");
+    return out;
+}
 
 std::vector<upstream> default_upstreams() {
     std::vector<upstream> v(4);
@@ -404,7 +477,7 @@ settings load_json(const std::string& text, const std::string& source) {
         {"listen", "data_dir", "upstreams", "default_upstream", "manifest_max_bytes", "log_level",
          "threads", "max_header_bytes", "client_idle_timeout_ms", "client_header_timeout_ms",
          "max_connections", "tls", "offline", "pin_checks", "pin_content", "policies", "admin",
-         "webhooks"});
+         "webhooks", "pin_store"});
     settings s;
     if (j.contains("listen")) s.listen = get_string(j, "listen", "listen");
     if (j.contains("data_dir")) s.data_dir = get_string(j, "data_dir", "data_dir");
@@ -443,6 +516,7 @@ settings load_json(const std::string& text, const std::string& source) {
             s.policies.push_back(parse_policy_rule(ps[i], "policies[" + std::to_string(i) + "]"));
     }
     if (j.contains("admin")) s.admin = parse_admin(j.at("admin"), "admin");
+    if (j.contains("pin_store")) s.pin_store = parse_pin_store(j.at("pin_store"), "pin_store");
     if (j.contains("webhooks")) {
         const auto& ws = j.at("webhooks");
         if (!ws.is_array()) throw config_error("webhooks", "must be an array");

@@ -102,6 +102,24 @@ struct webhook {
     bool tls_verify = true;
 };
 
+// Where pins live (issue 13). "embedded": RocksDB in data_dir, for one process. "etcd": shared
+// by every replica that names the same endpoints and prefix; blobs and manifests stay local.
+struct pin_store_settings {
+    std::string backend = "embedded";    // "embedded" or "etcd"
+    std::vector<std::string> endpoints;  // "http://127.0.0.1:2379", "https://etcd-0:2379"
+    std::string prefix = "/regpin/";
+    std::string ca_file;    // etcd's CA (PEM)
+    std::string cert_file;  // client certificate and key, for etcd --client-cert-auth
+    std::string key_file;
+    // etcd's own auth; the password comes from password, password_file or password_env.
+    std::string username;
+    std::string password;
+    std::chrono::milliseconds timeout{3000};
+    // This replica's name among the live ones (check shards, webhook leader); empty: the
+    // host name (the pod name in Kubernetes) and the process id.
+    std::string replica;
+};
+
 struct settings {
     std::string listen = "127.0.0.1:5000";
     std::string data_dir = "./regpin-data";
@@ -131,7 +149,11 @@ struct settings {
     std::vector<policy_rule> policies;
     admin_settings admin;
     std::vector<webhook> webhooks;
+    pin_store_settings pin_store;
 };
+
+// Parses "URL[,URL...]" (the --etcd flag) into an etcd pin store's endpoints.
+std::vector<std::string> parse_etcd_flag(const std::string& flag);
 
 // The upstreams a fresh install talks to: Docker Hub, ghcr.io, quay.io, registry.k8s.io.
 std::vector<upstream> default_upstreams();

@@ -2,7 +2,8 @@
 # Installs, from Debian 12's archive, exactly what regpin needs.
 #   deploy/debian-deps.sh          build and run regpin (python3: CMake configures the test
 #                                  targets, built by default)
-#   deploy/debian-deps.sh --test   also what the tests start: docker-registry, containerd, skopeo
+#   deploy/debian-deps.sh --test   also what the tests start: docker-registry, containerd, skopeo,
+#                                  etcd (etcd-server: a 3-member cluster for replicas)
 #   deploy/debian-deps.sh --bench  the test packages plus nginx and perf, for bench/run.py
 # Idempotent: packages already installed are left alone. Never installs libboost-dev,
 # which would remove Boost 1.81 (see ../shared/docs/stack.md).
@@ -12,7 +13,8 @@ build_pkgs="g++ cmake ninja-build ccache pkg-config
   libboost1.81-dev libboost-system1.81-dev libboost-url1.81-dev libboost-json1.81-dev
   libssl-dev librocksdb-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   libgtest-dev libbenchmark-dev libcli11-dev ca-certificates python3"
-test_pkgs="clang-14 libclang-rt-14-dev docker-registry containerd skopeo curl openssl apache2-utils prometheus python3-yaml"
+test_pkgs="clang-14 libclang-rt-14-dev docker-registry containerd skopeo curl openssl apache2-utils prometheus python3-yaml
+  etcd-server etcd-client"
 
 bench_pkgs="nginx-light linux-perf"
 

@@ -1,5 +1,8 @@
 #include "proxy/app.hpp"
 
+#include <unistd.h>
+
+#include <spdlog/fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <boost/asio/ssl/context.hpp>
 
@@ -7,6 +10,7 @@
 #include "proxy/admin/metrics.hpp"
 #include "proxy/admin/webhooks.hpp"
 #include "proxy/cache/blob_fetcher.hpp"
+#include "proxy/etcd/pin_store.hpp"
 #include "proxy/http/listener.hpp"
 #include "proxy/pins/actions.hpp"
 #include "proxy/pins/checker.hpp"
@@ -48,6 +52,13 @@ std::shared_ptr<asio::ssl::context> server_tls(const config::tls_settings& t,
 }
 
 // Refusals by either listener, as OCI error bodies: both APIs speak that format.
+// A replica's name among those sharing pins: the host name (a pod's name) and the process id.
+std::string default_replica_name() {
+    char host[256] = {};
+    if (gethostname(host, sizeof host - 1) != 0) std::snprintf(host, sizeof host, "regpin");
+    return std::string(host) + "-" + std::to_string(getpid());
+}
+
 http::reply oci_refusal(unsigned status, const std::string& message) {
     auto code = status == 503 ? oci::error_code::unavailable : oci::error_code::unsupported;
     auto r = registry::error_reply({code, message});
@@ -173,8 +184,30 @@ void app::start(std::shared_ptr<storage::database> db) {
     };
 
     auto ex = p.ioc.get_executor();
-    p.stores =
-        std::make_unique<store::facade>(db, std::make_unique<storage::rocksdb_pin_store>(db));
+    std::unique_ptr<storage::pin_store> pin_store;
+    etcd::etcd_pin_store* shared_pins = nullptr;
+    if (p.settings.pin_store.backend == "etcd") {
+        const auto& ps = p.settings.pin_store;
+        etcd::options eo;
+        eo.endpoints = ps.endpoints;
+        eo.ca_file = ps.ca_file;
+        eo.cert_file = ps.cert_file;
+        eo.key_file = ps.key_file;
+        eo.username = ps.username;
+        eo.password = ps.password;
+        eo.timeout = ps.timeout;
+        etcd::store_options so;
+        so.prefix = ps.prefix;
+        so.replica = ps.replica.empty() ? default_replica_name() : ps.replica;
+        spdlog::info("pins on etcd {} under {} as replica {}", fmt::join(ps.endpoints, ","),
+                     ps.prefix, so.replica);
+        auto store = std::make_unique<etcd::etcd_pin_store>(eo, so);
+        shared_pins = store.get();
+        pin_store = std::move(store);
+    } else {
+        pin_store = std::make_unique<storage::rocksdb_pin_store>(db);
+    }
+    p.stores = std::make_unique<store::facade>(db, std::move(pin_store));
     p.upstreams = std::make_unique<upstream::upstreams>(ex, p.settings, observe);
     p.fetcher = std::make_unique<cache::blob_fetcher>(ex, p.stores->content());
     p.closure = std::make_unique<pins::closure_keeper>(
@@ -204,6 +237,22 @@ void app::start(std::shared_ptr<storage::database> db) {
         .gauge("regpin_pin_content_queue",
                "Pinned digests whose content (pin_content) is queued or being fetched")
         .set_callback([closure] { return static_cast<double>(closure->queued()); });
+    p.metrics
+        .gauge("regpin_pin_store_degraded",
+               "1 while the pin store cannot be reached (etcd): pinned tags are served from "
+               "memory, tags never seen get 503")
+        .set_callback([pins] { return pins->degraded() ? 1.0 : 0.0; });
+    if (shared_pins) {
+        p.metrics
+            .gauge("regpin_pin_store_replicas",
+                   "Live replicas sharing the pins through etcd (background checks are split "
+                   "among them)")
+            .set_callback([shared_pins] { return static_cast<double>(shared_pins->members()); });
+        p.metrics
+            .gauge("regpin_pin_store_webhook_leader",
+                   "1 on the one replica that delivers webhooks for the cluster")
+            .set_callback([shared_pins] { return shared_pins->leading() ? 1.0 : 0.0; });
+    }
     p.metrics.gauge("regpin_webhook_queue", "Alert deliveries waiting in the outbox")
         .set_callback([pins] { return static_cast<double>(pins->pending_deliveries()); });
     p.webhooks = std::make_unique<admin::webhook_sender>(

@@ -48,7 +48,7 @@ and pins every tag to the first digest it sees.
 
 struct serve_options {
     std::string config_file;
-    std::string listen, data, log_level, admin_listen, admin_token_file;
+    std::string listen, data, log_level, admin_listen, admin_token_file, etcd;
     std::vector<std::string> upstreams;
     bool check_only = false;
     bool offline = false;
@@ -76,6 +76,9 @@ std::optional<int> parse_serve(int argc, char** argv, serve_options& o) {
                    "config's admin.tokens");
     app.add_option("--log-level", o.log_level, "log level (default info)")
         ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+    app.add_option("--etcd", o.etcd,
+                   "URL[,URL...]: keep pins on this etcd cluster, shared with every replica "
+                   "that names it (pin_store.backend etcd; blobs stay in --data)");
     app.add_flag("--offline", o.offline,
                  "never contact an upstream: serve what is cached, pinned or imported");
     app.add_flag("--check-config", o.check_only, "validate the configuration, print it, and exit");
@@ -95,6 +98,10 @@ regpin::config::settings build_settings(const serve_options& o) {
     if (!o.log_level.empty()) s.log_level = o.log_level;
     if (!o.admin_listen.empty()) s.admin.listen = o.admin_listen;
     if (o.offline) s.offline = true;
+    if (!o.etcd.empty()) {
+        s.pin_store.backend = "etcd";
+        s.pin_store.endpoints = parse_etcd_flag(o.etcd);
+    }
     if (!o.admin_token_file.empty())
         s.admin.tokens.push_back(read_token_file("admin", o.admin_token_file));
     if (!o.upstreams.empty()) {
@@ -117,9 +124,14 @@ int serve(int argc, char** argv) {
         return 2;
     }
     if (opts.check_only) {
-        std::printf("configuration ok: listen %s, data %s, %zu upstream(s), default %s\n",
+        std::printf("configuration ok: listen %s, data %s, %zu upstream(s), default %s, pins %s\n",
                     settings.listen.c_str(), settings.data_dir.c_str(), settings.upstreams.size(),
-                    settings.default_upstream.c_str());
+                    settings.default_upstream.c_str(),
+                    settings.pin_store.backend == "etcd"
+                        ? ("on etcd " + settings.pin_store.endpoints.front() + " under " +
+                           settings.pin_store.prefix)
+                              .c_str()
+                        : "embedded");
         return 0;
     }
     spdlog::set_default_logger(spdlog::stderr_color_mt("regpin"));

@@ -29,6 +29,8 @@ public:
                 return "the record changed meanwhile";
             case errc::would_block:
                 return "not in memory";
+            case errc::unavailable:
+                return "the pin store (etcd) cannot be reached";
         }
         return "unknown storage error";
     }

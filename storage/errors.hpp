@@ -16,6 +16,7 @@ enum class errc {
     invalid_argument,
     conflict,     // a compare-and-set found the record changed
     would_block,  // read_mode::memory_only: the answer is not in memory
+    unavailable,  // a networked store (etcd) cannot be reached: nothing was decided
 };
 
 // How a read may get its answer. memory_only never waits for the disk (RocksDB's memtables

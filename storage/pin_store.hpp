@@ -2,7 +2,7 @@
 // Durable tag -> digest pins with their history and the alert outbox. The one piece of state
 // that must never be lost or silently overwritten: every change is one synced write (pin,
 // its events and their webhook deliveries together). Implementations: rocksdb_pin_store
-// (single instance); a consensus-backed store for several replicas later.
+// (single instance) and proxy/etcd's etcd_pin_store (replicas sharing pins through etcd).
 // All methods are thread-safe. Every method but count(), count_awaiting() and
 // pending_deliveries() may block (reads from disk, synced writes): call them off the network
 // threads (proxy/store does), or with read_mode::memory_only where a method offers it.
@@ -105,6 +105,12 @@ public:
     // undo them, which sends the alert again (delivery is at least once) or retries it sooner.
     [[nodiscard]] virtual result<void> delivered(std::uint64_t outbox_id) = 0;
     [[nodiscard]] virtual result<void> reschedule(const outbox_entry& entry) = 0;
+
+    // Several replicas over one store: whether this one runs the background checks of `key`
+    // (each pin is checked by one replica). Never blocks.
+    [[nodiscard]] virtual bool checks_here(const pin_key&) const { return true; }
+    // Why the store is degraded ("etcd unreachable since ..."), or nullopt. Never blocks.
+    [[nodiscard]] virtual std::optional<std::string> degraded() const { return std::nullopt; }
 };
 
 }  // namespace regpin::storage

@@ -1,5 +1,6 @@
 #pragma once
-// Internal to storage/: value encodings of records. Versioned so they can evolve.
+// Value encodings of records, shared by the pin store backends (RocksDB here, etcd in
+// proxy/etcd). Versioned so they can evolve.
 
 #include <optional>
 #include <string>

@@ -35,7 +35,7 @@ std::string history_key_prefix(const pin_key& key) {
 
 std::string event_key(std::uint64_t id) { return std::string(1, event_prefix) + big_endian(id); }
 
-std::optional<pin_key> decode_key(std::string_view k) {
+std::optional<pin_key> decode_pin_key(std::string_view k) {
     auto a = k.find('\0');
     if (a == std::string_view::npos) return std::nullopt;
     auto b = k.find('\0', a + 1);
@@ -87,7 +87,7 @@ rocksdb_pin_store::rocksdb_pin_store(std::shared_ptr<database> db) : db_(std::mo
         ++total;
         // An undecodable pin counts as a pin but not as awaiting: apply() cannot change it
         // (find() fails on it), so the counts stay in step either way.
-        auto key = decode_key(pins->key().ToStringView());
+        auto key = decode_pin_key(pins->key().ToStringView());
         if (!key) continue;
         auto p = decode_pin(*key, pins->value().ToStringView());
         if (p && awaits_operator(*p)) ++awaiting;
@@ -103,6 +103,14 @@ rocksdb_pin_store::rocksdb_pin_store(std::shared_ptr<database> db) : db_(std::mo
     if (!out->status().ok())
         throw std::runtime_error("cannot count the outbox: " + out->status().ToString());
     outbox_count_ = queued;
+}
+
+std::optional<pin_key> rocksdb_pin_store::decode_key(std::string_view k) {
+    return decode_pin_key(k);
+}
+
+std::string rocksdb_pin_store::tag_prefix(const pin_key& key) {
+    return history_key_prefix(key).substr(1);
 }
 
 std::string rocksdb_pin_store::encode_key(const pin_key& key) {
@@ -237,7 +245,7 @@ result<std::vector<pin>> rocksdb_pin_store::list(const pin_filter& filter) const
     it->Seek(start);
     if (after_cursor && it->Valid() && it->key() == start) it->Next();
     for (; out.size() < filter.limit && it->Valid() && it->key().starts_with(prefix); it->Next()) {
-        auto key = decode_key(it->key().ToStringView());
+        auto key = decode_pin_key(it->key().ToStringView());
         if (!key) return errc::corruption;
         if (!filter.repository_prefix.empty() &&
             key->repository.rfind(filter.repository_prefix, 0) != 0)
@@ -258,7 +266,7 @@ result<std::vector<pin>> rocksdb_pin_store::list_repository(const std::string& r
     auto prefix = repository_prefix(registry, repository);
     std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, db_->pins()));
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-        auto key = decode_key(it->key().ToStringView());
+        auto key = decode_pin_key(it->key().ToStringView());
         if (!key) return errc::corruption;
         auto p = decode_pin(*key, it->value().ToStringView());
         if (!p) return errc::corruption;

@@ -40,7 +40,12 @@ public:
     result<void> delivered(std::uint64_t outbox_id) override;
     result<void> reschedule(const outbox_entry& entry) override;
 
+    // registry \0 repository \0 tag \0 class: keys sort by registry, repository, tag, class.
+    // Also the etcd backend's key suffix (proxy/etcd), so both list pins in one order.
     static std::string encode_key(const pin_key& key);
+    static std::optional<pin_key> decode_key(std::string_view k);
+    // registry \0 repository \0 tag \0: the prefix of every class of one tag.
+    static std::string tag_prefix(const pin_key& key);
 
 private:
     std::shared_ptr<database> db_;

@@ -20,14 +20,15 @@ ALLOWED: dict[str, set[str]] = {
     "http": {"config"},
     "upstream": {"config", "storage", "oci", "http"},
     "store": {"config", "storage"},
+    "etcd": {"config", "storage", "http"},
     "cache": {"config", "storage", "oci", "http", "upstream", "store"},
     "pins": {"config", "storage", "oci", "http", "upstream", "store", "cache"},
     "registry": {"config", "storage", "oci", "http", "upstream", "store", "cache", "pins"},
     "admin": {"config", "storage", "oci", "http", "upstream", "store", "pins", "registry"},
     "bundle": {"config", "storage", "oci", "pins"},
-    "cli": {"config", "storage", "oci", "http", "bundle"},
+    "cli": {"config", "storage", "oci", "http", "bundle", "etcd"},
     "app": {"config", "storage", "oci", "http", "upstream", "store", "cache", "pins",
-            "registry", "admin"},
+            "registry", "admin", "etcd"},
     "main": {"config", "storage", "app", "cli"},
 }
 

@@ -109,7 +109,13 @@ asio::awaitable<reply> admin_api::handle(http::incoming in) {
         // Cheap on purpose (probes run every few seconds): one point read of the pin store.
         storage::pin_key nothing{"readyz", "readyz", "readyz", 0};
         auto probe = co_await pins_.find(nothing);
+        // etcd unreachable: still ready (every replica would go out of the Service together,
+        // and pinned tags are served from memory), but degraded, and it says why.
+        if (auto why = pins_.degraded(); why && !probe)
+            co_return json_reply(503, {{"status", "storage unavailable"}, {"detail", *why}});
         if (!probe) co_return json_reply(503, {{"status", "storage unavailable"}});
+        if (auto why = pins_.degraded())
+            co_return json_reply(200, {{"status", "degraded"}, {"detail", *why}});
         co_return json_reply(200, {{"status", "ready"}});
     }
     if (path == "/metrics") {

@@ -232,6 +232,15 @@ public:
                 throw std::runtime_error(options_.name + ": cannot load CA file " +
                                          options_.ca_file + ": " + ec.message());
         }
+        if (!options_.cert_file.empty() || !options_.key_file.empty()) {
+            error_code ec;
+            tls_.use_certificate_chain_file(options_.cert_file, ec);
+            if (!ec) tls_.use_private_key_file(options_.key_file, ssl::context::pem, ec);
+            if (ec)
+                throw std::runtime_error(options_.name + ": cannot load the client certificate " +
+                                         options_.cert_file + " / " + options_.key_file + ": " +
+                                         ec.message());
+        }
         tls_.set_verify_mode(options_.tls_verify ? ssl::verify_peer : ssl::verify_none);
     }
 

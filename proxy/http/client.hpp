@@ -85,6 +85,10 @@ struct client_options {
     // Idle keep-alive connections kept per origin.
     int max_idle_per_origin = 16;
     std::string ca_file;  // PEM, trusted in addition to the system CAs
+    // A client certificate (PEM chain and key) presented to servers that ask for one (etcd with
+    // --client-cert-auth); both or neither.
+    std::string cert_file;
+    std::string key_file;
     bool tls_verify = true;
     http::redirect_policy redirects;
 };

@@ -16,5 +16,8 @@ using http::reply;
 reply error_reply(const oci::error& e);
 // 500 UNKNOWN for regpin's own storage failing (logged); never for a client's mistake.
 reply storage_failure(const char* what);
+// storage::errc::unavailable (etcd unreachable) is 503 UNAVAILABLE with Retry-After; any other
+// error is storage_failure(what).
+reply storage_failure(const char* what, const boost::system::error_code& ec);
 
 }  // namespace regpin::proxy::registry

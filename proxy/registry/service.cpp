@@ -197,12 +197,12 @@ asio::awaitable<reply> service::manifest(const target& t, bool head, std::string
         auto existing = pins_.peek(key);
         if (!existing && existing.error() == storage::errc::would_block)
             existing = co_await pins_.find(key);
-        if (!existing) co_return storage_failure("reading a pin");
+        if (!existing) co_return storage_failure("reading a pin", existing.error());
         std::optional<storage::pin> answer = std::move(*existing);
         if (!answer) {
             // One tag, one truth: a pin of another class that this client accepts answers it.
             auto tag_pins = co_await pins_.list_tag(registry, repository, ref);
-            if (!tag_pins) co_return storage_failure("reading a tag's pins");
+            if (!tag_pins) co_return storage_failure("reading a tag's pins", tag_pins.error());
             others = pins::answer_for_class(*tag_pins, cls);
             if (others->serve && !others->prefer_upstream_index) answer = others->serve;
         }
@@ -259,12 +259,12 @@ asio::awaitable<reply> service::manifest(const target& t, bool head, std::string
     if (diverges_from) {
         auto held = co_await checker_.diverged_first_sight(candidate, got->manifest, *diverges_from,
                                                            t.where.upstream_index);
-        if (!held) co_return storage_failure("writing a pin");
+        if (!held) co_return storage_failure("writing a pin", held.error());
         co_return co_await pinned_reply(t, *held, head, accept);
     }
     const std::string actor = "first-pull";
     auto held = co_await writer_.first_sight(candidate, actor);
-    if (!held) co_return storage_failure("writing a pin");
+    if (!held) co_return storage_failure("writing a pin", held.error());
     if (held->manifest_digest == got->digest) {
         spdlog::info("pinned {}/{}:{} to {} ({})", registry, repository, ref, got->digest.str(),
                      got->manifest.media_type);

@@ -66,6 +66,9 @@ public:
     std::size_t count() const;
     std::size_t count_awaiting() const;
     std::size_t pending_deliveries() const;
+    // Never block (storage::pin_store::checks_here, degraded).
+    bool checks_here(const storage::pin_key& key) const { return store_.checks_here(key); }
+    std::optional<std::string> degraded() const { return store_.degraded(); }
 
     // pins::writer only.
     [[nodiscard]] awaitable<storage::pin> create_if_absent(write_access, storage::pin candidate,

@@ -13,6 +13,7 @@ Servers and tools, all from Debian 12 packages unless noted:
 - `Containerd`: a private containerd 1.6 daemon (own root, state and socket), driven by `ctr`.
 - `Skopeo`: skopeo with a private policy.json and registries.conf.
 - `Regpin`: the binary under test (`$REGPIN_BIN`, default `<repo>/build/regpin`).
+- `EtcdCluster`: etcd 3.4 members (package etcd-server) for replicas sharing pins.
 - `CertificateAuthority`: a throwaway CA and server certificates, made with the `openssl` CLI.
 - `write_htpasswd`: a bcrypt htpasswd file (`htpasswd` from apache2-utils).
 - `TokenServer` (Python): a Docker token server issuing RS256 JWTs for docker-registry's
@@ -37,6 +38,7 @@ One module per concern; each imports only modules listed above it:
 - `containerd`: `Containerd`, `CtrImage`, `write_hosts_toml`, `CTR_NAMESPACE`.
 - `regpin`: `Regpin`, `Upstream`, `AdminToken`, `Webhook`, `PolicyRule`, `PinChecks`,
   `regpin_binary`, `regpin_command`.
+- `etcd`: `EtcdCluster` (Debian's etcd-server, 1 or 3 members), `etcd_binary`.
 - `cases`: `LogsOnFailure`, the unittest base class.
 
 Every name is re-exported here, so tests write `import harness as h` and `h.Registry(...)`.
@@ -100,6 +102,7 @@ from .regpin import (
     regpin_binary,
     regpin_command,
 )
+from .etcd import EtcdCluster, etcd_binary
 from .cases import LogsOnFailure
 
 __all__ = [
@@ -128,6 +131,8 @@ __all__ = [
     # regpin
     "AdminToken", "PinChecks", "PolicyRule", "Regpin", "Upstream", "Webhook", "regpin_binary",
     "regpin_command",
+    # etcd
+    "EtcdCluster", "etcd_binary",
     # cases
     "LogsOnFailure",
 ]

@@ -1,0 +1,378 @@
+"""Replicas that agree (issue 13): three regpins sharing their pins through a real three-member
+etcd cluster (Debian's etcd-server) on loopback, in front of one docker-registry.
+
+Every manifest answer the tests get is recorded as (replica, tag, digest served, time), and a
+consistency checker asserts that every answer for a tag names one digest, across replicas,
+through upstream re-pushes, an etcd leader killed mid-run, all of etcd stopped and started
+again, and replicas killed with SIGKILL in the middle of first sights. The checker's totals are
+printed at the end of the class (the closing note of issue 13 quotes them).
+
+    REGPIN_BIN=../../build/regpin python3 -m unittest -v test_replicas
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import signal
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from typing import Optional
+
+import harness as h
+from test_pin_lifecycle import WebhookReceiver, metric_value
+
+PREFIX = "/regpin-it/"
+TOKEN = "replicas-admin-token-0123456789"
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    replica: int
+    tag: str  # "repo:tag"
+    status: int
+    digest: Optional[str]
+    time: float
+
+
+class ConsistencyChecker:
+    """Records every manifest answer by tag; `disagreements()` lists the tags for which two
+    answers named different digests. An operator's decision (approve) starts a new epoch of the
+    tag: answers while the decision spreads (`deciding`) may name either digest and are not
+    checked; answers after it (`decided`) are checked among themselves."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.answers: list[Answer] = []
+        self._epoch: dict[str, int] = collections.defaultdict(int)
+        self._deciding: set[str] = set()
+        self.unchecked = 0
+
+    def record(self, a: Answer) -> None:
+        with self._lock:
+            if a.tag in self._deciding:
+                self.unchecked += 1
+                return
+            epoch = self._epoch[a.tag]
+            self.answers.append(dataclasses.replace(a, tag=f"{a.tag}#{epoch}" if epoch else a.tag))
+
+    def deciding(self, tag: str) -> None:
+        with self._lock:
+            self._deciding.add(tag)
+
+    def decided(self, tag: str) -> None:
+        with self._lock:
+            self._deciding.discard(tag)
+            self._epoch[tag] += 1
+
+    def digests_by_tag(self) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = collections.defaultdict(set)
+        with self._lock:
+            for a in self.answers:
+                if a.status == 200 and a.digest:
+                    out[a.tag].add(a.digest)
+        return out
+
+    def disagreements(self) -> dict[str, set[str]]:
+        return {t: d for t, d in self.digests_by_tag().items() if len(d) > 1}
+
+    def served(self) -> int:
+        with self._lock:
+            return sum(1 for a in self.answers if a.status == 200)
+
+
+class ReplicasTest(h.LogsOnFailure):
+    checker = ConsistencyChecker()
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.upstream = h.Registry("replicas").start()
+        cls.addClassCleanup(cls.upstream.close)
+        cls.layout = h.OciLayout(tempfile.mkdtemp(prefix="regpin-it-layout-"))
+        cls.addClassCleanup(h.remove_temp_dir, str(cls.layout.path))
+        cls.receiver = WebhookReceiver().start()
+        cls.addClassCleanup(cls.receiver.stop)
+        cls.etcd = h.EtcdCluster(3).start()
+        cls.addClassCleanup(cls.etcd.close)
+        host = cls.upstream.host
+        cls.replicas = []
+        for i in range(3):
+            r = h.Regpin([h.Upstream.of(host, cls.upstream)],
+                         admin_tokens=[h.AdminToken("ops", TOKEN)],
+                         webhooks=[h.Webhook(cls.receiver.url, timeout_ms=2000)],
+                         policies=[h.PolicyRule(f"{host}/split:*", "pin", revalidate_after_s=1),
+                                   h.PolicyRule("**", "pin")],
+                         pin_checks=h.PinChecks(revalidate_after_s=3600, sweep_interval_s=1),
+                         settings={"pin_content": "none",
+                                   "pin_store": {"backend": "etcd", "endpoints": cls.etcd.endpoints,
+                                                 "prefix": PREFIX, "replica": f"r{i}",
+                                                 "timeout_ms": 1000}})
+            cls.addClassCleanup(r.close)
+            cls.replicas.append(r.start())
+        cls.images = {name: h.make_image(cls.layout, name, seed=f"replicas-{name}") for name in ("a", "b", "c")}
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        served = cls.checker.served()
+        bad = cls.checker.disagreements()
+        print(f"\nconsistency checker: {len(cls.checker.answers)} answers checked, {served} served "
+              f"(200) for {len(cls.checker.digests_by_tag())} tag epochs, {len(bad)} disagreements "
+              f"({cls.checker.unchecked} answers while an approval spread, not checked)",
+              file=sys.stderr)
+
+    def failure_report(self):
+        report = super().failure_report()
+        for i, r in enumerate(self.replicas):
+            report.append((f"replica r{i} log", r.log()[-4000:]))
+        return report
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def push(self, image: str, repo: str, tag: str = "v1") -> None:
+        h.push(self.layout, f"{repo}:{tag}", self.upstream, source_tag=self.images[image].tag)
+
+    def get(self, i: int, repo: str, tag: str = "v1", timeout: float = 30) -> h.Response:
+        resp = self.replicas[i].request("GET", h.with_query(f"/v2/{repo}/manifests/{tag}", ns=self.upstream.host),
+                                        {"Accept": h.ACCEPT_ALL_MANIFESTS}, timeout=timeout)
+        digest = resp.header("Docker-Content-Digest") if resp.status == 200 else None
+        if resp.status == 200:
+            self.assertEqual(digest, h.sha256_digest(resp.body), "Docker-Content-Digest != sha256(body)")
+        self.checker.record(Answer(i, f"{repo}:{tag}", resp.status, digest, time.monotonic()))
+        return resp
+
+    def served(self, i: int, repo: str, tag: str = "v1") -> str:
+        resp = self.get(i, repo, tag)
+        self.assertEqual(resp.status, 200, f"r{i} GET {repo}:{tag}: {resp.body[:300]!r}")
+        return resp.header("Docker-Content-Digest")
+
+    def api(self, i: int, method: str, path: str, body=None, expect: Optional[int] = 200) -> h.Response:
+        resp = self.replicas[i].admin_request(method, path, body)
+        if expect is not None:
+            self.assertEqual(resp.status, expect, f"r{i} {method} {path}: {resp.body[:400]!r}")
+        return resp
+
+    def target(self, repo: str, tag: str = "v1") -> dict:
+        return {"registry": self.upstream.host, "repository": repo, "tag": tag}
+
+    def tag_doc(self, i: int, repo: str, tag: str = "v1") -> dict:
+        return self.api(i, "GET", "/api/v1/pin?" + urllib.parse.urlencode(self.target(repo, tag))).json()
+
+    def assert_one_truth(self) -> None:
+        self.assertEqual(self.checker.disagreements(), {}, "every answer for a tag names one digest")
+
+    def pinned_events(self, repo: str, tag: str = "v1") -> list[dict]:
+        return [e for e in self.tag_doc(0, repo, tag)["history"] if e["type"] == "pinned"]
+
+    # -- tests -----------------------------------------------------------------------------------
+
+    def test_concurrent_first_pulls_across_replicas_while_the_upstream_repushes_serve_one_digest(self):
+        for round_ in range(5):
+            repo = f"race{round_}"
+            self.push("a", repo)
+            barrier = threading.Barrier(7)
+            errors: list[str] = []
+
+            def puller(i: int) -> None:
+                barrier.wait()
+                for _ in range(4):
+                    resp = self.get(i, repo)
+                    if resp.status != 200:
+                        errors.append(f"r{i}: {resp.status} {resp.body[:200]!r}")
+
+            def repusher() -> None:
+                barrier.wait()
+                self.push("b", repo)
+
+            threads = [threading.Thread(target=puller, args=(i % 3,)) for i in range(6)]
+            threads.append(threading.Thread(target=repusher))
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=120)
+            self.assertEqual(errors, [])
+            self.assert_one_truth()
+            self.assertEqual(len(self.pinned_events(repo)), 1, "one first sight recorded for the cluster")
+            # Every replica serves the winner afterwards, whatever the upstream says now.
+            winner = self.checker.digests_by_tag()[f"{repo}:v1"]
+            for i in range(3):
+                self.assertEqual({self.served(i, repo)}, winner)
+
+    def test_a_repoint_is_one_event_and_one_webhook_and_an_approval_on_one_replica_is_seen_by_all(self):
+        repo = "approve"
+        self.push("a", repo)
+        a = self.served(0, repo)
+        self.push("b", repo)
+        # All three replicas check at once: one re-point event, one alert for the cluster.
+        results: list[dict] = []
+        threads = [threading.Thread(target=lambda i=i: results.append(
+            self.api(i, "POST", "/api/v1/pin/check", self.target(repo), expect=None).json()))
+            for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        repoints = [e for e in self.tag_doc(1, repo)["history"] if e["type"] == "repointed"]
+        self.assertEqual(len(repoints), 1, f"one re-point event for three checks: {repoints} {results}")
+        event_id = repoints[0]["id"]
+        h.wait_until(lambda: self.receiver.accepted(event_id), timeout=20, message="the alert delivered")
+        for r in self.replicas:
+            h.wait_until(lambda r=r: metric_value(r.metrics_text(), "regpin_webhook_queue") == 0, timeout=20,
+                         message="the outbox is empty on every replica")
+        self.assertEqual(len(self.receiver.deliveries(event_id)), 1, "exactly one delivery for the cluster")
+        leaders = [metric_value(r.metrics_text(), "regpin_pin_store_webhook_leader") for r in self.replicas]
+        self.assertEqual(sorted(leaders), [0, 0, 1], "one replica sends webhooks")
+
+        for i in range(3):
+            self.assertEqual(self.served(i, repo), a, "pending: every replica keeps serving the pin")
+        h.wait_until(lambda: self.tag_doc(2, repo)["pins"][0]["state"] == "pending", timeout=5,
+                     message="r2 sees the pending re-point")
+        self.checker.deciding(f"{repo}:v1")
+        self.api(2, "POST", "/api/v1/pin/approve", self.target(repo))
+        b = self.images["b"].digest
+        started = time.monotonic()
+        for i in (0, 1):
+            h.wait_until(lambda i=i: self.served(i, repo) == b, timeout=5, interval=0.01,
+                         message=f"r{i} serves the digest approved on r2")
+        elapsed = time.monotonic() - started
+        self.checker.decided(f"{repo}:v1")
+        print(f"\napproval on r2 served by r0 and r1 after {elapsed * 1000:.0f} ms", file=sys.stderr)
+        self.assert_one_truth_after(repo, b)
+
+    def assert_one_truth_after(self, repo: str, digest: str) -> None:
+        for i in range(3):
+            self.assertEqual(self.served(i, repo), digest)
+
+    def test_pulls_go_on_while_the_etcd_leader_is_killed(self):
+        repos = [f"leader{i}" for i in range(3)]
+        for i, repo in enumerate(repos):
+            self.push("a", repo)
+            self.served(i, repo)
+        stop = threading.Event()
+        failures: list[str] = []
+        count = [0]
+
+        def loop(i: int) -> None:
+            for n in range(2000):  # bounded
+                if stop.is_set():
+                    return
+                resp = self.get(i, repos[n % 3])
+                count[0] += 1
+                if resp.status != 200:
+                    failures.append(f"r{i}: {resp.status} {resp.body[:200]!r}")
+
+        threads = [threading.Thread(target=loop, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            leader = self.etcd.leader()
+            self.etcd.kill(leader)
+            # First sights need the store: they wait out the election instead of failing.
+            for i in range(3):
+                repo = f"after-leader{i}"
+                self.push("c", repo)
+                self.assertEqual(self.served(i, repo), self.images["c"].digest)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=60)
+        self.assertEqual(failures, [], f"{count[0]} requests while the leader was killed")
+        self.assertGreater(count[0], 0)
+        self.etcd.start_member(leader)
+        self.etcd.wait_healthy()
+        self.assert_one_truth()
+
+    def test_with_all_of_etcd_down_pins_are_served_new_tags_get_503_and_changes_flow_again_after(self):
+        repo = "outage"
+        self.push("a", repo)
+        a = self.served(0, repo)
+        for i in range(3):
+            self.assertEqual(self.served(i, repo), a)
+        self.push("b", "outage-new")
+        self.etcd.stop()
+        try:
+            for r in self.replicas:
+                h.wait_until(lambda r=r: r.admin_request("GET", "/readyz", token=None).json().get("status")
+                             == "degraded", timeout=20, message="/readyz says degraded")
+                self.assertEqual(metric_value(r.metrics_text(), "regpin_pin_store_degraded"), 1)
+            for i in range(3):
+                self.assertEqual(self.served(i, repo), a, "a pinned tag is served from memory")
+            resp = self.get(1, "outage-new")
+            self.assertEqual(resp.status, 503, resp.body[:300])
+            self.assertIn(b"UNAVAILABLE", resp.body)
+            self.assertIn(b"pin store", resp.body)
+            self.assertIsNotNone(resp.header("Retry-After"))
+        finally:
+            for i in range(self.etcd.size):
+                self.etcd.start_member(i)
+            self.etcd.wait_healthy()
+        # Changed through r0 at once; r1 and r2 see it when their watches resume.
+        self.push("b", repo)
+        self.api(0, "POST", "/api/v1/pin/check", self.target(repo))
+        self.checker.deciding(f"{repo}:v1")
+        self.api(0, "POST", "/api/v1/pin/approve", self.target(repo))
+        b = self.images["b"].digest
+        for i in (1, 2):
+            h.wait_until(lambda i=i: self.served(i, repo) == b, timeout=20, interval=0.05,
+                         message=f"r{i} serves the approval made after etcd came back")
+        self.checker.decided(f"{repo}:v1")
+        for r in self.replicas:
+            h.wait_until(lambda r=r: r.admin_request("GET", "/readyz", token=None).json().get("status") == "ready",
+                         timeout=20, message="/readyz ready again")
+        self.assertEqual(self.served(2, "outage-new"), self.images["b"].digest)
+        self.assert_one_truth()
+
+    def test_replicas_killed_in_the_middle_of_first_sights_leave_no_duplicate_and_no_half_pin(self):
+        for round_ in range(3):
+            victim = round_ % 3
+            other = (victim + 1) % 3
+            repo = f"kill{round_}"
+            tags = [f"t{n}" for n in range(6)]
+            for tag in tags:
+                self.push("a" if round_ % 2 == 0 else "b", repo, tag)
+            started = threading.Event()
+
+            def pull(i: int, tag: str) -> None:
+                started.set()
+                try:
+                    self.get(i, repo, tag, timeout=10)
+                except OSError:
+                    pass  # the victim's connections die with it
+
+            threads = [threading.Thread(target=pull, args=(i, tag)) for tag in tags for i in (victim, other)]
+            for t in threads:
+                t.start()
+            started.wait(timeout=10)
+            self.replicas[victim].kill()
+            for t in threads:
+                t.join(timeout=60)
+            self.replicas[victim].start()
+            for tag in tags:
+                digests = {self.served(i, repo, tag) for i in range(3)}
+                self.assertEqual(len(digests), 1, f"{repo}:{tag} served as {digests}")
+                self.assertEqual(len(self.pinned_events(repo, tag)), 1, f"{repo}:{tag}: one first sight")
+        # Every pin in etcd is whole: it decodes, and its tag has its first-sight event.
+        pins = {k: v for k, v in self.etcd.kv_prefix(PREFIX + "pins/").items()}
+        self.assertGreater(len(pins), 0)
+        for key, value in pins.items():
+            self.assertTrue(value.startswith(b"{"), key)
+        self.assert_one_truth()
+
+    def test_each_pin_is_checked_by_one_replica(self):
+        repo = "split"
+        self.push("a", repo)
+        self.served(0, repo)
+        before = [metric_value(r.metrics_text(), "regpin_pin_checks_total") for r in self.replicas]
+
+        def deltas() -> list[float]:
+            return [metric_value(r.metrics_text(), "regpin_pin_checks_total") - b
+                    for r, b in zip(self.replicas, before)]
+
+        # Due every second on every replica's sweep; only its owner checks it.
+        h.wait_until(lambda: sum(deltas()) >= 3, timeout=30, interval=0.1, message="three checks of the pin")
+        checked_by = [i for i, d in enumerate(deltas()) if d > 0]
+        self.assertEqual(len(checked_by), 1, f"checks per replica: {deltas()}")
+        replicas = [metric_value(r.metrics_text(), "regpin_pin_store_replicas") for r in self.replicas]
+        self.assertEqual(replicas, [3, 3, 3])
