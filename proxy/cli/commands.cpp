@@ -1,5 +1,7 @@
 #include "proxy/cli/commands.hpp"
 
+#include "proxy/cli/migrate.hpp"
+
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -188,10 +190,14 @@ std::string query_escape(const std::string& s) {
 }  // namespace
 
 int pins_command(int argc, char** argv) {
+    // On a data folder, not through the admin API: its own options.
+    if (argc >= 1 && std::string_view(argv[0]) == "migrate")
+        return migrate_command(argc - 1, argv + 1);
     CLI::App app{
         "Lists, shows and decides about the pins of a running regpin, through its admin "
         "API. REF is REGISTRY/REPOSITORY:TAG, e.g. docker.io/library/nginx:1.27 (a "
-        "name without a registry host means docker.io).",
+        "name without a registry host means docker.io). 'regpin pins migrate --help': copy "
+        "a data folder's pins into etcd.",
         "regpin pins"};
     app.require_subcommand(1);
     common c;

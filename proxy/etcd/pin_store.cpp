@@ -92,7 +92,7 @@ etcd_pin_store::etcd_pin_store(options client_options, store_options store)
             "answers, so every manifest request by tag gets 503",
             client_->current_endpoint());
     asio::co_spawn(ex, follow(), asio::detached);
-    asio::co_spawn(ex, keep_lease(), asio::detached);
+    if (store_.serving) asio::co_spawn(ex, keep_lease(), asio::detached);
 }
 
 etcd_pin_store::~etcd_pin_store() {

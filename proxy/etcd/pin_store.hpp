@@ -42,6 +42,9 @@ struct store_options {
     std::string replica;
     // How long a dead replica keeps its lease (its check shard and webhook leadership).
     std::chrono::seconds lease_ttl{10};
+    // A serving replica joins the members (check shards) and may lead webhook deliveries;
+    // a tool (regpin pins migrate) only reads and writes pins.
+    bool serving = true;
 };
 
 class etcd_pin_store final : public storage::pin_store {

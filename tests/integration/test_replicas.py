@@ -376,3 +376,84 @@ class ReplicasTest(h.LogsOnFailure):
         self.assertEqual(len(checked_by), 1, f"checks per replica: {deltas()}")
         replicas = [metric_value(r.metrics_text(), "regpin_pin_store_replicas") for r in self.replicas]
         self.assertEqual(replicas, [3, 3, 3])
+
+
+class MigrateTest(h.LogsOnFailure):
+    """`regpin pins migrate`: an embedded store's pins, history and pending alerts into etcd,
+    idempotently, conflicts reported; a replica on etcd then serves what the single instance
+    pinned and delivers the alert it had not delivered."""
+
+    def test_pins_history_and_pending_alerts_move_to_etcd_once(self):
+        upstream = h.Registry("migrate").start()
+        self.addCleanup(upstream.close)
+        layout = h.OciLayout(tempfile.mkdtemp(prefix="regpin-it-layout-"))
+        self.addCleanup(h.remove_temp_dir, str(layout.path))
+        a = h.make_image(layout, "a", seed="migrate-a")
+        b = h.make_image(layout, "b", seed="migrate-b")
+        host = upstream.host
+        for repo in ("one", "two"):
+            h.push(layout, f"{repo}:v1", upstream, source_tag="a")
+        # The single instance: its webhook receiver is down, so the alert stays in the outbox.
+        receiver = WebhookReceiver().start()
+        self.addCleanup(receiver.stop)
+        receiver.stop()
+        single = h.Regpin([h.Upstream.of(host, upstream)], admin_tokens=[h.AdminToken("ops", TOKEN)],
+                          webhooks=[h.Webhook(receiver.url, timeout_ms=500)],
+                          pin_checks=h.PinChecks(revalidate_after_s=3600, sweep_interval_s=86400),
+                          settings={"pin_content": "none"})
+        self.addCleanup(single.close)
+        single.start()
+        for repo in ("one", "two"):
+            resp = single.request("GET", h.with_query(f"/v2/{repo}/manifests/v1", ns=host),
+                                  {"Accept": h.ACCEPT_ALL_MANIFESTS})
+            self.assertEqual(resp.status, 200)
+        h.push(layout, "two:v1", upstream, source_tag="b")
+        check = single.admin_request("POST", "/api/v1/pin/check", {"registry": host, "repository": "two", "tag": "v1"})
+        self.assertEqual(check.status, 200, check.body[:300])
+        single.stop()
+
+        etcd = h.EtcdCluster(1).start()
+        self.addCleanup(etcd.close)
+        first = h.regpin_command("pins", "migrate", "--data", single.data_dir, "--to-etcd", etcd.endpoints[0],
+                                 "--prefix", "/mig/")
+        self.assertEqual(first.returncode, 0, first.stdout + first.stderr)
+        self.assertIn("migrated 2 tag(s)", first.stdout)
+        self.assertIn("2 pin(s), 3 event(s), 1 pending alert(s)", first.stdout)
+        again = h.regpin_command("pins", "migrate", "--data", single.data_dir, "--to-etcd", etcd.endpoints[0],
+                                 "--prefix", "/mig/")
+        self.assertEqual(again.returncode, 0, again.stdout + again.stderr)
+        self.assertIn("migrated 0 tag(s)", again.stdout)
+        self.assertIn("2 tag(s) already there; 0 conflict(s)", again.stdout)
+
+        receiver.start()
+        replica = h.Regpin([h.Upstream.of(host, upstream)], admin_tokens=[h.AdminToken("ops", TOKEN)],
+                           webhooks=[h.Webhook(receiver.url, timeout_ms=2000)],
+                           pin_checks=h.PinChecks(revalidate_after_s=3600, sweep_interval_s=86400),
+                           settings={"pin_content": "none",
+                                     "pin_store": {"backend": "etcd", "endpoints": etcd.endpoints,
+                                                   "prefix": "/mig/"}})
+        self.addCleanup(replica.close)
+        replica.start()
+        for repo in ("one", "two"):
+            resp = replica.request("GET", h.with_query(f"/v2/{repo}/manifests/v1", ns=host),
+                                   {"Accept": h.ACCEPT_ALL_MANIFESTS})
+            self.assertEqual(resp.status, 200)
+            self.assertEqual(resp.header("Docker-Content-Digest"), a.digest, f"{repo}: the migrated pin")
+        doc = replica.admin_request("GET", "/api/v1/pin?" + urllib.parse.urlencode(
+            {"registry": host, "repository": "two", "tag": "v1"})).json()
+        self.assertEqual(doc["pins"][0]["state"], "pending")
+        self.assertEqual([e["type"] for e in doc["history"]], ["pinned", "repointed"])
+        h.wait_until(lambda: receiver.accepted(), timeout=20, message="the migrated alert delivered")
+        self.assertEqual(receiver.accepted()[0].alert()["upstream_digest"], b.digest)
+
+        # etcd now says otherwise about "one": a second migration leaves it and says so.
+        h.push(layout, "one:other", upstream, source_tag="b")
+        moved = replica.admin_request("POST", "/api/v1/pin/set", {"registry": host, "repository": "one",
+                                                                  "tag": "v1", "digest": b.digest})
+        self.assertEqual(moved.status, 200, moved.body[:300])
+        replica.stop()
+        third = h.regpin_command("pins", "migrate", "--data", single.data_dir, "--to-etcd", etcd.endpoints[0],
+                                 "--prefix", "/mig/")
+        self.assertEqual(third.returncode, 1, third.stdout + third.stderr)
+        self.assertIn("1 conflict(s)", third.stdout)
+        self.assertIn(f"conflict: {host}/one:v1", third.stdout)
