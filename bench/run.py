@@ -511,6 +511,104 @@ class Bench:
             for rp in servers.values():
                 rp.close()
 
+    # -- g: pins on etcd (issue 13) ------------------------------------------------------------
+
+    def etcd_regpin(self, prefix: str, **kwargs: Any) -> h.Regpin:
+        up = h.Upstream(self.upstream.host, self.upstream.url, read_timeout_ms=60000)
+        settings = {"pin_store": {"backend": "etcd", "endpoints": self.etcd.endpoints, "prefix": prefix}}
+        settings.update(kwargs.pop("settings", {}))
+        return h.Regpin([up], log_level="info", settings=settings, **kwargs).start()
+
+    def etcd_workload(self) -> None:
+        """Against a 3-member etcd cluster on the same machine: tag HEADs and GETs at 1, 16 and 64
+        connections, the embedded pin store against the etcd one, interleaved; start-up with
+        --pins pins in etcd; and the upstream manifest requests of background checks with 1
+        replica against 3."""
+        self.etcd = h.EtcdCluster(3).start()
+        try:
+            path = self.app_image()
+            hdr = (f"Accept: {CONTAINERD_ACCEPT}",)
+            shared = self.etcd_regpin("/bench-b/")
+            self.hosts["regpin-etcd"] = shared.host
+            self.mem["regpin-etcd"] = Memory(lambda: [shared.pid])
+            try:
+                for system in ("regpin", "regpin-etcd"):  # first sight: pins, caches
+                    loadgen(self.hosts[system], [f"GET {path}"], connections=1, duration=30, max_requests=1, headers=hdr)
+                for method in ("HEAD", "GET"):
+                    for conns in (1, 16, 64):
+                        log(f"g: {method} by tag, {conns} connection(s), embedded vs etcd")
+                        cells = self.interleaved(
+                            ("regpin", "regpin-etcd"),
+                            lambda system: loadgen(self.hosts[system], [f"{method} {path}"], connections=conns,
+                                                   duration=self.args.seconds, headers=hdr),
+                            "requests_per_second", alternate=True)
+                        for system, r in cells.items():
+                            self.record("g", f"{method}{conns}/{system}", r)
+                first = h.http_request(shared.host, "GET", path, {"Accept": CONTAINERD_ACCEPT})
+            finally:
+                shared.close()
+            self.etcd_startup(first)
+            self.etcd_checks()
+        finally:
+            self.etcd.close()
+
+    def etcd_startup(self, first: h.Response) -> None:
+        count = self.args.pins
+        log(f"g: seeding {count} pins into etcd")
+        t0 = time.monotonic()
+        subprocess.run([str(SEED_PINS), "--etcd", self.etcd.endpoints[0], "--etcd-prefix", "/bench-scale/",
+                        "--registry", self.upstream.host, "--repository", "bench/app", "--prefix", "t",
+                        "--first", "1", "--count", str(count), "--digest", first.header("Docker-Content-Digest"),
+                        "--media-type", first.header("Content-Type"), "--size", str(len(first.body)),
+                        "--accept", CONTAINERD_ACCEPT], check=True, capture_output=True, timeout=3600)
+        seeded = time.monotonic() - t0
+        size = self.etcd.status(0).get("dbSize")
+        t0 = time.monotonic()
+        rp = self.etcd_regpin("/bench-scale/")
+        startup = time.monotonic() - t0
+        try:
+            self.record("g", "startup", {"pins": count, "seed_seconds": round(seeded, 1),
+                                         "startup_seconds": round(startup, 3),
+                                         "etcd_db_bytes": int(size) if size else None,
+                                         "idle_rss_mib": round(status_kib(rp.pid, "VmRSS") / 1024, 1)})
+        finally:
+            rp.close()
+
+    def etcd_checks(self, tags: int = 100, window: float = 20.0) -> None:
+        """`tags` pins due every 2 s, swept every second: upstream manifest requests in `window`
+        seconds with one replica, then with three sharing the pins."""
+        layout = h.OciLayout(os.path.join(self.work, "layout-g"))
+        h.make_image(layout, "v1", seed="bench-g", layer_sizes=(4096,))
+        h.push(layout, "bench/checks:v1", self.upstream, source_tag="v1")
+        for i in range(tags):
+            self.upstream.put_manifest("bench/checks", f"t{i}", *self.upstream_manifest("bench/checks", "v1"))
+        out = {}
+        for n in (1, 3):
+            prefix = f"/bench-checks-{n}/"
+            replicas = [self.etcd_regpin(prefix, policies=[h.PolicyRule("**", "pin", revalidate_after_s=2)],
+                                         pin_checks=h.PinChecks(sweep_interval_s=1, sweep_batch=200, concurrency=8),
+                                         settings={"pin_content": "none"}) for _ in range(n)]
+            try:
+                for i in range(tags):
+                    h.http_request(replicas[0].host, "GET", f"/v2/bench/checks/manifests/t{i}", {"Accept": CONTAINERD_ACCEPT})
+                h.wait_until(lambda: all(len([1 for ln in r.metrics_text().splitlines()
+                                              if ln.startswith("regpin_pins ") and float(ln.split()[1]) >= tags]) for r in replicas),
+                             timeout=30, message="every replica holds the pins")
+                before = self.upstream.access_log_count("HEAD", r"/v2/bench/checks/manifests/") + \
+                    self.upstream.access_log_count("GET", r"/v2/bench/checks/manifests/")
+                time.sleep(window)  # a measurement window, not synchronisation
+                after = self.upstream.access_log_count("HEAD", r"/v2/bench/checks/manifests/") + \
+                    self.upstream.access_log_count("GET", r"/v2/bench/checks/manifests/")
+                out[f"replicas{n}"] = {"upstream_manifest_requests": after - before, "seconds": window, "pins": tags}
+            finally:
+                for r in replicas:
+                    r.close()
+        self.record("g", "checks", out)
+
+    def upstream_manifest(self, repo: str, tag: str) -> tuple[bytes, str]:
+        resp = self.upstream.request("GET", f"/v2/{repo}/manifests/{tag}", {"Accept": CONTAINERD_ACCEPT})
+        return resp.body, resp.header("Content-Type")
+
     # -- profiles -----------------------------------------------------------------------------
 
     def profile(self) -> None:
@@ -712,6 +810,34 @@ def report(results: dict, args: argparse.Namespace) -> str:
                      f"start {fm['startup_seconds']:.2f} vs {f10['startup_seconds']:.2f} s; idle RSS {fm['idle_rss_mib']:.0f} vs "
                      f"{f10['idle_rss_mib']:.0f} MiB; peak {fm['peak_rss_mib']:.0f} MiB; /metrics {fm['metrics_scrape_seconds'] * 1000:.1f} ms",
                      "", "", "", "(reported)", ""))
+    if "g" in w:
+        g = w["g"]
+        for method in ("HEAD", "GET"):
+            for conns in (1, 16, 64):
+                if f"{method}{conns}/regpin" not in g:
+                    continue
+                em, et = g[f"{method}{conns}/regpin"], g[f"{method}{conns}/regpin-etcd"]
+                rr = ratio(et["requests_per_second"], em["requests_per_second"])
+                bar, ok = "(reported)", None
+                if method == "HEAD" and conns == 64:
+                    bar, ok = "etcd >= 0.9x embedded", rr >= 0.9
+                rows.append((f"g. pins on etcd: manifest by tag, {method}, {conns} conn.",
+                             f"etcd {et['requests_per_second']:,.0f} vs embedded {em['requests_per_second']:,.0f} req/s; "
+                             f"p99 {et['latency_us']['p99'] / 1000:.2f} vs {em['latency_us']['p99'] / 1000:.2f} ms",
+                             "", "", f"{rr:.2f}x embedded", bar, verdict(ok) if ok is not None else ""))
+        if "startup" in g:
+            st = g["startup"]
+            db = f"; etcd db {st['etcd_db_bytes'] / MiB:.0f} MiB" if st.get("etcd_db_bytes") else ""
+            rows.append((f"g. start-up with {st['pins']:,} pins in etcd",
+                         f"start {st['startup_seconds']:.2f} s; seeded in {st['seed_seconds']:.0f} s{db}; idle RSS "
+                         f"{st['idle_rss_mib']:.0f} MiB", "", "", "", "(reported)", ""))
+        if "checks" in g and "replicas1" in g["checks"]:
+            one, three = g["checks"]["replicas1"], g["checks"]["replicas3"]
+            rr = ratio(three["upstream_manifest_requests"], one["upstream_manifest_requests"])
+            rows.append((f"g. background checks, {one['pins']} pins due every 2 s, {one['seconds']:.0f} s",
+                         f"3 replicas {three['upstream_manifest_requests']} vs 1 replica "
+                         f"{one['upstream_manifest_requests']} upstream manifest requests", "", "",
+                         f"{rr:.2f}x", "about 1x, not 3x", verdict(rr <= 1.5)))
     for r in rows:
         lines.append("| " + " | ".join(r) + " |")
     if args.before:
@@ -750,7 +876,7 @@ def before_table(w: dict, args: argparse.Namespace) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="a,b,c,d,e,f", help="workloads to run (d adds the big blob; RSS is read in all)")
+    ap.add_argument("--only", default="a,b,c,d,e,f,g", help="workloads to run (d adds the big blob; RSS is read in all)")
     ap.add_argument("--rounds", type=int, default=3, help="runs per cell (the median is reported)")
     ap.add_argument("--seconds", type=float, default=5.0, help="duration of each timed request-rate run")
     ap.add_argument("--herd-mib", type=int, default=256)
@@ -789,6 +915,8 @@ def main() -> int:
             bench.pull_workload()
         if "f" in only:
             bench.scale_workload()
+        if "g" in only:
+            bench.etcd_workload()
         if args.profile:
             bench.profile()
     finally:

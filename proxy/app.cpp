@@ -201,6 +201,12 @@ void app::start(std::shared_ptr<storage::database> db) {
         so.replica = ps.replica.empty() ? default_replica_name() : ps.replica;
         spdlog::info("pins on etcd {} under {} as replica {}", fmt::join(ps.endpoints, ","),
                      ps.prefix, so.replica);
+        // Pins a single instance wrote into this data folder are not read any more: say so.
+        if (auto local = storage::rocksdb_pin_store(db).count(); local && *local > 0)
+            spdlog::warn(
+                "the data folder {} holds {} pins of the embedded store, which are not used "
+                "with pins on etcd; copy them with 'regpin pins migrate --data {} --to-etcd ...'",
+                p.settings.data_dir, *local, p.settings.data_dir);
         auto store = std::make_unique<etcd::etcd_pin_store>(eo, so);
         shared_pins = store.get();
         pin_store = std::move(store);

@@ -37,6 +37,38 @@ struct pin_change {
     std::vector<alert> alerts;
 };
 
+// Whether two versions of a pin serve alike: same digest, state and pending digest. Stores
+// compare `expected` by this (a change of anything else, like last_verified_ms, is no conflict).
+inline bool serves_alike(const pin& a, const pin& b) {
+    return a.manifest_digest == b.manifest_digest && a.state == b.state &&
+           a.pending_digest == b.pending_digest;
+}
+
+// Whether a change from `before` to `after` changes what the pin serves or its state (created,
+// removed, another digest, state or pending digest): such a change needs an event.
+inline bool serves_differently(const std::optional<pin>& before, const std::optional<pin>& after) {
+    if (before.has_value() != after.has_value()) return true;
+    return before && !serves_alike(*before, *after);
+}
+
+inline bool awaits_operator(const pin& p) { return p.state != pin_state::pinned; }
+
+// The checks every store makes of apply()'s argument before reading anything: one change per
+// key, alerts that name an event of their change, no change of what a pin serves without an
+// event. errc::ok or errc::invalid_argument.
+inline errc check_changes(const std::vector<pin_change>& changes) {
+    for (std::size_t i = 0; i < changes.size(); ++i) {
+        const auto& change = changes[i];
+        for (std::size_t j = 0; j < i; ++j)
+            if (changes[j].key == change.key) return errc::invalid_argument;
+        for (const auto& a : change.alerts)
+            if (a.event >= change.events.size()) return errc::invalid_argument;
+        if (change.events.empty() && serves_differently(change.expected, change.replacement))
+            return errc::invalid_argument;
+    }
+    return errc::ok;
+}
+
 struct pin_filter {
     std::string registry;           // empty: any
     std::string repository_prefix;  // empty: any

@@ -46,20 +46,6 @@ std::optional<pin_key> decode_pin_key(std::string_view k) {
                    std::string(k.substr(b + 1, c - b - 1)), static_cast<std::uint8_t>(k[c + 1])};
 }
 
-bool awaits_operator(const pin& p) { return p.state != pin_state::pinned; }
-
-bool same_state(const pin& a, const pin& b) {
-    return a.manifest_digest == b.manifest_digest && a.state == b.state &&
-           a.pending_digest == b.pending_digest;
-}
-
-// Whether a change from `before` to `after` changes what the pin serves or its state (created,
-// removed, another digest, state or pending digest).
-bool serves_differently(const std::optional<pin>& before, const std::optional<pin>& after) {
-    if (before.has_value() != after.has_value()) return true;
-    return before && !same_state(*before, *after);
-}
-
 // The id after the highest key of the form prefix + 8-byte id in `cf`.
 std::uint64_t next_id(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf, const std::string& prefix) {
     std::unique_ptr<rocksdb::Iterator> it(db->NewIterator({}, cf));
@@ -149,21 +135,15 @@ result<pin> rocksdb_pin_store::create_if_absent(const pin& candidate, const pin_
 result<std::vector<pin_event>> rocksdb_pin_store::apply(const std::vector<pin_change>& changes) {
     expect_may_block("pin_store::apply");
     std::lock_guard lock(write_mutex_);
+    // The invariant: what a pin serves, and its state, never change without an event.
+    if (auto bad = check_changes(changes); bad != errc::ok) return bad;
     // Every expectation is checked before anything is written: all or nothing.
     std::vector<std::optional<pin>> before;
-    for (std::size_t i = 0; i < changes.size(); ++i) {
-        const auto& change = changes[i];
-        for (std::size_t j = 0; j < i; ++j)
-            if (changes[j].key == change.key) return errc::invalid_argument;
-        for (const auto& a : change.alerts)
-            if (a.event >= change.events.size()) return errc::invalid_argument;
-        // The invariant: what a pin serves, and its state, never change without an event.
-        if (change.events.empty() && serves_differently(change.expected, change.replacement))
-            return errc::invalid_argument;
+    for (const auto& change : changes) {
         auto current = find(change.key);
         if (!current) return current.error();
         if (change.expected.has_value() != current->has_value()) return errc::conflict;
-        if (change.expected && !same_state(*change.expected, **current)) return errc::conflict;
+        if (change.expected && !serves_alike(*change.expected, **current)) return errc::conflict;
         before.push_back(std::move(*current));
     }
 

@@ -22,11 +22,6 @@ using storage::pin;
 using storage::pin_change;
 using storage::pin_event;
 
-bool same_state(const pin& a, const pin& b) {
-    return a.manifest_digest == b.manifest_digest && a.state == b.state &&
-           a.pending_digest == b.pending_digest;
-}
-
 struct tag_content {
     std::vector<pin> pins;          // every accept class, key order
     std::vector<pin_event> events;  // the tag's history, oldest first
@@ -45,7 +40,7 @@ void migrate_tag(const std::string& name, const tag_content& tag,
         if (!found) throw std::runtime_error("cannot read etcd: " + found.error().message());
         if (*found) {
             anything_there = true;
-            if (!same_state(**found, p)) {
+            if (!storage::serves_alike(**found, p)) {
                 report.conflicts.push_back(name + " (accept class " +
                                            std::to_string(p.key.accept_class) + "): etcd pins " +
                                            (*found)->manifest_digest.str() + ", this store " +

@@ -50,18 +50,6 @@ std::optional<std::uint64_t> from_hex16(std::string_view s) {
     return v;
 }
 
-bool awaits_operator(const pin& p) { return p.state != storage::pin_state::pinned; }
-
-bool same_state(const pin& a, const pin& b) {
-    return a.manifest_digest == b.manifest_digest && a.state == b.state &&
-           a.pending_digest == b.pending_digest;
-}
-
-bool serves_differently(const std::optional<pin>& before, const std::optional<pin>& after) {
-    if (before.has_value() != after.has_value()) return true;
-    return before && !same_state(*before, *after);
-}
-
 // FNV-1a: the same on every replica and every build (the check shards depend on it).
 std::uint64_t fnv1a(std::string_view s) {
     std::uint64_t h = 1469598103934665603ull;
@@ -97,8 +85,9 @@ etcd_pin_store::etcd_pin_store(options client_options, store_options store)
 
 etcd_pin_store::~etcd_pin_store() {
     stopping_ = true;
-    // Hand webhook leadership and this replica's check shard to the others at once.
-    if (auto lease = lease_.load(); lease != 0)
+    // Hand webhook leadership and this replica's check shard to the others at once (when etcd
+    // answers: a stop never waits out the timeouts of an unreachable cluster).
+    if (auto lease = lease_.load(); lease != 0 && reachable_)
         (void)client_->call_blocking("/v3/lease/revoke", json{{"ID", std::to_string(lease)}});
     client_.reset();  // joins its thread; the coroutines above end with its loop
 }
@@ -144,11 +133,11 @@ void etcd_pin_store::set_pin_locked(const std::string& encoded, std::optional<pi
     if (slot.mod_revision > revision) return;  // memory already holds something newer
     if (slot.value) {
         --pin_count_;
-        if (awaits_operator(*slot.value)) --awaiting_count_;
+        if (storage::awaits_operator(*slot.value)) --awaiting_count_;
     }
     if (value) {
         ++pin_count_;
-        if (awaits_operator(*value)) ++awaiting_count_;
+        if (storage::awaits_operator(*value)) ++awaiting_count_;
     }
     slot.value = std::move(value);
     slot.mod_revision = revision;
@@ -443,17 +432,9 @@ result<pin> etcd_pin_store::create_if_absent(const pin& candidate, const pin_eve
 }
 
 result<std::vector<pin_event>> etcd_pin_store::apply(const std::vector<pin_change>& changes) {
+    if (auto bad = storage::check_changes(changes); bad != errc::ok) return bad;
     std::vector<std::string> encoded;
-    for (std::size_t i = 0; i < changes.size(); ++i) {
-        const auto& change = changes[i];
-        for (std::size_t j = 0; j < i; ++j)
-            if (changes[j].key == change.key) return errc::invalid_argument;
-        for (const auto& a : change.alerts)
-            if (a.event >= change.events.size()) return errc::invalid_argument;
-        if (change.events.empty() && serves_differently(change.expected, change.replacement))
-            return errc::invalid_argument;
-        encoded.push_back(codec::encode_key(change.key));
-    }
+    for (const auto& change : changes) encoded.push_back(codec::encode_key(change.key));
     if (!loaded_) return errc::unavailable;
     const std::string txn_path = "/v3/kv/txn";
     bool fresh = false;  // memory was read from etcd during this call
@@ -472,7 +453,8 @@ result<std::vector<pin_event>> etcd_pin_store::apply(const std::vector<pin_chang
         for (std::size_t i = 0; i < changes.size(); ++i) {
             const auto& want = changes[i].expected;
             const auto& have = current[i].value;
-            if (want.has_value() != have.has_value() || (want && !same_state(*want, *have)))
+            if (want.has_value() != have.has_value() ||
+                (want && !storage::serves_alike(*want, *have)))
                 holds = false;
         }
         if (!holds) {

@@ -537,7 +537,7 @@ class WorkloadTest(unittest.TestCase):
 
     def test_every_container_is_hardened_and_has_requests(self):
         found = 0
-        for folder in ("central", "node-local", "node-config", "tools"):
+        for folder in ("central", "node-local", "node-config", "tools", "components/etcd"):
             for w in manifests_in(K8S / folder):
                 if w["kind"] not in WORKLOAD_KINDS:
                     continue
@@ -697,6 +697,65 @@ class ConfigCheckTest(TempDirTest):
         self.assertEqual(listen_host(config["admin"]["listen"]), "127.0.0.1")
 
 
+class SharedPinsShapesTest(TempDirTest):
+    """central-ha and node-local-shared (issue 13): regpin replicas sharing pins through the
+    3-member etcd of components/etcd."""
+
+    def etcd_objects(self) -> list[dict]:
+        return manifests_in(K8S / "components" / "etcd")
+
+    def with_patched_config(self, base: str, patch_folder: str) -> list[dict]:
+        """The base folder's objects, its ConfigMap replaced by the shape's config patch."""
+        (patch,) = [o for o in manifests_in(K8S / patch_folder) if o["kind"] == "ConfigMap"]
+        objs = [o for o in manifests_in(K8S / base)
+                if not (o["kind"] == "ConfigMap" and o["metadata"]["name"] == patch["metadata"]["name"])]
+        return objs + [patch]
+
+    def test_etcd_is_three_members_one_per_node_with_a_budget_of_one(self):
+        objs = self.etcd_objects()
+        (sts,) = [o for o in objs if o["kind"] == "StatefulSet"]
+        (svc,) = [o for o in objs if o["kind"] == "Service"]
+        (pdb,) = [o for o in objs if o["kind"] == "PodDisruptionBudget"]
+        self.assertEqual(sts["spec"]["replicas"], 3)
+        self.assertEqual(sts["spec"]["serviceName"], svc["metadata"]["name"])
+        self.assertEqual(svc["spec"]["clusterIP"], "None", "headless: one DNS name per member")
+        self.assertTrue(svc["spec"]["publishNotReadyAddresses"])
+        self.assertEqual(pdb["spec"]["minAvailable"], 2)
+        spec = pod_spec(sts)
+        self.assertIn("requiredDuringSchedulingIgnoredDuringExecution", spec["affinity"]["podAntiAffinity"])
+        ((_, etcd),) = all_containers(spec)
+        args = " ".join(etcd["args"])
+        for i in range(3):
+            self.assertIn(f"regpin-etcd-{i}=http://regpin-etcd-{i}.regpin-etcd:2380", args)
+        self.assertIn("--auto-compaction-retention", args)
+
+    def test_each_shape_points_its_regpins_at_every_etcd_member_and_passes_check_config(self):
+        for base, shape, namespace, replicas in (("central", "central-ha", "regpin", 3),
+                                                 ("node-local", "node-local-shared", "regpin-node", None)):
+            with self.subTest(shape=shape):
+                (k,) = documents(K8S / shape / "kustomization.yaml")
+                self.assertEqual(k["namespace"], namespace)
+                self.assertIn("../components/etcd", k["components"])
+                ((cfg, _, _),) = configs_from_manifests(self.with_patched_config(base, shape), shape)
+                ps = cfg.config["pin_store"]
+                self.assertEqual(ps["backend"], "etcd")
+                self.assertEqual(len(ps["endpoints"]), 3)
+                for i, e in enumerate(ps["endpoints"]):
+                    self.assertTrue(e.startswith(f"http://regpin-etcd-{i}.regpin-etcd"), e)
+                    host = e.split("//")[1].split(":")[0]
+                    if host.count(".") > 1:
+                        self.assertEqual(host.split(".")[2], namespace, "the etcd Service's namespace")
+                d = self.tmpdir()
+                config, problems = cfg.materialize(d)
+                self.assertEqual(problems, [])
+                r = check_config(config, d)
+                self.assertEqual(r.returncode, 0, f"{shape}:\n{r.stdout}{r.stderr}")
+                self.assertIn("pins on etcd", r.stdout)
+                if replicas:
+                    (patch,) = [o for o in manifests_in(K8S / shape) if o["kind"] == "StatefulSet"]
+                    self.assertEqual(patch["spec"]["replicas"], replicas)
+
+
 class KustomizeBuildTest(TempDirTest):
     """The stacks as `kubectl apply -k` would send them (kubectl carries kustomize)."""
 
@@ -723,7 +782,8 @@ class KustomizeBuildTest(TempDirTest):
                                       f"{o['kind']}/{o['metadata']['name']}")
                     if o["kind"] in WORKLOAD_KINDS:
                         for _, c in all_containers(pod_spec(o)):
-                            self.assertRegex(c["image"], r"^(regpin:|registry\.k8s\.io/pause:)")
+                            self.assertRegex(c["image"],
+                                             r"^(regpin:|registry\.k8s\.io/(pause|etcd):)")
 
     def test_default_stack_is_central_and_node_config_through_the_node_port(self):
         objs = kubectl_kustomize(K8S)

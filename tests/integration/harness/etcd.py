@@ -10,10 +10,12 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 from typing import Optional
 
-from .process import _kill, _spawn, _terminate, free_port, make_temp_dir, remove_temp_dir, tail, wait_until
+from .process import _kill, _spawn, _terminate, free_port, make_temp_dir, remove_temp_dir, run, tail, wait_until
+from .tls import ServerCert
 from .web import http_request
 
 
@@ -29,9 +31,14 @@ class EtcdCluster:
     client URL (what regpin's `pin_store.endpoints` gets). Elections are quick (heartbeat 100 ms,
     election timeout 500 ms), so a killed leader is replaced in about a second."""
 
-    def __init__(self, size: int = 3):
+    def __init__(self, size: int = 3, *, tls: Optional[ServerCert] = None, client: Optional[ServerCert] = None):
+        """With `tls` (a server certificate for 127.0.0.1) the members serve clients over HTTPS
+        and, with `client` (a client certificate from the same CA), require it of every client
+        (--client-cert-auth); the harness's own requests present it."""
         self.dir = make_temp_dir("etcd")
         self.size = size
+        self.tls = tls
+        self.client = client
         self.client_ports = [free_port() for _ in range(size)]
         self.peer_ports = [free_port() for _ in range(size)]
         self._procs: list[Optional[subprocess.Popen]] = [None] * size
@@ -44,8 +51,20 @@ class EtcdCluster:
         return f"127.0.0.1:{self.client_ports[i]}"
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
     def endpoints(self) -> list[str]:
-        return [f"http://{self.host(i)}" for i in range(self.size)]
+        return [f"{self.scheme}://{self.host(i)}" for i in range(self.size)]
+
+    def ssl_context(self) -> Optional[ssl.SSLContext]:
+        if not self.tls:
+            return None
+        ctx = self.tls.client_context()
+        if self.client:
+            ctx.load_cert_chain(self.client.cert_path, self.client.key_path)
+        return ctx
 
     def log_path(self, i: int) -> str:
         return os.path.join(self.dir, f"{self.name(i)}.log")
@@ -53,8 +72,14 @@ class EtcdCluster:
     def command(self, i: int) -> list[str]:
         cluster = ",".join(f"{self.name(j)}=http://127.0.0.1:{self.peer_ports[j]}" for j in range(self.size))
         peer = f"http://127.0.0.1:{self.peer_ports[i]}"
+        tls = []
+        if self.tls:
+            tls = [f"--cert-file={self.tls.cert_path}", f"--key-file={self.tls.key_path}"]
+            if self.client:
+                tls += [f"--trusted-ca-file={self.tls.ca_path}", "--client-cert-auth"]
         return [self.binary, f"--name={self.name(i)}", f"--data-dir={os.path.join(self.dir, self.name(i))}",
-                f"--listen-client-urls=http://{self.host(i)}", f"--advertise-client-urls=http://{self.host(i)}",
+                f"--listen-client-urls={self.scheme}://{self.host(i)}",
+                f"--advertise-client-urls={self.scheme}://{self.host(i)}", *tls,
                 f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
                 f"--initial-cluster={cluster}", "--initial-cluster-token=regpin-it",
                 "--heartbeat-interval=100", "--election-timeout=500", "--logger=zap"]
@@ -100,8 +125,11 @@ class EtcdCluster:
     # -- the JSON gateway -----------------------------------------------------------------------
 
     def call(self, i: int, path: str, body: dict, timeout: float = 3.0) -> dict:
-        resp = http_request(self.host(i), "POST", path, {"Content-Type": "application/json"},
-                            json.dumps(body).encode(), timeout=timeout)
+        headers = {"Content-Type": "application/json"}
+        if getattr(self, "token", None):
+            headers["Authorization"] = self.token
+        resp = http_request(self.host(i), "POST", path, headers, json.dumps(body).encode(), timeout=timeout,
+                            ssl_context=self.ssl_context())
         if resp.status != 200:
             raise RuntimeError(f"etcd {self.name(i)} {path}: {resp.status} {resp.body[:200]!r}")
         return json.loads(resp.body)
@@ -141,6 +169,30 @@ class EtcdCluster:
         except TimeoutError as e:
             logs = "\n".join(f"--- {self.name(i)} ---\n{tail(self.log_path(i), 2000)}" for i in range(self.size))
             raise RuntimeError(f"{e}\n{logs}") from e
+
+    def etcdctl(self, *args: str, user: Optional[str] = None) -> str:
+        """Runs etcdctl (package etcd-client) against the cluster; its output."""
+        cmd = ["etcdctl", f"--endpoints={','.join(self.endpoints)}"]
+        if self.tls:
+            cmd.append(f"--cacert={self.tls.ca_path}")
+        if self.client:
+            cmd += [f"--cert={self.client.cert_path}", f"--key={self.client.key_path}"]
+        if user:
+            cmd.append(f"--user={user}")
+        return run([*cmd, *args], env={"ETCDCTL_API": "3"}).stdout
+
+    def enable_auth(self, root_password: str, users: dict[str, tuple[str, str]]) -> None:
+        """Turns etcd's authentication on: a root user, and for each user (password, key
+        prefix) a role with read-write access to that prefix. The harness then authenticates
+        as root."""
+        self.etcdctl("user", "add", f"root:{root_password}")
+        for name, (password, prefix) in users.items():
+            self.etcdctl("user", "add", f"{name}:{password}")
+            self.etcdctl("role", "add", f"{name}-rw")
+            self.etcdctl("role", "grant-permission", f"{name}-rw", "--prefix=true", "readwrite", prefix)
+            self.etcdctl("user", "grant-role", name, f"{name}-rw")
+        self.etcdctl("auth", "enable")
+        self.token = self.call(0, "/v3/auth/authenticate", {"name": "root", "password": root_password})["token"]
 
     def kv_prefix(self, prefix: str) -> dict[bytes, bytes]:
         """Every key under `prefix` and its value, read from a running member."""

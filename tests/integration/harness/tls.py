@@ -8,7 +8,7 @@ import os
 import ssl
 import subprocess
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from .process import make_temp_dir, remove_temp_dir, run
 
@@ -50,8 +50,13 @@ class CertificateAuthority:
         return ssl.PEM_cert_to_DER_cert(Path(self.cert_path).read_text())
 
     def issue(self, name: str, *, ips: Sequence[str] = ("127.0.0.1",), dns_names: Sequence[str] = (),
-              days: int = 2) -> ServerCert:
-        """A server certificate for `ips` and `dns_names` (subjectAltName), signed by this CA."""
+              days: int = 2, usages: Sequence[str] = ("serverAuth",),
+              subject: Optional[str] = None) -> ServerCert:
+        """A server certificate for `ips` and `dns_names` (subjectAltName), signed by this CA.
+        `usages` are its extendedKeyUsage: ("clientAuth",) for a client certificate, both for
+        a server that also dials itself (etcd's gateway). `subject` replaces the default
+        "/CN=<first name>" (etcd refuses gateway requests whose client certificate has a CN
+        while its auth is on: give such a certificate "/O=...")."""
         self._serial += 1
         key = os.path.join(self.dir, f"{name}.key")
         csr = os.path.join(self.dir, f"{name}.csr")
@@ -63,10 +68,10 @@ class CertificateAuthority:
                 f"subjectAltName={','.join(sans)}\n"
                 "basicConstraints=CA:FALSE\n"
                 "keyUsage=critical,digitalSignature,keyEncipherment\n"
-                "extendedKeyUsage=serverAuth\n"
+                f"extendedKeyUsage={','.join(usages)}\n"
             )
         run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
-             "-subj", f"/CN={(list(ips) + list(dns_names))[0]}"])
+             "-subj", subject or f"/CN={(list(ips) + list(dns_names))[0]}"])
         run(["openssl", "x509", "-req", "-sha256", "-in", csr, "-CA", self.cert_path, "-CAkey", self.key_path,
              "-set_serial", str(1000 + self._serial), "-out", cert, "-days", str(days), "-extfile", ext])
         return ServerCert(cert, key, self.cert_path)
