@@ -513,3 +513,69 @@ class EtcdSecurityTest(h.LogsOnFailure):
         refused = bad.request("GET", h.with_query("/v2/app/manifests/v1", ns=upstream.host),
                               {"Accept": h.ACCEPT_ALL_MANIFESTS})
         self.assertEqual(refused.status, 503, "no pin store, no answer by tag")
+
+
+class PartitionTest(h.LogsOnFailure):
+    """One replica cut off from etcd (a TCP link the test cuts) while another changes pins and
+    etcd compacts its history: the cut-off replica serves what it holds, says it is degraded,
+    and when the link returns its watch resumes, finds the revisions it missed compacted, and
+    reloads every pin."""
+
+    def test_a_replica_cut_off_from_etcd_catches_up_after_a_compaction(self):
+        etcd = h.EtcdCluster(1).start()
+        self.addCleanup(etcd.close)
+        link = h.CuttableProxy(etcd.host(0))
+        self.addCleanup(link.close)
+        upstream = h.Registry("partition").start()
+        self.addCleanup(upstream.close)
+        layout = h.OciLayout(tempfile.mkdtemp(prefix="regpin-it-layout-"))
+        self.addCleanup(h.remove_temp_dir, str(layout.path))
+        a = h.make_image(layout, "a", seed="partition-a")
+        b = h.make_image(layout, "b", seed="partition-b")
+        h.push(layout, "app:v1", upstream, source_tag="a")
+        h.push(layout, "other:v1", upstream, source_tag="b")
+
+        def replica(endpoint: str) -> h.Regpin:
+            r = h.Regpin([h.Upstream.of(upstream.host, upstream)], admin_tokens=[h.AdminToken("ops", TOKEN)],
+                         pin_checks=h.PinChecks(revalidate_after_s=3600, sweep_interval_s=86400),
+                         settings={"pin_content": "none",
+                                   "pin_store": {"backend": "etcd", "endpoints": [endpoint], "timeout_ms": 500}})
+            self.addCleanup(r.close)
+            return r.start()
+
+        cut_off = replica(f"http://{link.host}")
+        direct = replica(etcd.endpoints[0])
+
+        def served(r: h.Regpin, repo: str) -> Optional[str]:
+            resp = r.request("GET", h.with_query(f"/v2/{repo}/manifests/v1", ns=upstream.host),
+                             {"Accept": h.ACCEPT_ALL_MANIFESTS})
+            return resp.header("Docker-Content-Digest") if resp.status == 200 else None
+
+        self.assertEqual(served(cut_off, "app"), a.digest)
+        h.wait_until(lambda: served(direct, "app") == a.digest, timeout=5, message="the pin on both")
+
+        link.cut()
+        h.wait_until(lambda: cut_off.admin_request("GET", "/readyz", token=None).json()["status"] == "degraded",
+                     timeout=20, message="the cut-off replica says it is degraded")
+        self.assertEqual(direct.admin_request("GET", "/readyz", token=None).json()["status"], "ready")
+        self.assertEqual(served(cut_off, "app"), a.digest, "served from memory")
+
+        # Meanwhile, through the other replica: a re-point approved, a new pin, then compaction.
+        h.push(layout, "app:v1", upstream, source_tag="b")
+        target = {"registry": upstream.host, "repository": "app", "tag": "v1"}
+        self.assertEqual(direct.admin_request("POST", "/api/v1/pin/check", target).status, 200)
+        self.assertEqual(direct.admin_request("POST", "/api/v1/pin/approve", target).status, 200)
+        self.assertEqual(served(direct, "other"), b.digest)
+        revision = int(etcd.status(0)["header"]["revision"])
+        etcd.call(0, "/v3/kv/compaction", {"revision": str(revision), "physical": True})
+
+        link.restore()
+        h.wait_until(lambda: served(cut_off, "app") == b.digest, timeout=30, interval=0.05,
+                     message="the cut-off replica serves the approval made while it was cut off")
+        h.wait_until(lambda: cut_off.admin_request("GET", "/readyz", token=None).json()["status"] == "ready",
+                     timeout=20, message="ready again")
+        self.assertIn("compacted past revision", cut_off.log(), "it reloaded every pin")
+        self.assertEqual(served(cut_off, "other"), b.digest, "the pin made meanwhile, not a new one")
+        history = cut_off.admin_request("GET", "/api/v1/pin?" + urllib.parse.urlencode(
+            {"registry": upstream.host, "repository": "other", "tag": "v1"})).json()["history"]
+        self.assertEqual([e["type"] for e in history], ["pinned"])

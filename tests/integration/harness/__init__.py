@@ -30,7 +30,8 @@ One module per concern; each imports only modules listed above it:
 - `images`: media types, `ACCEPT_ALL_MANIFESTS`, `sha256_digest`, `Image`, `OciLayout`,
   `make_image`, `make_large_image`.
 - `tls`: `CertificateAuthority`, `ServerCert`.
-- `scripted`: `ScriptedHTTPServer`, `RecordedRequest`, `Reply`, `SilentServer`.
+- `scripted`: `ScriptedHTTPServer`, `RecordedRequest`, `Reply`, `SilentServer`,
+  `CuttableProxy` (a TCP link a test can cut and restore).
 - `auth`: `basic_auth`, `parse_basic_auth`, `parse_www_authenticate`, `write_htpasswd`,
   `TokenServer`, `Grant`, `TokenRequest`.
 - `registry`: `Registry`, `AccessLogEntry`.
@@ -79,7 +80,7 @@ from .images import (
     sha256_digest,
 )
 from .tls import CertificateAuthority, ServerCert
-from .scripted import RecordedRequest, Reply, ScriptedHTTPServer, SilentServer
+from .scripted import CuttableProxy, RecordedRequest, Reply, ScriptedHTTPServer, SilentServer
 from .auth import (
     Grant,
     TokenRequest,
@@ -118,7 +119,7 @@ __all__ = [
     # tls
     "CertificateAuthority", "ServerCert",
     # scripted
-    "RecordedRequest", "Reply", "ScriptedHTTPServer", "SilentServer",
+    "CuttableProxy", "RecordedRequest", "Reply", "ScriptedHTTPServer", "SilentServer",
     # auth
     "Grant", "TokenRequest", "TokenServer", "basic_auth", "parse_basic_auth",
     "parse_www_authenticate", "write_htpasswd",
