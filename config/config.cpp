@@ -96,6 +96,20 @@ std::optional<std::string> read_secret(const json& j, const std::string& path, c
     return std::nullopt;
 }
 
+// username with password (or password_file, password_env): both or neither.
+void read_credentials(const json& j, const std::string& path, std::string& username,
+                      std::string& password) {
+    if (j.contains("username")) username = get_string(j, "username", path + ".username");
+    auto secret = read_secret(j, path, "password", "password_file", "password_env");
+    if (secret && username.empty())
+        throw config_error(path + ".username", "is required when a password is set");
+    if (!username.empty() && !secret)
+        throw config_error(path,
+                           "username is set but none of password, password_file, "
+                           "password_env is");
+    if (secret) password = *secret;
+}
+
 // A registry name as clients write it: host, optionally ":port". Lower-case DNS characters.
 bool valid_registry_name(const std::string& r) {
     if (r.empty() || r.size() > 255) return false;
@@ -153,15 +167,7 @@ upstream parse_upstream(const json& j, const std::string& path) {
         if (!probe) throw config_error(path + ".ca_file", "cannot read file '" + u.ca_file + "'");
     }
     if (j.contains("tls_verify")) u.tls_verify = get_bool(j, "tls_verify", path + ".tls_verify");
-    if (j.contains("username")) u.username = get_string(j, "username", path + ".username");
-    auto password = read_secret(j, path, "password", "password_file", "password_env");
-    if (password && u.username.empty())
-        throw config_error(path + ".username", "is required when a password is set");
-    if (!u.username.empty() && !password)
-        throw config_error(path,
-                           "username is set but none of password, password_file, "
-                           "password_env is");
-    if (password) u.password = *password;
+    read_credentials(j, path, u.username, u.password);
     if (j.contains("connect_timeout_ms"))
         u.connect_timeout = std::chrono::milliseconds(
             get_int(j, "connect_timeout_ms", path + ".connect_timeout_ms", 1, 600000));
@@ -321,15 +327,7 @@ pin_store_settings parse_pin_store(const json& j, const std::string& path) {
     if (j.contains("key_file")) p.key_file = get_string(j, "key_file", path + ".key_file");
     if (p.cert_file.empty() != p.key_file.empty())
         throw config_error(path + ".cert_file", "and key_file go together");
-    if (j.contains("username")) p.username = get_string(j, "username", path + ".username");
-    auto password = read_secret(j, path, "password", "password_file", "password_env");
-    if (password && p.username.empty())
-        throw config_error(path + ".username", "is required when a password is set");
-    if (!p.username.empty() && !password)
-        throw config_error(path,
-                           "username is set but none of password, password_file, "
-                           "password_env is");
-    if (password) p.password = *password;
+    read_credentials(j, path, p.username, p.password);
     if (j.contains("timeout_ms"))
         p.timeout =
             std::chrono::milliseconds(get_int(j, "timeout_ms", path + ".timeout_ms", 100, 60000));

@@ -188,14 +188,7 @@ void app::start(std::shared_ptr<storage::database> db) {
     etcd::etcd_pin_store* shared_pins = nullptr;
     if (p.settings.pin_store.backend == "etcd") {
         const auto& ps = p.settings.pin_store;
-        etcd::options eo;
-        eo.endpoints = ps.endpoints;
-        eo.ca_file = ps.ca_file;
-        eo.cert_file = ps.cert_file;
-        eo.key_file = ps.key_file;
-        eo.username = ps.username;
-        eo.password = ps.password;
-        eo.timeout = ps.timeout;
+        auto eo = etcd::options_from(ps);
         etcd::store_options so;
         so.prefix = ps.prefix;
         so.replica = ps.replica.empty() ? default_replica_name() : ps.replica;

@@ -202,26 +202,30 @@ result<void> rocksdb_pin_store::touch_verified(const pin_key& key, std::int64_t 
     return {};
 }
 
+rocksdb_pin_store::key_range rocksdb_pin_store::list_range(const pin_filter& filter) {
+    key_range r;
+    if (!filter.registry.empty()) {
+        r.prefix = filter.registry;
+        r.prefix.push_back('\0');
+        r.prefix += filter.repository_prefix;
+    }
+    // Keys compare bytewise, like std::string: start at the later of prefix and cursor.
+    r.start = r.prefix;
+    if (filter.after) {
+        auto after = encode_key(*filter.after);
+        if (after >= r.start) {
+            r.start = std::move(after);
+            r.after_cursor = true;
+        }
+    }
+    return r;
+}
+
 result<std::vector<pin>> rocksdb_pin_store::list(const pin_filter& filter) const {
     expect_may_block("pin_store::list");
     std::vector<pin> out;
-    std::string prefix;
-    if (!filter.registry.empty()) {
-        prefix = filter.registry;
-        prefix.push_back('\0');
-        prefix += filter.repository_prefix;
-    }
+    auto [prefix, start, after_cursor] = list_range(filter);
     std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, db_->pins()));
-    // Keys compare bytewise, like std::string: start at the later of prefix and cursor.
-    std::string start = prefix;
-    bool after_cursor = false;
-    if (filter.after) {
-        auto after = encode_key(*filter.after);
-        if (after >= start) {
-            start = std::move(after);
-            after_cursor = true;
-        }
-    }
     it->Seek(start);
     if (after_cursor && it->Valid() && it->key() == start) it->Next();
     for (; out.size() < filter.limit && it->Valid() && it->key().starts_with(prefix); it->Next()) {

@@ -46,6 +46,14 @@ public:
     static std::optional<pin_key> decode_key(std::string_view k);
     // registry \0 repository \0 tag \0: the prefix of every class of one tag.
     static std::string tag_prefix(const pin_key& key);
+    // The encoded keys a listing covers: those starting with `prefix`, from `start` on
+    // (`start` itself excluded when it is the filter's cursor).
+    struct key_range {
+        std::string prefix;
+        std::string start;
+        bool after_cursor = false;
+    };
+    static key_range list_range(const pin_filter& filter);
 
 private:
     std::shared_ptr<database> db_;

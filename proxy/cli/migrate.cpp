@@ -145,14 +145,7 @@ int migrate_command(int argc, char** argv) {
     storage::rocksdb_pin_store from(*db);
 
     spdlog::set_level(spdlog::level::warn);
-    etcd::options eo;
-    eo.endpoints = ps.endpoints;
-    eo.ca_file = ps.ca_file;
-    eo.cert_file = ps.cert_file;
-    eo.key_file = ps.key_file;
-    eo.username = ps.username;
-    eo.password = ps.password;
-    eo.timeout = ps.timeout;
+    auto eo = etcd::options_from(ps);
     etcd::store_options so;
     so.prefix = ps.prefix;
     so.replica = "migrate";

@@ -28,6 +28,18 @@ storage::result<json> failure(storage::errc e) {
 }
 }  // namespace
 
+options options_from(const config::pin_store_settings& settings) {
+    options o;
+    o.endpoints = settings.endpoints;
+    o.ca_file = settings.ca_file;
+    o.cert_file = settings.cert_file;
+    o.key_file = settings.key_file;
+    o.username = settings.username;
+    o.password = settings.password;
+    o.timeout = settings.timeout;
+    return o;
+}
+
 std::string b64(std::string_view bytes) {
     std::string out(4 * ((bytes.size() + 2) / 3), '\0');
     auto n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),

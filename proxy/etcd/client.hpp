@@ -26,6 +26,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <nlohmann/json.hpp>
 
+#include "config/config.hpp"
 #include "storage/errors.hpp"
 
 namespace regpin::proxy::etcd {
@@ -42,6 +43,9 @@ struct options {
     // no heartbeat over the gateway, and a silent stream may be a dead peer).
     std::chrono::milliseconds watch_idle{10000};
 };
+
+// The client options a config's pin_store names (endpoints, TLS, credentials, timeout).
+options options_from(const config::pin_store_settings& settings);
 
 // base64 as the gateway encodes keys and values.
 std::string b64(std::string_view bytes);

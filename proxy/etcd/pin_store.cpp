@@ -181,10 +181,11 @@ void etcd_pin_store::absorb_locked(const key_value& kv, bool deleted, std::int64
         leader_ = deleted ? std::string() : kv.value;
         leader_lease_ = deleted ? 0 : kv.lease;
     } else if (rest == "seq") {
-        if (seq_.mod_revision > revision) return;
+        if (seq_.seen_at > revision) return;
         sequence s;
-        s.mod_revision = revision;
+        s.seen_at = revision;
         if (!deleted) {
+            s.mod_revision = kv.mod_revision;
             auto j = json::parse(kv.value, nullptr, false);
             if (!j.is_object()) {
                 spdlog::error("pin store: etcd key {}seq is unreadable; ignored", p);
@@ -541,8 +542,12 @@ result<std::vector<pin_event>> etcd_pin_store::apply(const std::vector<pin_chang
             else
                 absorb_locked(t->ranges[i].kvs[0], false, t->ranges[i].kvs[0].mod_revision);
         }
-        if (t->ranges.size() == encoded.size() + 1 && !t->ranges.back().kvs.empty())
-            absorb_locked(t->ranges.back().kvs[0], false, t->ranges.back().kvs[0].mod_revision);
+        if (t->ranges.size() == encoded.size() + 1) {
+            if (t->ranges.back().kvs.empty())
+                absorb_locked({seq_key, "", 0, 0, 0}, true, t->revision);
+            else
+                absorb_locked(t->ranges.back().kvs[0], false, t->ranges.back().kvs[0].mod_revision);
+        }
         fresh = true;
     }
     return errc::conflict;
@@ -573,21 +578,7 @@ result<void> etcd_pin_store::touch_verified(const pin_key& key, std::int64_t whe
 result<std::vector<pin>> etcd_pin_store::list(const storage::pin_filter& filter) const {
     if (!loaded_) return errc::unavailable;
     std::vector<pin> out;
-    std::string prefix;
-    if (!filter.registry.empty()) {
-        prefix = filter.registry;
-        prefix.push_back('\0');
-        prefix += filter.repository_prefix;
-    }
-    std::string start = prefix;
-    bool after_cursor = false;
-    if (filter.after) {
-        auto after = codec::encode_key(*filter.after);
-        if (after >= start) {
-            start = std::move(after);
-            after_cursor = true;
-        }
-    }
+    auto [prefix, start, after_cursor] = codec::list_range(filter);
     std::shared_lock lock(mutex_);
     auto it = pins_.lower_bound(start);
     if (after_cursor && it != pins_.end() && it->first == start) ++it;

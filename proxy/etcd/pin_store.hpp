@@ -103,7 +103,8 @@ private:
         std::int64_t mod_revision = 0;
     };
     struct sequence {
-        std::int64_t mod_revision = 0;
+        std::int64_t seen_at = 0;       // the revision this picture of the key is from
+        std::int64_t mod_revision = 0;  // the key's own; 0 while it does not exist
         std::string raw;
         std::uint64_t last_event = 0;
         std::uint64_t last_outbox = 0;

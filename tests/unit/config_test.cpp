@@ -162,3 +162,39 @@ TEST(Config, AnEmptyKeyIsNamedInTheError) {
     EXPECT_EQ(failing_key(R"({"": 1})"), "\"\"");
     EXPECT_EQ(failing_key(R"({"admin": {"": 1}})"), "admin.\"\"");
 }
+
+TEST(Config, PinStoreDefaultsToEmbeddedAndParsesEtcd) {
+    EXPECT_EQ(load_json("{}").pin_store.backend, "embedded");
+    auto s = load_json(
+        R"({"pin_store":{"backend":"etcd","endpoints":["http://10.0.0.1:2379","https://e:2379"],
+            "prefix":"/fleet","timeout_ms":500,"replica":"r1","username":"regpin","password":"pw"}})");
+    EXPECT_EQ(s.pin_store.backend, "etcd");
+    ASSERT_EQ(s.pin_store.endpoints.size(), 2u);
+    EXPECT_EQ(s.pin_store.endpoints[1], "https://e:2379");
+    EXPECT_EQ(s.pin_store.prefix, "/fleet/") << "a prefix always ends with '/'";
+    EXPECT_EQ(s.pin_store.timeout.count(), 500);
+    EXPECT_EQ(s.pin_store.replica, "r1");
+    EXPECT_EQ(s.pin_store.password, "pw");
+}
+
+TEST(Config, PinStoreErrorsNameTheKey) {
+    EXPECT_EQ(failing_key(R"({"pin_store":{"backend":"consul"}})"), "pin_store.backend");
+    EXPECT_EQ(failing_key(R"({"pin_store":{"backend":"etcd"}})"), "pin_store.endpoints");
+    EXPECT_EQ(failing_key(R"({"pin_store":{"backend":"etcd","endpoints":["10.0.0.1:2379"]}})"),
+              "pin_store.endpoints[0]");
+    EXPECT_EQ(failing_key(R"({"pin_store":{"backend":"etcd","endpoints":["http://u:p@e:2379"]}})"),
+              "pin_store.endpoints[0]");
+    EXPECT_EQ(failing_key(R"({"pin_store":{"prefix":"regpin"}})"), "pin_store.prefix");
+    EXPECT_EQ(failing_key(R"({"pin_store":{"cert_file":"/c.pem"}})"), "pin_store.cert_file");
+    EXPECT_EQ(failing_key(R"({"pin_store":{"password":"pw"}})"), "pin_store.username");
+    EXPECT_EQ(failing_key(R"({"pin_store":{"endpoint":"http://e:2379"}})"), "pin_store.endpoint");
+}
+
+TEST(Config, EtcdFlagSplitsAtCommas) {
+    auto e = regpin::config::parse_etcd_flag("http://a:2379,,https://b:2379");
+    ASSERT_EQ(e.size(), 2u);
+    EXPECT_EQ(e[0], "http://a:2379");
+    EXPECT_EQ(e[1], "https://b:2379");
+    EXPECT_THROW(regpin::config::parse_etcd_flag(""), config_error);
+    EXPECT_THROW(regpin::config::parse_etcd_flag("a:2379"), config_error);
+}

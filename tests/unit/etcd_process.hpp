@@ -3,6 +3,7 @@
 // use on free loopback ports in a temporary data folder, stopped at exit. Tests share it and
 // keep apart by key prefix.
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
@@ -80,8 +81,16 @@ private:
         std::vector<char*> argv;
         for (auto& a : args) argv.push_back(a.data());
         argv.push_back(nullptr);
-        if (::posix_spawn(&pid_, etcd.c_str(), nullptr, nullptr, argv.data(), environ) != 0)
-            throw std::runtime_error("cannot start " + etcd);
+        // Its own chatter (gRPC warnings at shutdown) goes to its log, not the test's output.
+        auto log = (dir_.path() / "etcd.out").string();
+        posix_spawn_file_actions_t files;
+        posix_spawn_file_actions_init(&files);
+        posix_spawn_file_actions_addopen(&files, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND,
+                                         0600);
+        posix_spawn_file_actions_adddup2(&files, 1, 2);
+        auto spawned = ::posix_spawn(&pid_, etcd.c_str(), &files, nullptr, argv.data(), environ);
+        posix_spawn_file_actions_destroy(&files);
+        if (spawned != 0) throw std::runtime_error("cannot start " + etcd);
         proxy::etcd::client c(
             {.endpoints = {endpoint_}, .timeout = std::chrono::milliseconds(500)});
         auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
