@@ -40,7 +40,11 @@ public:
     }
     std::optional<storage::digest> digest(const char* key, bool required = true) const {
         auto s = text(key, required);
-        if (s.empty()) return std::nullopt;
+        if (s.empty()) {
+            // "digest": "" is as missing as no digest (found by tests/fuzz/bundle_fuzz).
+            if (required) fail(std::string("\"") + key + "\" is empty");
+            return std::nullopt;
+        }
         auto d = storage::digest::parse(s);
         if (!d) fail(std::string("\"") + key + "\" is not a digest: '" + s + "'");
         return d;

@@ -157,6 +157,9 @@ TEST(BundlePinsFile, EveryBadEntryIsRefusedWithItsName) {
          "not a digest"},
         {R"({"registry":"docker.io","repository":"library/x","tag":1,"digest":"x"})",
          "\"tag\" is not a string"},
+        // Found by the fuzzer: an empty required digest was dereferenced as if present.
+        {R"({"registry":"docker.io","repository":"library/x","tag":"1","digest":""})",
+         "\"digest\" is empty"},
         {"[]", "pins[1]: is not an object"},
         {good, "the same tag and accept class twice"},
     };
