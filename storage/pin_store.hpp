@@ -90,8 +90,21 @@ public:
     // Records `candidate` with `event` (its history's first entry) only if no pin exists yet:
     // first writer wins. Returns the pin that holds after the call: `candidate`, or the older
     // one. errc::conflict when the key had a pin that vanished meanwhile (retry).
-    [[nodiscard]] virtual result<pin> create_if_absent(const pin& candidate,
-                                                       const pin_event& event) = 0;
+    // Every backend's: an apply() that expects no pin, then a read of the one that holds.
+    [[nodiscard]] result<pin> create_if_absent(const pin& candidate, const pin_event& event) {
+        pin_change change;
+        change.key = candidate.key;
+        change.replacement = candidate;
+        change.events.push_back(event);
+        auto applied = apply(change);
+        if (applied) return candidate;
+        if (applied.error() != errc::conflict) return applied.error();
+        // Another writer pinned it first (a backend's apply reads it afresh): its pin holds.
+        auto existing = find(candidate.key);
+        if (!existing) return existing.error();
+        if (!*existing) return errc::conflict;  // unpinned in between: let the caller retry
+        return std::move(**existing);
+    }
 
     // Applies every change if every stored pin still matches its change's `expected`;
     // errc::conflict otherwise, and nothing is written. A change of what a pin serves or of

@@ -118,20 +118,6 @@ result<std::optional<pin>> rocksdb_pin_store::find(const pin_key& key, read_mode
     return std::optional<pin>{std::move(*p)};
 }
 
-result<pin> rocksdb_pin_store::create_if_absent(const pin& candidate, const pin_event& event) {
-    pin_change change;
-    change.key = candidate.key;
-    change.replacement = candidate;
-    change.events.push_back(event);
-    auto applied = apply(change);
-    if (applied) return candidate;
-    if (applied.error() != errc::conflict) return applied.error();
-    auto existing = find(candidate.key);
-    if (!existing) return existing.error();
-    if (!*existing) return errc::conflict;  // unpinned in between: let the caller retry
-    return std::move(**existing);
-}
-
 result<std::vector<pin_event>> rocksdb_pin_store::apply(const std::vector<pin_change>& changes) {
     expect_may_block("pin_store::apply");
     std::lock_guard lock(write_mutex_);

@@ -21,7 +21,6 @@ public:
 
     result<std::optional<pin>> find(const pin_key& key,
                                     read_mode mode = read_mode::may_block) const override;
-    result<pin> create_if_absent(const pin& candidate, const pin_event& event) override;
     using pin_store::apply;
     result<std::vector<pin_event>> apply(const std::vector<pin_change>& changes) override;
     result<void> touch_verified(const pin_key& key, std::int64_t when_ms) override;

@@ -199,11 +199,6 @@ void etcd_pin_store::absorb_locked(const key_value& kv, bool deleted, std::int64
     }
 }
 
-struct etcd_pin_store::snapshot {
-    std::int64_t revision = 0;
-    std::vector<key_value> kvs;
-};
-
 asio::awaitable<bool> etcd_pin_store::relist() {
     // Every key under the prefix but the history (events, history index): pins, outbox,
     // members, leader, seq. One revision for all pages, so the picture is consistent.
@@ -404,32 +399,23 @@ result<void> etcd_pin_store::refresh(const std::vector<std::string>& encoded) {
     auto t = parse_txn(*answer);
     if (!t || t->ranges.size() != encoded.size() + 1) return errc::corruption;
     std::unique_lock lock(mutex_);
-    for (std::size_t i = 0; i < encoded.size(); ++i) {
-        if (t->ranges[i].kvs.empty())
-            set_pin_locked(encoded[i], std::nullopt, t->revision);
-        else
-            absorb_locked(t->ranges[i].kvs[0], false, t->ranges[i].kvs[0].mod_revision);
-    }
-    if (t->ranges.back().kvs.empty())
-        absorb_locked({store_.prefix + "seq", "", 0, 0, 0}, true, t->revision);
-    else
-        absorb_locked(t->ranges.back().kvs[0], false, t->ranges.back().kvs[0].mod_revision);
+    absorb_read_back_locked(encoded, *t);
     return {};
 }
 
-result<pin> etcd_pin_store::create_if_absent(const pin& candidate, const pin_event& event) {
-    pin_change change;
-    change.key = candidate.key;
-    change.replacement = candidate;
-    change.events.push_back(event);
-    auto applied = apply(change);
-    if (applied) return candidate;
-    if (applied.error() != errc::conflict) return applied.error();
-    // Another replica pinned it first (apply read it afresh): its digest wins.
-    auto existing = find(candidate.key);
-    if (!existing) return existing.error();
-    if (!*existing) return errc::conflict;  // unpinned in between: let the caller retry
-    return std::move(**existing);
+void etcd_pin_store::absorb_read_back_locked(const std::vector<std::string>& encoded,
+                                             const txn_result& t) {
+    if (t.ranges.size() != encoded.size() + 1) return;
+    for (std::size_t i = 0; i < encoded.size(); ++i) {
+        if (t.ranges[i].kvs.empty())
+            set_pin_locked(encoded[i], std::nullopt, t.revision);
+        else
+            absorb_locked(t.ranges[i].kvs[0], false, t.ranges[i].kvs[0].mod_revision);
+    }
+    if (t.ranges.back().kvs.empty())
+        absorb_locked({store_.prefix + "seq", "", 0, 0, 0}, true, t.revision);
+    else
+        absorb_locked(t.ranges.back().kvs[0], false, t.ranges.back().kvs[0].mod_revision);
 }
 
 result<std::vector<pin_event>> etcd_pin_store::apply(const std::vector<pin_change>& changes) {
@@ -536,18 +522,7 @@ result<std::vector<pin_event>> etcd_pin_store::apply(const std::vector<pin_chang
         }
         // Something changed meanwhile: take what etcd holds now and try again (only the
         // sequence moved: another tag's write; a pin moved: the expectation decides).
-        for (std::size_t i = 0; i < encoded.size() && i < t->ranges.size(); ++i) {
-            if (t->ranges[i].kvs.empty())
-                set_pin_locked(encoded[i], std::nullopt, t->revision);
-            else
-                absorb_locked(t->ranges[i].kvs[0], false, t->ranges[i].kvs[0].mod_revision);
-        }
-        if (t->ranges.size() == encoded.size() + 1) {
-            if (t->ranges.back().kvs.empty())
-                absorb_locked({seq_key, "", 0, 0, 0}, true, t->revision);
-            else
-                absorb_locked(t->ranges.back().kvs[0], false, t->ranges.back().kvs[0].mod_revision);
-        }
+        absorb_read_back_locked(encoded, *t);
         fresh = true;
     }
     return errc::conflict;

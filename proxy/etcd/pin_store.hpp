@@ -60,8 +60,6 @@ public:
     storage::result<std::optional<storage::pin>> find(
         const storage::pin_key& key,
         storage::read_mode mode = storage::read_mode::may_block) const override;
-    storage::result<storage::pin> create_if_absent(const storage::pin& candidate,
-                                                   const storage::pin_event& event) override;
     using pin_store::apply;
     storage::result<std::vector<storage::pin_event>> apply(
         const std::vector<storage::pin_change>& changes) override;
@@ -109,7 +107,6 @@ private:
         std::uint64_t last_event = 0;
         std::uint64_t last_outbox = 0;
     };
-    struct snapshot;
 
     std::string pin_key_of(const std::string& encoded) const;
     // Takes a key's state as etcd reported it at `revision` (newer than what memory holds).
@@ -119,6 +116,8 @@ private:
                         std::int64_t revision);
     // Reads the pins named (encoded keys) and P seq afresh into memory.
     storage::result<void> refresh(const std::vector<std::string>& encoded);
+    // Takes a transaction's ranges of those pins, then of P seq, into memory.
+    void absorb_read_back_locked(const std::vector<std::string>& encoded, const txn_result& t);
     void mark(bool reachable);
 
     boost::asio::awaitable<bool> relist();

@@ -96,13 +96,14 @@ asio::awaitable<void> scheduler::state::background_check(pin_key key, std::size_
 }
 
 scheduler::state::schedule_outcome scheduler::state::try_schedule(const pin& p, std::size_t ui) {
-    // Replicas sharing pins (etcd) split the checks: another replica checks this one.
-    if (!records.checks_here(p.key)) return schedule_outcome::not_due;
     auto policy = policies.for_key(p.key);
     auto age_ms = storage::now_ms() - p.last_verified_ms;
     if (age_ms <
         std::chrono::duration_cast<std::chrono::milliseconds>(policy.revalidate_after).count())
         return schedule_outcome::not_due;
+    // Replicas sharing pins (etcd) split the checks: another replica checks this one. Asked
+    // only of due pins, so a request for a fresh pin never pays for the lookup.
+    if (!records.checks_here(p.key)) return schedule_outcome::not_due;
     {
         std::lock_guard lock(mutex);
         if (std::chrono::steady_clock::now() < paused_until[ui])
