@@ -10,6 +10,7 @@
 #include "proxy/admin/metrics.hpp"
 #include "proxy/admin/webhooks.hpp"
 #include "proxy/cache/blob_fetcher.hpp"
+#include "proxy/cache/manifest_fetcher.hpp"
 #include "proxy/etcd/pin_store.hpp"
 #include "proxy/http/listener.hpp"
 #include "proxy/pins/actions.hpp"
@@ -77,6 +78,7 @@ struct app::parts {
     std::unique_ptr<store::facade> stores;
     std::unique_ptr<upstream::upstreams> upstreams;
     std::unique_ptr<cache::blob_fetcher> fetcher;
+    std::unique_ptr<cache::manifest_fetcher> manifests;
     std::unique_ptr<pins::closure_keeper> closure;
     std::unique_ptr<pins::policy_table> policies;
     std::unique_ptr<pins::writer> writer;
@@ -209,19 +211,22 @@ void app::start(std::shared_ptr<storage::database> db) {
     p.stores = std::make_unique<store::facade>(db, std::move(pin_store));
     p.upstreams = std::make_unique<upstream::upstreams>(ex, p.settings, observe);
     p.fetcher = std::make_unique<cache::blob_fetcher>(ex, p.stores->content());
+    p.manifests = std::make_unique<cache::manifest_fetcher>(ex, p.stores->content());
     p.closure = std::make_unique<pins::closure_keeper>(
-        ex, p.settings, *p.upstreams, p.stores->content(), *p.fetcher,
+        ex, p.settings, *p.upstreams, p.stores->content(), *p.manifests, *p.fetcher,
         [pp](std::string_view result) { pp->closure_walks->with({std::string(result)}).inc(); });
     p.policies = std::make_unique<pins::policy_table>(p.settings);
     p.writer = std::make_unique<pins::writer>(p.stores->pins(), hooks);
-    p.checker = std::make_unique<pins::checker>(p.settings, *p.policies, *p.upstreams,
-                                                p.stores->pins(), *p.fetcher, *p.writer);
+    p.checker =
+        std::make_unique<pins::checker>(p.settings, *p.policies, *p.upstreams, p.stores->pins(),
+                                        *p.manifests, *p.fetcher, *p.writer);
     p.scheduler = std::make_unique<pins::scheduler>(ex, p.settings, *p.policies, *p.upstreams,
                                                     p.stores->pins(), *p.checker);
     p.actions = std::make_unique<pins::actions>(p.settings, *p.upstreams, p.stores->pins(),
-                                                p.stores->content(), *p.writer);
-    p.service = std::make_unique<registry::service>(p.settings, *p.upstreams, *p.stores, *p.fetcher,
-                                                    *p.writer, *p.scheduler, *p.checker);
+                                                *p.manifests, *p.writer);
+    p.service =
+        std::make_unique<registry::service>(ex, p.settings, *p.upstreams, *p.stores, *p.manifests,
+                                            *p.fetcher, *p.writer, *p.scheduler, *p.checker);
     auto* pins = &p.stores->pins();
     // O(1) counts kept by the pin store: a scrape reads no storage.
     p.metrics.gauge("regpin_pins", "Pins stored").set_callback([pins] {

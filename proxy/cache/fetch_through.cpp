@@ -2,7 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "proxy/upstream/fetch.hpp"
+#include "storage/errors.hpp"
 
 namespace regpin::proxy::cache {
 
@@ -13,17 +13,15 @@ oci::error storage_error(const char* what) {
     return {oci::error_code::unknown, std::string("cache storage failure while ") + what};
 }
 
-asio::awaitable<oci::result<found_manifest>> manifest_by_digest(
-    store::content& content, upstream::registry_client& client, std::string repository,
-    storage::digest d, std::string accept, std::size_t max_bytes) {
-    auto cached = co_await content.find_manifest(d);
-    if (!cached) co_return storage_error("reading a manifest");
-    if (*cached) co_return found_manifest{std::move(**cached), true};
-    auto got = co_await upstream::fetch_manifest(client, repository, d.str(), accept, max_bytes);
-    if (!got) co_return got.error();
-    auto stored = co_await content.put_manifest(got->digest, got->manifest);
-    if (!stored) co_return storage_error("storing a manifest");
-    co_return found_manifest{std::move(got->manifest), false};
+oci::error storage_error(const char* what, const boost::system::error_code& ec) {
+    if (ec != storage::errc::unavailable) return storage_error(what);
+    // Never a local decision another replica could contradict: the client retries later.
+    spdlog::warn("pin store unreachable while {}: 503", what);
+    oci::error e{oci::error_code::unavailable,
+                 std::string("the pin store (etcd) cannot be reached while ") + what +
+                     "; this tag has no pin in memory yet, so it cannot be answered"};
+    e.retry_after_s = 5;
+    return e;
 }
 
 asio::awaitable<std::optional<std::string>> small_blob(blob_fetcher& fetcher,

@@ -31,6 +31,9 @@ struct error {
     std::string message;
     // A JSON object with specifics (e.g. the digests of a rejected tag); empty gives {}.
     std::string detail_json;
+    // Sent as Retry-After when not 0: the refusal is temporary (regpin's own limits, the pin
+    // store unreachable, the upstream's quota).
+    unsigned retry_after_s = 0;
 
     // HTTP status per the distribution error registry (protocol.md): 400, 404, 405, ...
     unsigned status() const;

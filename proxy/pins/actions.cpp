@@ -36,11 +36,12 @@ pin_event operator_event(storage::event_type type, const storage::pin_key& key,
 }  // namespace
 
 actions::actions(const config::settings& settings, upstream::upstreams& upstreams,
-                 store::pin_records& records, store::content& content, pins::writer& writer)
+                 store::pin_records& records, cache::manifest_fetcher& manifests,
+                 pins::writer& writer)
     : settings_(settings),
       upstreams_(upstreams),
       records_(records),
-      content_(content),
+      manifests_(manifests),
       writer_(writer) {}
 
 asio::awaitable<oci::result<storage::manifest>> actions::manifest(std::size_t ui,
@@ -48,8 +49,8 @@ asio::awaitable<oci::result<storage::manifest>> actions::manifest(std::size_t ui
                                                                   const storage::digest& d) {
     const std::string accept = oci::accept_for_class(oci::accepts_all);
     const std::string repo = repository;
-    auto got = co_await cache::manifest_by_digest(content_, upstreams_.at(ui), repo, d, accept,
-                                                  settings_.manifest_max_bytes);
+    auto got = co_await manifests_.by_digest(upstreams_.at(ui), repo, d, accept,
+                                             settings_.manifest_max_bytes);
     if (!got) co_return got.error();
     co_return std::move(got->manifest);
 }

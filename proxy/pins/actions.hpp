@@ -11,9 +11,9 @@
 #include <boost/asio/awaitable.hpp>
 
 #include "config/config.hpp"
+#include "proxy/cache/manifest_fetcher.hpp"
 #include "proxy/oci/errors.hpp"
 #include "proxy/pins/writer.hpp"
-#include "proxy/store/content.hpp"
 #include "proxy/store/pin_records.hpp"
 #include "proxy/upstream/upstreams.hpp"
 
@@ -29,7 +29,7 @@ struct pin_target {
 class actions {
 public:
     actions(const config::settings& settings, upstream::upstreams& upstreams,
-            store::pin_records& records, store::content& content, pins::writer& writer);
+            store::pin_records& records, cache::manifest_fetcher& manifests, pins::writer& writer);
 
     // A class of the tag an action left alone, and why.
     struct skipped_class {
@@ -68,7 +68,7 @@ private:
     const config::settings& settings_;
     upstream::upstreams& upstreams_;
     store::pin_records& records_;
-    store::content& content_;
+    cache::manifest_fetcher& manifests_;
     pins::writer& writer_;
 };
 

@@ -41,11 +41,13 @@ check_result failed(std::string why) {
 
 checker::checker(const config::settings& settings, const policy_table& policies,
                  upstream::upstreams& upstreams, store::pin_records& records,
-                 cache::blob_fetcher& fetcher, pins::writer& writer)
+                 cache::manifest_fetcher& manifests, cache::blob_fetcher& fetcher,
+                 pins::writer& writer)
     : settings_(settings),
       policies_(policies),
       upstreams_(upstreams),
       records_(records),
+      manifests_(manifests),
       fetcher_(fetcher),
       writer_(writer) {
     for (const auto& w : settings.webhooks) alert_targets_.push_back(w.url);
@@ -62,8 +64,7 @@ asio::awaitable<oci::result<storage::manifest>> checker::manifest(upstream::regi
     // co_await twice (proxy/README.md).
     const std::string accept = oci::accept_for_class(oci::accepts_all);
     const std::string repo = repository;
-    auto got = co_await cache::manifest_by_digest(fetcher_.content(), client, repo, d, accept,
-                                                  settings_.manifest_max_bytes);
+    auto got = co_await manifests_.by_digest(client, repo, d, accept, settings_.manifest_max_bytes);
     if (!got) co_return got.error();
     co_return std::move(got->manifest);
 }

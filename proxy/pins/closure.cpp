@@ -62,11 +62,13 @@ nlohmann::json content_json(const content_report& r) {
 
 closure_keeper::closure_keeper(asio::any_io_executor ex, const config::settings& settings,
                                upstream::upstreams& upstreams, store::content& content,
-                               cache::blob_fetcher& fetcher, observer on_walk)
+                               cache::manifest_fetcher& manifests, cache::blob_fetcher& fetcher,
+                               observer on_walk)
     : ex_(std::move(ex)),
       settings_(settings),
       upstreams_(upstreams),
       content_(content),
+      manifests_(manifests),
       fetcher_(fetcher),
       on_walk_(std::move(on_walk)),
       mode_(parse_content_mode(settings.pin_content)) {}
@@ -151,8 +153,8 @@ asio::awaitable<bool> closure_keeper::walk(const item& it) {
     auto& client = upstreams_.at(it.upstream_index);
     auto d = *storage::digest::parse(it.digest);
     const std::string accept = oci::accept_for_class(oci::accepts_all);
-    auto top = co_await cache::manifest_by_digest(content_, client, it.repository, d, accept,
-                                                  settings_.manifest_max_bytes);
+    auto top = co_await manifests_.by_digest(client, it.repository, d, accept,
+                                             settings_.manifest_max_bytes);
     if (!top) {
         note(it.digest, "upstream: " + top.error().message);
         co_return false;
@@ -167,8 +169,8 @@ asio::awaitable<bool> closure_keeper::walk(const item& it) {
     for (const auto& child : refs->children) {
         auto cd = storage::digest::parse(child.digest);
         if (!cd || attestation(child)) continue;
-        auto m = co_await cache::manifest_by_digest(content_, client, it.repository, *cd, accept,
-                                                    settings_.manifest_max_bytes);
+        auto m = co_await manifests_.by_digest(client, it.repository, *cd, accept,
+                                               settings_.manifest_max_bytes);
         if (!m) {
             note(child.digest, "upstream: " + m.error().message);
             complete = false;

@@ -33,6 +33,7 @@
 
 #include "config/config.hpp"
 #include "proxy/cache/blob_fetcher.hpp"
+#include "proxy/cache/manifest_fetcher.hpp"
 #include "proxy/oci/manifest.hpp"
 #include "proxy/store/content.hpp"
 #include "proxy/upstream/upstreams.hpp"
@@ -77,7 +78,8 @@ public:
 
     closure_keeper(boost::asio::any_io_executor ex, const config::settings& settings,
                    upstream::upstreams& upstreams, store::content& content,
-                   cache::blob_fetcher& fetcher, observer on_walk = nullptr);
+                   cache::manifest_fetcher& manifests, cache::blob_fetcher& fetcher,
+                   observer on_walk = nullptr);
 
     // Queues the closure of `digest` (a manifest of key.repository on key.registry's upstream).
     // Non-blocking; a digest queued or being fetched is not queued twice.
@@ -113,6 +115,7 @@ private:
     const config::settings& settings_;
     upstream::upstreams& upstreams_;
     store::content& content_;
+    cache::manifest_fetcher& manifests_;
     cache::blob_fetcher& fetcher_;
     observer on_walk_;
     content_mode mode_;

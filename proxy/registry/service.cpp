@@ -126,17 +126,20 @@ reply rejected_reply(const storage::pin& p) {
 
 }  // namespace
 
-service::service(const config::settings& settings, upstream::upstreams& upstreams,
-                 store::facade& stores, cache::blob_fetcher& fetcher, pins::writer& writer,
-                 pins::scheduler& scheduler, pins::checker& checker)
+service::service(asio::any_io_executor ex, const config::settings& settings,
+                 upstream::upstreams& upstreams, store::facade& stores,
+                 cache::manifest_fetcher& manifests, cache::blob_fetcher& fetcher,
+                 pins::writer& writer, pins::scheduler& scheduler, pins::checker& checker)
     : settings_(settings),
       upstreams_(upstreams),
       content_(stores.content()),
       pins_(stores.pins()),
+      manifests_(manifests),
       fetcher_(fetcher),
       writer_(writer),
       scheduler_(scheduler),
-      checker_(checker) {}
+      checker_(checker),
+      first_sights_(std::move(ex)) {}
 
 asio::awaitable<reply> service::handle(incoming req) {
     auto route = oci::parse_route(req.target);
@@ -223,21 +226,45 @@ asio::awaitable<reply> service::manifest(const target& t, bool head, std::string
         co_return co_await fetched_reply(t, *by_digest, head, accept, pinned);
     }
 
-    // First sight of the tag for this client's class.
-    auto got = co_await upstream::fetch_manifest(*t.client, repository, ref, accept,
-                                                 settings_.manifest_max_bytes);
+    // First sight of the tag for this client's class: one upstream fetch and one pin however
+    // many nodes ask at once (a rollout).
+    auto* self = this;
+    cache::single_flight<first_sight>::work_type work = [self, t, accept, others, head] {
+        return self->settle_first_sight(t, accept, others, head);
+    };
+    auto key = cache::manifest_fetcher::flight_key(*t.client, repository, ref, accept);
+    auto settled = co_await first_sights_.run(key, work);
+    if (!settled) co_return error_reply(settled.error());
+    if (settled->fetched && settled->pin.manifest_digest == settled->fetched->digest) {
+        auto r = manifest_reply(settled->fetched->digest, settled->fetched->manifest, head);
+        r.log_field("cache", "miss");
+        co_return r;
+    }
+    co_return co_await pinned_reply(t, settled->pin, head, accept);
+}
+
+asio::awaitable<oci::result<service::first_sight>> service::settle_first_sight(
+    target t, std::string accept, std::optional<pins::class_answer> others, bool head) {
+    const auto& ref = t.route.reference;
+    const auto& registry = t.where.registry;
+    const auto& repository = t.where.repository;
+    const auto cls = oci::accept_class(accept);
+    // A client's HEAD costs the upstream a HEAD (not counted against Docker Hub's pull quota)
+    // and, unless the store has the manifest, a GET by digest.
+    auto got = co_await manifests_.by_tag(*t.client, repository, ref, accept,
+                                          settings_.manifest_max_bytes, head);
     const bool single_answers = others && others->serve;
     if (!got) {
         // The upstream cannot answer: the tag's single-platform pin still can.
-        if (single_answers) co_return co_await pinned_reply(t, *others->serve, head, accept);
-        co_return error_reply(got.error());
+        if (single_answers) co_return first_sight{*others->serve, std::nullopt};
+        co_return got.error();
     }
     std::optional<storage::pin> diverges_from;
     if (others && others->first) {
         // A new representation of a pinned tag: the same image as the tag's pin, or not.
         const auto& compare = single_answers ? *others->serve : *others->first;
         auto compared = co_await content_.find_manifest(compare.manifest_digest);
-        if (!compared) co_return storage_failure("reading a pinned manifest");
+        if (!compared) co_return cache::storage_error("reading a pinned manifest");
         pins::manifest_identity theirs{compare.manifest_digest.str(), std::nullopt};
         if (*compared)
             theirs.refs = oci::read_manifest((*compared)->media_type, (*compared)->bytes);
@@ -247,33 +274,29 @@ asio::awaitable<reply> service::manifest(const target& t, bool head, std::string
         if (single_answers && (!same || !oci::is_index_type(got->manifest.media_type))) {
             // Not this image's index: the pinned manifest answers, and its own checks will see
             // what the upstream did to the tag.
-            co_return co_await pinned_reply(t, *others->serve, head, accept);
+            co_return first_sight{*others->serve, std::nullopt};
         }
         if (!same) diverges_from = compare;
     }
     auto stored = co_await content_.put_manifest(got->digest, got->manifest);
-    if (!stored) co_return storage_failure("storing a manifest");
+    if (!stored) co_return cache::storage_error("storing a manifest");
     auto now = storage::now_ms();
     storage::pin candidate{{registry, repository, ref, cls}, got->digest, got->manifest.media_type,
                            got->manifest.bytes.size(),       now,         now};
     if (diverges_from) {
         auto held = co_await checker_.diverged_first_sight(candidate, got->manifest, *diverges_from,
                                                            t.where.upstream_index);
-        if (!held) co_return storage_failure("writing a pin", held.error());
-        co_return co_await pinned_reply(t, *held, head, accept);
+        if (!held) co_return cache::storage_error("writing a pin", held.error());
+        co_return first_sight{*held, std::nullopt};
     }
     const std::string actor = "first-pull";
     auto held = co_await writer_.first_sight(candidate, actor);
-    if (!held) co_return storage_failure("writing a pin", held.error());
-    if (held->manifest_digest == got->digest) {
+    if (!held) co_return cache::storage_error("writing a pin", held.error());
+    if (held->manifest_digest == got->digest)
         spdlog::info("pinned {}/{}:{} to {} ({})", registry, repository, ref, got->digest.str(),
                      got->manifest.media_type);
-        auto r = manifest_reply(got->digest, got->manifest, head);
-        r.log_field("cache", "miss");
-        co_return r;
-    }
-    // Another request pinned this tag first: its digest wins.
-    co_return co_await pinned_reply(t, *held, head, accept);
+    // Another request (another replica) pinned this tag first: its digest wins.
+    co_return first_sight{*held, std::move(*got)};
 }
 
 std::optional<reply> service::quick_pinned_reply(const target& t, const storage::pin& p,
@@ -301,8 +324,8 @@ asio::awaitable<reply> service::pinned_reply(const target& t, const storage::pin
 asio::awaitable<reply> service::fetched_reply(const target& t, const storage::digest& d, bool head,
                                               const std::string& accept, bool pinned) {
     // The store (from disk: callers on the warm path peeked at memory already), else upstream.
-    auto found = co_await cache::manifest_by_digest(content_, *t.client, t.where.repository, d,
-                                                    accept, settings_.manifest_max_bytes);
+    auto found = co_await manifests_.by_digest(*t.client, t.where.repository, d, accept,
+                                               settings_.manifest_max_bytes);
     if (!found) co_return error_reply(found.error());
     auto r = manifest_reply(d, found->manifest, head);
     r.log_field("cache", pinned ? "pin" : (found->was_cached ? "hit" : "miss"));

@@ -7,6 +7,8 @@
 
 #include "config/config.hpp"
 #include "proxy/cache/blob_fetcher.hpp"
+#include "proxy/cache/manifest_fetcher.hpp"
+#include "proxy/cache/single_flight.hpp"
 #include "proxy/http/message.hpp"
 #include "proxy/oci/route.hpp"
 #include "proxy/pins/checker.hpp"
@@ -21,9 +23,10 @@ namespace regpin::proxy::registry {
 
 class service {
 public:
-    service(const config::settings& settings, upstream::upstreams& upstreams, store::facade& stores,
-            cache::blob_fetcher& fetcher, pins::writer& writer, pins::scheduler& scheduler,
-            pins::checker& checker);
+    service(boost::asio::any_io_executor ex, const config::settings& settings,
+            upstream::upstreams& upstreams, store::facade& stores,
+            cache::manifest_fetcher& manifests, cache::blob_fetcher& fetcher, pins::writer& writer,
+            pins::scheduler& scheduler, pins::checker& checker);
 
     // Answers one pull API request. Never throws for bad input: errors are OCI replies.
     [[nodiscard]] boost::asio::awaitable<http::reply> handle(http::incoming req);
@@ -36,7 +39,19 @@ public:
     };
 
 private:
+    // What the first sight of a tag settled: the pin that answers it, and the manifest the
+    // upstream sent when that pin serves it.
+    struct first_sight {
+        storage::pin pin;
+        std::optional<upstream::fetched_manifest> fetched;
+    };
+
     boost::asio::awaitable<http::reply> manifest(const target& t, bool head, std::string accept);
+    // Fetches a never-pinned tag and pins it; run once per (upstream, repository, tag, accept
+    // class) for every request that asks meanwhile (first_sights_). `others`: the tag's pins of
+    // other classes (pins/classes.hpp).
+    boost::asio::awaitable<oci::result<first_sight>> settle_first_sight(
+        target t, std::string accept, std::optional<pins::class_answer> others, bool head);
     // A pin's answer without suspending (rejected, or its manifest in memory: the warm path);
     // nullopt when it needs pinned_reply.
     std::optional<http::reply> quick_pinned_reply(const target& t, const storage::pin& p,
@@ -57,10 +72,12 @@ private:
     upstream::upstreams& upstreams_;
     store::content& content_;
     store::pin_records& pins_;
+    cache::manifest_fetcher& manifests_;
     cache::blob_fetcher& fetcher_;
     pins::writer& writer_;
     pins::scheduler& scheduler_;
     pins::checker& checker_;
+    cache::single_flight<first_sight> first_sights_;
 };
 
 }  // namespace regpin::proxy::registry

@@ -1,6 +1,7 @@
 #include "proxy/upstream/fetch.hpp"
 
 #include <spdlog/spdlog.h>
+#include <boost/beast/http/verb.hpp>
 
 #include "proxy/oci/manifest.hpp"
 #include "proxy/oci/route.hpp"
@@ -33,6 +34,25 @@ oci::error transport_error(const std::string& registry, const boost::system::err
 
 std::string pull_scope(const std::string& repository) {
     return "repository:" + repository + ":pull";
+}
+
+asio::awaitable<oci::result<std::optional<storage::digest>>> head_manifest(
+    registry_client& client, const std::string& repository, const std::string& reference,
+    const std::string& accept) {
+    const auto& registry = client.settings().registry;
+    request req;
+    req.method = boost::beast::http::verb::head;
+    req.target = "/v2/" + repository + "/manifests/" + reference;
+    req.accept = accept;
+    req.scope = pull_scope(repository);
+    auto resp = co_await client.send(req);
+    if (!resp) co_return transport_error(registry, resp.error());
+    if (resp->status() != 200)
+        co_return upstream_error(registry, resp->status(), error_code::manifest_unknown);
+    std::optional<storage::digest> named;
+    if (auto h = resp->headers()["Docker-Content-Digest"]; !h.empty())
+        if (auto d = storage::digest::parse(h)) named = *d;
+    co_return named;
 }
 
 asio::awaitable<oci::result<fetched_manifest>> fetch_manifest(registry_client& client,

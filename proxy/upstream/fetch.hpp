@@ -3,6 +3,7 @@
 // operator actions: fetching a manifest with its digest verified, and the one mapping of
 // upstream failures to what a client gets.
 
+#include <optional>
 #include <string>
 
 #include <boost/asio/awaitable.hpp>
@@ -26,6 +27,13 @@ struct fetched_manifest {
 [[nodiscard]] boost::asio::awaitable<oci::result<fetched_manifest>> fetch_manifest(
     registry_client& client, const std::string& repository, const std::string& reference,
     const std::string& accept, std::size_t max_bytes);
+
+// HEADs /v2/<repository>/manifests/<reference> with `accept`: the Docker-Content-Digest the
+// upstream names, or nullopt when it sends none that parses (then only a GET can tell). A
+// non-200 answer is the error a client should get.
+[[nodiscard]] boost::asio::awaitable<oci::result<std::optional<storage::digest>>> head_manifest(
+    registry_client& client, const std::string& repository, const std::string& reference,
+    const std::string& accept);
 
 // Maps a non-success upstream status: 404 -> `not_found`, 401/403 -> NAME_UNKNOWN, anything
 // else (429 included) -> UNAVAILABLE. Never 429: containerd retries that in a tight loop; 503

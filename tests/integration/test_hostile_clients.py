@@ -177,8 +177,11 @@ class HostileClientTestCase(RegpinTestCase):
 
     def add_manifest(self, path: str, label: str) -> bytes:
         body = manifest_bytes(label)
-        self.fake.routes[path] = Route(body=body, headers={"Content-Type": MEDIA_OCI_MANIFEST,
-                                                           "Docker-Content-Digest": digest_of(body)})
+        # By tag and by digest, as a registry serves it (a HEAD by tag is followed by a GET by
+        # digest).
+        for p in (path, path.rpartition("/")[0] + "/" + digest_of(body)):
+            self.fake.routes[p] = Route(body=body, headers={"Content-Type": MEDIA_OCI_MANIFEST,
+                                                            "Docker-Content-Digest": digest_of(body)})
         return body
 
 
