@@ -236,6 +236,17 @@ void app::start(std::shared_ptr<storage::database> db) {
         .gauge("regpin_pins_pending",
                "Pins whose upstream moved and that await an operator (pending or rejected)")
         .set_callback([pins] { return static_cast<double>(pins->count_awaiting()); });
+    auto* upstreams = p.upstreams.get();
+    p.metrics
+        .gauge("regpin_upstream_tokens_cached",
+               "Bearer tokens cached for the upstreams, by scope (bounded: an LRU of 1024 per "
+               "upstream, expired ones swept)")
+        .set_callback([upstreams] {
+            std::size_t n = 0;
+            for (std::size_t i = 0; i < upstreams->size(); ++i)
+                n += upstreams->at(i).cached_tokens();
+            return static_cast<double>(n);
+        });
     auto* closure = p.closure.get();
     p.metrics
         .gauge("regpin_pin_content_queue",

@@ -1,6 +1,5 @@
 #include "proxy/upstream/registry_client.hpp"
 
-#include <map>
 #include <mutex>
 #include <stdexcept>
 
@@ -50,11 +49,6 @@ http::client_options options_for(const config::upstream& cfg) {
     return o;
 }
 
-struct cached_token {
-    std::string value;
-    std::chrono::steady_clock::time_point expires;
-};
-
 bool same_host(const http::origin& a, const http::origin& b) {
     return a.host == b.host && a.port == b.port;
 }
@@ -79,18 +73,13 @@ struct registry_client::state {
     http::origin base;
     observer observe;
 
+    token_cache tokens;
     std::mutex mutex;
-    std::map<std::string, cached_token> tokens;  // by scope
     bool basic_challenged = false;
 
     std::optional<std::string> authorization_for(const std::string& scope) {
+        if (auto token = tokens.find(scope)) return "Bearer " + *token;
         std::lock_guard lock(mutex);
-        auto it = tokens.find(scope);
-        if (it != tokens.end()) {
-            if (std::chrono::steady_clock::now() < it->second.expires)
-                return "Bearer " + it->second.value;
-            tokens.erase(it);
-        }
         if (basic_challenged && !cfg.username.empty())
             return "Basic " + base64(cfg.username + ":" + cfg.password);
         return std::nullopt;
@@ -139,9 +128,8 @@ asio::awaitable<result<void>> registry_client::state::fetch_token(const challeng
         expires_in = std::max<std::int64_t>(j["expires_in"].get<std::int64_t>(), 1);
     // Renew a little early so a token never expires between the check and the request.
     auto margin = std::min<std::int64_t>(10, expires_in / 4);
-    std::lock_guard lock(mutex);
-    tokens[scope] = {token,
-                     std::chrono::steady_clock::now() + std::chrono::seconds(expires_in - margin)};
+    tokens.put(scope, token,
+               std::chrono::steady_clock::now() + std::chrono::seconds(expires_in - margin));
     co_return result<void>{};
 }
 
@@ -196,5 +184,7 @@ asio::awaitable<result<http::response>> registry_client::send(request req) {
 }
 
 const config::upstream& registry_client::settings() const { return state_->cfg; }
+
+std::size_t registry_client::cached_tokens() const { return state_->tokens.size(); }
 
 }  // namespace regpin::proxy::upstream

@@ -1,8 +1,8 @@
 #pragma once
 // The client of one configured upstream registry, on top of the generic http::client:
-// anonymous and credentialed Bearer tokens (cached per scope until they expire), Basic auth
-// once challenged, the `ns` query parameter for upstreams that are proxies themselves, and
-// offline mode (nothing is ever sent).
+// anonymous and credentialed Bearer tokens (cached per scope until they expire, in a bounded
+// LRU), Basic auth once challenged, the `ns` query parameter for upstreams that are proxies
+// themselves, and offline mode (nothing is ever sent).
 //
 // It never sends a client's credentials: requests carry only what this upstream's
 // configuration provides, and only to the upstream's own host (redirects to a CDN go without).
@@ -19,6 +19,7 @@
 #include "config/config.hpp"
 #include "proxy/http/client.hpp"
 #include "proxy/upstream/challenge.hpp"
+#include "proxy/upstream/token_cache.hpp"
 
 namespace regpin::proxy::upstream {
 
@@ -60,6 +61,9 @@ public:
     [[nodiscard]] boost::asio::awaitable<result<http::response>> send(request req);
 
     const config::upstream& settings() const;
+
+    // Bearer tokens cached (at most token_cache::default_capacity), for metrics.
+    std::size_t cached_tokens() const;
 
 private:
     struct state;
