@@ -13,7 +13,8 @@ raw measurement as JSON next to it.
     python3 bench/run.py --profile            # also perf profiles of workloads a and b
 
 Workloads (see bench/README.md): a warm 1 GiB blob GET, b manifest by tag HEAD/GET,
-c cold herd, d peak RSS incl. a 4 GiB blob, e containerd pull, f 100,000 pins.
+c cold herd, d peak RSS incl. a 4 GiB blob, e containerd pull, f 100,000 pins, g pins on etcd,
+h rollout (64 clients' first requests for one manifest at once, upstream requests counted).
 Load comes from build/bench/regpin_loadgen (keep-alive GET and HEAD; wrk cannot send HEAD),
 the same binary against every server.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
+import http.client
 import json
 import os
 import platform
@@ -31,6 +33,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -51,6 +54,10 @@ CONTAINERD_ACCEPT = (
     "application/vnd.docker.distribution.manifest.list.v2+json, "
     "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, */*"
 )
+# Workload h: clients asking at once, and how long after the last answer the upstream's log is
+# read (requests a server makes in the background after answering count too).
+ROLLOUT_CLIENTS = 64
+ROLLOUT_SETTLE_SECONDS = 3.0
 
 
 def log(msg: str) -> None:
@@ -220,6 +227,57 @@ def loadgen(host: str, requests: list[str], *, connections: int, duration: float
     return result
 
 
+def all_at_once(host: str, method: str, path: str, clients: int, timeout: float = 120.0) -> tuple[list, float]:
+    """`clients` threads, each on its own connection (opened first), released together by a
+    barrier to send one `method` request for `path` (containerd's Accept). Returns each
+    client's (status, Docker-Content-Digest, body) or the exception it met, and the wall seconds
+    from the first release to the last answer."""
+    hostname, _, port = host.rpartition(":")
+    barrier = threading.Barrier(clients)
+    answers: list = [None] * clients
+    started = [0.0] * clients
+    ended = [0.0] * clients
+
+    def one(i: int) -> None:
+        conn = http.client.HTTPConnection(hostname, int(port), timeout=timeout)
+        try:
+            conn.connect()
+            barrier.wait(timeout=60)
+            started[i] = time.monotonic()
+            conn.request(method, path, headers={"Accept": CONTAINERD_ACCEPT})
+            resp = conn.getresponse()
+            body = resp.read()
+            ended[i] = time.monotonic()
+            answers[i] = (resp.status, resp.getheader("Docker-Content-Digest"), body)
+        except Exception as e:  # noqa: BLE001 - reported per client by the caller
+            barrier.abort()  # no one waits 60 s for a client that could not connect
+            answers[i] = e
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout + 70)
+    answered = [e for e in ended if e]
+    wall = max(answered) - min(s for s in started if s) if answered else float("nan")
+    return answers, wall
+
+
+def served_right(answers: list, method: str, digest: str) -> tuple[int, list[str]]:
+    """How many answers are a 200 with `digest` as Docker-Content-Digest (and, for a GET, a
+    body that hashes to it); the first few wrong ones, described."""
+    ok, wrong = 0, []
+    for i, a in enumerate(answers):
+        if isinstance(a, tuple) and a[0] == 200 and a[1] == digest and (
+                method == "HEAD" or "sha256:" + hashlib.sha256(a[2]).hexdigest() == digest):
+            ok += 1
+        elif len(wrong) < 5:
+            wrong.append(f"client {i}: {a[0]} {a[1]} {a[2][:120]!r}" if isinstance(a, tuple) else f"client {i}: {a!r}")
+    return ok, wrong
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace):
         self.args = args
@@ -259,8 +317,10 @@ class Bench:
             self.before = self.new_regpin(binary=self.args.before)
             self.hosts["before"] = self.before.host
 
-    def new_regpin(self, data_dir: Optional[str] = None, binary: Optional[str] = None) -> h.Regpin:
-        up = h.Upstream(self.upstream.host, self.upstream.url, read_timeout_ms=60000)
+    def new_regpin(self, data_dir: Optional[str] = None, binary: Optional[str] = None,
+                   upstream: Optional[h.Registry] = None) -> h.Regpin:
+        upstream = upstream or self.upstream
+        up = h.Upstream(upstream.host, upstream.url, read_timeout_ms=60000)
         rp = h.Regpin([up], log_level="info", data_dir=data_dir)
         if binary:
             rp.binary = binary
@@ -615,6 +675,68 @@ class Bench:
         resp = self.upstream.request("GET", f"/v2/{repo}/manifests/{tag}", {"Accept": CONTAINERD_ACCEPT})
         return resp.body, resp.header("Content-Type")
 
+    # -- h: rollout (single flight for manifests) -------------------------------------------
+
+    def rollout_workload(self) -> None:
+        """A Deployment rolled out to 64 nodes at once, through regpin and through the peer, each
+        in front of a fresh upstream of its own: a 2-platform image pushed under two tags, and
+        a second 2-platform image asked for only by a platform manifest's digest (so nothing of
+        it is fetched before, not even by regpin's background pin content). Three herds, in
+        order: 64 first HEADs of one tag, 64 first GETs of the other, 64 GETs of the platform
+        manifest by digest. Counted from each upstream's access log: the manifest GETs and
+        HEADs of the tag and of the digest (for a tag, the index's)."""
+        layout = h.OciLayout(os.path.join(self.work, "layout-h"))
+        platforms = ("linux/amd64", "linux/arm64")
+        image = h.make_image(layout, "app", seed="bench-h", platforms=platforms)
+        kids = h.make_image(layout, "kids", seed="bench-h-kids", platforms=platforms)
+        child = kids.manifest_for("linux/arm64")
+        cases = (("head", "HEAD", "bench/rollout", "head", image.digest),
+                 ("get", "GET", "bench/rollout", "get", image.digest),
+                 ("child", "GET", "bench/rollout-kids", child, child))
+        for rnd in range(self.args.rounds):
+            for system in ("regpin", "peer"):
+                log(f"h: round {rnd + 1}, {system} on a fresh upstream: 3 herds of {ROLLOUT_CLIENTS}")
+                upstream = h.Registry(f"h-{system}-upstream").start()
+                target: Optional[h.Regpin | h.Registry] = None
+                try:
+                    for tag in ("head", "get"):
+                        h.push(layout, f"bench/rollout:{tag}", upstream, source_tag="app")
+                    h.push(layout, "bench/rollout-kids:v1", upstream, source_tag="kids")
+                    target = self.new_regpin(upstream=upstream) if system == "regpin" else proxy_registry(upstream)
+                    run = {name: self.rollout_herd(upstream, target.host, method, repo, ref, digest)
+                           for name, method, repo, ref, digest in cases}
+                    self.results["workloads"].setdefault("h", {}).setdefault(system, []).append(run)
+                finally:
+                    if target is not None:
+                        target.close()
+                    upstream.close()
+        self.record("h", "summary", rollout_summary(self.results["workloads"]["h"]))
+
+    def rollout_herd(self, upstream: h.Registry, host: str, method: str, repo: str, reference: str,
+                     digest: str) -> dict:
+        """One herd of ROLLOUT_CLIENTS; the upstream's manifest requests for `reference` and
+        `digest` (GET and HEAD each), counted before and ROLLOUT_SETTLE_SECONDS after the last
+        answer."""
+        paths = {"digest": f"/v2/{repo}/manifests/{digest}"}
+        if reference != digest:
+            paths["tag"] = f"/v2/{repo}/manifests/{reference}"
+
+        def counts() -> dict[str, int]:
+            upstream.sync_log()
+            return {f"{kind}_{m}": upstream.access_log_count(m, re.escape(path))
+                    for kind, path in sorted(paths.items()) for m in ("GET", "HEAD")}
+
+        before = counts()
+        answers, wall = all_at_once(host, method, f"/v2/{repo}/manifests/{reference}", ROLLOUT_CLIENTS)
+        time.sleep(ROLLOUT_SETTLE_SECONDS)  # a measurement window, not synchronisation
+        after = counts()
+        ok, wrong = served_right(answers, method, digest)
+        up = {k: after[k] - before[k] for k in after}
+        return {"method": method, "reference": reference, "digest": digest, "clients": ROLLOUT_CLIENTS,
+                "served_right": ok, "wrong": wrong, "wall_seconds": round(wall, 4), "upstream": up,
+                "upstream_gets": sum(v for k, v in up.items() if k.endswith("_GET")),
+                "upstream_heads": sum(v for k, v in up.items() if k.endswith("_HEAD"))}
+
     # -- profiles -----------------------------------------------------------------------------
 
     def profile(self) -> None:
@@ -685,6 +807,72 @@ def machine() -> dict:
         "nginx": version_of(["nginx", "-v"]),
         "containerd": version_of(["containerd", "--version"]),
     }
+
+
+# Workload h's herds, in the order they run.
+ROLLOUT_CASES = {
+    "head": "64 first HEADs of a tag",
+    "get": "64 first GETs of another tag",
+    "child": "64 GETs of a never-fetched platform manifest by digest",
+}
+
+
+def rollout_summary(hw: dict) -> dict:
+    """Per herd and system over the rounds: the most upstream requests of any round, the
+    fewest clients served right, the median wall time; for regpin whether the bar held (at
+    most 1 GET and 1 HEAD upstream, every client served right, and no GET by tag for HEADs)."""
+    out: dict[str, dict] = {}
+    for case in ROLLOUT_CASES:
+        for system in ("regpin", "peer"):
+            runs = [r[case] for r in hw.get(system, []) if case in r]
+            if not runs:
+                continue
+            most = {k: max(r["upstream"][k] for r in runs) for k in runs[0]["upstream"]}
+            cell = {"rounds": len(runs), "clients": runs[0]["clients"], "upstream": most,
+                    "upstream_gets": max(r["upstream_gets"] for r in runs),
+                    "upstream_heads": max(r["upstream_heads"] for r in runs),
+                    "served_right": min(r["served_right"] for r in runs),
+                    "wall_seconds": statistics.median(r["wall_seconds"] for r in runs)}
+            if system == "regpin":
+                cell["bar_met"] = (cell["upstream_gets"] <= 1 and cell["upstream_heads"] <= 1
+                                   and cell["served_right"] == cell["clients"]
+                                   and (case != "head" or most.get("tag_GET", 0) == 0))
+            out.setdefault(case, {})[system] = cell
+    return out
+
+
+def rollout_cell(cell: dict) -> str:
+    """'GETs / HEADs' upstream, split by tag and digest where a tag was asked for."""
+    up = cell["upstream"]
+    text = f"{cell['upstream_gets']} / {cell['upstream_heads']}"
+    if "tag_GET" in up:
+        text += f" (tag {up['tag_GET']} / {up['tag_HEAD']}, index digest {up['digest_GET']} / {up['digest_HEAD']})"
+    if cell["served_right"] != cell["clients"]:
+        text += f"; **{cell['served_right']} of {cell['clients']} served right**"
+    return text
+
+
+def rollout_table(hw: dict, args: argparse.Namespace) -> list[str]:
+    """Workload h: upstream manifest requests of each herd, regpin beside the peer."""
+    summary = hw.get("summary") or rollout_summary(hw)
+    lines = ["", "## h. Rollout: 64 clients' first requests for one manifest at once", "",
+             f"regpin and the peer each in front of a fresh docker-registry of its own holding a 2-platform image "
+             f"under two tags; {ROLLOUT_CLIENTS} threads, one connection each, released by a barrier, containerd's "
+             f"Accept. Upstream manifest GETs / HEADs of the tag and of the digest, from the upstream's access log "
+             f"{ROLLOUT_SETTLE_SECONDS:.0f} s after the last answer; the most of {args.rounds} round(s). Every client "
+             "checked for a 200 with the right Docker-Content-Digest (and body, for GETs). Wall: first release to "
+             "last answer, median (informational).",
+             "", "| case | regpin upstream GETs / HEADs | peer upstream GETs / HEADs | wall, regpin / peer | bar | |",
+             "|---|---|---|---|---|---|"]
+    for case, title in ROLLOUT_CASES.items():
+        cells = summary.get(case, {})
+        rg, pe = cells.get("regpin"), cells.get("peer")
+        if not rg or not pe:
+            continue
+        bar = "regpin <= 1 GET and 1 HEAD" + (", no GET by tag" if case == "head" else "")
+        lines.append(f"| {title} | {rollout_cell(rg)} | {rollout_cell(pe)} | "
+                     f"{rg['wall_seconds'] * 1000:.0f} / {pe['wall_seconds'] * 1000:.0f} ms | {bar} | {verdict(rg['bar_met'])} |")
+    return lines
 
 
 def fmt_rate(bps: float) -> str:
@@ -845,8 +1033,20 @@ def report(results: dict, args: argparse.Namespace) -> str:
                          f"3 replicas {three['upstream_manifest_requests']} vs 1 replica "
                          f"{one['upstream_manifest_requests']} upstream manifest requests", "", "",
                          f"{rr:.2f}x", "about 1x, not 3x", verdict(rr <= 1.5)))
+    if "h" in w:
+        summary = w["h"].get("summary") or rollout_summary(w["h"])
+        cells = [summary[c] for c in ROLLOUT_CASES if "regpin" in summary.get(c, {}) and "peer" in summary[c]]
+        if cells:
+            def counts(system: str) -> str:
+                return "upstream GETs / HEADs " + ", ".join(f"{c[system]['upstream_gets']}/{c[system]['upstream_heads']}"
+                                                            for c in cells)
+            rows.append((f"h. rollout, {ROLLOUT_CLIENTS} clients at once: first HEADs of a tag, first GETs of a tag, "
+                         "a platform manifest by digest (section h below)", counts("regpin"), counts("peer"), "", "",
+                         "<= 1 GET and 1 HEAD upstream per herd", verdict(all(c["regpin"]["bar_met"] for c in cells))))
     for r in rows:
         lines.append("| " + " | ".join(r) + " |")
+    if "h" in w:
+        lines += rollout_table(w["h"], args)
     if args.before:
         lines += before_table(w, args)
     lines += ["", "Raw numbers (every run): `" + os.path.relpath(args.json, ROOT) + "`.", ""]
@@ -883,7 +1083,7 @@ def before_table(w: dict, args: argparse.Namespace) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="a,b,c,d,e,f,g", help="workloads to run (d adds the big blob; RSS is read in all)")
+    ap.add_argument("--only", default="a,b,c,d,e,f,g,h", help="workloads to run (d adds the big blob; RSS is read in all)")
     ap.add_argument("--rounds", type=int, default=3, help="runs per cell (the median is reported)")
     ap.add_argument("--seconds", type=float, default=5.0, help="duration of each timed request-rate run")
     ap.add_argument("--herd-mib", type=int, default=256)
@@ -924,6 +1124,8 @@ def main() -> int:
             bench.scale_workload()
         if "g" in only:
             bench.etcd_workload()
+        if "h" in only:
+            bench.rollout_workload()
         if args.profile:
             bench.profile()
     finally:
