@@ -217,9 +217,8 @@ void app::start(std::shared_ptr<storage::database> db) {
         [pp](std::string_view result) { pp->closure_walks->with({std::string(result)}).inc(); });
     p.policies = std::make_unique<pins::policy_table>(p.settings);
     p.writer = std::make_unique<pins::writer>(p.stores->pins(), hooks);
-    p.checker =
-        std::make_unique<pins::checker>(p.settings, *p.policies, *p.upstreams, p.stores->pins(),
-                                        *p.manifests, *p.fetcher, *p.writer);
+    p.checker = std::make_unique<pins::checker>(p.settings, *p.policies, *p.upstreams,
+                                                p.stores->pins(), *p.manifests, *p.writer);
     p.scheduler = std::make_unique<pins::scheduler>(ex, p.settings, *p.policies, *p.upstreams,
                                                     p.stores->pins(), *p.checker);
     p.actions = std::make_unique<pins::actions>(p.settings, *p.upstreams, p.stores->pins(),

@@ -2,8 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "proxy/upstream/fetch.hpp"
 #include "storage/errors.hpp"
-
 namespace regpin::proxy::cache {
 
 namespace asio = boost::asio;
@@ -24,20 +24,30 @@ oci::error storage_error(const char* what, const boost::system::error_code& ec) 
     return e;
 }
 
-asio::awaitable<std::optional<std::string>> small_blob(blob_fetcher& fetcher,
+asio::awaitable<std::optional<std::string>> small_blob(store::content& content,
                                                        upstream::registry_client& client,
                                                        std::string repository, storage::digest d,
                                                        std::uint64_t limit) {
-    auto bytes = co_await fetcher.content().read_small_blob(d, limit);
-    if (bytes && *bytes) co_return std::move(**bytes);
+    auto bytes = co_await content.read_small_blob(d, limit);
     if (!bytes) co_return std::nullopt;
-    auto record = co_await fetcher.content().find_blob(d);
+    if (*bytes) co_return std::move(**bytes);
+    auto record = co_await content.find_blob(d);
     if (record && *record) co_return std::nullopt;  // stored, but larger than the limit
-    auto done = co_await fetcher.wait_complete(d, client, repository);
-    if (!done) co_return std::nullopt;
-    bytes = co_await fetcher.content().read_small_blob(d, limit);
-    if (bytes && *bytes) co_return std::move(**bytes);
-    co_return std::nullopt;
+    // Not through the blob fetcher: its downloads run to the end, and a descriptor can name a
+    // blob of any size. Not stored either: a client that pulls the image caches it.
+    upstream::request req;
+    req.target = "/v2/" + repository + "/blobs/" + d.str();
+    req.scope = upstream::pull_scope(repository);
+    auto resp = co_await client.send(req);
+    if (!resp || resp->status() != 200) co_return std::nullopt;
+    if (auto announced = resp->content_length(); announced && *announced > limit) {
+        spdlog::info("blob {} from {}: {} bytes, more than the {} regpin reads for itself", d.str(),
+                     client.settings().registry, *announced, limit);
+        co_return std::nullopt;
+    }
+    auto body = co_await resp->read_all(limit);
+    if (!body || !storage::matches(d, *body)) co_return std::nullopt;
+    co_return std::move(*body);
 }
 
 }  // namespace regpin::proxy::cache

@@ -1,7 +1,6 @@
 #pragma once
-// Small blobs through the cache for regpin's own needs: an image config (the store, else
-// downloaded through the single-flight blob fetcher, which stores it). Manifests go through
-// manifest_fetcher.
+// Small blobs for regpin's own needs (an image config for a re-point's summary) and the errors
+// for regpin's own storage failing. Manifests go through manifest_fetcher.
 
 #include <cstdint>
 #include <optional>
@@ -9,7 +8,6 @@
 
 #include <boost/asio/awaitable.hpp>
 
-#include "proxy/cache/blob_fetcher.hpp"
 #include "proxy/oci/errors.hpp"
 #include "proxy/store/content.hpp"
 #include "proxy/upstream/registry_client.hpp"
@@ -17,10 +15,11 @@
 
 namespace regpin::proxy::cache {
 
-// The bytes of blob `d` when it is at most `limit` bytes: the store's, else downloaded through
-// `fetcher` (and so cached). nullopt when it cannot be had or is larger.
+// The bytes of blob `d` when it is at most `limit` bytes: the store's, else one GET that reads
+// at most `limit` bytes (refused at once when Content-Length says more), verified, not stored.
+// nullopt when it cannot be had, is larger, or does not match `d`.
 [[nodiscard]] boost::asio::awaitable<std::optional<std::string>> small_blob(
-    blob_fetcher& fetcher, upstream::registry_client& client, std::string repository,
+    store::content& content, upstream::registry_client& client, std::string repository,
     storage::digest d, std::uint64_t limit);
 
 // The error for regpin's own storage failing while `what` (logged): 500 UNKNOWN.

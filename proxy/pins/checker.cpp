@@ -41,14 +41,12 @@ check_result failed(std::string why) {
 
 checker::checker(const config::settings& settings, const policy_table& policies,
                  upstream::upstreams& upstreams, store::pin_records& records,
-                 cache::manifest_fetcher& manifests, cache::blob_fetcher& fetcher,
-                 pins::writer& writer)
+                 cache::manifest_fetcher& manifests, pins::writer& writer)
     : settings_(settings),
       policies_(policies),
       upstreams_(upstreams),
       records_(records),
       manifests_(manifests),
-      fetcher_(fetcher),
       writer_(writer) {
     for (const auto& w : settings.webhooks) alert_targets_.push_back(w.url);
 }
@@ -92,8 +90,8 @@ asio::awaitable<std::string> checker::summary(upstream::registry_client& client,
             for (const auto& c : need->configs) {
                 auto d = storage::digest::parse(c);
                 if (!d) continue;
-                auto bytes =
-                    co_await cache::small_blob(fetcher_, client, repository, *d, max_config_bytes);
+                auto bytes = co_await cache::small_blob(manifests_.content(), client, repository,
+                                                        *d, max_config_bytes);
                 if (bytes) {
                     docs->configs_by_digest[c] = std::move(*bytes);
                     added = true;

@@ -13,7 +13,6 @@
 #include <boost/asio/awaitable.hpp>
 
 #include "config/config.hpp"
-#include "proxy/cache/blob_fetcher.hpp"
 #include "proxy/cache/manifest_fetcher.hpp"
 #include "proxy/pins/hooks.hpp"
 #include "proxy/pins/policy.hpp"
@@ -36,7 +35,7 @@ class checker {
 public:
     checker(const config::settings& settings, const policy_table& policies,
             upstream::upstreams& upstreams, store::pin_records& records,
-            cache::manifest_fetcher& manifests, cache::blob_fetcher& fetcher, pins::writer& writer);
+            cache::manifest_fetcher& manifests, pins::writer& writer);
 
     // Checks the pin `key` on upstream `upstream_index` now.
     [[nodiscard]] boost::asio::awaitable<check_result> check(storage::pin_key key,
@@ -66,7 +65,6 @@ private:
     upstream::upstreams& upstreams_;
     store::pin_records& records_;
     cache::manifest_fetcher& manifests_;
-    cache::blob_fetcher& fetcher_;
     pins::writer& writer_;
     std::vector<std::string> alert_targets_;  // every webhook URL
 };

@@ -18,6 +18,14 @@ namespace regpin::proxy::registry {
 namespace asio = boost::asio;
 using oci::error_code;
 
+namespace {
+
+// What one client's tag list may cost the upstream (and regpin's memory).
+constexpr int max_tag_pages = 20;
+constexpr std::size_t max_tag_bytes = 16 * 1024 * 1024;
+
+}  // namespace
+
 asio::awaitable<reply> service::tags(const target& t) {
     const auto& registry = t.where.registry;
     std::optional<std::size_t> n;
@@ -29,11 +37,24 @@ asio::awaitable<reply> service::tags(const target& t) {
         n = std::stoul(s);
     }
 
+    // Bounded by what the client asked for: the client's n and last go upstream, pages are
+    // followed only until n tags are in hand, and never past max_tag_pages pages or
+    // max_tag_bytes bytes in all (without n, a list cut there ends with a Link to the rest).
     std::vector<std::string> tags;
+    std::size_t after_last = 0;  // tags past the client's `last`
     bool from_pins = false;
-    std::string next = "/v2/" + t.where.repository + "/tags/list";
+    bool upstream_more = false;
+    boost::urls::url first("/v2/" + t.where.repository + "/tags/list");
+    if (n && *n > 0) first.params().append({"n", std::to_string(*n)});
+    if (t.route.last) first.params().append({"last", *t.route.last});
+    std::string next(first.buffer());
+    std::size_t budget = max_tag_bytes;
     std::optional<oci::error> failure;
-    for (int page = 0; page < 100 && !next.empty(); ++page) {
+    for (int page = 0; !next.empty(); ++page) {
+        if (page > 0 && (page == max_tag_pages || budget == 0 || (n && after_last >= *n))) {
+            upstream_more = true;
+            break;
+        }
         upstream::request req;
         req.target = next;
         req.scope = upstream::pull_scope(t.where.repository);
@@ -45,15 +66,24 @@ asio::awaitable<reply> service::tags(const target& t) {
         }
         auto status = resp->status();
         auto link = std::string(resp->headers()["Link"]);
-        auto body = co_await resp->read_all(16 * 1024 * 1024);
+        auto body = co_await resp->read_all(budget);
         if (status != 200) {
             failure = upstream::upstream_error(registry, status, error_code::name_unknown);
             break;
         }
-        if (!body) {
-            failure = upstream::transport_error(registry, body.error());
+        if (!body && page > 0 && body.error() == http::errc::body_too_large) {
+            upstream_more = true;  // the budget ran out: what was read so far is the answer
             break;
         }
+        if (!body) {
+            failure = body.error() == http::errc::body_too_large
+                          ? oci::error{error_code::unavailable,
+                                       "upstream " + registry + " sent a tag list over " +
+                                           std::to_string(max_tag_bytes) + " bytes"}
+                          : upstream::transport_error(registry, body.error());
+            break;
+        }
+        budget -= body->size();
         auto j = nlohmann::json::parse(*body, nullptr, false);
         if (!j.is_object()) {
             failure = oci::error{error_code::unavailable,
@@ -62,7 +92,10 @@ asio::awaitable<reply> service::tags(const target& t) {
         }
         if (j.contains("tags") && j["tags"].is_array())
             for (const auto& tag : j["tags"])
-                if (tag.is_string()) tags.push_back(tag.get<std::string>());
+                if (tag.is_string()) {
+                    tags.push_back(tag.get<std::string>());
+                    if (!t.route.last || tags.back() > *t.route.last) ++after_last;
+                }
         // Link: </v2/repo/tags/list?n=100&last=x>; rel="next"
         auto lt = link.find('<'), gt = link.find('>');
         if (lt != std::string::npos && gt != std::string::npos && gt > lt &&
@@ -88,6 +121,8 @@ asio::awaitable<reply> service::tags(const target& t) {
     if (n && static_cast<std::size_t>(end - begin) > *n) {
         end = begin + static_cast<std::ptrdiff_t>(*n);
         more = *n > 0;
+    } else if (upstream_more && !from_pins && end != begin) {
+        more = true;  // the upstream has more past what regpin read
     }
     nlohmann::json out = {{"name", t.route.name}, {"tags", std::vector<std::string>(begin, end)}};
     reply r;
@@ -95,7 +130,7 @@ asio::awaitable<reply> service::tags(const target& t) {
     r.header("Content-Type", "application/json");
     if (more) {
         boost::urls::url link("/v2/" + t.route.name + "/tags/list");
-        link.params().append({"n", std::to_string(*n)});
+        if (n) link.params().append({"n", std::to_string(*n)});
         link.params().append({"last", *(end - 1)});
         if (t.route.ns) link.params().append({"ns", *t.route.ns});
         r.header("Link", "<" + std::string(link.buffer()) + ">; rel=\"next\"");

@@ -1,0 +1,139 @@
+"""An upstream that tries to make regpin spend without bound, or aim it at what it must not reach
+(issue 14): endless tag pages, config descriptors naming huge blobs, redirects to other schemes,
+hosts and regpin itself. Scripted upstreams, since a real registry does none of this on demand."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import unittest
+
+import harness as h
+from fake_upstream import FakeUpstream, Route
+
+DOCKER_HUB = "docker.io"
+MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MEDIA_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def manifest_with_config(config_digest: str, config_size: int, label: str) -> bytes:
+    return json.dumps({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_OCI_MANIFEST,
+        "config": {"mediaType": MEDIA_OCI_CONFIG, "digest": config_digest, "size": config_size},
+        "layers": [],
+        "annotations": {"label": label},
+    }, sort_keys=True).encode()
+
+
+class EndlessTagPagesTest(h.LogsOnFailure):
+    """An upstream whose tag list never ends (every page links to another): a client's request
+    costs the upstream what the client asked for, not 100 pages."""
+
+    PAGE = 100
+
+    @classmethod
+    def setUpClass(cls):
+        def handler(req: h.RecordedRequest) -> h.Reply:
+            if req.path == "/v2/":
+                return h.Reply(200, {"Content-Type": "application/json"}, b"{}")
+            if req.path != "/v2/team/many/tags/list":
+                return h.Reply(404, {"Content-Type": "application/json"}, b'{"errors":[]}')
+            after = req.query.get("last", ["t00000-000"])[0]
+            page = int(after[1:6]) + 1
+            tags = [f"t{page:05d}-{i:03d}" for i in range(cls.PAGE)]  # the upstream ignores n
+            link = f'</v2/team/many/tags/list?last={tags[-1]}>; rel="next"'
+            return h.Reply(200, {"Content-Type": "application/json", "Link": link},
+                           json.dumps({"name": "team/many", "tags": tags}).encode())
+
+        cls.upstream = h.ScriptedHTTPServer(handler).start()
+        cls.addClassCleanup(cls.upstream.close)
+        cls.regpin = h.Regpin([h.Upstream(DOCKER_HUB, cls.upstream.url)])
+        cls.addClassCleanup(cls.regpin.close)
+        cls.regpin.start()
+
+    def pages_fetched(self) -> int:
+        return len(self.upstream.recorded("GET", "/v2/team/many/tags/list"))
+
+    def test_a_list_of_n_tags_costs_the_pages_that_hold_n_tags(self):
+        before = self.pages_fetched()
+        resp = self.regpin.get("/v2/team/many/tags/list?n=10")
+        self.assertEqual(resp.status, 200, resp.body[:300])
+        tags = resp.json()["tags"]
+        self.assertEqual(len(tags), 10)
+        self.assertIn('rel="next"', resp.header("Link") or "")
+        self.assertEqual(self.pages_fetched() - before, 1)
+        # The client's n and last went upstream.
+        last = self.upstream.recorded("GET", "/v2/team/many/tags/list")[-1]
+        self.assertEqual(last.query.get("n"), ["10"])
+
+    def test_the_next_page_carries_on_from_the_clients_last(self):
+        resp = self.regpin.get("/v2/team/many/tags/list?n=250&last=t00001-099")
+        self.assertEqual(resp.status, 200, resp.body[:300])
+        tags = resp.json()["tags"]
+        self.assertEqual((len(tags), tags[0]), (250, "t00002-000"))
+        self.assertEqual(tags, sorted(tags))
+
+    def test_a_list_without_n_stops_at_the_page_budget_and_links_to_the_rest(self):
+        before = self.pages_fetched()
+        resp = self.regpin.get("/v2/team/many/tags/list")
+        self.assertEqual(resp.status, 200, resp.body[:300])
+        self.assertLessEqual(self.pages_fetched() - before, 20)
+        tags = resp.json()["tags"]
+        self.assertIn(f"last={tags[-1]}", resp.header("Link") or "")
+
+
+class HugeConfigTest(h.LogsOnFailure):
+    """A re-point whose new manifest names a 64 MiB blob as its config: the re-point summary
+    reads at most 4 MiB of a config, so regpin never downloads it."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.fake = FakeUpstream()
+        cls.addClassCleanup(cls.fake.close)
+        small = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+        cls.huge = b"\0" * (64 << 20)
+        cls.pinned = manifest_with_config(digest_of(small), len(small), "pinned")
+        # The descriptor claims a small size; the blob is what the upstream serves.
+        cls.moved = manifest_with_config(digest_of(cls.huge), 1000, "moved")
+        cls.huge_route = Route(body=cls.huge, headers={"Content-Type": "application/octet-stream"})
+        cls.fake.routes[f"/v2/team/app/blobs/{digest_of(small)}"] = Route(body=small)
+        cls.fake.routes[f"/v2/team/app/blobs/{digest_of(cls.huge)}"] = cls.huge_route
+        for body in (cls.pinned, cls.moved):
+            cls.fake.routes[f"/v2/team/app/manifests/{digest_of(body)}"] = cls.manifest_route(body)
+        cls.fake.routes["/v2/team/app/manifests/v1"] = cls.manifest_route(cls.pinned)
+        cls.regpin = h.Regpin([h.Upstream(DOCKER_HUB, cls.fake.url)],
+                              admin_tokens=[h.AdminToken("ops", "ops-token-0123456789abcdef")],
+                              pin_checks=h.PinChecks(revalidate_after_s=0, sweep_interval_s=86400))
+        cls.addClassCleanup(cls.regpin.close)
+        cls.regpin.start()
+
+    @staticmethod
+    def manifest_route(body: bytes) -> Route:
+        return Route(body=body, headers={"Content-Type": MEDIA_OCI_MANIFEST,
+                                         "Docker-Content-Digest": digest_of(body)})
+
+    def pull(self) -> h.Response:
+        return self.regpin.get("/v2/team/app/manifests/v1", {"Accept": MEDIA_OCI_MANIFEST})
+
+    def test_a_repoint_summary_never_downloads_a_config_past_its_limit(self):
+        self.assertEqual(self.pull().header("Docker-Content-Digest"), digest_of(self.pinned))
+        self.fake.routes["/v2/team/app/manifests/v1"] = self.manifest_route(self.moved)
+
+        def repointed() -> list:
+            self.pull()  # every pull of the pin starts a check (revalidate_after_s 0)
+            events = self.regpin.admin_request("GET", "/api/v1/events?limit=100").json()["events"]
+            return [e for e in events if e["type"] == "repointed"]
+
+        events = h.wait_until(repointed, timeout=30, interval=0.2, message="the re-point event")
+        self.assertEqual(events[0]["new_digest"], digest_of(self.moved))
+        # The summary is written: the config was given up on, not waited for.
+        self.assertFalse(self.huge_route.finished.is_set(), "regpin read the whole 64 MiB config")
+
+
+if __name__ == "__main__":
+    unittest.main()
