@@ -470,12 +470,27 @@ settings load_json(const std::string& text, const std::string& source) {
         throw config_error(source, std::string("is not valid JSON: ") + e.what());
     }
     require_object(j, source);
-    reject_unknown_keys(
-        j, "",
-        {"listen", "data_dir", "upstreams", "default_upstream", "manifest_max_bytes", "log_level",
-         "threads", "max_header_bytes", "client_idle_timeout_ms", "client_header_timeout_ms",
-         "max_connections", "tls", "offline", "pin_checks", "pin_content", "policies", "admin",
-         "webhooks", "pin_store"});
+    reject_unknown_keys(j, "",
+                        {"listen",
+                         "data_dir",
+                         "upstreams",
+                         "default_upstream",
+                         "manifest_max_bytes",
+                         "log_level",
+                         "threads",
+                         "max_header_bytes",
+                         "client_idle_timeout_ms",
+                         "client_header_timeout_ms",
+                         "max_connections",
+                         "shutdown_grace_s",
+                         "tls",
+                         "offline",
+                         "pin_checks",
+                         "pin_content",
+                         "policies",
+                         "admin",
+                         "webhooks",
+                         "pin_store"});
     settings s;
     if (j.contains("listen")) s.listen = get_string(j, "listen", "listen");
     if (j.contains("data_dir")) s.data_dir = get_string(j, "data_dir", "data_dir");
@@ -496,6 +511,9 @@ settings load_json(const std::string& text, const std::string& source) {
     if (j.contains("client_header_timeout_ms"))
         s.client_header_timeout = std::chrono::milliseconds(
             get_int(j, "client_header_timeout_ms", "client_header_timeout_ms", 100, 600000));
+    if (j.contains("shutdown_grace_s"))
+        s.shutdown_grace =
+            std::chrono::seconds(get_int(j, "shutdown_grace_s", "shutdown_grace_s", 0, 3600));
     if (j.contains("max_connections"))
         s.max_connections =
             static_cast<std::size_t>(get_int(j, "max_connections", "max_connections", 1, 1000000));

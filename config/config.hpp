@@ -135,8 +135,10 @@ struct settings {
     std::chrono::milliseconds client_idle_timeout{60000};
     // From a request's first byte to its last header byte.
     std::chrono::milliseconds client_header_timeout{10000};
-    // Open client connections at most; more are answered 503 and closed.
+    // Open client connections at most; more close the longest idle one, or are answered 503.
     std::size_t max_connections = 1024;
+    // On SIGTERM: how long transfers in progress may take to finish before regpin exits.
+    std::chrono::seconds shutdown_grace{25};
     // TLS on the registry API listener (TLS 1.2 and 1.3 only).
     tls_settings tls;
     // Never contact an upstream: serve only what is cached, pinned or imported.

@@ -309,8 +309,12 @@ void app::start(std::shared_ptr<storage::database> db) {
         ao.methods = {"GET", "HEAD", "POST"};
         ao.max_body_bytes = 64 * 1024;
         ao.log_requests = false;
+        // Probes (/healthz is the liveness probe) must always get through: connections idle
+        // for 5 s go, and at the cap the one idle longest makes room for a new one.
         ao.max_connections = 64;
-        ao.header_timeout = p.settings.client_header_timeout;
+        ao.idle_timeout = std::chrono::seconds(5);
+        ao.header_timeout = std::min<std::chrono::milliseconds>(p.settings.client_header_timeout,
+                                                                std::chrono::seconds(5));
         ao.tls = server_tls(p.settings.admin.tls, "admin.tls");
         ao.refusal = oci_refusal;
         auto* admin = p.admin.get();
@@ -329,6 +333,19 @@ void app::start(std::shared_ptr<storage::database> db) {
     if (p.admin_listener) p.admin_listener->start();
     p.scheduler->start_sweep();
     p.webhooks->start();
+}
+
+void app::drain() {
+    auto& p = *parts_;
+    if (p.admin) p.admin->set_draining();
+    if (p.scheduler) p.scheduler->stop();
+    if (p.closure) p.closure->stop();
+    if (p.registry_listener) p.registry_listener->drain();
+}
+
+std::size_t app::in_flight() const {
+    auto& p = *parts_;
+    return p.registry_listener ? p.registry_listener->open_connections() : 0;
 }
 
 void app::stop() {

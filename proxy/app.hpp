@@ -20,6 +20,12 @@ public:
     // Binds both listeners and starts background work. Throws std::system_error when a
     // listener cannot bind.
     void start(std::shared_ptr<storage::database> db);
+    // The first step of a graceful stop: /readyz turns 503, background work stops, the registry
+    // listener stops accepting and closes connections waiting for a request; pulls in progress
+    // go on. Then stop() once in_flight() is 0 or the grace period ran out.
+    void drain();
+    // Registry connections still open.
+    std::size_t in_flight() const;
     void stop();
 
 private:

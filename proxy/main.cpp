@@ -2,8 +2,10 @@
 
 #include <malloc.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <optional>
 #include <thread>
@@ -13,6 +15,7 @@
 #include <spdlog/spdlog.h>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "config/config.hpp"
 #include "proxy/app.hpp"
@@ -187,12 +190,40 @@ int serve(int argc, char** argv) {
         return 1;
     }
 
+    // SIGTERM (or SIGINT): drain, then stop when the pulls in progress are done or the grace
+    // period ran out; a second signal stops at once.
     boost::asio::signal_set signals(ioc, SIGINT, SIGTERM);
+    boost::asio::steady_timer drained(ioc);
+    const auto grace = settings.shutdown_grace;
+    auto deadline = std::chrono::steady_clock::time_point::max();
+    std::function<void()> wait_drained = [&] {
+        if (app.in_flight() == 0 || std::chrono::steady_clock::now() >= deadline) {
+            if (app.in_flight() > 0)
+                spdlog::warn("shutdown_grace_s ({} s) ran out: cutting {} connection(s)",
+                             grace.count(), app.in_flight());
+            spdlog::info("stopping");
+            signals.cancel();
+            app.stop();
+            ioc.stop();
+            return;
+        }
+        drained.expires_after(std::chrono::milliseconds(50));
+        drained.async_wait([&](const boost::system::error_code& ec) {
+            if (!ec) wait_drained();
+        });
+    };
     signals.async_wait([&](const boost::system::error_code& ec, int sig) {
         if (ec) return;
-        spdlog::info("signal {}: stopping", sig);
-        app.stop();
-        ioc.stop();
+        spdlog::info("signal {}: draining: {} connection(s) open, up to {} s for them to finish",
+                     sig, app.in_flight(), grace.count());
+        deadline = std::chrono::steady_clock::now() + grace;
+        app.drain();
+        signals.async_wait([&](const boost::system::error_code& ec2, int sig2) {
+            if (ec2) return;
+            spdlog::info("signal {} again: stopping now", sig2);
+            deadline = std::chrono::steady_clock::now();
+        });
+        wait_drained();
     });
 
     // These threads run the network event loop: storage calls that may block are checked

@@ -106,6 +106,7 @@ asio::awaitable<reply> admin_api::handle(http::incoming in) {
     std::string path = url->path();
     if (path == "/healthz") co_return json_reply(200, {{"status", "ok"}});
     if (path == "/readyz") {
+        if (draining_.load()) co_return json_reply(503, {{"status", "draining"}});
         // Cheap on purpose (probes run every few seconds): one point read of the pin store.
         storage::pin_key nothing{"readyz", "readyz", "readyz", 0};
         auto probe = co_await pins_.find(nothing);

@@ -1,4 +1,5 @@
 #pragma once
+#include <atomic>
 // The admin API, on its own listener (default 127.0.0.1:5001):
 //   GET  /healthz, /readyz, /metrics                      open
 //   GET  /api/v1/pins?registry=&repository_prefix=&state=&limit=
@@ -36,6 +37,10 @@ public:
 
     [[nodiscard]] boost::asio::awaitable<http::reply> handle(http::incoming in);
 
+    // A shutdown began: /readyz answers 503 "draining" from now on, so load balancers stop
+    // sending new pulls while those in progress finish.
+    void set_draining() { draining_ = true; }
+
     // The name of the configured token equal to `presented`, or empty. Constant time in the
     // token's contents.
     std::string token_name(std::string_view presented) const;
@@ -50,6 +55,7 @@ private:
     const upstream::upstreams& upstreams_;
     const pins::closure_keeper& closure_;
     metrics& metrics_;
+    std::atomic<bool> draining_{false};
 };
 
 }  // namespace regpin::proxy::admin

@@ -18,6 +18,7 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
@@ -33,20 +34,46 @@ namespace regpin::proxy::http {
 
 // Instantiated in listener_plain.cpp and listener_tls.cpp.
 extern template asio::awaitable<void> detail::serve<beast::tcp_stream>(
-    beast::tcp_stream&, std::shared_ptr<listener::shared>, std::string);
+    beast::tcp_stream&, std::shared_ptr<listener::shared>, std::shared_ptr<detail::connection_slot>,
+    std::string);
 extern template asio::awaitable<void> detail::serve<beast::ssl_stream<beast::tcp_stream>>(
-    beast::ssl_stream<beast::tcp_stream>&, std::shared_ptr<listener::shared>, std::string);
+    beast::ssl_stream<beast::tcp_stream>&, std::shared_ptr<listener::shared>,
+    std::shared_ptr<detail::connection_slot>, std::string);
 
 namespace {
 
+using detail::connection_slot;
 using detail::refuse_request;
 using detail::serve;
 
 asio::awaitable<void> session(tcp::socket socket, std::shared_ptr<listener::shared> sh) {
+    auto slot = std::make_shared<connection_slot>();
+    slot->strand = co_await asio::this_coro::executor;
+    std::uint64_t id = 0;
+    {
+        std::lock_guard lock(sh->mutex);
+        id = ++sh->next_id;
+        sh->slots.emplace(id, slot);
+    }
+    // Leaves the listener's books however the session ends; the slot's `cancel` (which
+    // refers to this frame's stream) never runs after.
     struct counted {
         std::shared_ptr<listener::shared> sh;
-        ~counted() { --sh->open; }
-    } guard{sh};
+        std::shared_ptr<connection_slot> slot;
+        std::uint64_t id;
+        ~counted() {
+            {
+                std::lock_guard lock(slot->mutex);
+                slot->ended = true;
+                slot->cancel = nullptr;
+            }
+            {
+                std::lock_guard lock(sh->mutex);
+                sh->slots.erase(id);
+            }
+            --sh->open;
+        }
+    } guard{sh, slot, id};
     std::string peer;
     {
         error_code ec;
@@ -56,12 +83,16 @@ asio::awaitable<void> session(tcp::socket socket, std::shared_ptr<listener::shar
     beast::tcp_stream plain(std::move(socket));
     if (sh->options.tls) {
         beast::ssl_stream<beast::tcp_stream> tls(std::move(plain), *sh->options.tls);
+        {
+            std::lock_guard lock(slot->mutex);
+            slot->cancel = [&tls] { beast::get_lowest_layer(tls).cancel(); };
+        }
         beast::get_lowest_layer(tls).expires_after(sh->options.header_timeout);
         auto [hec] = co_await tls.async_handshake(ssl::stream_base::server, use_tuple);
         if (hec) {
             spdlog::debug("{} {}: TLS handshake failed: {}", sh->options.name, peer, hec.message());
         } else {
-            co_await serve(tls, sh, peer);
+            co_await serve(tls, sh, slot, peer);
             beast::get_lowest_layer(tls).expires_after(std::chrono::seconds(2));
             (void)co_await tls.async_shutdown(use_tuple);
         }
@@ -69,7 +100,15 @@ asio::awaitable<void> session(tcp::socket socket, std::shared_ptr<listener::shar
         beast::get_lowest_layer(tls).socket().shutdown(tcp::socket::shutdown_both, ignored);
         co_return;
     }
-    co_await serve(plain, sh, peer);
+    {
+        std::lock_guard lock(slot->mutex);
+        slot->cancel = [&plain] { plain.cancel(); };
+    }
+    co_await serve(plain, sh, slot, peer);
+    {
+        std::lock_guard lock(slot->mutex);
+        slot->cancel = nullptr;
+    }
     error_code ignored;
     plain.socket().shutdown(tcp::socket::shutdown_both, ignored);
 }
@@ -145,8 +184,14 @@ void listener::start() {
                     continue;
                 }
                 if (shared_->open.load() >= shared_->options.max_connections) {
-                    refuse(std::move(socket), *shared_);
-                    continue;
+                    // The connection idle longest makes room (a health probe gets through
+                    // silent sockets); when every one is busy with a request, 503.
+                    auto victim = shared_->oldest_idle();
+                    if (!victim) {
+                        refuse(std::move(socket), *shared_);
+                        continue;
+                    }
+                    detail::close_if_idle(victim);
                 }
                 ++shared_->open;
                 // Replies go out as whole writes; Nagle would hold a reply's last segment
@@ -164,5 +209,13 @@ void listener::stop() {
     error_code ignored;
     acceptor_.close(ignored);
 }
+
+void listener::drain() {
+    stop();
+    shared_->draining = true;
+    for (auto& slot : shared_->all_slots()) detail::close_if_idle(slot);
+}
+
+std::size_t listener::open_connections() const { return shared_->open.load(); }
 
 }  // namespace regpin::proxy::http

@@ -22,8 +22,8 @@ namespace regpin::proxy::http {
 using handler = std::function<boost::asio::awaitable<reply>(incoming)>;
 
 // Called after every request with its reply and the body bytes written (for metrics).
-using observer = std::function<void(const incoming&, const reply&, std::uint64_t body_bytes,
-                                    double seconds)>;
+using observer =
+    std::function<void(const incoming&, const reply&, std::uint64_t body_bytes, double seconds)>;
 
 // The reply for a request the listener refuses itself: malformed (400), header too large
 // (431), method not allowed (405), body not taken (405) or too large (413), too many
@@ -32,14 +32,15 @@ using refusal = std::function<reply(unsigned status, const std::string& message)
 
 struct listener_options {
     std::string name = "http";  // for log lines: "registry", "admin"
-    std::string listen;             // HOST:PORT; port 0 picks one
+    std::string listen;         // HOST:PORT; port 0 picks one
     std::size_t max_header_bytes = 16 * 1024;
     // Waiting for the next request on a kept-alive connection, and any single write.
     std::chrono::milliseconds idle_timeout{60000};
     // From a request's first byte to the end of its header (and body): a client dripping a
     // header one byte at a time is cut off after this, however steady the drip.
     std::chrono::milliseconds header_timeout{10000};
-    // Open connections at most; one more is answered 503 and closed at once, without
+    // Open connections at most. One more closes the connection idle longest (waiting for a
+    // request) to make room; when none is idle it is answered 503 and closed at once, without
     // disturbing the others.
     std::size_t max_connections = 1024;
     // TLS (certificate and key loaded) or nullptr for plain HTTP.
@@ -71,7 +72,13 @@ public:
 
     // Starts accepting; returns at once.
     void start();
+    // Stops accepting; open connections carry on.
     void stop();
+    // Stops accepting and lets open connections finish what they are doing: a connection
+    // waiting for a request is closed, one in a request closes after its answer. Returns at
+    // once; open_connections() falls to 0 as they end.
+    void drain();
+    std::size_t open_connections() const;
 
     struct shared;  // options and callbacks, shared with every connection
 

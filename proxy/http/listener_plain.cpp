@@ -3,8 +3,8 @@
 
 namespace regpin::proxy::http {
 
-template asio::awaitable<void> detail::serve<beast::tcp_stream>(beast::tcp_stream&,
-                                                                std::shared_ptr<listener::shared>,
-                                                                std::string);
+template asio::awaitable<void> detail::serve<beast::tcp_stream>(
+    beast::tcp_stream&, std::shared_ptr<listener::shared>, std::shared_ptr<detail::connection_slot>,
+    std::string);
 
 }  // namespace regpin::proxy::http

@@ -13,6 +13,8 @@
 #include <iterator>
 #include <sstream>
 #include <type_traits>
+#include <unordered_map>
+#include <vector>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -20,6 +22,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -209,6 +212,41 @@ inline reply refuse_request(const listener_options& o, unsigned status, const st
     return r;
 }
 
+
+// One open connection as the listener sees it: whether it waits for a request, and how to
+// close it then. Its fields are guarded by `mutex`; `cancel` runs only on the connection's
+// strand (close_if_idle posts it there), where the request loop runs too.
+struct connection_slot {
+    std::mutex mutex;
+    bool idle = true;      // waiting for a request's first byte (or the TLS handshake)
+    bool closing = false;  // close_if_idle was called
+    bool ended = false;    // the session is over: `cancel` must not run
+    std::chrono::steady_clock::time_point idle_since = std::chrono::steady_clock::now();
+    asio::any_io_executor strand;
+    std::function<void()> cancel;  // cancels the connection's I/O; set by the session
+
+    void set_idle(bool now_idle) {
+        std::lock_guard lock(mutex);
+        idle = now_idle;
+        if (now_idle) idle_since = std::chrono::steady_clock::now();
+    }
+};
+
+// Closes `slot`'s connection if it still waits for a request when its strand gets to it: a
+// request that began meanwhile is served.
+inline void close_if_idle(const std::shared_ptr<connection_slot>& slot) {
+    {
+        std::lock_guard lock(slot->mutex);
+        if (slot->closing || slot->ended) return;
+        slot->closing = true;
+    }
+    asio::post(slot->strand, [slot] {
+        std::lock_guard lock(slot->mutex);
+        if (slot->idle && !slot->ended && slot->cancel) slot->cancel();
+        slot->closing = false;
+    });
+}
+
 }  // namespace detail
 
 struct listener::shared {
@@ -216,8 +254,36 @@ struct listener::shared {
     handler handle;
     observer observe;
     std::atomic<std::size_t> open{0};
+    // Set by drain(): every reply says Connection: close, and no connection waits for another
+    // request.
+    std::atomic<bool> draining{false};
     // The whole response to a connection over max_connections, written without waiting.
     std::string over_capacity;
+
+    std::mutex mutex;
+    std::uint64_t next_id = 0;
+    std::unordered_map<std::uint64_t, std::shared_ptr<detail::connection_slot>> slots;
+
+    // The connection idle longest that is not being closed yet, or nullptr.
+    std::shared_ptr<detail::connection_slot> oldest_idle() {
+        std::lock_guard lock(mutex);
+        std::shared_ptr<detail::connection_slot> best;
+        auto best_since = std::chrono::steady_clock::time_point::max();
+        for (auto& [id, s] : slots) {
+            std::lock_guard slock(s->mutex);
+            if (s->idle && !s->closing && !s->ended && s->idle_since < best_since) {
+                best = s;
+                best_since = s->idle_since;
+            }
+        }
+        return best;
+    }
+    std::vector<std::shared_ptr<detail::connection_slot>> all_slots() {
+        std::lock_guard lock(mutex);
+        std::vector<std::shared_ptr<detail::connection_slot>> out;
+        for (auto& [id, s] : slots) out.push_back(s);
+        return out;
+    }
 };
 
 namespace detail {
@@ -225,7 +291,7 @@ namespace detail {
 // The request loop of one connection, plain or TLS.
 template <class Stream>
 asio::awaitable<void> serve(Stream& stream, std::shared_ptr<listener::shared> sh,
-                            std::string peer) {
+                            std::shared_ptr<connection_slot> slot, std::string peer) {
     const auto& opts = sh->options;
     auto& lowest = beast::get_lowest_layer(stream);
     beast::flat_buffer buffer;
@@ -237,12 +303,17 @@ asio::awaitable<void> serve(Stream& stream, std::shared_ptr<listener::shared> sh
             // check (405), not fail as a malformed request. Bodies are limited below.
             parser.body_limit(boost::none);
             if (buffer.size() == 0) {
-                // Idle until the client starts a request (pipelined bytes skip the wait).
+                // Idle until the client starts a request (pipelined bytes skip the wait); the
+                // listener may close an idle connection (close_if_idle).
+                if (sh->draining.load()) co_return;
+                slot->set_idle(true);
                 lowest.expires_after(opts.idle_timeout);
                 auto [wec, wn] = co_await stream.async_read_some(buffer.prepare(4096), use_tuple);
+                slot->set_idle(false);
                 if (wec) co_return;
                 buffer.commit(wn);
             }
+            slot->set_idle(false);
             lowest.expires_after(opts.header_timeout);
             auto [ec, n] = co_await bhttp::async_read_header(stream, buffer, parser, use_tuple);
             if (ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
@@ -304,6 +375,8 @@ asio::awaitable<void> serve(Stream& stream, std::shared_ptr<listener::shared> sh
                     }
                 }
             }
+            // Draining (a shutdown): this answer is the connection's last.
+            if (sh->draining.load()) keep = false;
             auto outcome = co_await write_reply(stream, r, in.head, ec ? 11 : req.version(),
                                                 keep && !ec, opts);
             auto seconds =

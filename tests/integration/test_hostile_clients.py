@@ -494,8 +494,15 @@ class MaxConnectionsTest(HostileClientTestCase):
         self.addCleanup(conn.close)
         return conn
 
-    def test_the_eleventh_connection_gets_503_at_once_and_the_ten_established_ones_keep_working(self):
-        established = [self.open_established() for _ in range(10)]
+    def open_busy(self) -> RawConnection:
+        """A connection in the middle of a request: the first half of its header sent (regpin
+        waits for the rest up to client_header_timeout_ms, 10 s by default)."""
+        conn = self.open_established()
+        conn.send(b"GET /v2/ HTTP/1.1\r\n")
+        return conn
+
+    def test_the_eleventh_connection_gets_503_at_once_when_ten_are_in_a_request(self):
+        busy = [self.open_busy() for _ in range(10)]
 
         started = time.monotonic()
         extra = self.raw(timeout=5)
@@ -507,16 +514,22 @@ class MaxConnectionsTest(HostileClientTestCase):
         self.assertTrue((resp.header("Content-Type") or "").startswith("application/json"), resp.headers)
         self.assertTrue(extra.closed_within(5), "the refused connection was not closed")
 
-        for i, conn in enumerate(established):
+        # The ten finish their requests undisturbed.
+        for i, conn in enumerate(busy):
+            with self.subTest(connection=i):
+                conn.send(b"Host: regpin.test\r\n\r\n")
+                self.assertEqual(conn.response().status, 200)
+
+    def test_at_the_cap_the_connection_idle_longest_makes_room_for_a_new_one(self):
+        idle = [self.open_established() for _ in range(10)]  # oldest first, all waiting
+        newcomer = self.raw(timeout=5)
+        newcomer.send(request_bytes("GET", "/v2/"))
+        self.assertEqual(newcomer.response().status, 200)
+        self.assertTrue(idle[0].closed_within(5), "the oldest idle connection was not closed")
+        for i, conn in enumerate(idle[1:], start=1):
             with self.subTest(connection=i):
                 conn.send(request_bytes("GET", "/v2/"))
                 self.assertEqual(conn.response().status, 200)
-
-        # One closes: a new client gets in (regpin counts the closed one out asynchronously).
-        established[0].close()
-        self.open_established()
-        extra = self.raw(timeout=5)
-        self.assertEqual(extra.response().status, 503)
 
     def tearDown(self):
         # Close everything first, so the liveness check of the base class gets a connection.

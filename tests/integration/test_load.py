@@ -4,6 +4,11 @@ logs; a scripted upstream only where a real one cannot misbehave on demand."""
 
 from __future__ import annotations
 
+import hashlib
+import http.client
+import os
+import signal
+import socket
 import threading
 import unittest
 from typing import Callable
@@ -105,6 +110,118 @@ class RolloutTest(h.LogsOnFailure):
         self.assert_all_served(answers, child)
         self.upstream.sync_log()
         self.assertEqual(self.manifest_requests("GET", child, "team/kids"), 1)
+
+
+class AdminProbesTest(h.LogsOnFailure):
+    """Silent sockets on the admin listener (64 of them filled every slot, and the kubelet
+    restarted regpin over and over): health and readiness are still answered."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.upstream = h.Registry("hub").start()
+        cls.addClassCleanup(cls.upstream.close)
+        cls.regpin = h.Regpin([h.Upstream.of(DOCKER_HUB, cls.upstream)])
+        cls.addClassCleanup(cls.regpin.close)
+        cls.regpin.start()
+
+    def silent_sockets(self, n: int) -> list[socket.socket]:
+        host, port = self.regpin.admin_host.rsplit(":", 1)
+        out = []
+        for _ in range(n):
+            s = socket.create_connection((host, int(port)), timeout=10)
+            self.addCleanup(s.close)
+            out.append(s)
+        return out
+
+    def test_health_and_readiness_are_answered_past_100_silent_sockets(self):
+        self.silent_sockets(100)
+        for path in ("/healthz", "/readyz", "/healthz"):
+            resp = h.http_request(self.regpin.admin_host, "GET", path, timeout=10)
+            self.assertEqual(resp.status, 200, f"{path}: {resp.body[:200]!r}")
+
+    def test_a_silent_admin_connection_is_closed_after_a_short_idle_timeout(self):
+        (s,) = self.silent_sockets(1)
+        s.settimeout(20)
+        try:
+            data = s.recv(1)
+        except ConnectionResetError:
+            data = b""
+        self.assertEqual(data, b"", "the admin listener kept a silent connection 20 s")
+
+
+class GracefulShutdownTest(h.LogsOnFailure):
+    """SIGTERM lets the pulls in progress finish (up to shutdown_grace_s), turns /readyz to 503
+    and refuses new connections meanwhile, then regpin exits 0."""
+
+    SIZE = 1 << 30
+
+    @classmethod
+    def setUpClass(cls):
+        cls.upstream = h.Registry("hub").start()
+        cls.addClassCleanup(cls.upstream.close)
+        folder = h.make_temp_dir("shutdown-blob")
+        cls.addClassCleanup(h.remove_temp_dir, folder)
+        path = os.path.join(folder, "blob")
+        with open(path, "wb") as f:
+            f.truncate(cls.SIZE)  # 1 GiB of zeros, sparse: nothing to write
+        sha = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(8 << 20):
+                sha.update(chunk)
+        cls.digest = "sha256:" + sha.hexdigest()
+        cls.upstream.upload_blob("team/big", cls.digest, path)
+
+    def start_regpin(self, **settings) -> h.Regpin:
+        regpin = h.Regpin([h.Upstream.of(DOCKER_HUB, self.upstream)], settings=settings or None)
+        self.addCleanup(regpin.close)
+        self.regpin = regpin
+        return regpin.start()
+
+    def begin_pull(self, regpin: h.Regpin) -> http.client.HTTPResponse:
+        host, port = regpin.host.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        self.addCleanup(conn.close)
+        conn.request("GET", f"/v2/team/big/blobs/{self.digest}")
+        resp = conn.getresponse()
+        self.assertEqual(resp.status, 200)
+        return resp
+
+    def refused(self, host: str) -> bool:
+        addr, port = host.rsplit(":", 1)
+        try:
+            socket.create_connection((addr, int(port)), timeout=2).close()
+            return False
+        except ConnectionRefusedError:
+            return True
+
+    def test_a_1_gib_pull_in_progress_at_sigterm_completes_and_regpin_exits_0(self):
+        regpin = self.start_regpin()
+        resp = self.begin_pull(regpin)
+        sha = hashlib.sha256()
+        got = resp.read(4 << 20)
+        sha.update(got)
+        received = len(got)
+
+        regpin.send_signal(signal.SIGTERM)
+        h.wait_until(lambda: h.http_request(regpin.admin_host, "GET", "/readyz", timeout=5).status == 503,
+                     timeout=10, interval=0.05, message="/readyz 503 while draining")
+        self.assertTrue(self.refused(regpin.host), "regpin accepted a new connection while draining")
+
+        while chunk := resp.read(8 << 20):
+            sha.update(chunk)
+            received += len(chunk)
+        self.assertEqual(received, self.SIZE)
+        self.assertEqual("sha256:" + sha.hexdigest(), self.digest)
+        self.assertEqual(regpin.wait_exit(timeout=20), 0)
+        self.assertNotIn("ran out", regpin.log())
+
+    def test_a_stalled_pull_is_cut_when_the_grace_period_runs_out_and_regpin_exits_0(self):
+        regpin = self.start_regpin(shutdown_grace_s=1)
+        resp = self.begin_pull(regpin)
+        resp.read(1 << 20)  # then reads nothing more: regpin's writes stall
+        regpin.send_signal(signal.SIGTERM)
+        self.assertEqual(regpin.wait_exit(timeout=20), 0)
+        self.assertIn("shutdown_grace_s (1 s) ran out", regpin.log())
 
 
 if __name__ == "__main__":

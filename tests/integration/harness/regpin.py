@@ -308,6 +308,21 @@ class Regpin(LoopbackServer, TempDirProcess):
         self._proc = None
         return code
 
+    def send_signal(self, sig: int) -> None:
+        """Sends `sig` to the running regpin and returns at once (see wait_exit)."""
+        if self._proc is None:
+            raise RuntimeError("regpin is not running")
+        self._proc.send_signal(sig)
+
+    def wait_exit(self, timeout: float) -> int:
+        """Waits for regpin to exit on its own (after send_signal); its exit code. Raises
+        subprocess.TimeoutExpired when it is still running after `timeout`."""
+        if self._proc is None:
+            raise RuntimeError("regpin is not running")
+        code = self._proc.wait(timeout=timeout)
+        self._proc = None
+        return code
+
     def kill(self) -> None:
         """SIGKILL: no chance to flush anything."""
         if self._proc is not None:
