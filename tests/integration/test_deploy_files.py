@@ -61,6 +61,9 @@ PUBLIC_REGISTRIES = ["docker.io", "ghcr.io", "quay.io", "registry.k8s.io"]
 FILE_KEYS = ("token_file", "password_file", "secret_file", "ca_file")
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Pod")
 FAKE_HOST_IP = "10.11.12.13"
+# regpin's default shutdown_grace_s (config/README.md): the time a SIGTERM leaves transfers in
+# progress before regpin exits; the kubelet's and systemd's stop timeouts must exceed it.
+DEFAULT_SHUTDOWN_GRACE_S = 25
 
 
 # --- YAML ------------------------------------------------------------------------------------
@@ -159,6 +162,42 @@ def container_port(container: dict, port) -> int:
 def is_regpin_server(container: dict) -> bool:
     argv = list(container.get("command", [])) + list(container.get("args", []))
     return "serve" in argv
+
+
+def selector_matches(selector: dict, labels: dict) -> bool:
+    """Whether a LabelSelector (matchLabels, matchExpressions) selects these labels."""
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e["key"], e["operator"], e.get("values", [])
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def systemd_seconds(span: str) -> float:
+    """A systemd time span ("30s", "1min 30s", "90", "infinity") in seconds."""
+    units = {"": 1, "s": 1, "sec": 1, "second": 1, "seconds": 1, "ms": 0.001, "msec": 0.001,
+             "m": 60, "min": 60, "minute": 60, "minutes": 60, "h": 3600, "hr": 3600,
+             "hour": 3600, "hours": 3600}
+    span = span.strip()
+    if span == "infinity":
+        return float("inf")
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]*)\s*", span)
+    assert parts and "".join(n + u for n, u in parts) == span.replace(" ", ""), \
+        f"not a time span: {span!r}"
+    total = 0.0
+    for number, unit in parts:
+        assert unit in units, f"unknown time unit in {span!r}"
+        total += float(number) * units[unit]
+    return total
 
 
 def expand_k8s_vars(text: str, env: dict[str, str]) -> str:
@@ -482,6 +521,18 @@ def run_hosts_toml(tc: unittest.TestCase, spec: dict, expect_mirror: str | None 
     return runs
 
 
+def with_patched_config(base: str, patch_folder: str) -> list[dict]:
+    """The base folder's objects, its ConfigMap replaced by the shape's config patch."""
+    (patch,) = [o for o in manifests_in(K8S / patch_folder) if o["kind"] == "ConfigMap"]
+    objs = [o for o in manifests_in(K8S / base)
+            if not (o["kind"] == "ConfigMap" and o["metadata"]["name"] == patch["metadata"]["name"])]
+    return objs + [patch]
+
+
+def shutdown_grace_s(config: dict) -> int:
+    return int(config.get("shutdown_grace_s", DEFAULT_SHUTDOWN_GRACE_S))
+
+
 class TempDirTest(unittest.TestCase):
     def tmpdir(self) -> Path:
         d = Path(tempfile.mkdtemp(prefix="regpin-deploy-"))
@@ -705,11 +756,7 @@ class SharedPinsShapesTest(TempDirTest):
         return manifests_in(K8S / "components" / "etcd")
 
     def with_patched_config(self, base: str, patch_folder: str) -> list[dict]:
-        """The base folder's objects, its ConfigMap replaced by the shape's config patch."""
-        (patch,) = [o for o in manifests_in(K8S / patch_folder) if o["kind"] == "ConfigMap"]
-        objs = [o for o in manifests_in(K8S / base)
-                if not (o["kind"] == "ConfigMap" and o["metadata"]["name"] == patch["metadata"]["name"])]
-        return objs + [patch]
+        return with_patched_config(base, patch_folder)
 
     def test_etcd_is_three_members_one_per_node_with_a_budget_of_one(self):
         objs = self.etcd_objects()
@@ -754,6 +801,46 @@ class SharedPinsShapesTest(TempDirTest):
                 if replicas:
                     (patch,) = [o for o in manifests_in(K8S / shape) if o["kind"] == "StatefulSet"]
                     self.assertEqual(patch["spec"]["replicas"], replicas)
+
+
+class ShutdownGraceTest(unittest.TestCase):
+    """On SIGTERM regpin turns /readyz to 503, stops accepting and lets transfers in progress
+    finish for up to shutdown_grace_s (default 25), then exits 0. The kubelet
+    (terminationGracePeriodSeconds) and systemd (TimeoutStopSec) must wait longer, or they
+    kill it mid-transfer."""
+
+    def test_the_default_checked_here_is_the_documented_one(self):
+        text = (REPO_ROOT / "config" / "README.md").read_text(encoding="utf-8")
+        m = re.search(r"^\| `shutdown_grace_s` \| integer \| (\d+) \|", text, re.M)
+        self.assertIsNotNone(m, "config/README.md documents no shutdown_grace_s")
+        self.assertEqual(int(m.group(1)), DEFAULT_SHUTDOWN_GRACE_S)
+
+    def test_kubernetes_grace_periods_exceed_shutdown_grace(self):
+        for base, kind, shape in (("central", "StatefulSet", "central-ha"),
+                                  ("node-local", "DaemonSet", "node-local-shared")):
+            for folder, objs in ((base, manifests_in(K8S / base)),
+                                 (shape, with_patched_config(base, shape))):
+                with self.subTest(stack=folder):
+                    (w,) = [o for o in manifests_in(K8S / base) if o["kind"] == kind]
+                    spec = pod_spec(w)
+                    self.assertIn("terminationGracePeriodSeconds", spec,
+                                  f"{base}: set it explicitly, next to its comment")
+                    period = spec["terminationGracePeriodSeconds"]
+                    # a shape's own patch of the workload may change it
+                    for patch in manifests_in(K8S / folder):
+                        if patch["kind"] == kind and folder != base:
+                            period = pod_spec(patch).get("terminationGracePeriodSeconds", period)
+                    cfgs = configs_from_manifests(objs, folder)
+                    self.assertTrue(cfgs)
+                    for cfg, _, _ in cfgs:
+                        self.assertGreater(period, shutdown_grace_s(cfg.config),
+                                           f"{cfg.name}: terminationGracePeriodSeconds")
+
+    def test_systemd_stop_timeout_exceeds_shutdown_grace(self):
+        service = dict(systemd_unit(SYSTEMD_UNIT)["Service"])
+        self.assertIn("TimeoutStopSec", service, "set it explicitly, next to its comment")
+        config = json.loads(SYSTEMD_CONFIG.read_text())
+        self.assertGreater(systemd_seconds(service["TimeoutStopSec"]), shutdown_grace_s(config))
 
 
 class KustomizeBuildTest(TempDirTest):
@@ -825,6 +912,77 @@ class KustomizeBuildTest(TempDirTest):
                          and o["metadata"]["name"] == "regpin-node-config"]
                 self.assertEqual(run_hosts_toml(
                     self, pod_spec(ds), expect_mirror=mirror, expect_fail_closed=True), 1)
+
+    def test_network_policy_component_admits_only_nodes_operators_and_prometheus(self):
+        for stack in ("central", "central-ha"):
+            with self.subTest(stack=stack):
+                overlay = self.tmpdir()
+                (overlay / "kustomization.yaml").write_text(
+                    "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+                    "kind: Kustomization\n"
+                    f"resources:\n  - {os.path.relpath(K8S / stack, overlay)}\n"
+                    "components:\n"
+                    f"  - {os.path.relpath(K8S / 'components' / 'network-policy', overlay)}\n")
+                objs = kubectl_kustomize(overlay)
+                (policy,) = [o for o in objs if o["kind"] == "NetworkPolicy"]
+                (sts,) = [o for o in objs if o["kind"] == "StatefulSet"
+                          and o["metadata"]["name"] == "regpin"]
+                ((_, c),) = [x for x in all_containers(pod_spec(sts)) if is_regpin_server(x[1])]
+                spec = policy["spec"]
+
+                # it selects the regpin pods, in their namespace, and no other workload's
+                self.assertEqual(policy["metadata"].get("namespace"),
+                                 sts["metadata"]["namespace"])
+                self.assertTrue(spec["podSelector"], "an empty podSelector selects every pod")
+                self.assertTrue(selector_matches(spec["podSelector"],
+                                                 sts["spec"]["template"]["metadata"]["labels"]))
+                for w in objs:
+                    if w["kind"] in WORKLOAD_KINDS and w is not sts:
+                        labels = (w["metadata"] if w["kind"] == "Pod"
+                                  else w["spec"]["template"]["metadata"]).get("labels", {})
+                        self.assertFalse(selector_matches(spec["podSelector"], labels),
+                                         f"{w['kind']}/{w['metadata']['name']} is selected "
+                                         "(etcd must keep its traffic)")
+                self.assertEqual(spec["policyTypes"], ["Ingress"])
+
+                # every rule names its ports and its sources: no rule admits all of either
+                by_port: dict[int, list[dict]] = {}
+                for rule in spec.get("ingress", []):
+                    self.assertTrue(rule.get("from"), f"a rule admits every source: {rule}")
+                    self.assertTrue(rule.get("ports"), f"a rule admits every port: {rule}")
+                    for peer in rule["from"]:
+                        if "ipBlock" in peer:
+                            self.assertNotIn(peer["ipBlock"]["cidr"], ("0.0.0.0/0", "::/0"))
+                        if "namespaceSelector" in peer:
+                            self.assertTrue(peer["namespaceSelector"].get("matchLabels") or
+                                            peer["namespaceSelector"].get("matchExpressions"),
+                                            "an empty namespaceSelector admits every namespace")
+                        if "podSelector" in peer and "namespaceSelector" not in peer:
+                            self.fail(f"a podSelector alone admits pods of regpin's namespace: {peer}")
+                    for p in rule["ports"]:
+                        self.assertEqual(p.get("protocol", "TCP"), "TCP")
+                        by_port.setdefault(container_port(c, p["port"]), []).append(rule)
+                self.assertEqual(sorted(by_port), [5000, 5001])
+
+                # registry: the nodes' CIDR (containerd via the NodePort) and labelled clients
+                (registry,) = by_port[5000]
+                self.assertEqual([container_port(c, p["port"]) for p in registry["ports"]],
+                                 [5000], "the registry rule must not open the admin port")
+                self.assertTrue(any("ipBlock" in peer for peer in registry["from"]))
+                self.assertIn({"namespaceSelector": {"matchLabels": {
+                    "regpin.io/registry-client": "true"}}}, registry["from"])
+
+                # admin: namespaces only, the operators' and Prometheus's
+                (admin,) = by_port[5001]
+                self.assertEqual([container_port(c, p["port"]) for p in admin["ports"]], [5001])
+                for peer in admin["from"]:
+                    self.assertEqual(list(peer), ["namespaceSelector"], peer)
+                selectors = [peer["namespaceSelector"].get("matchLabels", {})
+                             for peer in admin["from"]]
+                self.assertIn({"regpin.io/operators": "true"}, selectors)
+                self.assertTrue(any("kubernetes.io/metadata.name" in m for m in selectors),
+                                "no Prometheus namespace")
+                self.assertEqual(len(selectors), 2)
 
 
 class ContainerfileTest(unittest.TestCase):
