@@ -212,6 +212,24 @@ pin_checks parse_checks(const json& j, const std::string& path) {
     return c;
 }
 
+download_limits parse_downloads(const json& j, const std::string& path) {
+    require_object(j, path);
+    reject_unknown_keys(j, path,
+                        {"max_concurrent", "max_per_upstream", "max_queued", "abandon_after_s"});
+    download_limits d;
+    if (j.contains("max_concurrent"))
+        d.max_concurrent =
+            static_cast<int>(get_int(j, "max_concurrent", path + ".max_concurrent", 1, 100000));
+    if (j.contains("max_per_upstream"))
+        d.max_per_upstream =
+            static_cast<int>(get_int(j, "max_per_upstream", path + ".max_per_upstream", 1, 100000));
+    if (j.contains("max_queued"))
+        d.max_queued = static_cast<int>(get_int(j, "max_queued", path + ".max_queued", 0, 1000000));
+    if (j.contains("abandon_after_s"))
+        d.abandon_after = get_seconds(j, "abandon_after_s", path, 0, 86400);
+    return d;
+}
+
 policy_rule parse_policy_rule(const json& j, const std::string& path) {
     require_object(j, path);
     reject_unknown_keys(j, path, {"match", "policy", "revalidate_after_s"});
@@ -486,6 +504,7 @@ settings load_json(const std::string& text, const std::string& source) {
                          "tls",
                          "offline",
                          "pin_checks",
+                         "downloads",
                          "pin_content",
                          "policies",
                          "admin",
@@ -520,6 +539,7 @@ settings load_json(const std::string& text, const std::string& source) {
     if (j.contains("tls")) s.tls = parse_tls(j.at("tls"), "tls");
     if (j.contains("offline")) s.offline = get_bool(j, "offline", "offline");
     if (j.contains("pin_checks")) s.checks = parse_checks(j.at("pin_checks"), "pin_checks");
+    if (j.contains("downloads")) s.downloads = parse_downloads(j.at("downloads"), "downloads");
     if (j.contains("pin_content")) {
         s.pin_content = get_string(j, "pin_content", "pin_content");
         if (s.pin_content != "manifests" && s.pin_content != "all" && s.pin_content != "none")

@@ -76,6 +76,19 @@ struct pin_checks {
     std::chrono::seconds ratelimit_pause{900};
 };
 
+// Upstream blob downloads: they belong to no client (one per digest, shared by every client
+// that asks), so they are bounded here.
+struct download_limits {
+    // Downloads running at once, in total and per upstream; more wait in a queue of
+    // `max_queued`, and past it the client gets 503 with Retry-After.
+    int max_concurrent = 64;
+    int max_per_upstream = 32;
+    int max_queued = 1024;
+    // A download no client, prefetch or pin-content fetch waits for any more is cancelled
+    // after this long (a client that retries within it joins the download again).
+    std::chrono::seconds abandon_after{10};
+};
+
 struct admin_token {
     std::string name;   // who acted, in the pin history ("token:<name>")
     std::string value;  // resolved from token_file / token_env at load time
@@ -144,6 +157,7 @@ struct settings {
     // Never contact an upstream: serve only what is cached, pinned or imported.
     bool offline = false;
     pin_checks checks;
+    download_limits downloads;
     // What a pin holds beyond its manifest (issue 12, point 3): "manifests" (every child
     // manifest and config blob of the pinned digest), "all" (and every layer of every
     // platform), "none" (only what clients pulled).

@@ -103,6 +103,7 @@ struct app::parts {
     admin::counter_family* repoints = nullptr;
     admin::counter_family* deliveries = nullptr;
     admin::counter_family* closure_walks = nullptr;
+    admin::counter_family* downloads_dropped = nullptr;
 
     parts(asio::io_context& c, config::settings s) : ioc(c), settings(std::move(s)) {
         requests =
@@ -135,6 +136,11 @@ struct app::parts {
             {"result"});
         deliveries = &metrics.counter("regpin_webhook_deliveries_total",
                                       "Webhook delivery attempts by result", {"result"});
+        downloads_dropped = &metrics.counter(
+            "regpin_blob_downloads_dropped_total",
+            "Upstream blob downloads not run to the end: queue_full (the client got 503), "
+            "abandoned (nobody waited for it any more, downloads.abandon_after_s)",
+            {"reason"});
     }
 };
 
@@ -210,7 +216,10 @@ void app::start(std::shared_ptr<storage::database> db) {
     }
     p.stores = std::make_unique<store::facade>(db, std::move(pin_store));
     p.upstreams = std::make_unique<upstream::upstreams>(ex, p.settings, observe);
-    p.fetcher = std::make_unique<cache::blob_fetcher>(ex, p.stores->content());
+    p.fetcher = std::make_unique<cache::blob_fetcher>(
+        ex, p.stores->content(), p.settings.downloads, [pp](std::string_view reason) {
+            pp->downloads_dropped->with({std::string(reason)}).inc();
+        });
     p.manifests = std::make_unique<cache::manifest_fetcher>(ex, p.stores->content());
     p.closure = std::make_unique<pins::closure_keeper>(
         ex, p.settings, *p.upstreams, p.stores->content(), *p.manifests, *p.fetcher,
@@ -235,7 +244,26 @@ void app::start(std::shared_ptr<storage::database> db) {
         .gauge("regpin_pins_pending",
                "Pins whose upstream moved and that await an operator (pending or rejected)")
         .set_callback([pins] { return static_cast<double>(pins->count_awaiting()); });
+    auto* fetcher = p.fetcher.get();
+    p.metrics
+        .gauge("regpin_blob_downloads",
+               "Upstream blob downloads running (downloads.max_concurrent)")
+        .set_callback([fetcher] { return static_cast<double>(fetcher->running()); });
+    p.metrics
+        .gauge("regpin_blob_downloads_queued",
+               "Upstream blob downloads waiting for a slot (downloads.max_queued)")
+        .set_callback([fetcher] { return static_cast<double>(fetcher->queued()); });
     auto* upstreams = p.upstreams.get();
+    p.metrics
+        .gauge("regpin_upstream_connections",
+               "Connections to the upstreams open now, in use or idle (downloads."
+               "max_per_upstream and each upstream's max_idle_connections bound them)")
+        .set_callback([upstreams] {
+            std::size_t n = 0;
+            for (std::size_t i = 0; i < upstreams->size(); ++i)
+                n += upstreams->at(i).open_connections();
+            return static_cast<double>(n);
+        });
     p.metrics
         .gauge("regpin_upstream_tokens_cached",
                "Bearer tokens cached for the upstreams, by scope (bounded: an LRU of 1024 per "

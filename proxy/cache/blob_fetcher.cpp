@@ -54,6 +54,29 @@ public:
         std::erase(wakers_, w);
     }
 
+    // Someone waits for this download (a client's stream, a wait_complete caller): held from
+    // join() until they are done. With no holder for the fetcher's abandon_after, it stops.
+    void hold() {
+        std::lock_guard lock(mutex_);
+        ++holders_;
+    }
+    void release() {
+        std::lock_guard lock(mutex_);
+        if (--holders_ == 0) unwanted_since_ = std::chrono::steady_clock::now();
+    }
+    bool wanted() const {
+        std::lock_guard lock(mutex_);
+        return holders_ > 0;
+    }
+    bool abandoned(std::chrono::steady_clock::duration grace) const {
+        std::lock_guard lock(mutex_);
+        return holders_ == 0 && std::chrono::steady_clock::now() - unwanted_since_ >= grace;
+    }
+    // Ends a download that never started (dropped from the queue: nobody waits for it).
+    void cancel_queued() {
+        fail({oci::error_code::unavailable, "download of " + digest_.str() + " cancelled"});
+    }
+
     struct view {
         phase state;
         std::optional<std::uint64_t> size;
@@ -117,6 +140,8 @@ private:
     std::string tail_;           // bytes after flushed_, not yet a full chunk
     oci::error failure_;
     std::vector<std::shared_ptr<waker>> wakers_;
+    std::size_t holders_ = 0;
+    std::chrono::steady_clock::time_point unwanted_since_ = std::chrono::steady_clock::now();
 };
 
 // `bytes` stays valid: the download changes its tail only after the write returned.
@@ -138,7 +163,7 @@ asio::awaitable<void> blob_download::run(upstream::registry_client& client,
     }
     if (failed) {
         (void)co_await owner_.content_.discard_blob(digest_);
-        owner_.finished(digest_);
+        owner_.finished(digest_, registry_);
         fail({oci::error_code::unavailable, "download of " + digest_.str() + " failed"});
     }
 }
@@ -153,19 +178,20 @@ asio::awaitable<void> blob_download::download(upstream::registry_client& client,
         spdlog::warn("blob {}: upstream {} failed: {}", digest_.str(), registry_,
                      resp.error().message());
         fail(upstream::transport_error(registry_, resp.error()));
-        owner_.finished(digest_);
+        owner_.finished(digest_, registry_);
         co_return;
     }
     if (resp->status() != 200) {
         auto status = resp->status();
         (void)co_await resp->read_all(64 * 1024);
+        resp = make_error_code(boost::system::errc::operation_canceled);  // back to the pool
         fail(upstream::upstream_error(registry_, status, oci::error_code::blob_unknown));
-        owner_.finished(digest_);
+        owner_.finished(digest_, registry_);
         co_return;
     }
     if (auto began = co_await owner_.content_.begin_blob(digest_, chunk_size_); !began) {
         fail({oci::error_code::unknown, "cannot write to the cache"});
-        owner_.finished(digest_);
+        owner_.finished(digest_, registry_);
         co_return;
     }
     {
@@ -187,6 +213,7 @@ asio::awaitable<void> blob_download::download(upstream::registry_client& client,
     const auto& cfg = client.settings();
     auto window_start = std::chrono::steady_clock::now();
     std::uint64_t window_bytes = 0;
+    bool cancelled = false;
     while (true) {
         auto n = co_await resp->read_some(buf);
         if (!n) {
@@ -194,6 +221,11 @@ asio::awaitable<void> blob_download::download(upstream::registry_client& client,
             break;
         }
         if (*n == 0) break;
+        if (abandoned(owner_.limits_.abandon_after)) {
+            failure = "nobody waits for it any more (downloads.abandon_after_s)";
+            cancelled = true;
+            break;
+        }
         window_bytes += *n;
         if (cfg.low_speed_limit > 0) {
             auto elapsed = std::chrono::steady_clock::now() - window_start;
@@ -227,6 +259,9 @@ asio::awaitable<void> blob_download::download(upstream::registry_client& client,
         }
         wake();
     }
+    // The upstream connection goes back to the pool (or closes, for a body cut short) before
+    // this download gives up its slot: a queued download may take the slot at once.
+    resp = make_error_code(boost::system::errc::operation_canceled);
     if (failure.empty() && !tail_.empty()) {
         if (!co_await flush_chunk(index, tail_)) failure = "cache write failed";
     }
@@ -243,9 +278,15 @@ asio::awaitable<void> blob_download::download(upstream::registry_client& client,
     }
 
     if (!failure.empty()) {
-        spdlog::error("blob {} from {}: {}; discarded", digest_.str(), registry_, failure);
+        if (cancelled) {
+            spdlog::info("blob {} from {}: download cancelled after {} bytes: {}", digest_.str(),
+                         registry_, total, failure);
+            owner_.dropped("abandoned");
+        } else {
+            spdlog::error("blob {} from {}: {}; discarded", digest_.str(), registry_, failure);
+        }
         (void)co_await owner_.content_.discard_blob(digest_);
-        owner_.finished(digest_);
+        owner_.finished(digest_, registry_);
         fail(download_failure(registry_, failure));
         co_return;
     }
@@ -258,7 +299,7 @@ asio::awaitable<void> blob_download::download(upstream::registry_client& client,
         phase_ = phase::complete;
     }
     spdlog::debug("blob {} stored ({} bytes)", digest_.str(), total);
-    owner_.finished(digest_);
+    owner_.finished(digest_, registry_);
     wake();
 }
 
@@ -270,7 +311,10 @@ class download_stream final : public http::body_stream {
 public:
     download_stream(std::shared_ptr<blob_download> dl, std::shared_ptr<waker> w)
         : dl_(std::move(dl)), waker_(std::move(w)), source_(dl_->content()) {}
-    ~download_stream() override { dl_->unsubscribe(waker_); }
+    ~download_stream() override {
+        dl_->unsubscribe(waker_);
+        dl_->release();
+    }
 
     asio::awaitable<boost::system::result<http::body_part>> next(bool files) override {
         using phase = blob_download::phase;
@@ -321,28 +365,88 @@ private:
 
 }  // namespace
 
-blob_fetcher::blob_fetcher(asio::any_io_executor ex, store::content& content)
-    : ex_(std::move(ex)), content_(content) {}
+blob_fetcher::blob_fetcher(asio::any_io_executor ex, store::content& content,
+                           config::download_limits limits, observer on_drop)
+    : ex_(std::move(ex)), content_(content), limits_(limits), on_drop_(std::move(on_drop)) {}
 
 std::size_t blob_fetcher::in_flight() const {
     std::lock_guard lock(mutex_);
     return downloads_.size();
 }
 
-void blob_fetcher::finished(const storage::digest& d) {
+std::size_t blob_fetcher::running() const {
     std::lock_guard lock(mutex_);
-    downloads_.erase(d);
-    ++ended_;
+    return running_;
+}
+
+std::size_t blob_fetcher::queued() const {
+    std::lock_guard lock(mutex_);
+    return queue_.size();
+}
+
+void blob_fetcher::dropped(std::string_view reason) const {
+    if (on_drop_) on_drop_(reason);
+}
+
+bool blob_fetcher::may_start_locked(const std::string& registry) const {
+    if (running_ >= static_cast<std::size_t>(limits_.max_concurrent)) return false;
+    auto it = running_per_upstream_.find(registry);
+    return it == running_per_upstream_.end() ||
+           it->second < static_cast<std::size_t>(limits_.max_per_upstream);
+}
+
+void blob_fetcher::finished(const storage::digest& d, const std::string& registry) {
+    std::vector<waiting> start, drop;
+    {
+        std::lock_guard lock(mutex_);
+        downloads_.erase(d);
+        ++ended_;
+        --running_;
+        if (auto it = running_per_upstream_.find(registry); it != running_per_upstream_.end())
+            if (--it->second == 0) running_per_upstream_.erase(it);
+        // The queue in order; one whose upstream is at its cap waits for that upstream.
+        for (auto it = queue_.begin(); it != queue_.end();) {
+            if (!it->download->wanted()) {
+                downloads_.erase(it->download->digest());
+                ++ended_;
+                drop.push_back(std::move(*it));
+                it = queue_.erase(it);
+                continue;
+            }
+            const auto& from = it->client->settings().registry;
+            if (!may_start_locked(from)) {
+                if (running_ >= static_cast<std::size_t>(limits_.max_concurrent)) break;
+                ++it;
+                continue;
+            }
+            ++running_;
+            ++running_per_upstream_[from];
+            start.push_back(std::move(*it));
+            it = queue_.erase(it);
+        }
+    }
+    for (auto& w : drop) {
+        w.download->cancel_queued();
+        dropped("abandoned");
+    }
+    for (auto& w : start)
+        asio::co_spawn(asio::make_strand(ex_), w.download->run(*w.client, w.repository),
+                       asio::detached);
 }
 
 asio::awaitable<oci::result<std::shared_ptr<blob_download>>> blob_fetcher::join(
     const storage::digest& d, upstream::registry_client& client, const std::string& repository) {
+    const auto& registry = client.settings().registry;
     std::shared_ptr<blob_download> dl;
+    bool start_now = false;
     while (!dl) {
         std::uint64_t ended = 0;
         {
             std::lock_guard lock(mutex_);
-            if (auto it = downloads_.find(d); it != downloads_.end()) co_return it->second;
+            if (auto it = downloads_.find(d); it != downloads_.end()) {
+                it->second->hold();
+                co_return it->second;
+            }
             ended = ended_;
         }
         // The store is read without the lock (it may take a thread hop); a download that ended
@@ -350,17 +454,51 @@ asio::awaitable<oci::result<std::shared_ptr<blob_download>>> blob_fetcher::join(
         auto rec = co_await content_.find_blob(d);
         if (!rec) co_return oci::error{oci::error_code::unknown, "cannot read the cache"};
         if (*rec) co_return std::shared_ptr<blob_download>{};
-        std::lock_guard lock(mutex_);
-        if (auto it = downloads_.find(d); it != downloads_.end()) co_return it->second;
-        if (ended_ != ended) continue;
-        dl = std::make_shared<blob_download>(*this, d, client.settings().registry);
-        downloads_.emplace(d, dl);
+        std::size_t queued = 0;
+        {
+            std::lock_guard lock(mutex_);
+            if (auto it = downloads_.find(d); it != downloads_.end()) {
+                it->second->hold();
+                co_return it->second;
+            }
+            if (ended_ != ended) continue;
+            queued = queue_.size();
+            if (may_start_locked(registry)) {
+                start_now = true;
+                ++running_;
+                ++running_per_upstream_[registry];
+            }
+            if (start_now || queued < static_cast<std::size_t>(limits_.max_queued)) {
+                dl = std::make_shared<blob_download>(*this, d, registry);
+                dl->hold();
+                downloads_.emplace(d, dl);
+                if (!start_now) queue_.push_back({dl, &client, repository});
+            }
+        }
+        if (!dl) {
+            dropped("queue_full");
+            static std::atomic<std::int64_t> last_log{0};
+            auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+            if (now - last_log.load() > std::int64_t{1000000000}) {
+                last_log = now;
+                spdlog::warn(
+                    "blob {}: refused: {} downloads queued, the most downloads.max_queued "
+                    "allows",
+                    d.str(), queued);
+            }
+            oci::error e{oci::error_code::unavailable,
+                         "regpin is busy: " + std::to_string(queued) +
+                             " blob downloads wait for a slot (downloads.max_queued); retry later"};
+            e.retry_after_s = 5;
+            co_return e;
+        }
     }
     // Started outside the lock: co_spawn may run the download inline, and a download that
     // fails at once (offline, an immediate error) calls finished(), which takes the lock.
-    // The download belongs to no client: it finishes (and fills the cache) even if every
-    // requester goes away.
-    asio::co_spawn(asio::make_strand(ex_), dl->run(client, repository), asio::detached);
+    // The download belongs to no client: it finishes (and fills the cache) while anyone
+    // waits for it, and for downloads.abandon_after after the last one left.
+    if (start_now)
+        asio::co_spawn(asio::make_strand(ex_), dl->run(client, repository), asio::detached);
     co_return dl;
 }
 
@@ -380,6 +518,7 @@ asio::awaitable<oci::result<download_started>> blob_fetcher::fetch(
         auto v = dl->snapshot();
         if (v.state == blob_download::phase::failed) {
             dl->unsubscribe(w);
+            dl->release();
             co_return v.failure;
         }
         if (v.state != blob_download::phase::connecting) {
@@ -391,6 +530,7 @@ asio::awaitable<oci::result<download_started>> blob_fetcher::fetch(
         auto [ec] = co_await w->async_receive(asio::as_tuple(asio::use_awaitable));
         if (ec) {
             dl->unsubscribe(w);
+            dl->release();
             co_return oci::error{oci::error_code::unavailable, "cancelled"};
         }
     }
@@ -420,6 +560,7 @@ asio::awaitable<oci::result<void>> blob_fetcher::wait_complete(storage::digest d
         }
     }
     dl->unsubscribe(w);
+    dl->release();
     co_return out;
 }
 

@@ -5,7 +5,14 @@
 // memory per download is one chunk whatever the blob size. The blob becomes visible in the
 // store only after its sha256 verified; on a mismatch it is discarded and every client's
 // stream fails, so the server aborts instead of ending a wrong body.
+//
+// Downloads are bounded (config::download_limits): at most max_concurrent run, at most
+// max_per_upstream per upstream; more wait in a FIFO queue of max_queued, and past it the client
+// gets 503 with Retry-After. A download nobody waits for any more (no client stream, no
+// wait_complete caller such as a pin-content fetch) for abandon_after is cancelled and discarded.
 
+#include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -15,6 +22,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 
+#include "config/config.hpp"
 #include "proxy/http/message.hpp"
 #include "proxy/oci/errors.hpp"
 #include "proxy/store/content.hpp"
@@ -33,7 +41,11 @@ struct download_started {
 
 class blob_fetcher {
 public:
-    blob_fetcher(boost::asio::any_io_executor ex, store::content& content);
+    // Told when a download is refused ("queue_full") or cancelled ("abandoned"); must not block.
+    using observer = std::function<void(std::string_view reason)>;
+
+    blob_fetcher(boost::asio::any_io_executor ex, store::content& content,
+                 config::download_limits limits = {}, observer on_drop = nullptr);
 
     // Joins (or starts) the download of `d` from `client` and waits until the upstream
     // answered. The error is what the client should get when the upstream fails first.
@@ -45,8 +57,11 @@ public:
     [[nodiscard]] boost::asio::awaitable<oci::result<void>> wait_complete(
         storage::digest d, upstream::registry_client& client, std::string repository);
 
-    // Downloads in flight, for tests and metrics.
+    // Downloads in flight (running or queued), for tests and metrics.
     std::size_t in_flight() const;
+    // Downloads running now, and waiting for a slot.
+    std::size_t running() const;
+    std::size_t queued() const;
 
     store::content& content() { return content_; }
 
@@ -55,12 +70,27 @@ private:
     // The download of `d`, joined or started; nullptr when the blob is stored.
     boost::asio::awaitable<oci::result<std::shared_ptr<blob_download>>> join(
         const storage::digest& d, upstream::registry_client& client, const std::string& repository);
-    void finished(const storage::digest& d);
+    // A running download ended (any way): frees its slot and starts what the queue holds.
+    void finished(const storage::digest& d, const std::string& registry);
+    // Whether a download from `registry` may start now. Under mutex_.
+    bool may_start_locked(const std::string& registry) const;
+    void dropped(std::string_view reason) const;
+
+    struct waiting {
+        std::shared_ptr<blob_download> download;
+        upstream::registry_client* client = nullptr;
+        std::string repository;
+    };
 
     boost::asio::any_io_executor ex_;
     store::content& content_;
+    const config::download_limits limits_;
+    observer on_drop_;
     mutable std::mutex mutex_;
     std::unordered_map<storage::digest, std::shared_ptr<blob_download>> downloads_;
+    std::size_t running_ = 0;
+    std::unordered_map<std::string, std::size_t> running_per_upstream_;
+    std::deque<waiting> queue_;
     // Downloads that ended, ever: join() tells from it that one finished between its look at
     // the store and its look at downloads_ (the blob may be stored now).
     std::uint64_t ended_ = 0;

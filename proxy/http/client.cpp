@@ -1,5 +1,6 @@
 #include "proxy/http/client.hpp"
 
+#include <atomic>
 #include <mutex>
 #include <stdexcept>
 #include <unordered_map>
@@ -86,12 +87,18 @@ public:
     using plain = beast::tcp_stream;
     using secure = beast::ssl_stream<beast::tcp_stream>;
 
-    connection(asio::any_io_executor ex, ssl::context& ctx, origin o) : origin_(std::move(o)) {
+    connection(asio::any_io_executor ex, ssl::context& ctx, origin o,
+               std::shared_ptr<std::atomic<std::size_t>> open)
+        : origin_(std::move(o)), open_(std::move(open)) {
         if (origin_.tls)
             stream_.emplace<secure>(ex, ctx);
         else
             stream_.emplace<plain>(ex);
+        ++*open_;
     }
+    ~connection() { --*open_; }
+    connection(const connection&) = delete;
+    connection& operator=(const connection&) = delete;
 
     const origin& where() const { return origin_; }
     beast::tcp_stream& lowest() {
@@ -189,6 +196,7 @@ public:
 private:
     origin origin_;
     std::variant<std::monostate, plain, secure> stream_;
+    std::shared_ptr<std::atomic<std::size_t>> open_;  // the client's count of its connections
     beast::flat_buffer buffer_;
 };
 
@@ -247,6 +255,9 @@ public:
     asio::any_io_executor ex_;
     client_options options_;
     ssl::context tls_;
+    // Connections open (in use or idle in the pool); shared with each connection, which may
+    // outlive the client in a response.
+    std::shared_ptr<std::atomic<std::size_t>> open_ = std::make_shared<std::atomic<std::size_t>>(0);
 
     std::mutex mutex_;
     std::unordered_map<std::string, std::vector<std::unique_ptr<connection>>> idle_;
@@ -385,7 +396,7 @@ asio::awaitable<result<response>> client_impl::send_once(const origin& o,
         auto conn = attempt == 0 ? take_idle(o) : nullptr;
         bool reused = conn != nullptr;
         if (!conn) {
-            conn = std::make_unique<connection>(ex_, tls_, o);
+            conn = std::make_unique<connection>(ex_, tls_, o, open_);
             auto ec = co_await conn->open(options_);
             if (ec) co_return ec;
         }
@@ -468,6 +479,8 @@ asio::awaitable<result<response>> client::send(request req) {
 }
 
 const client_options& client::options() const { return impl_->options_; }
+
+std::size_t client::open_connections() const { return impl_->open_->load(); }
 
 namespace {
 

@@ -153,6 +153,9 @@ public:
 
     const client_options& options() const;
 
+    // Connections open now, in use or idle in the pool.
+    std::size_t open_connections() const;
+
 private:
     std::shared_ptr<client_impl> impl_;
 };

@@ -185,6 +185,8 @@ asio::awaitable<result<http::response>> registry_client::send(request req) {
 
 const config::upstream& registry_client::settings() const { return state_->cfg; }
 
+std::size_t registry_client::open_connections() const { return state_->http.open_connections(); }
+
 std::size_t registry_client::cached_tokens() const { return state_->tokens.size(); }
 
 }  // namespace regpin::proxy::upstream

@@ -62,6 +62,9 @@ public:
 
     const config::upstream& settings() const;
 
+    // Connections to the upstream (and its redirect targets) open now, in use or idle.
+    std::size_t open_connections() const;
+
     // Bearer tokens cached (at most token_cache::default_capacity), for metrics.
     std::size_t cached_tokens() const;
 

@@ -4,9 +4,12 @@ logs; a scripted upstream only where a real one cannot misbehave on demand."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import http.client
 import os
+import re
+import time
 import signal
 import socket
 import threading
@@ -14,6 +17,7 @@ import unittest
 from typing import Callable
 
 import harness as h
+from fake_upstream import FakeUpstream, Route
 
 DOCKER_HUB = "docker.io"
 NODES = 64
@@ -110,6 +114,107 @@ class RolloutTest(h.LogsOnFailure):
         self.assert_all_served(answers, child)
         self.upstream.sync_log()
         self.assertEqual(self.manifest_requests("GET", child, "team/kids"), 1)
+
+
+def metric(text: str, name: str) -> float:
+    m = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    return float(m.group(1)) if m else 0.0
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+class AbandonedDownloadsTest(h.LogsOnFailure):
+    """A script requests 1,000 distinct uncached layers and hangs up at once. Downloads are
+    capped (4 per upstream here), a bounded queue holds a few more, the rest get 503, and the
+    downloads nobody waits for are cancelled: upstream connections stay at the cap, RSS flat."""
+
+    BLOBS = 1000
+    PER_UPSTREAM = 4
+
+    @classmethod
+    def setUpClass(cls):
+        cls.fake = FakeUpstream()
+        cls.addClassCleanup(cls.fake.close)
+        cls.digests = []
+        for i in range(cls.BLOBS):
+            body = f"layer {i} ".encode() * 6000  # ~50 KiB, dripped: about 2.5 s each
+            d = "sha256:" + hashlib.sha256(body).hexdigest()
+            cls.fake.routes[f"/v2/team/layers/blobs/{d}"] = Route(body=body, drip_interval=0.05,
+                                                                  drip_chunk=1024)
+            cls.digests.append(d)
+        cls.regpin = h.Regpin(
+            [h.Upstream(DOCKER_HUB, cls.fake.url, max_idle_connections=cls.PER_UPSTREAM,
+                        low_speed_limit_bytes_per_s=0)],
+            settings={"downloads": {"max_concurrent": 8, "max_per_upstream": cls.PER_UPSTREAM,
+                                    "max_queued": 16, "abandon_after_s": 1}})
+        cls.addClassCleanup(cls.regpin.close)
+        cls.regpin.start()
+
+    def request_and_hang_up(self, digest: str) -> None:
+        host, port = self.regpin.host.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(f"GET /v2/team/layers/blobs/{digest} HTTP/1.1\r\nHost: regpin\r\n\r\n".encode())
+
+    def test_1000_abandoned_blob_requests_keep_upstream_connections_at_the_cap_and_rss_flat(self):
+        rss_before = rss_kib(self.regpin.pid)
+        most_connections = 0
+        done = threading.Event()
+
+        def watch() -> None:
+            # regpin's own count, exact (/proc/net/tcp is no snapshot: under churn it lists a
+            # socket just closed beside the one opened after it)
+            nonlocal most_connections
+            while not done.is_set():
+                most_connections = max(most_connections,
+                                       metric(self.regpin.metrics_text(), "regpin_upstream_connections"))
+                done.wait(0.005)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            with concurrent.futures.ThreadPoolExecutor(16) as pool:
+                list(pool.map(self.request_and_hang_up, self.digests))
+            # Every download ends: run to the end, or cancelled once nobody waits for it.
+            h.wait_until(lambda: metric(self.regpin.metrics_text(), "regpin_blob_downloads") == 0
+                         and metric(self.regpin.metrics_text(), "regpin_blob_downloads_queued") == 0,
+                         timeout=60, interval=0.2, message="no blob download running or queued")
+        finally:
+            done.set()
+            watcher.join()
+        rss_after = rss_kib(self.regpin.pid)
+        self.assertLessEqual(most_connections, self.PER_UPSTREAM)
+        self.assertLess(rss_after - rss_before, 64 * 1024, f"RSS {rss_before} KiB -> {rss_after} KiB")
+        text = self.regpin.metrics_text()
+        self.assertGreater(metric(text, 'regpin_blob_downloads_dropped_total{reason="abandoned"}'), 0)
+        self.assertGreater(metric(text, 'regpin_blob_downloads_dropped_total{reason="queue_full"}'), 0)
+        # At most the running and queued ones ever reached the upstream.
+        asked = sum(self.fake.count("GET", f"/v2/team/layers/blobs/{d}") for d in self.digests)
+        self.assertLess(asked, self.BLOBS)
+        # regpin still serves.
+        self.assertEqual(self.regpin.get("/v2/").status, 200)
+
+    def test_a_refused_download_is_503_with_retry_after(self):
+        host, port = self.regpin.host.rsplit(":", 1)
+        # Fill the slots and the queue with clients that stay, then ask once more.
+        conns = []
+        for d in self.digests[:8 + 16]:
+            c = http.client.HTTPConnection(host, int(port), timeout=30)
+            self.addCleanup(c.close)
+            c.putrequest("GET", f"/v2/team/layers/blobs/{d}")
+            c.endheaders()
+            conns.append(c)
+        h.wait_until(lambda: metric(self.regpin.metrics_text(), "regpin_blob_downloads_queued") >= 12,
+                     timeout=20, interval=0.05, message="the download queue filling")
+        resp = self.regpin.get(f"/v2/team/layers/blobs/{self.digests[-1]}")
+        self.assertEqual(resp.status, 503, resp.body[:300])
+        self.assertIn("UNAVAILABLE", resp.error_codes())
+        self.assertIsNotNone(resp.header("Retry-After"))
 
 
 class AdminProbesTest(h.LogsOnFailure):
