@@ -144,7 +144,7 @@ upstream parse_upstream(const json& j, const std::string& path) {
         j, path,
         {"registry", "aliases", "url", "ca_file", "tls_verify", "username", "password",
          "password_file", "password_env", "connect_timeout_ms", "read_timeout_ms",
-         "low_speed_limit_bytes_per_s", "max_idle_connections", "send_ns"});
+         "low_speed_limit_bytes_per_s", "max_idle_connections", "send_ns", "allow_destinations"});
     upstream u;
     if (!j.contains("registry")) throw config_error(path + ".registry", "is required");
     u.registry = get_string(j, "registry", path + ".registry");
@@ -178,6 +178,17 @@ upstream parse_upstream(const json& j, const std::string& path) {
         u.low_speed_limit = static_cast<std::uint64_t>(get_int(
             j, "low_speed_limit_bytes_per_s", path + ".low_speed_limit_bytes_per_s", 0, 1ll << 40));
     if (j.contains("send_ns")) u.send_ns = get_bool(j, "send_ns", path + ".send_ns");
+    if (j.contains("allow_destinations")) {
+        const auto& a = j.at("allow_destinations");
+        auto p = path + ".allow_destinations";
+        if (!a.is_array()) throw config_error(p, "must be an array of host names and networks");
+        for (std::size_t i = 0; i < a.size(); ++i) {
+            if (!a[i].is_string() || a[i].get<std::string>().empty())
+                throw config_error(p + "[" + std::to_string(i) + "]",
+                                   "must be a host name or a network (\"10.1.0.0/16\")");
+            u.allow_destinations.push_back(a[i].get<std::string>());
+        }
+    }
     if (j.contains("max_idle_connections"))
         u.max_idle_connections = static_cast<int>(
             get_int(j, "max_idle_connections", path + ".max_idle_connections", 0, 1024));

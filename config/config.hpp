@@ -52,6 +52,9 @@ struct upstream {
     // The upstream is itself a proxy (another regpin, for tiering): add `?ns=<registry>` to
     // every request so it routes the way containerd's requests would.
     bool send_ns = false;
+    // Hosts and networks ("10.1.0.0/16") the upstream's redirects and token realm may send
+    // regpin to although they are loopback, link-local or private (proxy/http/destinations.hpp).
+    std::vector<std::string> allow_destinations;
     // Set from settings::offline: the client refuses every request without dialling.
     bool offline = false;
 };

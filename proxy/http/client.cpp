@@ -46,6 +46,7 @@ public:
             "unusable redirect",
             "body too large",
             "not an http(s) URL",
+            "destination refused (a redirect or realm regpin must not follow)",
         };
         if (ev >= 0 && ev < static_cast<int>(std::size(messages))) return messages[ev];
         return "http error";
@@ -101,6 +102,7 @@ public:
     connection& operator=(const connection&) = delete;
 
     const origin& where() const { return origin_; }
+    const tcp::endpoint& connected() const { return connected_; }
     beast::tcp_stream& lowest() {
         if (auto* s = std::get_if<secure>(&stream_)) return beast::get_lowest_layer(*s);
         return std::get<plain>(stream_);
@@ -121,7 +123,10 @@ public:
         return f(std::get<plain>(stream_));
     }
 
-    asio::awaitable<error_code> open(const client_options& o) {
+    // Resolves and connects. With `check` (a destination named by another server), only to
+    // addresses it finds no reason to refuse.
+    asio::awaitable<error_code> open(const client_options& o,
+                                     std::function<std::string(const tcp::endpoint&)> check) {
         tcp::resolver resolver(co_await asio::this_coro::executor);
         using namespace asio::experimental::awaitable_operators;
         asio::steady_timer timer(co_await asio::this_coro::executor);
@@ -129,10 +134,24 @@ public:
         auto outcome = co_await (resolver.async_resolve(origin_.host, origin_.port, use_tuple) ||
                                  timer.async_wait(use_tuple));
         if (outcome.index() == 1) co_return make_error_code(errc::timeout);
-        auto [rec, endpoints] = std::get<0>(outcome);
+        auto [rec, resolved] = std::get<0>(outcome);
         if (rec) co_return make_error_code(errc::resolve_failed);
+        std::vector<tcp::endpoint> endpoints;
+        std::string why;
+        for (const auto& entry : resolved) {
+            auto reason = check ? check(entry.endpoint()) : std::string();
+            if (reason.empty())
+                endpoints.push_back(entry.endpoint());
+            else if (why.empty())
+                why = reason;
+        }
+        if (endpoints.empty()) {
+            spdlog::warn("{}: not connecting to {}: {}", o.name, origin_.key(), why);
+            co_return make_error_code(errc::refused_destination);
+        }
         lowest().expires_after(o.connect_timeout);
         auto [cec, ep] = co_await lowest().async_connect(endpoints, use_tuple);
+        connected_ = ep;
         if (cec)
             co_return make_error_code(cec == beast::error::timeout ? errc::timeout
                                                                    : errc::connect_failed);
@@ -197,6 +216,7 @@ private:
     origin origin_;
     std::variant<std::monostate, plain, secure> stream_;
     std::shared_ptr<std::atomic<std::size_t>> open_;  // the client's count of its connections
+    tcp::endpoint connected_;
     beast::flat_buffer buffer_;
 };
 
@@ -261,6 +281,30 @@ public:
 
     std::mutex mutex_;
     std::unordered_map<std::string, std::vector<std::unique_ptr<connection>>> idle_;
+    // By origin key: the classes of the addresses trusted (first-hop) connections went to.
+    std::unordered_map<std::string, std::uint8_t> trusted_classes_;
+
+    void trusted_connection(const origin& o, const tcp::endpoint& ep) {
+        std::lock_guard lock(mutex_);
+        trusted_classes_[o.key()] |= static_cast<std::uint8_t>(classify(ep.address()));
+    }
+    // The check for a hop to `to` on the word of `from` (trusted): its own host may be on any
+    // class of address but never regpin's own listeners.
+    std::function<std::string(const tcp::endpoint&)> checker(const origin& from, const origin& to) {
+        std::uint8_t trusted = 0;
+        if (to.host == from.host) {
+            trusted = 0xFF;
+        } else {
+            std::lock_guard lock(mutex_);
+            if (auto it = trusted_classes_.find(from.key()); it != trusted_classes_.end())
+                trusted = it->second;
+        }
+        auto policy = options_.destinations;
+        auto host = to.host;
+        return [policy, host, trusted](const tcp::endpoint& ep) {
+            return destination_refusal(policy, host, ep, trusted);
+        };
+    }
 
     std::unique_ptr<connection> take_idle(const origin& o) {
         std::lock_guard lock(mutex_);
@@ -282,8 +326,10 @@ public:
     }
 
     asio::awaitable<result<response>> send(request req);
-    asio::awaitable<result<response>> send_once(const origin& o,
-                                                bhttp::request<bhttp::string_body>& m, bool head);
+    // `check`: empty for a trusted hop, else what a new connection must pass.
+    asio::awaitable<result<response>> send_once(
+        const origin& o, bhttp::request<bhttp::string_body>& m, bool head,
+        std::function<std::string(const tcp::endpoint&)> check);
 };
 
 // The body side of a response: the connection, its parser, and the pool to return to.
@@ -387,9 +433,9 @@ asio::awaitable<result<std::string>> response::read_all(
     co_return out;
 }
 
-asio::awaitable<result<response>> client_impl::send_once(const origin& o,
-                                                         bhttp::request<bhttp::string_body>& m,
-                                                         bool head) {
+asio::awaitable<result<response>> client_impl::send_once(
+    const origin& o, bhttp::request<bhttp::string_body>& m, bool head,
+    std::function<std::string(const tcp::endpoint&)> check) {
     // A pooled connection may have been closed by the server while idle; then retry once on a
     // fresh connection (nothing was received, so the request is safe to repeat).
     for (int attempt = 0; attempt < 2; ++attempt) {
@@ -397,8 +443,9 @@ asio::awaitable<result<response>> client_impl::send_once(const origin& o,
         bool reused = conn != nullptr;
         if (!conn) {
             conn = std::make_unique<connection>(ex_, tls_, o, open_);
-            auto ec = co_await conn->open(options_);
+            auto ec = co_await conn->open(options_, check);
             if (ec) co_return ec;
+            if (!check) trusted_connection(o, conn->connected());
         }
         auto state = std::make_unique<response_state>();
         state->owner = shared_from_this();
@@ -423,6 +470,8 @@ asio::awaitable<result<response>> client_impl::send_once(const origin& o,
 asio::awaitable<result<response>> client_impl::send(request req) {
     const auto policy = req.redirects.value_or(options_.redirects);
     const auto first = req.origin;
+    // Whose word a hop is taken on: the configured origin's, or the server that named it.
+    const auto trusted = req.vouched_by.value_or(req.origin);
     origin where = req.origin;
     std::string target = req.target.empty() ? "/" : req.target;
     bool head = req.method == bhttp::verb::head;
@@ -441,7 +490,9 @@ asio::awaitable<result<response>> client_impl::send(request req) {
             if (!req.content_type.empty()) m.set(bhttp::field::content_type, req.content_type);
             m.prepare_payload();
         }
-        auto r = co_await send_once(where, m, head);
+        std::function<std::string(const tcp::endpoint&)> check;
+        if (hop > 0 || req.vouched_by) check = checker(trusted, where);
+        auto r = co_await send_once(where, m, head, check);
         if (!r) co_return r.error();
         auto status = r->status();
         if (!is_redirect(status) || policy.max_hops == 0) co_return r;
@@ -460,6 +511,11 @@ asio::awaitable<result<response>> client_impl::send(request req) {
             co_return make_error_code(errc::bad_redirect);
         auto o = origin_of(next);
         if (!o) co_return make_error_code(errc::bad_redirect);
+        if (where.tls && !o->tls) {
+            spdlog::warn("{}: refusing a redirect from {} to plain HTTP {}", options_.name,
+                         where.key(), o->key());
+            co_return make_error_code(errc::refused_destination);
+        }
         if (o->host != where.host)
             spdlog::debug("{}: redirect to {} (credentials not sent)", options_.name, o->key());
         where = *o;

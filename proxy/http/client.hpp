@@ -28,6 +28,8 @@
 #include <boost/beast/http/verb.hpp>
 #include <boost/system/result.hpp>
 
+#include "proxy/http/destinations.hpp"
+
 namespace regpin::proxy::http {
 
 enum class errc {
@@ -39,9 +41,10 @@ enum class errc {
     connection_lost,  // reset or closed mid-response
     protocol_error,   // not HTTP, malformed headers, header too large
     too_many_redirects,
-    bad_redirect,    // Location missing, not http(s), or unparsable
-    body_too_large,  // read_all() limit exceeded
-    bad_url,         // a request URL that is not http(s)://host[:port]/...
+    bad_redirect,         // Location missing, not http(s), or unparsable
+    body_too_large,       // read_all() limit exceeded
+    bad_url,              // a request URL that is not http(s)://host[:port]/...
+    refused_destination,  // a redirect or realm regpin must not follow (destinations.hpp)
 };
 
 const boost::system::error_category& http_category() noexcept;
@@ -70,8 +73,9 @@ std::optional<std::pair<origin, std::string>> split_url(std::string_view url);
 
 // Which redirects send() follows. 301, 302, 303, 307 and 308 with a usable Location are
 // followed up to max_hops times (303 turns the request into a GET without a body); with
-// max_hops 0 the redirect is the answer. Headers named in `sensitive` (Authorization always)
-// go only to hops on the request's own host and port.
+// max_hops 0 the redirect is the answer. Authorization goes only to hops on the request's own
+// host and port. A redirect from https to http is refused, and every hop after the first must
+// pass the client's destination_policy (errc::refused_destination).
 struct redirect_policy {
     int max_hops = 8;
     static redirect_policy none() { return {0}; }
@@ -91,6 +95,7 @@ struct client_options {
     std::string key_file;
     bool tls_verify = true;
     http::redirect_policy redirects;
+    http::destination_policy destinations;
 };
 
 struct request {
@@ -102,6 +107,10 @@ struct request {
     std::string content_type;                                  // of the body
     // This request's redirects, instead of the client's.
     std::optional<redirect_policy> redirects;
+    // Set when `origin` was named by another server (a token realm named by an upstream): the
+    // first hop is then checked against the destination policy as a redirect from `vouched_by`
+    // would be.
+    std::optional<http::origin> vouched_by;
 
     void header(std::string name, std::string value) {
         headers.emplace_back(std::move(name), std::move(value));

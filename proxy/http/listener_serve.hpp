@@ -212,7 +212,6 @@ inline reply refuse_request(const listener_options& o, unsigned status, const st
     return r;
 }
 
-
 // One open connection as the listener sees it: whether it waits for a request, and how to
 // close it then. Its fields are guarded by `mutex`; `cancel` runs only on the connection's
 // strand (close_if_idle posts it there), where the request loop runs too.

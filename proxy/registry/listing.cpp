@@ -143,13 +143,31 @@ asio::awaitable<reply> service::tags(const target& t) {
 
 namespace {
 
+// Whether `doc` is an OCI image index as the referrers API defines it: schemaVersion 2, the index
+// media type when it names one, and descriptors with a media type, a valid digest and a size.
+bool is_referrers_index(const nlohmann::json& doc) {
+    if (!doc.is_object() || !doc.contains("manifests") || !doc["manifests"].is_array())
+        return false;
+    if (doc.value("schemaVersion", 0) != 2) return false;
+    if (doc.contains("mediaType") &&
+        (!doc["mediaType"].is_string() || doc["mediaType"].get<std::string>() != oci::oci_index))
+        return false;
+    for (const auto& d : doc["manifests"]) {
+        if (!d.is_object() || !d.contains("mediaType") || !d["mediaType"].is_string() ||
+            !d.contains("digest") || !d["digest"].is_string() || !d.contains("size") ||
+            !d["size"].is_number_unsigned())
+            return false;
+        if (!storage::digest::parse(d["digest"].get<std::string>())) return false;
+    }
+    return true;
+}
+
 // The image index `index` with only the descriptors of `artifact_type` (nullopt: unchanged), or
-// nullopt when it is not an index.
+// nullopt when it is not a referrers index (is_referrers_index).
 std::optional<std::string> filtered(const std::string& index,
                                     const std::optional<std::string>& artifact_type) {
     auto doc = nlohmann::json::parse(index, nullptr, false);
-    if (!doc.is_object() || !doc.contains("manifests") || !doc["manifests"].is_array())
-        return std::nullopt;
+    if (!is_referrers_index(doc)) return std::nullopt;
     if (!artifact_type) return index;
     auto kept = nlohmann::json::array();
     for (const auto& d : doc["manifests"])

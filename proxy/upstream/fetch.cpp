@@ -50,6 +50,8 @@ asio::awaitable<oci::result<std::optional<storage::digest>>> head_manifest(
     if (resp->status() != 200)
         co_return upstream_error(registry, resp->status(), error_code::manifest_unknown);
     std::optional<storage::digest> named;
+    // Only the registry's own word names a digest, not a host it redirected to.
+    if (resp->final_origin() != client.origin()) co_return named;
     if (auto h = resp->headers()["Docker-Content-Digest"]; !h.empty())
         if (auto d = storage::digest::parse(h)) named = *d;
     co_return named;
@@ -86,6 +88,22 @@ asio::awaitable<oci::result<fetched_manifest>> fetch_manifest(registry_client& c
     std::optional<storage::digest> expected;
     if (oci::is_digest_reference(reference)) {
         expected = storage::digest::parse(reference);
+    } else if (resp->final_origin() != client.origin()) {
+        // A tag's bytes from another host (a redirect): pinned only when the registry itself
+        // names their digest, never on the word of wherever it sent regpin.
+        auto named = co_await head_manifest(client, repository, reference, accept);
+        if (!named) co_return named.error();
+        if (!*named) {
+            spdlog::error(
+                "manifest {}:{} from {}: redirected to {}, and the registry names no "
+                "digest for it; not cached",
+                repository, reference, registry, resp->final_origin().key());
+            co_return oci::error{error_code::unavailable,
+                                 "upstream " + registry + " redirected the manifest of " +
+                                     reference +
+                                     " to another host without naming its digest itself"};
+        }
+        expected = **named;
     } else if (auto h = resp->headers()["Docker-Content-Digest"]; !h.empty()) {
         expected = storage::digest::parse(h);
         if (!expected)

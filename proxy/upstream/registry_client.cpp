@@ -38,8 +38,11 @@ std::string base64(std::string_view in) {
     return out;
 }
 
-http::client_options options_for(const config::upstream& cfg) {
+http::client_options options_for(const config::upstream& cfg,
+                                 std::vector<boost::asio::ip::tcp::endpoint> own_listeners) {
     http::client_options o;
+    o.destinations.allow = cfg.allow_destinations;
+    o.destinations.own_listeners = std::move(own_listeners);
     o.name = "upstream " + cfg.registry;
     o.connect_timeout = cfg.connect_timeout;
     o.read_timeout = cfg.read_timeout;
@@ -61,8 +64,9 @@ const boost::system::error_category& upstream_category() noexcept {
 }
 
 struct registry_client::state {
-    state(asio::any_io_executor ex, const config::upstream& c, observer obs)
-        : cfg(c), http(std::move(ex), options_for(c)), observe(std::move(obs)) {
+    state(asio::any_io_executor ex, const config::upstream& c, observer obs,
+          std::vector<boost::asio::ip::tcp::endpoint> own)
+        : cfg(c), http(std::move(ex), options_for(c, std::move(own))), observe(std::move(obs)) {
         auto split = http::split_url(cfg.url);
         if (!split) throw std::invalid_argument("bad upstream url " + cfg.url);
         base = split->first;
@@ -104,6 +108,7 @@ asio::awaitable<result<void>> registry_client::state::fetch_token(const challeng
     m.origin = where->first;
     m.target = std::string(u.encoded_resource());
     m.redirects = http::redirect_policy::none();
+    m.vouched_by = base;  // the realm is the upstream's word, checked as a redirect is
     // Credentials go to the token server only over TLS or to the upstream's own host.
     if (!cfg.username.empty() && (m.origin.tls || m.origin.host == base.host))
         m.header("Authorization", "Basic " + base64(cfg.username + ":" + cfg.password));
@@ -167,8 +172,10 @@ asio::awaitable<result<http::response>> registry_client::state::send(request req
 }
 
 registry_client::registry_client(asio::any_io_executor ex, const config::upstream& cfg,
-                                 observer obs)
-    : state_(std::make_shared<state>(std::move(ex), cfg, std::move(obs))) {}
+                                 observer obs,
+                                 std::vector<boost::asio::ip::tcp::endpoint> own_listeners)
+    : state_(
+          std::make_shared<state>(std::move(ex), cfg, std::move(obs), std::move(own_listeners))) {}
 registry_client::~registry_client() = default;
 
 asio::awaitable<result<http::response>> registry_client::send(request req) {
@@ -184,6 +191,8 @@ asio::awaitable<result<http::response>> registry_client::send(request req) {
 }
 
 const config::upstream& registry_client::settings() const { return state_->cfg; }
+
+const http::origin& registry_client::origin() const { return state_->base; }
 
 std::size_t registry_client::open_connections() const { return state_->http.open_connections(); }
 

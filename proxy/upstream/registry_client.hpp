@@ -11,9 +11,11 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/http/verb.hpp>
 
 #include "config/config.hpp"
@@ -52,8 +54,10 @@ using observer = std::function<void(const std::string& registry, unsigned status
 class registry_client {
 public:
     // Throws std::runtime_error when the configuration's URL or CA file is unusable.
+    // `own_listeners`: regpin's registry and admin listeners, which no redirect may reach.
     registry_client(boost::asio::any_io_executor ex, const config::upstream& cfg,
-                    observer obs = nullptr);
+                    observer obs = nullptr,
+                    std::vector<boost::asio::ip::tcp::endpoint> own_listeners = {});
     ~registry_client();
 
     // Sends `req`, answering one auth challenge of the upstream's own host and following
@@ -61,6 +65,8 @@ public:
     [[nodiscard]] boost::asio::awaitable<result<http::response>> send(request req);
 
     const config::upstream& settings() const;
+    // Where the configured URL points: an answer from anywhere else came through a redirect.
+    const http::origin& origin() const;
 
     // Connections to the upstream (and its redirect targets) open now, in use or idle.
     std::size_t open_connections() const;

@@ -135,5 +135,119 @@ class HugeConfigTest(h.LogsOnFailure):
         self.assertFalse(self.huge_route.finished.is_set(), "regpin read the whole 64 MiB config")
 
 
+def json_reply(status: int, doc: dict, headers: dict | None = None) -> h.Reply:
+    return h.Reply(status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(doc).encode())
+
+
+class RedirectPolicyTest(h.LogsOnFailure):
+    """An upstream's redirects and token realm cannot aim regpin at a plain-HTTP downgrade, a
+    link-local metadata address, a private network the upstream is not on, or regpin's own admin
+    listener; a tag's manifest from another host is pinned only under the registry's own digest;
+    a referrers answer must be an image index."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.ca = h.CertificateAuthority()
+        cls.addClassCleanup(cls.ca.close)
+        # A plain-HTTP server on another loopback host: what redirects point at.
+        cls.elsewhere = h.ScriptedHTTPServer(cls.elsewhere_handler, bind_host="127.0.0.2").start()
+        cls.addClassCleanup(cls.elsewhere.close)
+        cls.redirects: dict[str, str] = {}  # upstream path -> Location
+        cls.manifest = manifest_with_config(digest_of(b"{}"), 2, "real")
+        cls.tampered = manifest_with_config(digest_of(b"{}"), 2, "tampered")
+        cls.head_digest = digest_of(cls.manifest)
+        cls.upstream = h.ScriptedHTTPServer(cls.upstream_handler).start()
+        cls.addClassCleanup(cls.upstream.close)
+        cls.tls_upstream = h.ScriptedHTTPServer(cls.upstream_handler,
+                                                tls=cls.ca.issue("hostile", ips=("127.0.0.1",))).start()
+        cls.addClassCleanup(cls.tls_upstream.close)
+        cls.regpin = h.Regpin([h.Upstream(DOCKER_HUB, cls.upstream.url),
+                               h.Upstream("tls.example", cls.tls_upstream.url, ca_file=cls.ca.cert_path)])
+        cls.addClassCleanup(cls.regpin.close)
+        cls.regpin.start()
+
+    @classmethod
+    def upstream_handler(cls, req: h.RecordedRequest) -> h.Reply:
+        if req.path == "/v2/":
+            return json_reply(200, {})
+        if req.path == "/v2/team/cdn/manifests/v1" and req.method == "HEAD":
+            # The registry itself names the digest; only the GET goes to the other host.
+            return h.Reply(200, {"Content-Type": MEDIA_OCI_MANIFEST, "Docker-Content-Digest": cls.head_digest})
+        if req.path in cls.redirects:
+            return h.Reply(307, {"Location": cls.redirects[req.path]})
+        if req.path == "/v2/team/realm/manifests/v1":
+            challenge = 'Bearer realm="http://169.254.169.254/latest/meta-data/token",service="x"'
+            return json_reply(401, {"errors": []}, {"WWW-Authenticate": challenge})
+        if req.path.startswith("/v2/team/refs/referrers/"):
+            return json_reply(200, {"manifests": [{"hostile": True}], "note": "not an index"})
+        return json_reply(404, {"errors": []})
+
+    @classmethod
+    def elsewhere_handler(cls, req: h.RecordedRequest) -> h.Reply:
+        if req.path == "/tampered":
+            return h.Reply(200, {"Content-Type": MEDIA_OCI_MANIFEST}, cls.tampered)
+        if req.path == "/real":
+            return h.Reply(200, {"Content-Type": MEDIA_OCI_MANIFEST}, cls.manifest)
+        return h.Reply(200, {"Content-Type": "application/octet-stream"}, b"from elsewhere")
+
+    def blob_via(self, location: str, ns: str = DOCKER_HUB) -> h.Response:
+        blob = "sha256:" + hashlib.sha256(location.encode()).hexdigest()
+        self.redirects[f"/v2/team/app/blobs/{blob}"] = location
+        return self.regpin.get(f"/v2/team/app/blobs/{blob}?ns={ns}", timeout=30)
+
+    def assert_refused(self, resp: h.Response, log_says: str) -> None:
+        self.assertEqual(resp.status, 503, resp.body[:300])
+        self.assertIn("UNAVAILABLE", resp.error_codes())
+        h.wait_until(lambda: log_says in self.regpin.log(), timeout=5, interval=0.05,
+                     message=f"log line saying {log_says!r}")
+
+    def test_a_redirect_from_https_to_http_is_refused(self):
+        before = len(self.elsewhere.recorded())
+        resp = self.blob_via(f"{self.elsewhere.url}/downgrade", ns="tls.example")
+        self.assert_refused(resp, "to plain HTTP")
+        self.assertEqual(len(self.elsewhere.recorded()), before, "regpin followed the downgrade")
+
+    def test_a_redirect_to_a_link_local_metadata_address_is_refused_without_connecting(self):
+        resp = self.blob_via("http://169.254.169.254/latest/meta-data/iam/security-credentials/")
+        self.assert_refused(resp, "not connecting to http://169.254.169.254:80: a link-local address")
+
+    def test_a_redirect_to_a_private_network_the_upstream_is_not_on_is_refused(self):
+        resp = self.blob_via("http://10.255.255.1:8080/internal")
+        self.assert_refused(resp, "a private address (10.255.255.1)")
+
+    def test_a_redirect_to_regpins_own_admin_listener_is_refused(self):
+        resp = self.blob_via(f"http://{self.regpin.admin_host}/api/v1/pins")
+        self.assert_refused(resp, "regpin's own listener")
+
+    def test_a_redirect_to_another_loopback_host_is_followed_as_the_upstream_is_on_loopback(self):
+        try:
+            self.blob_via(f"{self.elsewhere.url}/blob")
+        except ConnectionError:
+            pass  # followed: the bytes then fail the blob's digest, and regpin aborts the body
+        self.assertTrue(self.elsewhere.recorded("GET", "/blob"))
+
+    def test_a_token_realm_on_a_link_local_address_is_never_asked(self):
+        resp = self.regpin.get(f"/v2/team/realm/manifests/v1", {"Accept": MEDIA_OCI_MANIFEST})
+        self.assertGreaterEqual(resp.status, 500, resp.body[:300])
+        h.wait_until(lambda: "not connecting to http://169.254.169.254:80" in self.regpin.log(),
+                     timeout=5, interval=0.05, message="the refusal in the log")
+
+    def test_a_tags_manifest_from_another_host_is_pinned_only_under_the_registrys_digest(self):
+        self.redirects["/v2/team/cdn/manifests/v1"] = f"{self.elsewhere.url}/tampered"
+        resp = self.regpin.get("/v2/team/cdn/manifests/v1", {"Accept": MEDIA_OCI_MANIFEST})
+        self.assertEqual(resp.status, 503, resp.body[:300])
+        self.assertIn("does not match its digest", resp.body.decode())
+        # The same redirect to the bytes the registry names: served and pinned.
+        self.redirects["/v2/team/cdn/manifests/v1"] = f"{self.elsewhere.url}/real"
+        resp = self.regpin.get("/v2/team/cdn/manifests/v1", {"Accept": MEDIA_OCI_MANIFEST})
+        self.assertEqual((resp.status, resp.header("Docker-Content-Digest")), (200, self.head_digest))
+
+    def test_a_referrers_answer_that_is_no_image_index_is_refused(self):
+        subject = digest_of(b"subject")
+        resp = self.regpin.get(f"/v2/team/refs/referrers/{subject}")
+        self.assertNotEqual(resp.status, 200, resp.body[:300])
+        self.assertNotIn(b"hostile", resp.body)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -8,6 +8,7 @@ import dataclasses
 import http.server
 import re
 import socket
+import ssl
 import threading
 import time
 import urllib.parse
@@ -46,8 +47,11 @@ class ScriptedHTTPServer:
     always set, so connections stay alive. `bind_host` may be another loopback address such as
     127.0.0.2, to play a second host."""
 
-    def __init__(self, handler: Callable[[RecordedRequest], Reply], bind_host: str = "127.0.0.1"):
+    def __init__(self, handler: Callable[[RecordedRequest], Reply], bind_host: str = "127.0.0.1",
+                 tls: Optional["ServerCert"] = None):
+        """`tls` (a ServerCert) serves HTTPS instead of HTTP."""
         self.handler = handler
+        self.tls = tls
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
@@ -100,6 +104,10 @@ class ScriptedHTTPServer:
 
         self._server = http.server.ThreadingHTTPServer((bind_host, 0), Handler)
         self._server.daemon_threads = True
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(tls.cert_path, tls.key_path)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self.bind_host = bind_host
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -111,7 +119,7 @@ class ScriptedHTTPServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     def start(self) -> "ScriptedHTTPServer":
         self._thread.start()
