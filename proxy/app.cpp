@@ -255,6 +255,16 @@ void app::start(std::shared_ptr<storage::database> db) {
         .set_callback([fetcher] { return static_cast<double>(fetcher->queued()); });
     auto* upstreams = p.upstreams.get();
     p.metrics
+        .gauge("regpin_upstream_quota_low",
+               "Upstreams whose pull quota (ratelimit-remaining) is at or below "
+               "pin_checks.ratelimit_low_water: no new manifests are fetched from them")
+        .set_callback([upstreams] {
+            std::size_t n = 0;
+            for (std::size_t i = 0; i < upstreams->size(); ++i)
+                if (upstreams->at(i).quota_exhausted()) ++n;
+            return static_cast<double>(n);
+        });
+    p.metrics
         .gauge("regpin_upstream_connections",
                "Connections to the upstreams open now, in use or idle (downloads."
                "max_per_upstream and each upstream's max_idle_connections bound them)")

@@ -21,15 +21,6 @@ namespace {
 
 constexpr std::uint64_t max_config_bytes = 4 * 1024 * 1024;
 
-// Docker Hub: "ratelimit-remaining: 76;w=21600".
-std::optional<long> remaining_quota(std::string_view header) {
-    if (header.empty()) return std::nullopt;
-    long v = 0;
-    auto [p, ec] = std::from_chars(header.data(), header.data() + header.size(), v);
-    if (ec != std::errc{}) return std::nullopt;
-    return v;
-}
-
 check_result failed(std::string why) {
     check_result out;
     out.outcome = check_outcome::error;
@@ -132,7 +123,8 @@ asio::awaitable<check_result> checker::check(storage::pin_key key, std::size_t u
         report(registry, check_outcome::error);
         co_return failed(upstream::transport_error(registry, resp.error()).message);
     }
-    out.ratelimit_remaining = remaining_quota(resp->headers()["ratelimit-remaining"]);
+    out.ratelimit_remaining =
+        upstream::parse_ratelimit_remaining(resp->headers()["ratelimit-remaining"]);
     if (resp->status() != 200) {
         report(registry, check_outcome::error);
         auto f =

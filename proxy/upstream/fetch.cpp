@@ -63,6 +63,19 @@ asio::awaitable<oci::result<fetched_manifest>> fetch_manifest(registry_client& c
                                                               const std::string& accept,
                                                               std::size_t max_bytes) {
     const auto& registry = client.settings().registry;
+    // Docker Hub counts manifest GETs against the pull quota: near its end, none for content
+    // regpin does not have (what is pinned and cached never comes here).
+    if (auto low = client.quota_exhausted()) {
+        oci::error e{error_code::unavailable,
+                     "upstream " + registry + "'s pull quota is at " +
+                         std::to_string(low->remaining) +
+                         " (ratelimit-remaining), at or below pin_checks.ratelimit_low_water: "
+                         "regpin fetches no new manifests from it for " +
+                         std::to_string(low->wait.count()) +
+                         " s; pinned and cached content is still served"};
+        e.retry_after_s = static_cast<unsigned>(low->wait.count());
+        co_return e;
+    }
     request req;
     req.target = "/v2/" + repository + "/manifests/" + reference;
     req.accept = accept;

@@ -1,5 +1,7 @@
 #include "proxy/upstream/registry_client.hpp"
 
+#include <algorithm>
+#include <charconv>
 #include <mutex>
 #include <stdexcept>
 
@@ -58,6 +60,14 @@ bool same_host(const http::origin& a, const http::origin& b) {
 
 }  // namespace
 
+std::optional<long> parse_ratelimit_remaining(std::string_view header) {
+    if (header.empty()) return std::nullopt;
+    long v = 0;
+    auto [p, ec] = std::from_chars(header.data(), header.data() + header.size(), v);
+    if (ec != std::errc{}) return std::nullopt;
+    return v;
+}
+
 const boost::system::error_category& upstream_category() noexcept {
     static const category c;
     return c;
@@ -65,8 +75,11 @@ const boost::system::error_category& upstream_category() noexcept {
 
 struct registry_client::state {
     state(asio::any_io_executor ex, const config::upstream& c, observer obs,
-          std::vector<boost::asio::ip::tcp::endpoint> own)
-        : cfg(c), http(std::move(ex), options_for(c, std::move(own))), observe(std::move(obs)) {
+          std::vector<boost::asio::ip::tcp::endpoint> own, quota_policy q)
+        : cfg(c),
+          http(std::move(ex), options_for(c, std::move(own))),
+          observe(std::move(obs)),
+          quota(q) {
         auto split = http::split_url(cfg.url);
         if (!split) throw std::invalid_argument("bad upstream url " + cfg.url);
         base = split->first;
@@ -80,6 +93,30 @@ struct registry_client::state {
     token_cache tokens;
     std::mutex mutex;
     bool basic_challenged = false;
+    quota_policy quota;
+    std::optional<long> remaining;  // under mutex: the last ratelimit-remaining stated
+    std::chrono::steady_clock::time_point remaining_seen;
+
+    void note_quota(const http::response& r) {
+        auto stated = parse_ratelimit_remaining(r.headers()["ratelimit-remaining"]);
+        if (!stated) return;
+        bool fell = false;
+        auto now = std::chrono::steady_clock::now();
+        {
+            std::lock_guard lock(mutex);
+            bool was_low =
+                remaining && *remaining <= quota.low_water && now - remaining_seen < quota.pause;
+            fell = *stated <= quota.low_water && !was_low;
+            remaining = stated;
+            remaining_seen = now;
+        }
+        if (fell)
+            spdlog::warn(
+                "upstream {}: pull quota at {} (ratelimit-remaining), at or below {} "
+                "(pin_checks.ratelimit_low_water): no new manifests are fetched from it "
+                "for {} s; pinned and cached content is still served",
+                cfg.registry, *stated, quota.low_water, quota.pause.count());
+    }
 
     std::optional<std::string> authorization_for(const std::string& scope) {
         if (auto token = tokens.find(scope)) return "Bearer " + *token;
@@ -173,15 +210,27 @@ asio::awaitable<result<http::response>> registry_client::state::send(request req
 
 registry_client::registry_client(asio::any_io_executor ex, const config::upstream& cfg,
                                  observer obs,
-                                 std::vector<boost::asio::ip::tcp::endpoint> own_listeners)
-    : state_(
-          std::make_shared<state>(std::move(ex), cfg, std::move(obs), std::move(own_listeners))) {}
+                                 std::vector<boost::asio::ip::tcp::endpoint> own_listeners,
+                                 quota_policy quota)
+    : state_(std::make_shared<state>(std::move(ex), cfg, std::move(obs), std::move(own_listeners),
+                                     quota)) {}
+
+std::optional<registry_client::quota_low> registry_client::quota_exhausted() const {
+    auto& st = *state_;
+    std::lock_guard lock(st.mutex);
+    if (!st.remaining || *st.remaining > st.quota.low_water) return std::nullopt;
+    auto elapsed = std::chrono::steady_clock::now() - st.remaining_seen;
+    if (elapsed >= st.quota.pause) return std::nullopt;
+    auto wait = std::chrono::ceil<std::chrono::seconds>(st.quota.pause - elapsed);
+    return quota_low{std::max(wait, std::chrono::seconds(1)), *st.remaining};
+}
 registry_client::~registry_client() = default;
 
 asio::awaitable<result<http::response>> registry_client::send(request req) {
     auto st = state_;  // keep alive across suspension
     auto started = std::chrono::steady_clock::now();
     auto r = co_await st->send(std::move(req));
+    if (r) st->note_quota(*r);
     if (st->observe) {
         auto seconds =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

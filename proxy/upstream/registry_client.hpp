@@ -8,9 +8,12 @@
 // configuration provides, and only to the upstream's own host (redirects to a CDN go without).
 // Thread-safe: send() may be called from any thread concurrently.
 
+#include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -51,13 +54,26 @@ struct request {
 using observer = std::function<void(const std::string& registry, unsigned status,
                                     const boost::system::error_code& error, double seconds)>;
 
+// Docker Hub's pull quota as regpin's last upstream answer stated it ("ratelimit-remaining:
+// 76;w=21600"), and what regpin does about it: at or below `low_water`, no new manifest is
+// fetched (fetch_manifest refuses with Retry-After) for `pause` after that answer, or until an
+// answer states more again. Pinned and cached content is served all along.
+struct quota_policy {
+    long low_water = 20;
+    std::chrono::seconds pause{900};
+};
+
+// "76;w=21600" -> 76; nullopt when absent or unparsable.
+std::optional<long> parse_ratelimit_remaining(std::string_view header);
+
 class registry_client {
 public:
     // Throws std::runtime_error when the configuration's URL or CA file is unusable.
     // `own_listeners`: regpin's registry and admin listeners, which no redirect may reach.
     registry_client(boost::asio::any_io_executor ex, const config::upstream& cfg,
                     observer obs = nullptr,
-                    std::vector<boost::asio::ip::tcp::endpoint> own_listeners = {});
+                    std::vector<boost::asio::ip::tcp::endpoint> own_listeners = {},
+                    quota_policy quota = {});
     ~registry_client();
 
     // Sends `req`, answering one auth challenge of the upstream's own host and following
@@ -70,6 +86,14 @@ public:
 
     // Connections to the upstream (and its redirect targets) open now, in use or idle.
     std::size_t open_connections() const;
+
+    // While the upstream's pull quota is at or below the low-water mark: how long until regpin
+    // fetches new manifests again, and the remaining quota last stated; nullopt otherwise.
+    struct quota_low {
+        std::chrono::seconds wait;
+        long remaining = 0;
+    };
+    std::optional<quota_low> quota_exhausted() const;
 
     // Bearer tokens cached (at most token_cache::default_capacity), for metrics.
     std::size_t cached_tokens() const;

@@ -31,7 +31,9 @@ upstreams::upstreams(boost::asio::any_io_executor ex, const config::settings& se
     for (const auto& u : settings.upstreams) {
         if (!u.tls_verify)
             spdlog::warn("upstream {}: TLS certificate verification is DISABLED", u.registry);
-        clients_.push_back(std::make_unique<registry_client>(ex, u, obs, own));
+        clients_.push_back(std::make_unique<registry_client>(
+            ex, u, obs, own,
+            quota_policy{settings.checks.ratelimit_low_water, settings.checks.ratelimit_pause}));
     }
 }
 

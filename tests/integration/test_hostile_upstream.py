@@ -249,5 +249,51 @@ class RedirectPolicyTest(h.LogsOnFailure):
         self.assertNotIn(b"hostile", resp.body)
 
 
+class PullQuotaTest(h.LogsOnFailure):
+    """Docker Hub states its pull quota on every answer (ratelimit-remaining). At or below the
+    low-water mark, regpin fetches no manifest it does not have (503 with Retry-After) while
+    pinned and cached content keeps being served."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.remaining = "100;w=21600"
+        cls.manifests = {tag: manifest_with_config(digest_of(b"{}"), 2, tag) for tag in ("a", "c", "b")}
+
+        def handler(req: h.RecordedRequest) -> h.Reply:
+            quota = {"ratelimit-limit": "100;w=21600", "ratelimit-remaining": cls.remaining}
+            if req.path == "/v2/":
+                return json_reply(200, {}, quota)
+            tag = req.path.rsplit("/", 1)[-1]
+            body = cls.manifests.get(tag) or next((m for m in cls.manifests.values() if digest_of(m) == tag), None)
+            if body is None:
+                return json_reply(404, {"errors": []}, quota)
+            return h.Reply(200, {"Content-Type": MEDIA_OCI_MANIFEST, "Docker-Content-Digest": digest_of(body),
+                                 **quota}, body)
+
+        cls.upstream = h.ScriptedHTTPServer(handler).start()
+        cls.addClassCleanup(cls.upstream.close)
+        cls.regpin = h.Regpin([h.Upstream(DOCKER_HUB, cls.upstream.url)])
+        cls.addClassCleanup(cls.regpin.close)
+        cls.regpin.start()
+
+    def pull(self, tag: str) -> h.Response:
+        return self.regpin.get(f"/v2/team/app/manifests/{tag}", {"Accept": MEDIA_OCI_MANIFEST})
+
+    def test_a_low_quota_refuses_new_manifests_and_serves_pinned_ones(self):
+        self.assertEqual(self.pull("a").status, 200)
+        type(self).remaining = "5;w=21600"
+        self.assertEqual(self.pull("c").status, 200)  # its answer states the low quota
+        resp = self.pull("b")
+        self.assertEqual(resp.status, 503, resp.body[:300])
+        self.assertIn("pull quota", resp.body.decode())
+        self.assertGreater(int(resp.header("Retry-After") or 0), 0)
+        self.assertEqual(self.upstream.recorded("GET", "/v2/team/app/manifests/b"), [])
+        # What is pinned and cached is still served.
+        resp = self.pull("a")
+        self.assertEqual((resp.status, resp.header("Docker-Content-Digest")), (200, digest_of(self.manifests["a"])))
+        self.assertIn("regpin_upstream_quota_low 1", self.regpin.metrics_text())
+        self.assertIn("at or below 20 (pin_checks.ratelimit_low_water)", self.regpin.log())
+
+
 if __name__ == "__main__":
     unittest.main()
