@@ -1,6 +1,8 @@
 #include "proxy/admin/webhooks.hpp"
 
+#include <deque>
 #include <map>
+#include <set>
 
 #include <openssl/hmac.h>
 #include <spdlog/spdlog.h>
@@ -52,12 +54,22 @@ std::string hmac_sha256_hex(const std::string& key, const std::string& body) {
     return s;
 }
 
+// Everything below runs on one strand (the timer's): the scan, and one worker per receiver.
 struct webhook_sender::state : std::enable_shared_from_this<webhook_sender::state> {
+    // Alerts queued for one receiver at most; the rest wait in the outbox for a later scan.
+    static constexpr std::size_t max_queued = 64;
+
     struct target {
         config::webhook hook;
         http::origin origin;
         std::string path;  // origin form of the URL
         std::unique_ptr<http::client> client;
+        // The receiver's own queue and worker: a dead receiver delays only its own alerts.
+        std::deque<storage::outbox_entry> queue;
+        std::set<std::uint64_t> queued;  // outbox ids in `queue` or being delivered
+        std::unique_ptr<asio::steady_timer> wakeup;
+        // After a failed attempt, the receiver's other alerts wait until then too.
+        std::int64_t down_until_ms = 0;
     };
 
     asio::any_io_executor ex;
@@ -83,18 +95,15 @@ struct webhook_sender::state : std::enable_shared_from_this<webhook_sender::stat
             // A redirect is not a delivery: the alert is re-sent to the configured URL later,
             // never re-POSTed elsewhere.
             o.redirects = http::redirect_policy::none();
-            targets.emplace(w.url, target{w, split->first, split->second,
-                                          std::make_unique<http::client>(e, o)});
+            target t{w, split->first, split->second, std::make_unique<http::client>(e, o)};
+            t.wakeup = std::make_unique<asio::steady_timer>(timer.get_executor());
+            targets.emplace(w.url, std::move(t));
         }
     }
 
     asio::awaitable<bool> deliver(const storage::outbox_entry& entry) {
         auto it = targets.find(entry.target);
-        if (it == targets.end()) {
-            spdlog::warn("webhook {} is no longer configured: alert {} dropped",
-                         display_url(entry.target), entry.event_id);
-            co_return true;
-        }
+        if (it == targets.end()) co_return true;
         auto ev = co_await pins.event(entry.event_id);
         if (!ev) co_return false;
         if (!*ev) co_return true;  // the event is gone: nothing to say
@@ -126,31 +135,72 @@ struct webhook_sender::state : std::enable_shared_from_this<webhook_sender::stat
         co_return true;
     }
 
-    asio::awaitable<void> run() {
+    // One receiver's alerts, one at a time, in outbox order.
+    asio::awaitable<void> work(target* t) {
         auto self = shared_from_this();
         while (!stopped) {
-            auto due = co_await pins.due_deliveries(storage::now_ms(), 64);
+            if (t->queue.empty()) {
+                t->wakeup->expires_at(asio::steady_timer::time_point::max());
+                (void)co_await t->wakeup->async_wait(asio::as_tuple(asio::use_awaitable));
+                continue;
+            }
+            auto entry = t->queue.front();
+            t->queue.pop_front();
+            bool ok = false;
+            try {
+                ok = co_await deliver(entry);
+            } catch (const std::exception& e) {
+                spdlog::error("webhook {}: {}", display_url(entry.target), e.what());
+            }
+            if (attempted) attempted(ok ? "ok" : "failed");
+            if (ok) {
+                auto removed = co_await pins.delivered(entry.id);
+                if (!removed) spdlog::error("webhook: cannot remove delivered alert {}", entry.id);
+                spdlog::info("webhook {}: alert {} delivered", display_url(entry.target),
+                             entry.event_id);
+            } else {
+                ++entry.attempts;
+                entry.next_attempt_ms = storage::now_ms() + backoff_ms(entry.attempts);
+                t->down_until_ms = entry.next_attempt_ms;
+                (void)co_await pins.reschedule(entry);
+                // The rest of its queue waits with it (rescheduled by the next scan).
+                for (const auto& q : t->queue) t->queued.erase(q.id);
+                t->queue.clear();
+            }
+            t->queued.erase(entry.id);
+        }
+    }
+
+    asio::awaitable<void> run() {
+        auto self = shared_from_this();
+        for (auto& [url, t] : targets)
+            asio::co_spawn(timer.get_executor(), work(&t), asio::detached);
+        while (!stopped) {
+            auto now = storage::now_ms();
+            auto due = co_await pins.due_deliveries(now, 1024);
             if (due) {
-                for (auto entry : *due) {
+                for (auto& entry : *due) {
                     if (stopped) co_return;
-                    bool ok = false;
-                    try {
-                        ok = co_await deliver(entry);
-                    } catch (const std::exception& e) {
-                        spdlog::error("webhook {}: {}", display_url(entry.target), e.what());
+                    auto it = targets.find(entry.target);
+                    if (it == targets.end()) {
+                        spdlog::warn("webhook {} is no longer configured: alert {} dropped",
+                                     display_url(entry.target), entry.event_id);
+                        (void)co_await pins.delivered(entry.id);
+                        continue;
                     }
-                    if (attempted) attempted(ok ? "ok" : "failed");
-                    if (ok) {
-                        auto removed = co_await pins.delivered(entry.id);
-                        if (!removed)
-                            spdlog::error("webhook: cannot remove delivered alert {}", entry.id);
-                        spdlog::info("webhook {}: alert {} delivered", display_url(entry.target),
-                                     entry.event_id);
-                    } else {
-                        ++entry.attempts;
-                        entry.next_attempt_ms = storage::now_ms() + backoff_ms(entry.attempts);
+                    auto& t = it->second;
+                    if (t.queued.count(entry.id)) continue;
+                    if (t.down_until_ms > now) {
+                        // A receiver that is down: its alerts move to its next attempt, out of
+                        // the way of the other receivers' in the next scans.
+                        entry.next_attempt_ms = t.down_until_ms;
                         (void)co_await pins.reschedule(entry);
+                        continue;
                     }
+                    if (t.queue.size() >= max_queued) continue;
+                    t.queue.push_back(entry);
+                    t.queued.insert(entry.id);
+                    t.wakeup->cancel();
                 }
             }
             timer.expires_after(std::chrono::seconds(1));
@@ -178,6 +228,9 @@ void webhook_sender::wake() {
 void webhook_sender::stop() {
     state_->stopped = true;
     wake();
+    asio::post(state_->timer.get_executor(), [st = state_] {
+        for (auto& [url, t] : st->targets) t.wakeup->cancel();
+    });
 }
 
 }  // namespace regpin::proxy::admin

@@ -3,7 +3,9 @@
 // alert JSON with the event id (X-Regpin-Event-Id) for de-duplication and, when a secret is
 // set, X-Regpin-Signature-256: sha256=<hex HMAC-SHA256 of the body>. Retried with exponential
 // backoff (1 s doubling to 10 min) until a 2xx; entries survive restarts, so every alert is
-// delivered at least once.
+// delivered at least once. Each receiver has its own queue (at most 64 alerts) and worker:
+// one that is down (a timeout per attempt) delays only its own alerts, and its due alerts move
+// to its next attempt time so the outbox scan finds the others'.
 
 #include <functional>
 #include <memory>
