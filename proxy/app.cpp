@@ -264,26 +264,23 @@ void app::start(std::shared_ptr<storage::database> db) {
                 if (upstreams->at(i).quota_exhausted()) ++n;
             return static_cast<double>(n);
         });
-    p.metrics
-        .gauge("regpin_upstream_connections",
-               "Connections to the upstreams open now, in use or idle (downloads."
-               "max_per_upstream and each upstream's max_idle_connections bound them)")
-        .set_callback([upstreams] {
+    // Gauges that add up one count of every upstream's client.
+    auto upstream_total = [&p, upstreams](std::string name, std::string help,
+                                          std::size_t (upstream::registry_client::*count)() const) {
+        p.metrics.gauge(std::move(name), std::move(help)).set_callback([upstreams, count] {
             std::size_t n = 0;
-            for (std::size_t i = 0; i < upstreams->size(); ++i)
-                n += upstreams->at(i).open_connections();
+            for (std::size_t i = 0; i < upstreams->size(); ++i) n += (upstreams->at(i).*count)();
             return static_cast<double>(n);
         });
-    p.metrics
-        .gauge("regpin_upstream_tokens_cached",
-               "Bearer tokens cached for the upstreams, by scope (bounded: an LRU of 1024 per "
-               "upstream, expired ones swept)")
-        .set_callback([upstreams] {
-            std::size_t n = 0;
-            for (std::size_t i = 0; i < upstreams->size(); ++i)
-                n += upstreams->at(i).cached_tokens();
-            return static_cast<double>(n);
-        });
+    };
+    upstream_total("regpin_upstream_connections",
+                   "Connections to the upstreams open now, in use or idle (downloads."
+                   "max_per_upstream and each upstream's max_idle_connections bound them)",
+                   &upstream::registry_client::open_connections);
+    upstream_total("regpin_upstream_tokens_cached",
+                   "Bearer tokens cached for the upstreams, by scope (bounded: an LRU of 1024 per "
+                   "upstream, expired ones swept)",
+                   &upstream::registry_client::cached_tokens);
     auto* closure = p.closure.get();
     p.metrics
         .gauge("regpin_pin_content_queue",

@@ -49,6 +49,7 @@ using detail::serve;
 asio::awaitable<void> session(tcp::socket socket, std::shared_ptr<listener::shared> sh) {
     auto slot = std::make_shared<connection_slot>();
     slot->strand = co_await asio::this_coro::executor;
+    slot->fd = socket.native_handle();
     std::uint64_t id = 0;
     {
         std::lock_guard lock(sh->mutex);
@@ -57,6 +58,13 @@ asio::awaitable<void> session(tcp::socket socket, std::shared_ptr<listener::shar
     }
     // Leaves the listener's books however the session ends; the slot's `cancel` (which
     // refers to this frame's stream) never runs after.
+    // Before the socket closes (its descriptor may be reused at once).
+    auto end_slot = [&slot] {
+        std::lock_guard lock(slot->mutex);
+        slot->ended = true;
+        slot->cancel = nullptr;
+        slot->fd = -1;
+    };
     struct counted {
         std::shared_ptr<listener::shared> sh;
         std::shared_ptr<connection_slot> slot;
@@ -66,6 +74,7 @@ asio::awaitable<void> session(tcp::socket socket, std::shared_ptr<listener::shar
                 std::lock_guard lock(slot->mutex);
                 slot->ended = true;
                 slot->cancel = nullptr;
+                slot->fd = -1;
             }
             {
                 std::lock_guard lock(sh->mutex);
@@ -93,9 +102,11 @@ asio::awaitable<void> session(tcp::socket socket, std::shared_ptr<listener::shar
             spdlog::debug("{} {}: TLS handshake failed: {}", sh->options.name, peer, hec.message());
         } else {
             co_await serve(tls, sh, slot, peer);
+            end_slot();
             beast::get_lowest_layer(tls).expires_after(std::chrono::seconds(2));
             (void)co_await tls.async_shutdown(use_tuple);
         }
+        end_slot();
         error_code ignored;
         beast::get_lowest_layer(tls).socket().shutdown(tcp::socket::shutdown_both, ignored);
         co_return;
@@ -105,10 +116,7 @@ asio::awaitable<void> session(tcp::socket socket, std::shared_ptr<listener::shar
         slot->cancel = [&plain] { plain.cancel(); };
     }
     co_await serve(plain, sh, slot, peer);
-    {
-        std::lock_guard lock(slot->mutex);
-        slot->cancel = nullptr;
-    }
+    end_slot();
     error_code ignored;
     plain.socket().shutdown(tcp::socket::shutdown_both, ignored);
 }

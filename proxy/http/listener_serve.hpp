@@ -3,6 +3,7 @@
 // helpers it shares with listener.cpp. The loop is instantiated once per stream type in its own
 // translation unit (listener_plain.cpp, listener_tls.cpp), so the two compile side by side.
 
+#include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include "proxy/http/listener.hpp"
 
@@ -223,6 +224,14 @@ struct connection_slot {
     std::chrono::steady_clock::time_point idle_since = std::chrono::steady_clock::now();
     asio::any_io_executor strand;
     std::function<void()> cancel;  // cancels the connection's I/O; set by the session
+    int fd = -1;                   // the socket, while the session holds it open
+
+    // Bytes arrived that the request loop has not read yet: a request (or TLS handshake)
+    // under way, however the loop's state reads. Under `mutex`.
+    bool has_input_locked() const {
+        int n = 0;
+        return fd >= 0 && ::ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+    }
 
     void set_idle(bool now_idle) {
         std::lock_guard lock(mutex);
@@ -241,7 +250,7 @@ inline void close_if_idle(const std::shared_ptr<connection_slot>& slot) {
     }
     asio::post(slot->strand, [slot] {
         std::lock_guard lock(slot->mutex);
-        if (slot->idle && !slot->ended && slot->cancel) slot->cancel();
+        if (slot->idle && !slot->ended && slot->cancel && !slot->has_input_locked()) slot->cancel();
         slot->closing = false;
     });
 }
@@ -270,7 +279,8 @@ struct listener::shared {
         auto best_since = std::chrono::steady_clock::time_point::max();
         for (auto& [id, s] : slots) {
             std::lock_guard slock(s->mutex);
-            if (s->idle && !s->closing && !s->ended && s->idle_since < best_since) {
+            if (s->idle && !s->closing && !s->ended && s->idle_since < best_since &&
+                !s->has_input_locked()) {
                 best = s;
                 best_since = s->idle_since;
             }

@@ -249,6 +249,11 @@ asio::awaitable<oci::result<service::first_sight>> service::settle_first_sight(
     const auto& registry = t.where.registry;
     const auto& repository = t.where.repository;
     const auto cls = oci::accept_class(accept);
+    // Pinned meanwhile, by a flight that ended between this request's look and this one's
+    // start: that pin answers, and the upstream is not asked again.
+    storage::pin_key key{registry, repository, ref, cls};
+    if (auto now_pinned = co_await pins_.find(key); now_pinned && *now_pinned)
+        co_return first_sight{**now_pinned, std::nullopt};
     // A client's HEAD costs the upstream a HEAD (not counted against Docker Hub's pull quota)
     // and, unless the store has the manifest, a GET by digest.
     auto got = co_await manifests_.by_tag(*t.client, repository, ref, accept,

@@ -896,18 +896,22 @@ class KustomizeBuildTest(TempDirTest):
             self, pod_spec(ds), expect_mirror="http://127.0.0.1:5000"), 1)
         self.assertFalse([o for o in objs if o["kind"] in ("StatefulSet", "Service")])
 
+    def with_component(self, stack: str, component: str) -> list[dict]:
+        """The objects of deploy/kubernetes/<stack> with components/<component> added."""
+        overlay = self.tmpdir()
+        (overlay / "kustomization.yaml").write_text(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+            "kind: Kustomization\n"
+            f"resources:\n  - {os.path.relpath(K8S / stack, overlay)}\n"
+            "components:\n"
+            f"  - {os.path.relpath(K8S / 'components' / component, overlay)}\n")
+        return kubectl_kustomize(overlay)
+
     def test_fail_closed_component_makes_regpin_the_server(self):
         for stack, mirror in (("", f"http://{FAKE_HOST_IP}:30500"),
                               ("node-local", "http://127.0.0.1:5000")):
             with self.subTest(stack=stack or "default"):
-                overlay = self.tmpdir()
-                (overlay / "kustomization.yaml").write_text(
-                    "apiVersion: kustomize.config.k8s.io/v1beta1\n"
-                    "kind: Kustomization\n"
-                    f"resources:\n  - {os.path.relpath(K8S / stack, overlay)}\n"
-                    "components:\n"
-                    f"  - {os.path.relpath(K8S / 'components' / 'fail-closed', overlay)}\n")
-                objs = kubectl_kustomize(overlay)
+                objs = self.with_component(stack, "fail-closed")
                 (ds,) = [o for o in objs if o["kind"] == "DaemonSet"
                          and o["metadata"]["name"] == "regpin-node-config"]
                 self.assertEqual(run_hosts_toml(
@@ -916,14 +920,7 @@ class KustomizeBuildTest(TempDirTest):
     def test_network_policy_component_admits_only_nodes_operators_and_prometheus(self):
         for stack in ("central", "central-ha"):
             with self.subTest(stack=stack):
-                overlay = self.tmpdir()
-                (overlay / "kustomization.yaml").write_text(
-                    "apiVersion: kustomize.config.k8s.io/v1beta1\n"
-                    "kind: Kustomization\n"
-                    f"resources:\n  - {os.path.relpath(K8S / stack, overlay)}\n"
-                    "components:\n"
-                    f"  - {os.path.relpath(K8S / 'components' / 'network-policy', overlay)}\n")
-                objs = kubectl_kustomize(overlay)
+                objs = self.with_component(stack, "network-policy")
                 (policy,) = [o for o in objs if o["kind"] == "NetworkPolicy"]
                 (sts,) = [o for o in objs if o["kind"] == "StatefulSet"
                           and o["metadata"]["name"] == "regpin"]

@@ -189,7 +189,10 @@ class AbandonedDownloadsTest(h.LogsOnFailure):
             watcher.join()
         rss_after = rss_kib(self.regpin.pid)
         self.assertLessEqual(most_connections, self.PER_UPSTREAM)
-        self.assertLess(rss_after - rss_before, 64 * 1024, f"RSS {rss_before} KiB -> {rss_after} KiB")
+        # AddressSanitizer keeps freed memory in quarantine (up to 256 MiB): RSS says nothing
+        # of regpin's own use there, so the bound is checked on the Release build.
+        if not h.sanitized_binary(self.regpin.binary):
+            self.assertLess(rss_after - rss_before, 64 * 1024, f"RSS {rss_before} KiB -> {rss_after} KiB")
         text = self.regpin.metrics_text()
         self.assertGreater(metric(text, 'regpin_blob_downloads_dropped_total{reason="abandoned"}'), 0)
         self.assertGreater(metric(text, 'regpin_blob_downloads_dropped_total{reason="queue_full"}'), 0)
@@ -215,6 +218,59 @@ class AbandonedDownloadsTest(h.LogsOnFailure):
         self.assertEqual(resp.status, 503, resp.body[:300])
         self.assertIn("UNAVAILABLE", resp.error_codes())
         self.assertIsNotNone(resp.header("Retry-After"))
+
+
+class WebhookIsolationTest(h.LogsOnFailure):
+    """Each receiver has its own delivery queue: one that accepts and never answers (30 s per
+    attempt) delays none of the others' alerts."""
+
+    @classmethod
+    def setUpClass(cls):
+        from test_hostile_upstream import digest_of, manifest_with_config, MEDIA_OCI_MANIFEST
+        cls.digest_of = staticmethod(digest_of)
+        cls.media = MEDIA_OCI_MANIFEST
+        config = b"{}"
+        cls.first = manifest_with_config(digest_of(config), len(config), "first")
+        cls.moved = manifest_with_config(digest_of(config), len(config), "moved")
+        cls.fake = FakeUpstream()
+        cls.addClassCleanup(cls.fake.close)
+        cls.fake.routes[f"/v2/team/hooked/blobs/{digest_of(config)}"] = Route(body=config)
+        for body in (cls.first, cls.moved):
+            cls.fake.routes[f"/v2/team/hooked/manifests/{digest_of(body)}"] = cls.manifest_route(body)
+        cls.fake.routes["/v2/team/hooked/manifests/v1"] = cls.manifest_route(cls.first)
+        cls.dead = h.SilentServer(h.free_port())
+        cls.addClassCleanup(cls.dead.close)
+        cls.alive = h.ScriptedHTTPServer(lambda req: h.Reply(200)).start()
+        cls.addClassCleanup(cls.alive.close)
+        cls.regpin = h.Regpin(
+            [h.Upstream(DOCKER_HUB, cls.fake.url)],
+            webhooks=[h.Webhook(f"http://127.0.0.1:{cls.dead.port}/hook", timeout_ms=30000),
+                      h.Webhook(f"{cls.alive.url}/hook")],
+            pin_checks=h.PinChecks(revalidate_after_s=0, sweep_interval_s=86400))
+        cls.addClassCleanup(cls.regpin.close)
+        cls.regpin.start()
+
+    @classmethod
+    def manifest_route(cls, body: bytes) -> Route:
+        return Route(body=body, headers={"Content-Type": cls.media, "Docker-Content-Digest": cls.digest_of(body)})
+
+    def pull(self) -> h.Response:
+        return self.regpin.get("/v2/team/hooked/manifests/v1", {"Accept": self.media})
+
+    def test_a_receiver_that_never_answers_delays_no_other_receiver(self):
+        self.assertEqual(self.pull().header("Docker-Content-Digest"), self.digest_of(self.first))
+        self.fake.routes["/v2/team/hooked/manifests/v1"] = self.manifest_route(self.moved)
+
+        def alerted() -> bool:
+            self.pull()  # every pull of the pin starts a check (revalidate_after_s 0)
+            return bool(self.alive.recorded("POST", "/hook"))
+
+        # Well within the dead receiver's 30 s attempt, which comes first in the outbox.
+        h.wait_until(alerted, timeout=15, interval=0.2, message="the live receiver's alert")
+        h.wait_until(lambda: self.dead.accepted >= 1, timeout=10, interval=0.05,
+                     message="an attempt on the dead receiver")
+        (post,) = self.alive.recorded("POST", "/hook")
+        self.assertTrue(post.header("X-Regpin-Event-Id"))
 
 
 class AdminProbesTest(h.LogsOnFailure):

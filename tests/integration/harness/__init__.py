@@ -38,7 +38,7 @@ One module per concern; each imports only modules listed above it:
 - `skopeo`: `Skopeo`, `default_skopeo`, `mirror_registries_conf`, `push`.
 - `containerd`: `Containerd`, `CtrImage`, `write_hosts_toml`, `CTR_NAMESPACE`.
 - `regpin`: `Regpin`, `Upstream`, `AdminToken`, `Webhook`, `PolicyRule`, `PinChecks`,
-  `regpin_binary`, `regpin_command`.
+  `regpin_binary`, `regpin_command`, `sanitized_binary`.
 - `etcd`: `EtcdCluster` (Debian's etcd-server, 1 or 3 members), `etcd_binary`.
 - `cases`: `LogsOnFailure`, the unittest base class.
 
@@ -102,6 +102,7 @@ from .regpin import (
     Webhook,
     regpin_binary,
     regpin_command,
+    sanitized_binary,
 )
 from .etcd import EtcdCluster, etcd_binary
 from .cases import LogsOnFailure
@@ -130,7 +131,7 @@ __all__ = [
     # containerd
     "CTR_NAMESPACE", "Containerd", "CtrImage", "write_hosts_toml",
     # regpin
-    "AdminToken", "PinChecks", "PolicyRule", "Regpin", "Upstream", "Webhook", "regpin_binary",
+    "AdminToken", "PinChecks", "PolicyRule", "Regpin", "Upstream", "Webhook", "regpin_binary", "sanitized_binary",
     "regpin_command",
     # etcd
     "EtcdCluster", "etcd_binary",

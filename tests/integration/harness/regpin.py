@@ -29,6 +29,12 @@ def regpin_binary() -> str:
     return path
 
 
+def sanitized_binary(path: str) -> bool:
+    """Whether the regpin at `path` is built with AddressSanitizer (it links libasan)."""
+    out = subprocess.run(["ldd", path], capture_output=True, text=True, check=False).stdout
+    return "libasan" in out
+
+
 @dataclasses.dataclass
 class Upstream:
     """One entry of regpin's `upstreams`: `registry` is the name clients use (the `ns` value
