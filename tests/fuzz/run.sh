@@ -4,7 +4,7 @@
 # REGPIN_FUZZ_SEED fixes libFuzzer's seed (CI sets 1, so a run's exploration does not depend on
 # chance); unset, every run explores differently, which is what longer local runs are for.
 # New inputs go to a temporary folder; a crash fails the run and its input is printed, to be
-# fixed and added to the corpus.
+# fixed and added to the corpus. Targets run side by side, one per core (REGPIN_FUZZ_JOBS).
 set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
 secs=${1:-30}
@@ -13,26 +13,50 @@ mkdir -p "$build"
 cmake -S "$root" -B "$build" -G Ninja -DREGPIN_FUZZ=ON -DCMAKE_CXX_COMPILER=clang++-14 \
     -DCMAKE_BUILD_TYPE=Debug > "$build/configure.log" 2>&1 || { cat "$build/configure.log"; exit 1; }
 cmake --build "$build"
-failed=0
 targets="route manifest challenge config bundle"
-for target in $targets; do
+# One target per core at a time (libFuzzer runs one process each): a CI machine has 2.
+jobs=${REGPIN_FUZZ_JOBS:-$(nproc)}
+results=$(mktemp -d)
+fuzz_one() {
+    target=$1
     work=$(mktemp -d)
-    echo "fuzzing $target for ${secs}s"
     if ! "$build/tests/fuzz/${target}_fuzz" "$work" "$root/tests/fuzz/corpus/$target" \
             -max_total_time="$secs" -artifact_prefix="$work/" -print_final_stats=1 \
             ${REGPIN_FUZZ_SEED:+-seed="$REGPIN_FUZZ_SEED"} \
             > "$work/log" 2>&1; then
-        echo "FUZZ FAILURE in $target:"
-        tail -n 40 "$work/log"
-        for f in "$work"/crash-* "$work"/leak-* "$work"/timeout-*; do
-            [ -e "$f" ] && { echo "input ($f), base64:"; base64 "$f"; }
-        done
-        failed=1
+        {
+            echo "FUZZ FAILURE in $target:"
+            tail -n 40 "$work/log"
+            for f in "$work"/crash-* "$work"/leak-* "$work"/timeout-*; do
+                [ -e "$f" ] && { echo "input ($f), base64:"; base64 "$f"; }
+            done
+        } > "$results/$target.failed"
     else
-        grep -E "stat::number_of_executed_units|Done" "$work/log" | tail -n 2
+        { echo "fuzzed $target for ${secs}s"; grep -E "stat::number_of_executed_units|Done" "$work/log" | tail -n 2; } \
+            > "$results/$target.ok"
     fi
     rm -rf "$work"
+}
+running=0
+for target in $targets; do
+    fuzz_one "$target" &
+    running=$((running + 1))
+    if [ "$running" -ge "$jobs" ]; then
+        wait
+        running=0
+    fi
 done
+wait
+failed=0
+for target in $targets; do
+    if [ -e "$results/$target.failed" ]; then
+        cat "$results/$target.failed"
+        failed=1
+    else
+        cat "$results/$target.ok"
+    fi
+done
+rm -rf "$results"
 if [ "$failed" -ne 0 ]; then
     echo "fuzzing found a crash"
     exit 1
