@@ -139,7 +139,8 @@ service::service(asio::any_io_executor ex, const config::settings& settings,
       writer_(writer),
       scheduler_(scheduler),
       checker_(checker),
-      first_sights_(std::move(ex)) {}
+      first_sights_(ex),
+      blob_heads_(ex) {}
 
 asio::awaitable<reply> service::handle(incoming req) {
     auto route = oci::parse_route(req.target);
@@ -337,6 +338,28 @@ asio::awaitable<reply> service::fetched_reply(const target& t, const storage::di
     co_return r;
 }
 
+oci::result<std::uint64_t> service::known_blob_size(const std::string& key) {
+    std::lock_guard lock(blob_sizes_mutex_);
+    auto it = blob_sizes_.find(key);
+    if (it != blob_sizes_.end() && std::chrono::steady_clock::now() < it->second.second)
+        return it->second.first;
+    return oci::error{error_code::blob_unknown, "not known"};
+}
+
+asio::awaitable<oci::result<std::uint64_t>> service::head_blob(upstream::registry_client& client,
+                                                               std::string repository,
+                                                               storage::digest d, std::string key) {
+    // Known meanwhile, from a HEAD that ended between the caller's look and this one's start.
+    if (auto size = known_blob_size(key)) co_return size;
+    auto size = co_await upstream::head_blob(client, repository, d);
+    if (size) {
+        std::lock_guard lock(blob_sizes_mutex_);
+        if (blob_sizes_.size() >= 4096) blob_sizes_.clear();  // bounded
+        blob_sizes_[key] = {*size, std::chrono::steady_clock::now() + std::chrono::minutes(1)};
+    }
+    co_return size;
+}
+
 asio::awaitable<reply> service::blob(const target& t, bool head, std::string range) {
     auto d = *storage::digest::parse(t.route.reference);
     const auto& repository = t.where.repository;
@@ -347,22 +370,26 @@ asio::awaitable<reply> service::blob(const target& t, bool head, std::string ran
         if (*rec) co_return stored_blob_reply(content_, d, **rec, head, range);
 
         if (head) {
-            // Existence check only: ask the upstream, cache nothing.
-            upstream::request req;
-            req.method = boost::beast::http::verb::head;
-            req.target = "/v2/" + repository + "/blobs/" + d.str();
-            req.scope = upstream::pull_scope(repository);
-            auto resp = co_await t.client->send(req);
-            if (!resp)
-                co_return error_reply(upstream::transport_error(t.where.registry, resp.error()));
-            if (resp->status() != 200)
-                co_return error_reply(upstream::upstream_error(t.where.registry, resp->status(),
-                                                               error_code::blob_unknown));
+            // Existence check only: ask the upstream (once for every client asking meanwhile,
+            // and not again for a minute), cache nothing.
+            const std::string blob_key = "blob " + d.str();
+            auto key = cache::manifest_fetcher::flight_key(*t.client, repository, blob_key, "");
+            auto size = known_blob_size(key);
+            if (!size) {
+                auto* self = this;
+                auto* client = t.client;
+                cache::single_flight<std::uint64_t>::work_type work = [self, client, repository, d,
+                                                                       key] {
+                    return self->head_blob(*client, repository, d, key);
+                };
+                size = co_await blob_heads_.run(key, work);
+            }
+            if (!size) co_return error_reply(size.error());
             reply r;
             r.header("Content-Type", "application/octet-stream");
             r.header("Docker-Content-Digest", d.str());
             r.header("Accept-Ranges", "bytes");
-            r.content_length = resp->content_length().value_or(0);
+            r.content_length = *size;
             r.log_field("cache", "miss");
             co_return r;
         }

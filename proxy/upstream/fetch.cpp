@@ -57,6 +57,20 @@ asio::awaitable<oci::result<std::optional<storage::digest>>> head_manifest(
     co_return named;
 }
 
+asio::awaitable<oci::result<std::uint64_t>> head_blob(registry_client& client,
+                                                      std::string repository, storage::digest d) {
+    request req;
+    req.method = boost::beast::http::verb::head;
+    req.target = "/v2/" + repository + "/blobs/" + d.str();
+    req.scope = pull_scope(repository);
+    auto resp = co_await client.send(req);
+    if (!resp) co_return transport_error(client.settings().registry, resp.error());
+    if (resp->status() != 200)
+        co_return upstream_error(client.settings().registry, resp->status(),
+                                 error_code::blob_unknown);
+    co_return resp->content_length().value_or(0);
+}
+
 asio::awaitable<oci::result<fetched_manifest>> fetch_manifest(registry_client& client,
                                                               const std::string& repository,
                                                               const std::string& reference,

@@ -3,6 +3,7 @@
 // operator actions: fetching a manifest with its digest verified, and the one mapping of
 // upstream failures to what a client gets.
 
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -34,6 +35,12 @@ struct fetched_manifest {
 [[nodiscard]] boost::asio::awaitable<oci::result<std::optional<storage::digest>>> head_manifest(
     registry_client& client, const std::string& repository, const std::string& reference,
     const std::string& accept);
+
+// HEADs /v2/<repository>/blobs/<d>: the size the upstream states (Content-Length; 0 when it
+// sends none). A non-200 answer is the error a client should get (BLOB_UNKNOWN for 404).
+[[nodiscard]] boost::asio::awaitable<oci::result<std::uint64_t>> head_blob(registry_client& client,
+                                                                           std::string repository,
+                                                                           storage::digest d);
 
 // Maps a non-success upstream status: 404 -> `not_found`, 401/403 -> NAME_UNKNOWN, anything
 // else (429 included) -> UNAVAILABLE. Never 429: containerd retries that in a tight loop; 503

@@ -107,6 +107,19 @@ class RolloutTest(h.LogsOnFailure):
         self.assertLessEqual(self.manifest_requests("GET", "mixed"), 1)
         self.assertLessEqual(self.manifest_requests("HEAD", "mixed"), 1)
 
+    def test_64_heads_of_an_uncached_blob_cost_the_upstream_one_head(self):
+        layer = self.kids.layer_digests[0]
+        path = f"/v2/team/kids/blobs/{layer}"
+        self.upstream.sync_log()
+        before = self.upstream.access_log_count("HEAD", path)  # skopeo's, while pushing
+        answers = all_at_once(NODES, lambda _: self.regpin.request("HEAD", path, timeout=60))
+        for i, a in enumerate(answers):
+            self.assertIsInstance(a, h.Response, f"node {i}: {a!r}")
+            self.assertEqual((a.status, a.header("Content-Length")),
+                             (200, str(len(self.kids.layer_bytes(layer)))), f"node {i}")
+        self.upstream.sync_log()
+        self.assertEqual(self.upstream.access_log_count("HEAD", path) - before, 1)
+
     def test_64_first_gets_of_a_platform_manifest_by_digest_cost_one_get(self):
         # How nodes fetch their platform's manifest once the tag resolved: by digest.
         child = self.kids.manifest_for("linux/arm64")
