@@ -101,25 +101,23 @@ struct webhook_sender::state : std::enable_shared_from_this<webhook_sender::stat
         }
     }
 
-    asio::awaitable<bool> deliver(const storage::outbox_entry& entry) {
-        auto it = targets.find(entry.target);
-        if (it == targets.end()) co_return true;
+    // One attempt to deliver `entry` to its receiver `t`.
+    asio::awaitable<bool> deliver(const target& t, const storage::outbox_entry& entry) {
         auto ev = co_await pins.event(entry.event_id);
         if (!ev) co_return false;
         if (!*ev) co_return true;  // the event is gone: nothing to say
         auto body = pins::alert_json(**ev).dump();
         http::request req;
         req.method = boost::beast::http::verb::post;
-        req.origin = it->second.origin;
-        req.target = it->second.path;
+        req.origin = t.origin;
+        req.target = t.path;
         req.body = body;
         req.content_type = "application/json";
         req.header("X-Regpin-Event-Id", std::to_string(entry.event_id));
         req.header("X-Regpin-Delivery-Attempt", std::to_string(entry.attempts + 1));
-        if (!it->second.hook.secret.empty())
-            req.header("X-Regpin-Signature-256",
-                       "sha256=" + hmac_sha256_hex(it->second.hook.secret, body));
-        auto resp = co_await it->second.client->send(std::move(req));
+        if (!t.hook.secret.empty())
+            req.header("X-Regpin-Signature-256", "sha256=" + hmac_sha256_hex(t.hook.secret, body));
+        auto resp = co_await t.client->send(std::move(req));
         if (!resp) {
             spdlog::warn("webhook {}: alert {} not delivered: {}", display_url(entry.target),
                          entry.event_id, resp.error().message());
@@ -148,7 +146,7 @@ struct webhook_sender::state : std::enable_shared_from_this<webhook_sender::stat
             t->queue.pop_front();
             bool ok = false;
             try {
-                ok = co_await deliver(entry);
+                ok = co_await deliver(*t, entry);
             } catch (const std::exception& e) {
                 spdlog::error("webhook {}: {}", display_url(entry.target), e.what());
             }

@@ -53,6 +53,11 @@ public:
         std::lock_guard lock(mutex_);
         std::erase(wakers_, w);
     }
+    // A waiter that joined (hold) and subscribed is done with the download.
+    void leave(const std::shared_ptr<waker>& w) {
+        unsubscribe(w);
+        release();
+    }
 
     // Someone waits for this download (a client's stream, a wait_complete caller): held from
     // join() until they are done. With no holder for the fetcher's abandon_after, it stops.
@@ -311,10 +316,7 @@ class download_stream final : public http::body_stream {
 public:
     download_stream(std::shared_ptr<blob_download> dl, std::shared_ptr<waker> w)
         : dl_(std::move(dl)), waker_(std::move(w)), source_(dl_->content()) {}
-    ~download_stream() override {
-        dl_->unsubscribe(waker_);
-        dl_->release();
-    }
+    ~download_stream() override { dl_->leave(waker_); }
 
     asio::awaitable<boost::system::result<http::body_part>> next(bool files) override {
         using phase = blob_download::phase;
@@ -367,7 +369,41 @@ private:
 
 blob_fetcher::blob_fetcher(asio::any_io_executor ex, store::content& content,
                            config::download_limits limits, observer on_drop)
-    : ex_(std::move(ex)), content_(content), limits_(limits), on_drop_(std::move(on_drop)) {}
+    : ex_(ex), content_(content), limits_(limits), on_drop_(std::move(on_drop)), heads_(ex) {}
+
+std::optional<std::uint64_t> blob_fetcher::known_size(const std::string& key) {
+    std::lock_guard lock(sizes_mutex_);
+    auto it = sizes_.find(key);
+    if (it == sizes_.end() || std::chrono::steady_clock::now() >= it->second.second)
+        return std::nullopt;
+    return it->second.first;
+}
+
+asio::awaitable<oci::result<std::uint64_t>> blob_fetcher::head(storage::digest d,
+                                                               upstream::registry_client& client,
+                                                               std::string repository) {
+    auto key = client.settings().registry + " " + repository + " " + d.str();
+    if (auto size = known_size(key)) co_return *size;
+    auto* self = this;
+    auto* upstream = &client;
+    single_flight<std::uint64_t>::work_type work = [self, upstream, repository, d, key] {
+        return self->head_upstream(d, *upstream, repository, key);
+    };
+    co_return co_await heads_.run(key, work);
+}
+
+asio::awaitable<oci::result<std::uint64_t>> blob_fetcher::head_upstream(
+    storage::digest d, upstream::registry_client& client, std::string repository, std::string key) {
+    // Known meanwhile, from a HEAD that ended between the caller's look and this one's start.
+    if (auto size = known_size(key)) co_return *size;
+    auto size = co_await upstream::head_blob(client, repository, d);
+    if (size) {
+        std::lock_guard lock(sizes_mutex_);
+        if (sizes_.size() >= 4096) sizes_.clear();  // bounded
+        sizes_[key] = {*size, std::chrono::steady_clock::now() + std::chrono::minutes(1)};
+    }
+    co_return size;
+}
 
 std::size_t blob_fetcher::in_flight() const {
     std::lock_guard lock(mutex_);
@@ -386,6 +422,11 @@ std::size_t blob_fetcher::queued() const {
 
 void blob_fetcher::dropped(std::string_view reason) const {
     if (on_drop_) on_drop_(reason);
+}
+
+void blob_fetcher::claim_slot_locked(const std::string& registry) {
+    ++running_;
+    ++running_per_upstream_[registry];
 }
 
 bool blob_fetcher::may_start_locked(const std::string& registry) const {
@@ -419,8 +460,7 @@ void blob_fetcher::finished(const storage::digest& d, const std::string& registr
                 ++it;
                 continue;
             }
-            ++running_;
-            ++running_per_upstream_[from];
+            claim_slot_locked(from);
             start.push_back(std::move(*it));
             it = queue_.erase(it);
         }
@@ -465,8 +505,7 @@ asio::awaitable<oci::result<std::shared_ptr<blob_download>>> blob_fetcher::join(
             queued = queue_.size();
             if (may_start_locked(registry)) {
                 start_now = true;
-                ++running_;
-                ++running_per_upstream_[registry];
+                claim_slot_locked(registry);
             }
             if (start_now || queued < static_cast<std::size_t>(limits_.max_queued)) {
                 dl = std::make_shared<blob_download>(*this, d, registry);
@@ -517,8 +556,7 @@ asio::awaitable<oci::result<download_started>> blob_fetcher::fetch(
     while (true) {
         auto v = dl->snapshot();
         if (v.state == blob_download::phase::failed) {
-            dl->unsubscribe(w);
-            dl->release();
+            dl->leave(w);
             co_return v.failure;
         }
         if (v.state != blob_download::phase::connecting) {
@@ -529,8 +567,7 @@ asio::awaitable<oci::result<download_started>> blob_fetcher::fetch(
         }
         auto [ec] = co_await w->async_receive(asio::as_tuple(asio::use_awaitable));
         if (ec) {
-            dl->unsubscribe(w);
-            dl->release();
+            dl->leave(w);
             co_return oci::error{oci::error_code::unavailable, "cancelled"};
         }
     }
@@ -559,8 +596,7 @@ asio::awaitable<oci::result<void>> blob_fetcher::wait_complete(storage::digest d
             break;
         }
     }
-    dl->unsubscribe(w);
-    dl->release();
+    dl->leave(w);
     co_return out;
 }
 

@@ -11,6 +11,7 @@
 // gets 503 with Retry-After. A download nobody waits for any more (no client stream, no
 // wait_complete caller such as a pin-content fetch) for abandon_after is cancelled and discarded.
 
+#include <chrono>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -23,6 +24,7 @@
 #include <boost/asio/awaitable.hpp>
 
 #include "config/config.hpp"
+#include "proxy/cache/single_flight.hpp"
 #include "proxy/http/message.hpp"
 #include "proxy/oci/errors.hpp"
 #include "proxy/store/content.hpp"
@@ -57,6 +59,12 @@ public:
     [[nodiscard]] boost::asio::awaitable<oci::result<void>> wait_complete(
         storage::digest d, upstream::registry_client& client, std::string repository);
 
+    // The size the upstream states for uncached blob `d` (a client's HEAD: nothing is
+    // downloaded). One upstream HEAD however many ask at once, and its answer remembered for
+    // a minute (a digest names the same bytes forever). Errors are what the client should get.
+    [[nodiscard]] boost::asio::awaitable<oci::result<std::uint64_t>> head(
+        storage::digest d, upstream::registry_client& client, std::string repository);
+
     // Downloads in flight (running or queued), for tests and metrics.
     std::size_t in_flight() const;
     // Downloads running now, and waiting for a slot.
@@ -72,9 +80,16 @@ private:
         const storage::digest& d, upstream::registry_client& client, const std::string& repository);
     // A running download ended (any way): frees its slot and starts what the queue holds.
     void finished(const storage::digest& d, const std::string& registry);
-    // Whether a download from `registry` may start now. Under mutex_.
+    // Whether a download from `registry` may start now, and counting one that does. Under
+    // mutex_.
     bool may_start_locked(const std::string& registry) const;
+    void claim_slot_locked(const std::string& registry);
     void dropped(std::string_view reason) const;
+
+    std::optional<std::uint64_t> known_size(const std::string& key);
+    boost::asio::awaitable<oci::result<std::uint64_t>> head_upstream(
+        storage::digest d, upstream::registry_client& client, std::string repository,
+        std::string key);
 
     struct waiting {
         std::shared_ptr<blob_download> download;
@@ -91,6 +106,12 @@ private:
     std::size_t running_ = 0;
     std::unordered_map<std::string, std::size_t> running_per_upstream_;
     std::deque<waiting> queue_;
+
+    single_flight<std::uint64_t> heads_;
+    std::mutex sizes_mutex_;
+    // By "registry repository digest": the size an upstream HEAD stated, and until when.
+    std::unordered_map<std::string, std::pair<std::uint64_t, std::chrono::steady_clock::time_point>>
+        sizes_;
     // Downloads that ended, ever: join() tells from it that one finished between its look at
     // the store and its look at downloads_ (the blob may be stored now).
     std::uint64_t ended_ = 0;

@@ -139,8 +139,7 @@ service::service(asio::any_io_executor ex, const config::settings& settings,
       writer_(writer),
       scheduler_(scheduler),
       checker_(checker),
-      first_sights_(ex),
-      blob_heads_(ex) {}
+      first_sights_(std::move(ex)) {}
 
 asio::awaitable<reply> service::handle(incoming req) {
     auto route = oci::parse_route(req.target);
@@ -338,28 +337,6 @@ asio::awaitable<reply> service::fetched_reply(const target& t, const storage::di
     co_return r;
 }
 
-oci::result<std::uint64_t> service::known_blob_size(const std::string& key) {
-    std::lock_guard lock(blob_sizes_mutex_);
-    auto it = blob_sizes_.find(key);
-    if (it != blob_sizes_.end() && std::chrono::steady_clock::now() < it->second.second)
-        return it->second.first;
-    return oci::error{error_code::blob_unknown, "not known"};
-}
-
-asio::awaitable<oci::result<std::uint64_t>> service::head_blob(upstream::registry_client& client,
-                                                               std::string repository,
-                                                               storage::digest d, std::string key) {
-    // Known meanwhile, from a HEAD that ended between the caller's look and this one's start.
-    if (auto size = known_blob_size(key)) co_return size;
-    auto size = co_await upstream::head_blob(client, repository, d);
-    if (size) {
-        std::lock_guard lock(blob_sizes_mutex_);
-        if (blob_sizes_.size() >= 4096) blob_sizes_.clear();  // bounded
-        blob_sizes_[key] = {*size, std::chrono::steady_clock::now() + std::chrono::minutes(1)};
-    }
-    co_return size;
-}
-
 asio::awaitable<reply> service::blob(const target& t, bool head, std::string range) {
     auto d = *storage::digest::parse(t.route.reference);
     const auto& repository = t.where.repository;
@@ -370,20 +347,8 @@ asio::awaitable<reply> service::blob(const target& t, bool head, std::string ran
         if (*rec) co_return stored_blob_reply(content_, d, **rec, head, range);
 
         if (head) {
-            // Existence check only: ask the upstream (once for every client asking meanwhile,
-            // and not again for a minute), cache nothing.
-            const std::string blob_key = "blob " + d.str();
-            auto key = cache::manifest_fetcher::flight_key(*t.client, repository, blob_key, "");
-            auto size = known_blob_size(key);
-            if (!size) {
-                auto* self = this;
-                auto* client = t.client;
-                cache::single_flight<std::uint64_t>::work_type work = [self, client, repository, d,
-                                                                       key] {
-                    return self->head_blob(*client, repository, d, key);
-                };
-                size = co_await blob_heads_.run(key, work);
-            }
+            // Existence check only: the upstream's HEAD (shared), nothing cached.
+            auto size = co_await fetcher_.head(d, *t.client, repository);
             if (!size) co_return error_reply(size.error());
             reply r;
             r.header("Content-Type", "application/octet-stream");

@@ -3,11 +3,6 @@
 // cache, fetches and verifies what is missing, and pins tags on first sight.
 // Thread-safe: handle() runs concurrently on the network threads.
 
-#include <chrono>
-#include <mutex>
-#include <unordered_map>
-#include <utility>
-
 #include <boost/asio/awaitable.hpp>
 
 #include "config/config.hpp"
@@ -70,14 +65,6 @@ private:
                                                       bool head, const std::string& accept,
                                                       bool pinned);
     boost::asio::awaitable<http::reply> blob(const target& t, bool head, std::string range);
-    // A blob's size as an upstream HEAD stated it within the last minute (blob_sizes_), or an
-    // error when none did.
-    oci::result<std::uint64_t> known_blob_size(const std::string& key);
-    // The upstream's HEAD of a blob, remembered for a minute when it exists.
-    boost::asio::awaitable<oci::result<std::uint64_t>> head_blob(upstream::registry_client& client,
-                                                                 std::string repository,
-                                                                 storage::digest d,
-                                                                 std::string key);
     boost::asio::awaitable<http::reply> tags(const target& t);
     boost::asio::awaitable<http::reply> referrers(const target& t, std::string accept);
 
@@ -91,12 +78,6 @@ private:
     pins::scheduler& scheduler_;
     pins::checker& checker_;
     cache::single_flight<first_sight> first_sights_;
-    // HEADs of uncached blobs: one upstream HEAD per (upstream, repository, digest) at a time,
-    // and its positive answer (a digest names the same bytes forever) kept for a minute.
-    cache::single_flight<std::uint64_t> blob_heads_;
-    std::mutex blob_sizes_mutex_;
-    std::unordered_map<std::string, std::pair<std::uint64_t, std::chrono::steady_clock::time_point>>
-        blob_sizes_;  // by flight key: size, until when
 };
 
 }  // namespace regpin::proxy::registry
