@@ -113,32 +113,16 @@ asio::awaitable<check_result> checker::check(storage::pin_key key, std::size_t u
     }
 
     check_result out;
-    upstream::request req;
-    req.method = boost::beast::http::verb::head;
-    req.target = "/v2/" + key.repository + "/manifests/" + key.tag;
-    req.accept = oci::accept_for_class(key.accept_class);
-    req.scope = upstream::pull_scope(key.repository);
-    auto resp = co_await client.send(req);
-    if (!resp) {
+    const auto accept = oci::accept_for_class(key.accept_class);
+    auto named = co_await upstream::head_manifest(client, key.repository, key.tag, accept);
+    if (!named) {
         report(registry, check_outcome::error);
-        co_return failed(upstream::transport_error(registry, resp.error()).message);
+        co_return failed(named.error().message);
     }
-    out.ratelimit_remaining =
-        upstream::parse_ratelimit_remaining(resp->headers()["ratelimit-remaining"]);
-    if (resp->status() != 200) {
-        report(registry, check_outcome::error);
-        auto f =
-            failed(upstream::upstream_error(registry, resp->status(), error_code::manifest_unknown)
-                       .message);
-        f.ratelimit_remaining = out.ratelimit_remaining;
-        co_return f;
-    }
-    std::optional<storage::digest> upstream_digest;
-    if (auto h = resp->headers()["Docker-Content-Digest"]; !h.empty())
-        upstream_digest = storage::digest::parse(h);
+    auto upstream_digest = *named;
     if (!upstream_digest) {
         // No usable digest on HEAD: GET the tag and hash it, as containerd does.
-        auto got = co_await upstream::fetch_manifest(client, key.repository, key.tag, req.accept,
+        auto got = co_await upstream::fetch_manifest(client, key.repository, key.tag, accept,
                                                      settings_.manifest_max_bytes);
         if (!got) {
             report(registry, check_outcome::error);

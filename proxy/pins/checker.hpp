@@ -27,8 +27,6 @@ struct check_result {
     std::string upstream_digest;
     std::string error;
     std::vector<storage::pin_event> events;  // as stored
-    // Docker Hub's "ratelimit-remaining" of the check's answer, when the upstream sent it.
-    std::optional<long> ratelimit_remaining;
 };
 
 class checker {

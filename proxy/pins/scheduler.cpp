@@ -41,7 +41,6 @@ struct scheduler::state : std::enable_shared_from_this<scheduler::state> {
     std::mutex mutex;
     std::set<std::string> in_flight;  // pin keys being checked
     std::vector<int> running;         // checks per upstream
-    std::vector<std::chrono::steady_clock::time_point> paused_until;
     std::unique_ptr<asio::steady_timer> sweep_timer;
     std::atomic<bool> stopped{false};
 
@@ -53,24 +52,10 @@ struct scheduler::state : std::enable_shared_from_this<scheduler::state> {
           upstreams(u),
           records(r),
           checker(c),
-          running(u.size(), 0),
-          paused_until(u.size()) {}
-
-    // A check's answer said the upstream's pull quota is nearly used up: pause its checks.
-    void note_ratelimit(std::size_t ui, const check_result& r) {
-        if (!r.ratelimit_remaining || *r.ratelimit_remaining > settings.checks.ratelimit_low_water)
-            return;
-        std::lock_guard lock(mutex);
-        paused_until[ui] = std::chrono::steady_clock::now() + settings.checks.ratelimit_pause;
-        spdlog::warn("upstream {}: rate limit nearly used up ({} left): pin checks paused for {}s",
-                     upstreams.at(ui).settings().registry, *r.ratelimit_remaining,
-                     settings.checks.ratelimit_pause.count());
-    }
+          running(u.size(), 0) {}
 
     asio::awaitable<check_result> run(pin_key key, std::size_t ui) {
-        auto r = co_await checker.check(std::move(key), ui);
-        note_ratelimit(ui, r);
-        co_return r;
+        co_return co_await checker.check(std::move(key), ui);
     }
 
     asio::awaitable<void> background_check(pin_key key, std::size_t ui);
@@ -104,10 +89,10 @@ scheduler::state::schedule_outcome scheduler::state::try_schedule(const pin& p, 
     // Replicas sharing pins (etcd) split the checks: another replica checks this one. Asked
     // only of due pins, so a request for a fresh pin never pays for the lookup.
     if (!records.checks_here(p.key)) return schedule_outcome::not_due;
+    // The upstream's pull quota is nearly used up (its client noted ratelimit-remaining).
+    if (upstreams.at(ui).quota_exhausted()) return schedule_outcome::upstream_busy;
     {
         std::lock_guard lock(mutex);
-        if (std::chrono::steady_clock::now() < paused_until[ui])
-            return schedule_outcome::upstream_busy;
         if (running[ui] >= settings.checks.concurrency) return schedule_outcome::upstream_busy;
         if (!in_flight.insert(key_string(p.key)).second) return schedule_outcome::in_flight;
         ++running[ui];

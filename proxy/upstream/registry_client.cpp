@@ -58,8 +58,7 @@ bool same_host(const http::origin& a, const http::origin& b) {
     return a.host == b.host && a.port == b.port;
 }
 
-}  // namespace
-
+// Docker Hub: "ratelimit-remaining: 76;w=21600" -> 76; nullopt when absent or unparsable.
 std::optional<long> parse_ratelimit_remaining(std::string_view header) {
     if (header.empty()) return std::nullopt;
     long v = 0;
@@ -67,6 +66,8 @@ std::optional<long> parse_ratelimit_remaining(std::string_view header) {
     if (ec != std::errc{}) return std::nullopt;
     return v;
 }
+
+}  // namespace
 
 const boost::system::error_category& upstream_category() noexcept {
     static const category c;
@@ -113,8 +114,8 @@ struct registry_client::state {
         if (fell)
             spdlog::warn(
                 "upstream {}: pull quota at {} (ratelimit-remaining), at or below {} "
-                "(pin_checks.ratelimit_low_water): no new manifests are fetched from it "
-                "for {} s; pinned and cached content is still served",
+                "(pin_checks.ratelimit_low_water): pin checks pause and no new manifests are "
+                "fetched from it for {} s; pinned and cached content is still served",
                 cfg.registry, *stated, quota.low_water, quota.pause.count());
     }
 

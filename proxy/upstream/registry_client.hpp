@@ -55,16 +55,14 @@ using observer = std::function<void(const std::string& registry, unsigned status
                                     const boost::system::error_code& error, double seconds)>;
 
 // Docker Hub's pull quota as regpin's last upstream answer stated it ("ratelimit-remaining:
-// 76;w=21600"), and what regpin does about it: at or below `low_water`, no new manifest is
-// fetched (fetch_manifest refuses with Retry-After) for `pause` after that answer, or until an
-// answer states more again. Pinned and cached content is served all along.
+// 76;w=21600"), and what regpin does about it: at or below `low_water`, pin checks of the
+// upstream pause (pins::scheduler) and no new manifest is fetched (fetch_manifest refuses with
+// Retry-After) for `pause` after that answer, or until an answer states more again. Pinned and
+// cached content is served all along.
 struct quota_policy {
     long low_water = 20;
     std::chrono::seconds pause{900};
 };
-
-// "76;w=21600" -> 76; nullopt when absent or unparsable.
-std::optional<long> parse_ratelimit_remaining(std::string_view header);
 
 class registry_client {
 public:
