@@ -16,13 +16,15 @@ boost::asio::awaitable<boost::system::result<http::body_part>> chunk_source::par
     if (start >= stop || stop > chunk_bytes) co_return lost;
     if (files) {
         bool located = index >= spans_first_ && index - spans_first_ < spans_.size();
-        if (!located && chunk_index_ != index) {
+        if (!located && bytes_index_ != index) {
             auto count = std::min(batch, std::max<std::uint64_t>(stored, 1));
-            auto run = co_await content_.locate_chunks(d, index, count, &chunk_);
+            auto run = co_await content_.locate_chunks(d, index, count);
             if (!run) co_return lost;
             spans_first_ = index;
             spans_ = std::move(run->spans);
-            chunk_index_ = run->bytes_read ? index + spans_.size() : no_chunk;
+            // A copy no longer needed goes now: it may be the last reference to a shared one.
+            bytes_ = std::move(run->bytes);
+            bytes_index_ = bytes_ ? index + spans_.size() : no_chunk;
             located = !spans_.empty();
         }
         if (located) {
@@ -32,14 +34,16 @@ boost::asio::awaitable<boost::system::result<http::body_part>> chunk_source::par
         }
     }
     // Not located (in the memtable, or locating is off), or its file just went away (RocksDB
-    // deleted it): the bytes.
-    if (chunk_index_ != index) {
-        chunk_index_ = no_chunk;
-        auto read = co_await content_.read_chunk(d, index, &chunk_);
+    // deleted it): the bytes, shared with the chunk's other readers.
+    if (bytes_index_ != index) {
+        bytes_.reset();
+        bytes_index_ = no_chunk;
+        auto read = co_await content_.read_chunk(d, index);
         if (!read) co_return lost;
-        chunk_index_ = index;
+        bytes_ = std::move(*read);
+        bytes_index_ = index;
     }
-    auto bytes = chunk_.bytes();
+    auto bytes = bytes_->bytes();
     if (bytes.size() != chunk_bytes) co_return lost;
     co_return http::body_part{bytes.substr(start, stop - start)};
 }

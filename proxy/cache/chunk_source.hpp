@@ -1,7 +1,8 @@
 #pragma once
 // Parts of stored blob chunks for the body streams: a range of one of RocksDB's blob files
 // when the chunk sits in one and the listener can send files (sendfile: the bytes never pass
-// through user space), else the chunk's bytes in RocksDB's pinned memory (no copy either).
+// through user space), else the chunk's bytes, copied out of RocksDB once for all the readers
+// sending that chunk at the same time (store/shared_chunks.hpp).
 // Looking chunks up runs on the blocking pool (store::content), several consecutive chunks per
 // trip: a warm 1 GiB blob would otherwise wait for 1024 thread hops.
 
@@ -47,8 +48,8 @@ private:
     // Located chunks spans_first_, spans_first_ + 1, ... of the blob being served.
     std::uint64_t spans_first_ = 0;
     std::vector<storage::blob_store::file_span> spans_;
-    storage::chunk chunk_;
-    std::uint64_t chunk_index_ = no_chunk;  // the chunk whose bytes chunk_ holds
+    store::shared_chunks::chunk_ptr bytes_;  // a chunk's bytes when it is not sent from a file
+    std::uint64_t bytes_index_ = no_chunk;   // which chunk
     int fd_ = -1;       // the blob file consecutive chunks come from, kept open between them
     std::string path_;  // its path
 };

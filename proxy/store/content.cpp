@@ -8,22 +8,23 @@ namespace {
 
 using storage::blob_store;
 
-// Named functions for on_pool: blob_store::read_chunk is overloaded, and a whole small blob is
-// two storage calls.
-result<void> read_chunk_into(const blob_store* blobs, storage::digest d, std::uint64_t index,
-                             storage::chunk* out) {
-    return blobs->read_chunk(d, index, *out);
+// Named functions for on_pool: calls that take more than one storage call or object.
+result<shared_chunks::chunk_ptr> read_shared(const blob_store* blobs, shared_chunks* copies,
+                                             storage::digest d, std::uint64_t index) {
+    return copies->get(*blobs, d, index);
 }
 
-result<content::located_chunks> locate_run(const blob_store* blobs, storage::digest d,
-                                           std::uint64_t first, std::uint64_t count,
-                                           storage::chunk* out) {
+result<content::located_chunks> locate_run(const blob_store* blobs, shared_chunks* copies,
+                                           storage::digest d, std::uint64_t first,
+                                           std::uint64_t count) {
     content::located_chunks run;
+    if ((run.bytes = copies->find(d, first))) return run;
+    storage::chunk read;
     for (std::uint64_t i = 0; i < count; ++i) {
-        auto span = blobs->locate_chunk(d, first + i, *out);
+        auto span = blobs->locate_chunk(d, first + i, read);
         if (!span) return span.error();
         if (!*span) {
-            run.bytes_read = true;
+            run.bytes = copies->adopt(d, first + i, std::move(read));
             break;
         }
         run.spans.push_back(std::move(**span));
@@ -96,16 +97,17 @@ awaitable<result<void>> content::discard_blob(storage::digest d) {
 
 awaitable<result<content::located_chunks>> content::locate_chunks(storage::digest d,
                                                                   std::uint64_t first,
-                                                                  std::uint64_t count,
-                                                                  storage::chunk* out) const {
+                                                                  std::uint64_t count) const {
     const auto* blobs = &blobs_;
-    co_return co_await on_pool<&locate_run>(pool_, blobs, d, first, count, out);
+    auto* copies = &copies_;
+    co_return co_await on_pool<&locate_run>(pool_, blobs, copies, d, first, count);
 }
 
-awaitable<result<void>> content::read_chunk(storage::digest d, std::uint64_t index,
-                                            storage::chunk* out) const {
+awaitable<result<shared_chunks::chunk_ptr>> content::read_chunk(storage::digest d,
+                                                                std::uint64_t index) const {
     const auto* blobs = &blobs_;
-    co_return co_await on_pool<&read_chunk_into>(pool_, blobs, d, index, out);
+    auto* copies = &copies_;
+    co_return co_await on_pool<&read_shared>(pool_, blobs, copies, d, index);
 }
 
 awaitable<result<std::optional<std::string>>> content::read_small_blob(storage::digest d,

@@ -17,6 +17,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/thread_pool.hpp>
 
+#include "proxy/store/shared_chunks.hpp"
 #include "storage/blob_store.hpp"
 #include "storage/digest.hpp"
 #include "storage/manifest_store.hpp"
@@ -59,18 +60,19 @@ public:
     [[nodiscard]] awaitable<result<void>> discard_blob(storage::digest d);
     // Consecutive chunks first, first + 1, ... located in RocksDB's blob files (for sendfile),
     // at most `count` of them, in one trip to the pool. The run stops early at a chunk that is
-    // not in a blob file (in the memtable, or locating is off): its bytes are then in `*out`.
+    // not in a blob file (in the memtable, or locating is off): its bytes come with the run,
+    // shared with other readers of that chunk (shared_chunks.hpp). A chunk some reader holds a
+    // copy of is not located again: the run is then that copy alone.
     struct located_chunks {
         std::vector<storage::blob_store::file_span> spans;
-        bool bytes_read = false;  // chunk first + spans.size() is in *out
+        shared_chunks::chunk_ptr bytes;  // chunk first + spans.size(), when not located
     };
     [[nodiscard]] awaitable<result<located_chunks>> locate_chunks(storage::digest d,
                                                                   std::uint64_t first,
-                                                                  std::uint64_t count,
-                                                                  storage::chunk* out) const;
-    // blob_store::read_chunk into `*out`.
-    [[nodiscard]] awaitable<result<void>> read_chunk(storage::digest d, std::uint64_t index,
-                                                     storage::chunk* out) const;
+                                                                  std::uint64_t count) const;
+    // The bytes of chunk `index`, shared with other readers of it.
+    [[nodiscard]] awaitable<result<shared_chunks::chunk_ptr>> read_chunk(storage::digest d,
+                                                                         std::uint64_t index) const;
     // A whole small blob (an image config): nullopt when it is not stored complete, or larger
     // than `limit` bytes.
     [[nodiscard]] awaitable<result<std::optional<std::string>>> read_small_blob(
@@ -89,6 +91,7 @@ private:
     storage::blob_store blobs_;
     storage::manifest_store manifests_;
     storage::referrers_store referrers_;
+    mutable shared_chunks copies_;
 };
 
 }  // namespace regpin::proxy::store

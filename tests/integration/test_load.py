@@ -233,6 +233,80 @@ class AbandonedDownloadsTest(h.LogsOnFailure):
         self.assertIsNotNone(resp.header("Retry-After"))
 
 
+class MemoryPerReaderTest(h.LogsOnFailure):
+    """128 clients read one layer while it downloads (a rollout's herd). The chunks written so
+    far are in RocksDB's memtable, not yet in a blob file, so they cannot be sent from a file;
+    each reader used to hold its own 1 MiB copy of the chunk it was sending (+128 MiB). Readers
+    of the same chunk share one copy. The upstream is scripted: it holds the layer's last bytes
+    back until the readers are in."""
+
+    READERS = 128
+    LAYER = 6 << 20
+
+    @classmethod
+    def setUpClass(cls):
+        body = hashlib.shake_256(b"memory-per-reader").digest(cls.LAYER)
+        cls.layer = "sha256:" + hashlib.sha256(body).hexdigest()
+        cls.route = Route(body=body, hold_after=cls.LAYER - (1 << 20) + 1)
+        cls.fake = FakeUpstream()
+        cls.addClassCleanup(cls.fake.close)
+        cls.fake.routes[f"/v2/team/readers/blobs/{cls.layer}"] = cls.route
+        cls.regpin = h.Regpin([h.Upstream(DOCKER_HUB, cls.fake.url)])
+        cls.addClassCleanup(cls.regpin.close)
+        cls.regpin.start()
+
+    def open_reader(self) -> tuple[socket.socket, bytes]:
+        """A reader that got the headers and the first body bytes (so regpin holds the chunk it
+        sends), then stops reading."""
+        host, port = self.regpin.host.rsplit(":", 1)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # A small window keeps regpin's write of a chunk waiting on this client.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(30)
+        s.connect((host, int(port)))
+        s.sendall(f"GET /v2/team/readers/blobs/{self.layer} HTTP/1.1\r\nHost: regpin\r\n"
+                  "Connection: close\r\n\r\n".encode())
+        got = b""
+        while b"\r\n\r\n" not in got or got.endswith(b"\r\n\r\n"):  # the headers and a body byte
+            data = s.recv(4096)
+            self.assertTrue(data, "regpin closed before the body")
+            got += data
+        head, _, body = got.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200"), head[:200])
+        return s, body
+
+    def test_128_readers_of_a_downloading_layer_share_its_chunks(self):
+        rss_before = rss_kib(self.regpin.pid)
+        readers = [self.open_reader()]
+        self.route.held.wait(30)
+        self.assertTrue(self.route.held.is_set(), "the download reached the held bytes")
+        try:
+            while len(readers) < self.READERS:
+                readers.append(self.open_reader())
+            # Every reader got the start of its body: regpin holds the chunk it is sending.
+            rss_during = rss_kib(self.regpin.pid)
+            if not h.sanitized_binary(self.regpin.binary):  # see AbandonedDownloadsTest
+                self.assertLess(rss_during - rss_before, 48 * 1024,
+                                f"RSS {rss_before} KiB -> {rss_during} KiB with {self.READERS} readers")
+            self.route.release.set()
+
+            def finish(reader: tuple[socket.socket, bytes]) -> str:
+                s, body = reader
+                parts = [body]
+                while data := s.recv(1 << 16):
+                    parts.append(data)
+                return "sha256:" + hashlib.sha256(b"".join(parts)).hexdigest()
+
+            with concurrent.futures.ThreadPoolExecutor(16) as pool:
+                digests = list(pool.map(finish, readers))
+        finally:
+            self.route.release.set()
+            for s, _ in readers:
+                s.close()
+        self.assertEqual(digests, [self.layer] * self.READERS)
+        self.assertEqual(self.fake.count("GET", f"/v2/team/readers/blobs/{self.layer}"), 1)
+
+
 class WebhookIsolationTest(h.LogsOnFailure):
     """Each receiver has its own delivery queue: one that accepts and never answers (30 s per
     attempt) delays none of the others' alerts."""
