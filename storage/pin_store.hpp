@@ -140,7 +140,9 @@ public:
                                                                 std::size_t limit) const = 0;
     [[nodiscard]] virtual result<std::optional<pin_event>> event(std::uint64_t id) const = 0;
 
-    // Outbox entries due at `now_ms`, oldest first.
+    // Outbox entries due at `now_ms` (next_attempt_ms <= now_ms), soonest due first (equal
+    // times: lower id first), at most `limit`. Answered from memory (storage/outbox_index.hpp):
+    // it costs the entries returned, never a pass over the outbox.
     [[nodiscard]] virtual result<std::vector<outbox_entry>> due_deliveries(
         std::int64_t now_ms, std::size_t limit) const = 0;
     // The number of outbox entries. O(1), like count().
@@ -150,6 +152,16 @@ public:
     // undo them, which sends the alert again (delivery is at least once) or retries it sooner.
     [[nodiscard]] virtual result<void> delivered(std::uint64_t outbox_id) = 0;
     [[nodiscard]] virtual result<void> reschedule(const outbox_entry& entry) = 0;
+
+    // Retention: removes events with time_ms < cutoff_ms, oldest first and at most `limit`, with
+    // their history index entries, and every outbox entry alerting an event up to the newest one
+    // removed (an alert of a forgotten event). Walks from the first event and stops at the first
+    // one at or after the cutoff: ids grow with time, so what follows it is newer. The newest
+    // event is always kept, so ids continue from it (after a restart too) and are never reused.
+    // Pins are untouched. Returns how many events were removed: call again until 0. Not synced:
+    // a removal a crash undoes is made again by the next call.
+    [[nodiscard]] virtual result<std::size_t> forget_before(std::int64_t cutoff_ms,
+                                                            std::size_t limit) = 0;
 
     // Several replicas over one store: whether this one runs the background checks of `key`
     // (each pin is checked by one replica). Never blocks.

@@ -3,6 +3,7 @@
 #include <stdexcept>
 
 #include <rocksdb/write_batch.h>
+#include <spdlog/spdlog.h>
 
 #include "storage/database_impl.hpp"
 #include "storage/record_codec.hpp"
@@ -83,12 +84,19 @@ rocksdb_pin_store::rocksdb_pin_store(std::shared_ptr<database> db) : db_(std::mo
     pin_count_ = total;
     awaiting_count_ = awaiting;
 
-    std::size_t queued = 0;
+    // The outbox's one pass: from here on due_deliveries reads memory only.
     std::unique_ptr<rocksdb::Iterator> out(db_->db()->NewIterator({}, db_->outbox()));
-    for (out->SeekToFirst(); out->Valid(); out->Next()) ++queued;
+    for (out->SeekToFirst(); out->Valid(); out->Next()) {
+        auto e = decode_outbox(out->value().ToStringView());
+        if (!e) {
+            spdlog::error("pin store: outbox entry {} is unreadable; it is not delivered",
+                          out->key().size() == 8 ? from_big_endian(out->key().ToStringView()) : 0);
+            continue;
+        }
+        outbox_.put(std::move(*e));
+    }
     if (!out->status().ok())
-        throw std::runtime_error("cannot count the outbox: " + out->status().ToString());
-    outbox_count_ = queued;
+        throw std::runtime_error("cannot read the outbox: " + out->status().ToString());
 }
 
 std::optional<pin_key> rocksdb_pin_store::decode_key(std::string_view k) {
@@ -135,6 +143,7 @@ result<std::vector<pin_event>> rocksdb_pin_store::apply(const std::vector<pin_ch
 
     rocksdb::WriteBatch batch;
     std::vector<pin_event> stored;
+    std::vector<outbox_entry> queued;
     auto event_id = next_event_id_;
     auto outbox_id = next_outbox_id_;
     for (const auto& change : changes) {
@@ -154,13 +163,17 @@ result<std::vector<pin_event>> rocksdb_pin_store::apply(const std::vector<pin_ch
             const auto& e = stored[first_event + a.event];
             outbox_entry o{outbox_id++, e.id, a.target, 0, e.time_ms};
             batch.Put(db_->outbox(), big_endian(o.id), encode_outbox(o));
+            queued.push_back(std::move(o));
         }
     }
     rocksdb::WriteOptions wo;
     wo.sync = true;
     auto s = db_->db()->Write(wo, &batch);
     if (!s.ok()) return database::to_error(s, "write pin change");
-    outbox_count_ += outbox_id - next_outbox_id_;
+    {
+        std::lock_guard held(outbox_mutex_);
+        for (auto& o : queued) outbox_.put(std::move(o));
+    }
     next_event_id_ = event_id;
     next_outbox_id_ = outbox_id;
     // Only now that the write is durable; the compare above made `before` the stored pins.
@@ -296,45 +309,80 @@ result<std::vector<pin_event>> rocksdb_pin_store::events(std::uint64_t after_id,
 
 result<std::vector<outbox_entry>> rocksdb_pin_store::due_deliveries(std::int64_t now_ms,
                                                                     std::size_t limit) const {
-    expect_may_block("pin_store::due_deliveries");
-    std::vector<outbox_entry> out;
-    std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, db_->outbox()));
-    for (it->SeekToFirst(); it->Valid() && out.size() < limit; it->Next()) {
-        auto e = decode_outbox(it->value().ToStringView());
-        if (!e) return errc::corruption;
-        if (e->next_attempt_ms <= now_ms) out.push_back(std::move(*e));
-    }
-    if (!it->status().ok()) return database::to_error(it->status(), "read outbox");
-    return out;
+    std::lock_guard held(outbox_mutex_);
+    return outbox_.due(now_ms, limit);
 }
 
-result<std::size_t> rocksdb_pin_store::pending_deliveries() const { return outbox_count_.load(); }
+result<std::size_t> rocksdb_pin_store::pending_deliveries() const {
+    std::lock_guard held(outbox_mutex_);
+    return outbox_.size();
+}
 
 result<void> rocksdb_pin_store::delivered(std::uint64_t outbox_id) {
     expect_may_block("pin_store::delivered");
     std::lock_guard lock(write_mutex_);
-    std::string value;
-    auto key = big_endian(outbox_id);
-    auto s = db_->db()->Get({}, db_->outbox(), key, &value);
-    if (s.IsNotFound()) return {};
-    if (!s.ok()) return database::to_error(s, "read delivered alert");
-    s = db_->db()->Delete({}, db_->outbox(), key);
+    {
+        // Memory holds exactly what the column family does (every writer holds write_mutex_).
+        std::lock_guard held(outbox_mutex_);
+        if (!outbox_.contains(outbox_id)) return {};
+    }
+    auto s = db_->db()->Delete({}, db_->outbox(), big_endian(outbox_id));
     if (!s.ok()) return database::to_error(s, "remove delivered alert");
-    --outbox_count_;
+    std::lock_guard held(outbox_mutex_);
+    outbox_.erase(outbox_id);
     return {};
 }
 
 result<void> rocksdb_pin_store::reschedule(const outbox_entry& entry) {
     expect_may_block("pin_store::reschedule");
     std::lock_guard lock(write_mutex_);
-    std::string value;
-    auto key = big_endian(entry.id);
-    auto s = db_->db()->Get({}, db_->outbox(), key, &value);
-    if (s.IsNotFound()) return {};  // delivered meanwhile: never brought back
-    if (!s.ok()) return database::to_error(s, "read alert");
-    s = db_->db()->Put({}, db_->outbox(), key, encode_outbox(entry));
+    {
+        std::lock_guard held(outbox_mutex_);
+        if (!outbox_.contains(entry.id)) return {};  // delivered meanwhile: never brought back
+    }
+    auto s = db_->db()->Put({}, db_->outbox(), big_endian(entry.id), encode_outbox(entry));
     if (!s.ok()) return database::to_error(s, "reschedule alert");
+    std::lock_guard held(outbox_mutex_);
+    outbox_.put(entry);
     return {};
+}
+
+result<std::size_t> rocksdb_pin_store::forget_before(std::int64_t cutoff_ms, std::size_t limit) {
+    expect_may_block("pin_store::forget_before");
+    std::lock_guard lock(write_mutex_);
+    rocksdb::WriteBatch batch;
+    std::size_t removed = 0;
+    std::uint64_t newest = 0;
+    std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, db_->events()));
+    for (it->Seek(std::string(1, event_prefix));
+         removed < limit && it->Valid() && it->key().size() == 9 && it->key()[0] == event_prefix;
+         it->Next()) {
+        auto id = from_big_endian(it->key().ToStringView().substr(1));
+        auto e = decode_event(it->value().ToStringView());
+        if (!e) return errc::corruption;
+        // The newest event stays: next_id() finds the next id from it when the store reopens.
+        if (e->time_ms >= cutoff_ms || id + 1 >= next_event_id_) break;
+        batch.Delete(db_->events(), history_key_prefix(e->key) + big_endian(id));
+        newest = id;
+        ++removed;
+    }
+    if (!it->status().ok()) return database::to_error(it->status(), "read events");
+    if (removed == 0) return std::size_t{0};
+    // The removed events are every one up to `newest`: one range tombstone, which later walks
+    // from the first event skip at once (point tombstones would each be stepped over until a
+    // compaction drops them).
+    batch.DeleteRange(db_->events(), event_key(0), event_key(newest + 1));
+    std::vector<std::uint64_t> alerts;
+    {
+        std::lock_guard held(outbox_mutex_);
+        alerts = outbox_.alerting_through(newest);
+    }
+    for (auto id : alerts) batch.Delete(db_->outbox(), big_endian(id));
+    auto s = db_->db()->Write({}, &batch);
+    if (!s.ok()) return database::to_error(s, "forget old events");
+    std::lock_guard held(outbox_mutex_);
+    for (auto id : alerts) outbox_.erase(id);
+    return removed;
 }
 
 }  // namespace regpin::storage

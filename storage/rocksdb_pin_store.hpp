@@ -4,6 +4,7 @@
 #include <memory>
 #include <mutex>
 
+#include "storage/outbox_index.hpp"
 #include "storage/pin_store.hpp"
 
 namespace regpin::storage {
@@ -12,11 +13,13 @@ class database;
 
 // Pins in the `pins` column family (one JSON value per key), history in `events`
 // ("e" + id -> event, "h" + pin key + id -> index), deliveries in `outbox` (id -> entry).
-// Every change is one synced WriteBatch.
+// Every change is one synced WriteBatch. The outbox is also held in memory by due time
+// (outbox_index): due_deliveries and pending_deliveries never read RocksDB.
 class rocksdb_pin_store final : public pin_store {
 public:
-    // Reads the highest event and outbox ids and counts the pins and outbox entries (one pass
-    // over each); throws std::runtime_error if the store is unreadable.
+    // Reads the highest event and outbox ids, counts the pins and loads the outbox into memory
+    // (one pass over each); throws std::runtime_error if the store is unreadable. An outbox
+    // entry that does not decode is logged and left out (it could never be delivered).
     explicit rocksdb_pin_store(std::shared_ptr<database> db);
 
     result<std::optional<pin>> find(const pin_key& key,
@@ -38,6 +41,7 @@ public:
     result<std::size_t> pending_deliveries() const override;
     result<void> delivered(std::uint64_t outbox_id) override;
     result<void> reschedule(const outbox_entry& entry) override;
+    result<std::size_t> forget_before(std::int64_t cutoff_ms, std::size_t limit) override;
 
     // registry \0 repository \0 tag \0 class: keys sort by registry, repository, tag, class.
     // Also the etcd backend's key suffix (proxy/etcd), so both list pins in one order.
@@ -63,8 +67,11 @@ private:
     // or changes the state of a pin), under write_mutex_; read without it.
     std::atomic<std::size_t> pin_count_{0};
     std::atomic<std::size_t> awaiting_count_{0};
-    // Outbox entries: apply() adds, delivered() removes, under write_mutex_.
-    std::atomic<std::size_t> outbox_count_{0};
+    // The outbox column family, in memory. Changed only after the write to RocksDB succeeded
+    // (apply() adds, delivered() and forget_before() remove, reschedule() moves), by writers
+    // holding write_mutex_; read by due_deliveries and pending_deliveries without it.
+    mutable std::mutex outbox_mutex_;  // taken after write_mutex_, never before
+    outbox_index outbox_;
 };
 
 }  // namespace regpin::storage

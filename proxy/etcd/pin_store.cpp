@@ -50,6 +50,9 @@ std::optional<std::uint64_t> from_hex16(std::string_view s) {
     return v;
 }
 
+// Operations in one transaction at most: etcd refuses more than 128 by default.
+constexpr std::size_t max_txn_ops = 100;
+
 // FNV-1a: the same on every replica and every build (the check shards depend on it).
 std::uint64_t fnv1a(std::string_view s) {
     std::uint64_t h = 1469598103934665603ull;
@@ -143,6 +146,28 @@ void etcd_pin_store::set_pin_locked(const std::string& encoded, std::optional<pi
     slot.mod_revision = revision;
 }
 
+void etcd_pin_store::put_outbox_locked(outbox_entry entry, std::int64_t revision, bool here) {
+    // The watch reported this revision already, and whatever followed it: memory is newer.
+    if (here && revision <= revision_) return;
+    auto id = entry.id;
+    if (auto gone = outbox_deleted_here_.find(id);
+        gone != outbox_deleted_here_.end() && revision < gone->second)
+        return;
+    if (auto held = outbox_revision_.find(id);
+        held != outbox_revision_.end() && revision < held->second)
+        return;
+    outbox_revision_[id] = revision;
+    outbox_.put(std::move(entry));
+}
+
+void etcd_pin_store::erase_outbox_locked(std::uint64_t id, std::int64_t revision, bool here) {
+    // Nothing writes an outbox id again once it is deleted (reschedule() compares that it
+    // exists), so a delete needs no comparison; only a put the watch reports late does.
+    outbox_.erase(id);
+    outbox_revision_.erase(id);
+    if (here && revision > revision_) outbox_deleted_here_[id] = revision;
+}
+
 void etcd_pin_store::absorb(const key_value& kv, bool deleted, std::int64_t revision) {
     std::unique_lock lock(mutex_);
     absorb_locked(kv, deleted, revision);
@@ -167,10 +192,19 @@ void etcd_pin_store::absorb_locked(const key_value& kv, bool deleted, std::int64
         }
         set_pin_locked(encoded, std::move(value), revision);
     } else if (rest.starts_with("outbox/")) {
-        if (deleted)
-            outbox_.erase(kv.key);
-        else
-            outbox_.insert(kv.key);
+        auto id = from_hex16(rest.substr(7));
+        if (!id) return;
+        if (deleted) {
+            erase_outbox_locked(*id, revision, false);
+            return;
+        }
+        auto entry = storage::decode_outbox(kv.value);
+        if (!entry || entry->id != *id) {
+            spdlog::error("pin store: etcd key {} holds no readable outbox entry; ignored",
+                          std::string(rest));
+            return;
+        }
+        put_outbox_locked(std::move(*entry), revision, false);
     } else if (rest.starts_with("members/")) {
         std::string name(rest.substr(8));
         if (deleted)
@@ -229,6 +263,8 @@ asio::awaitable<bool> etcd_pin_store::relist() {
         pins_.clear();
         pin_count_ = awaiting_count_ = 0;
         outbox_.clear();
+        outbox_revision_.clear();
+        outbox_deleted_here_.clear();
         members_.clear();
         leader_.clear();
         leader_lease_ = 0;
@@ -276,8 +312,12 @@ asio::awaitable<void> etcd_pin_store::follow() {
                     absorb_locked(*kv, deleted, kv->mod_revision);
                     newest = std::max(newest, kv->mod_revision);
                 }
+                // Under the lock: a local write compares its revision with revision_ to know
+                // whether memory already holds what it wrote.
+                if (newest > revision_) revision_ = newest;
+                std::erase_if(outbox_deleted_here_,
+                              [this](const auto& d) { return d.second <= revision_; });
             }
-            if (newest > revision_) revision_ = newest;
             return !stopping_.load();
         };
         bool opened = co_await client_->watch(create, on_message);
@@ -464,6 +504,7 @@ result<std::vector<pin_event>> etcd_pin_store::apply(const std::vector<pin_chang
         failure.push_back(range_op(seq_key));
 
         std::vector<pin_event> stored;
+        std::vector<outbox_entry> queued;
         auto event_id = seq.last_event + 1;
         auto outbox_id = seq.last_outbox + 1;
         for (std::size_t i = 0; i < changes.size(); ++i) {
@@ -487,6 +528,7 @@ result<std::vector<pin_event>> etcd_pin_store::apply(const std::vector<pin_chang
                 outbox_entry o{outbox_id++, e.id, a.target, 0, e.time_ms};
                 success.push_back(
                     put_op(store_.prefix + "outbox/" + hex16(o.id), storage::encode_outbox(o)));
+                queued.push_back(std::move(o));
             }
         }
         // The sequence names this write: after a lost answer, reading it says whether it landed.
@@ -515,8 +557,7 @@ result<std::vector<pin_event>> etcd_pin_store::apply(const std::vector<pin_chang
         if (t->succeeded) {
             for (std::size_t i = 0; i < changes.size(); ++i)
                 set_pin_locked(encoded[i], changes[i].replacement, t->revision);
-            for (auto id = seq.last_outbox + 1; id < outbox_id; ++id)
-                outbox_.insert(store_.prefix + "outbox/" + hex16(id));
+            for (auto& o : queued) put_outbox_locked(std::move(o), t->revision, true);
             absorb_locked({seq_key, seq_value, 0, t->revision, 0}, false, t->revision);
             return stored;
         }
@@ -662,18 +703,9 @@ result<std::vector<pin_event>> etcd_pin_store::events(std::uint64_t after_id, st
 result<std::vector<outbox_entry>> etcd_pin_store::due_deliveries(std::int64_t now_ms,
                                                                  std::size_t limit) const {
     if (!leading_) return std::vector<outbox_entry>{};
-    const auto base = store_.prefix + "outbox/";
-    auto answer = client_->call_blocking("/v3/kv/range", range_request(base, prefix_end(base)));
-    if (!answer) return answer.error();
-    auto r = parse_range(*answer);
-    if (!r) return errc::corruption;
-    std::vector<outbox_entry> out;
-    for (const auto& kv : r->kvs) {
-        auto e = storage::decode_outbox(kv.value);
-        if (!e) return errc::corruption;
-        if (e->next_attempt_ms <= now_ms && out.size() < limit) out.push_back(std::move(*e));
-    }
-    return out;
+    if (!reachable_) return errc::unavailable;
+    std::shared_lock lock(mutex_);
+    return outbox_.due(now_ms, limit);
 }
 
 result<std::size_t> etcd_pin_store::pending_deliveries() const {
@@ -684,9 +716,14 @@ result<std::size_t> etcd_pin_store::pending_deliveries() const {
 result<void> etcd_pin_store::delivered(std::uint64_t outbox_id) {
     auto k = store_.prefix + "outbox/" + hex16(outbox_id);
     auto answer = client_->call_blocking("/v3/kv/deleterange", json{{"key", b64(k)}});
-    if (!answer) return answer.error();
+    if (!answer) {
+        if (answer.error() == errc::unavailable) mark(false);
+        return answer.error();
+    }
+    std::int64_t revision = 0;
+    if (auto h = answer->find("header"); h != answer->end()) revision = int_field(*h, "revision");
     std::unique_lock lock(mutex_);
-    outbox_.erase(k);
+    erase_outbox_locked(outbox_id, revision, true);
     return {};
 }
 
@@ -697,7 +734,80 @@ result<void> etcd_pin_store::reschedule(const outbox_entry& entry) {
               {"success", json::array({put_op(k, storage::encode_outbox(entry))})}};
     auto answer = client_->call_blocking("/v3/kv/txn", body);
     if (!answer) return answer.error();
+    if (auto t = parse_txn(*answer); t && t->succeeded) {
+        std::unique_lock lock(mutex_);
+        put_outbox_locked(entry, t->revision, true);
+    }
     return {};
+}
+
+result<std::size_t> etcd_pin_store::forget_before(std::int64_t cutoff_ms, std::size_t limit) {
+    if (!loaded_) return errc::unavailable;
+    std::uint64_t last_event = 0;
+    {
+        std::shared_lock lock(mutex_);
+        last_event = seq_.last_event;
+    }
+    // The events to forget, a page at a time from the first (keys sort by id).
+    std::vector<std::string> event_keys, history_keys;
+    std::uint64_t newest = 0;
+    const auto base = store_.prefix + "events/";
+    const auto end = prefix_end(base);
+    auto from = base;
+    bool reached = false;  // an event to keep: the cutoff, or the newest event
+    while (!reached && event_keys.size() < limit) {
+        // Small pages: most hourly calls read one and find its first event too young.
+        auto page = static_cast<std::int64_t>(
+            std::min<std::size_t>(max_txn_ops, limit - event_keys.size()));
+        auto answer = client_->call_blocking("/v3/kv/range", range_request(from, end, page));
+        if (!answer) return answer.error();
+        auto r = parse_range(*answer);
+        if (!r) return errc::corruption;
+        for (const auto& kv : r->kvs) {
+            auto e = storage::decode_event(kv.value);
+            if (!e) return errc::corruption;
+            // P seq keeps the ids, but the newest event stays here too: one contract for both
+            // stores.
+            if (e->time_ms >= cutoff_ms || e->id >= last_event) {
+                reached = true;
+                break;
+            }
+            event_keys.push_back(kv.key);
+            history_keys.push_back(store_.prefix + "history/" + codec::tag_prefix(e->key) +
+                                   hex16(e->id));
+            newest = e->id;
+        }
+        if (!r->more || r->kvs.empty()) break;
+        from = r->kvs.back().key + std::string(1, '\0');
+    }
+    if (event_keys.empty()) return std::size_t{0};
+    // Alerts of events this old are known here: they were written with their events, long
+    // before (the watch reported them).
+    std::vector<std::uint64_t> alerts;
+    {
+        std::shared_lock lock(mutex_);
+        alerts = outbox_.alerting_through(newest);
+    }
+    std::vector<std::string> keys;
+    for (auto id : alerts) keys.push_back(store_.prefix + "outbox/" + hex16(id));
+    keys.insert(keys.end(), history_keys.begin(), history_keys.end());
+    keys.insert(keys.end(), event_keys.begin(), event_keys.end());
+    for (std::size_t i = 0; i < keys.size(); i += max_txn_ops) {
+        auto stop = std::min(keys.size(), i + max_txn_ops);
+        json ops = json::array();
+        for (auto j = i; j < stop; ++j) ops.push_back(delete_op(keys[j]));
+        auto answer = client_->call_blocking("/v3/kv/txn", json{{"success", ops}});
+        if (!answer) {
+            if (answer.error() == errc::unavailable) mark(false);
+            return answer.error();
+        }
+        if (i >= alerts.size()) continue;
+        auto t = parse_txn(*answer);
+        std::unique_lock lock(mutex_);
+        for (auto j = i; j < std::min(stop, alerts.size()); ++j)
+            erase_outbox_locked(alerts[j], t ? t->revision : 0, true);
+    }
+    return event_keys.size();
 }
 
 }  // namespace regpin::proxy::etcd

@@ -18,20 +18,21 @@
 //
 // Reads of pins never wait for etcd: every pin is held in memory, loaded at start and kept
 // current by a watch of P from the loaded revision (resumed after a disconnect, relisted after
-// a compaction). History and outbox reads go to etcd.
+// a compaction). So is the outbox, by due time (storage::outbox_index): the webhook leader's
+// look for due alerts reads no etcd. History reads go to etcd.
 
 #include <atomic>
 #include <chrono>
 #include <map>
 #include <memory>
 #include <optional>
-#include <set>
 #include <shared_mutex>
 #include <string>
 
 #include <boost/asio/awaitable.hpp>
 
 #include "proxy/etcd/client.hpp"
+#include "storage/outbox_index.hpp"
 #include "storage/pin_store.hpp"
 
 namespace regpin::proxy::etcd {
@@ -77,12 +78,17 @@ public:
                                                             std::int64_t since_ms,
                                                             std::size_t limit) const override;
     storage::result<std::optional<storage::pin_event>> event(std::uint64_t id) const override;
-    // Only the leader (P leader, held by lease) delivers: elsewhere nothing is due.
+    // Only the leader (P leader, held by lease) delivers: elsewhere nothing is due. From memory,
+    // and only while etcd answers (a delivery it could not remove would be sent again and again).
     storage::result<std::vector<storage::outbox_entry>> due_deliveries(
         std::int64_t now_ms, std::size_t limit) const override;
     storage::result<std::size_t> pending_deliveries() const override;
     storage::result<void> delivered(std::uint64_t outbox_id) override;
     storage::result<void> reschedule(const storage::outbox_entry& entry) override;
+    // In transactions of at most 100 operations (etcd's default limit is 128): the alerts
+    // first, then the history index, then the events, so an interrupted call leaves nothing the
+    // next one does not find again.
+    storage::result<std::size_t> forget_before(std::int64_t cutoff_ms, std::size_t limit) override;
 
     // The live replicas share the pins by a hash of the pin key.
     bool checks_here(const storage::pin_key& key) const override;
@@ -114,6 +120,10 @@ private:
     void absorb_locked(const key_value& kv, bool deleted, std::int64_t revision);
     void set_pin_locked(const std::string& encoded, std::optional<storage::pin> value,
                         std::int64_t revision);
+    // The outbox entry as etcd holds it at `revision`, unless memory holds a newer picture.
+    // `here`: this replica's own write, which the watch reports later (or has already).
+    void put_outbox_locked(storage::outbox_entry entry, std::int64_t revision, bool here);
+    void erase_outbox_locked(std::uint64_t id, std::int64_t revision, bool here);
     // Reads the pins named (encoded keys) and P seq afresh into memory.
     storage::result<void> refresh(const std::vector<std::string>& encoded);
     // Takes a transaction's ranges of those pins, then of P seq, into memory.
@@ -131,7 +141,12 @@ private:
     std::map<std::string, cached> pins_;  // by encoded key (rocksdb_pin_store::encode_key)
     std::size_t pin_count_ = 0;
     std::size_t awaiting_count_ = 0;
-    std::set<std::string> outbox_;                 // keys
+    storage::outbox_index outbox_;
+    // Per outbox id in outbox_, the revision of the picture held; and the ids this replica
+    // deleted at a revision the watch has not reported yet. A late watch event of an older
+    // put (a retry time, the entry itself) must not undo a newer local change.
+    std::map<std::uint64_t, std::int64_t> outbox_revision_;
+    std::map<std::uint64_t, std::int64_t> outbox_deleted_here_;
     std::map<std::string, std::int64_t> members_;  // replica -> lease
     std::string leader_;
     std::int64_t leader_lease_ = 0;

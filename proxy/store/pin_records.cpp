@@ -96,6 +96,12 @@ pin_records::awaitable<void> pin_records::reschedule(storage::outbox_entry entry
     co_return co_await on_pool<&pin_store::reschedule>(pool_, s, entry);
 }
 
+pin_records::awaitable<std::size_t> pin_records::forget_before(std::int64_t cutoff_ms,
+                                                               std::size_t limit) {
+    auto* s = &store_;
+    co_return co_await on_pool<&pin_store::forget_before>(pool_, s, cutoff_ms, limit);
+}
+
 std::size_t pin_records::count() const {
     auto n = store_.count();
     return n ? *n : 0;

@@ -63,6 +63,10 @@ public:
     [[nodiscard]] awaitable<void> delivered(std::uint64_t outbox_id);
     [[nodiscard]] awaitable<void> reschedule(storage::outbox_entry entry);
 
+    // Retention (storage::pin_store::forget_before): removes up to `limit` events older than
+    // `cutoff_ms` with their history and alerts; returns how many. Call again until 0.
+    [[nodiscard]] awaitable<std::size_t> forget_before(std::int64_t cutoff_ms, std::size_t limit);
+
     std::size_t count() const;
     std::size_t count_awaiting() const;
     std::size_t pending_deliveries() const;

@@ -2,8 +2,8 @@
 // The contract every storage::pin_store backend must pass: first writer wins (also under
 // concurrent callers), compare-and-set changes that fail whole, a tag's changes applied
 // atomically, history order, alerts queued only as a change names them, cursor listing with
-// limits, O(1) counts that never drift, and retention (what a write acknowledged is there for a
-// new store over the same state: a restart).
+// limits, O(1) counts that never drift, durability (what a write acknowledged is there for a
+// new store over the same state: a restart), deliveries by due time, and history retention.
 //
 // A backend's test instantiates it with a type that has:
 //   storage::pin_store& store();   // the store (opened on first use)
@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <limits>
 #include <set>
 #include <string>
 #include <thread>
@@ -98,6 +99,25 @@ inline void expect_counts(const pin_store& pins, std::size_t total, std::size_t 
                   std::count_if(listed->begin(), listed->end(),
                                 [](const pin& p) { return p.state != pin_state::pinned; })),
               awaiting);
+}
+
+// The targets of the outbox entries due at `now_ms`, in the order the store gives them.
+inline std::vector<std::string> due_targets(const pin_store& pins, std::int64_t now_ms,
+                                            std::size_t limit) {
+    auto due = pins.due_deliveries(now_ms, limit);
+    if (!due) return {"error: " + due.error().message()};
+    std::vector<std::string> out;
+    for (const auto& e : *due) out.push_back(e.target);
+    return out;
+}
+
+// A change of `p` that serves alike, with a re-point event at `time_ms` alerted to `targets`.
+inline pin_change alerted_at(const pin& p, std::int64_t time_ms,
+                             const std::vector<std::string>& targets) {
+    pin_change change{p.key, p, p};
+    change.events.push_back(event_of(event_type::repointed, p.key, "policy", time_ms));
+    for (const auto& t : targets) change.alerts.push_back(alert{0, t});
+    return change;
 }
 
 template <class Backend>
@@ -560,6 +580,120 @@ TYPED_TEST_P(PinStoreContract, AMemoryOnlyFindNeverContradictsABlockingOne) {
     }
 }
 
+TYPED_TEST_P(PinStoreContract, DueDeliveriesComeByDueTimeNotById) {
+    using targets = std::vector<std::string>;
+    const std::string a = "http://a/hook", b = "http://b/hook", c = "http://c/hook",
+                      d = "http://d/hook";
+    {
+        auto& pins = this->backend.store();
+        auto p = make_pin("v1", "A");
+        ASSERT_TRUE(first_pull(pins, p));
+        ASSERT_TRUE(pins.apply(alerted_at(p, 5000, {a, b, c, d})));
+        auto due = pins.due_deliveries(5000, 10);
+        ASSERT_TRUE(due);
+        ASSERT_EQ(due->size(), 4u);
+        EXPECT_EQ(due_targets(pins, 5000, 10), (targets{a, b, c, d})) << "equal times: by id";
+
+        // a failed twice, b once: they wait behind c and d although their ids are lower.
+        auto to_a = (*due)[0], to_b = (*due)[1], to_c = (*due)[2];
+        to_a.attempts = 2;
+        to_a.next_attempt_ms = 8000;
+        to_b.attempts = 1;
+        to_b.next_attempt_ms = 7000;
+        ASSERT_TRUE(pins.reschedule(to_a));
+        ASSERT_TRUE(pins.reschedule(to_b));
+        EXPECT_EQ(due_targets(pins, 4999, 10), targets{}) << "nothing is due before its time";
+        EXPECT_EQ(due_targets(pins, 6999, 10), (targets{c, d})) << "a and b are not due yet";
+        EXPECT_EQ(due_targets(pins, 7000, 10), (targets{c, d, b}));
+        EXPECT_EQ(due_targets(pins, 9000, 10), (targets{c, d, b, a}));
+        EXPECT_EQ(due_targets(pins, 9000, 3), (targets{c, d, b})) << "at most the limit";
+
+        ASSERT_TRUE(pins.delivered(to_c.id));
+        to_c.attempts = 1;
+        to_c.next_attempt_ms = 6000;
+        ASSERT_TRUE(pins.reschedule(to_c));
+        EXPECT_EQ(due_targets(pins, 9000, 10), (targets{d, b, a}))
+            << "a delivered alert is never brought back";
+        EXPECT_EQ(*pins.pending_deliveries(), 3u);
+    }
+    auto& pins = this->backend.reopen();
+    EXPECT_EQ(*pins.pending_deliveries(), 3u);
+    EXPECT_EQ(due_targets(pins, 9000, 10), (targets{d, b, a})) << "the order is rebuilt";
+    EXPECT_EQ(due_targets(pins, 6000, 10), (targets{d}));
+    auto due = pins.due_deliveries(9000, 10);
+    ASSERT_TRUE(due);
+    ASSERT_EQ(due->size(), 3u);
+    EXPECT_EQ((*due)[2].attempts, 2);
+    EXPECT_EQ((*due)[2].next_attempt_ms, 8000);
+}
+
+TYPED_TEST_P(PinStoreContract, ForgetBeforeRemovesOldEventsTheirHistoryAndTheirAlerts) {
+    auto a = make_pin("a", "A");  // first seen at 1000: event 1
+    auto b = make_pin("b", "B");
+    b.first_seen_ms = 2000;  // event 2
+    {
+        auto& pins = this->backend.store();
+        ASSERT_TRUE(first_pull(pins, a));
+        ASSERT_TRUE(first_pull(pins, b));
+        ASSERT_TRUE(pins.apply(alerted_at(a, 3000, {"http://a/hook"})));  // event 3
+        ASSERT_TRUE(pins.apply(alerted_at(b, 6000, {"http://a/hook"})));  // event 4
+        EXPECT_EQ(*pins.pending_deliveries(), 2u);
+
+        auto first = pins.forget_before(5000, 1);
+        ASSERT_TRUE(first);
+        EXPECT_EQ(*first, 1u) << "at most the limit";
+        EXPECT_FALSE(*pins.event(1));
+        EXPECT_TRUE(*pins.event(2));
+        EXPECT_EQ(*pins.pending_deliveries(), 2u) << "event 1 had no alert";
+
+        auto rest = pins.forget_before(5000, 100);
+        ASSERT_TRUE(rest);
+        EXPECT_EQ(*rest, 2u) << "events 2 and 3; event 4 is after the cutoff";
+        auto none = pins.forget_before(5000, 100);
+        ASSERT_TRUE(none);
+        EXPECT_EQ(*none, 0u);
+
+        auto events = pins.events(0, 0, 100);
+        ASSERT_TRUE(events);
+        ASSERT_EQ(events->size(), 1u);
+        EXPECT_EQ((*events)[0].id, 4u);
+        for (std::uint64_t id : {1u, 2u, 3u}) {
+            auto e = pins.event(id);
+            ASSERT_TRUE(e);
+            EXPECT_FALSE(*e) << "event " << id << " was kept";
+        }
+        auto of_a = pins.history(a.key);
+        ASSERT_TRUE(of_a);
+        EXPECT_TRUE(of_a->empty());
+        auto of_b = pins.history(b.key);
+        ASSERT_TRUE(of_b);
+        ASSERT_EQ(of_b->size(), 1u);
+        EXPECT_EQ((*of_b)[0].id, 4u);
+
+        EXPECT_EQ(*pins.pending_deliveries(), 1u) << "the alert of event 3 went with it";
+        auto due = pins.due_deliveries(10000, 10);
+        ASSERT_TRUE(due);
+        ASSERT_EQ(due->size(), 1u);
+        EXPECT_EQ((*due)[0].event_id, 4u);
+
+        EXPECT_TRUE(*pins.find(a.key)) << "retention forgets history, never pins";
+        EXPECT_TRUE(*pins.find(b.key));
+        expect_counts(pins, 2, 0);
+
+        auto newest = pins.forget_before(std::numeric_limits<std::int64_t>::max(), 100);
+        ASSERT_TRUE(newest);
+        EXPECT_EQ(*newest, 0u) << "the newest event stays, whatever its age";
+    }
+    auto& pins = this->backend.reopen();
+    EXPECT_EQ(*pins.pending_deliveries(), 1u);
+    auto of_a = pins.history(a.key);
+    ASSERT_TRUE(of_a);
+    EXPECT_TRUE(of_a->empty());
+    auto applied = pins.apply(change_to(a, a, event_type::repointed));
+    ASSERT_TRUE(applied);
+    EXPECT_EQ((*applied)[0].id, 5u) << "ids continue after the newest event: none is reused";
+}
+
 REGISTER_TYPED_TEST_SUITE_P(
     PinStoreContract, FirstWriterWinsAndLaterCandidatesGetTheOlderPin,
     ConcurrentFirstPullsHaveExactlyOneWinner, AcceptClassIsPartOfTheKey,
@@ -569,6 +703,7 @@ REGISTER_TYPED_TEST_SUITE_P(
     EventsComeOldestFirstAndFromATime, CountsFollowCreatesRepointsApprovalsAndUnpins,
     RefusedChangesLeaveTheCountsAlone, CountsAreRebuiltWhenTheStoreIsReopened,
     ListAfterAKeyPagesThroughThePinsInKeyOrder, AChangeOfWhatAPinServesWithoutAnEventIsRefused,
-    AMemoryOnlyFindNeverContradictsABlockingOne);
+    AMemoryOnlyFindNeverContradictsABlockingOne, DueDeliveriesComeByDueTimeNotById,
+    ForgetBeforeRemovesOldEventsTheirHistoryAndTheirAlerts);
 
 }  // namespace regpin::testing
