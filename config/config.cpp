@@ -12,6 +12,9 @@ namespace regpin::config {
 
 namespace {
 
+// A handful of mirrors at most: each failing one costs a request its connect timeout.
+constexpr std::size_t max_upstream_urls = 8;
+
 using json = nlohmann::json;
 
 std::string type_name(const json& j) { return j.type_name(); }
@@ -142,14 +145,27 @@ upstream parse_upstream(const json& j, const std::string& path) {
     require_object(j, path);
     reject_unknown_keys(
         j, path,
-        {"registry", "aliases", "url", "ca_file", "tls_verify", "username", "password",
+        {"registry", "aliases", "url", "urls", "ca_file", "tls_verify", "username", "password",
          "password_file", "password_env", "connect_timeout_ms", "read_timeout_ms",
          "low_speed_limit_bytes_per_s", "max_idle_connections", "send_ns", "allow_destinations"});
     upstream u;
     if (!j.contains("registry")) throw config_error(path + ".registry", "is required");
     u.registry = get_string(j, "registry", path + ".registry");
-    if (!j.contains("url")) throw config_error(path + ".url", "is required");
-    u.url = get_string(j, "url", path + ".url");
+    if (j.contains("url") == j.contains("urls"))
+        throw config_error(path + ".url", "give exactly one of url and urls");
+    if (j.contains("url")) {
+        u.urls.push_back(get_string(j, "url", path + ".url"));
+    } else {
+        const auto& a = j.at("urls");
+        if (!a.is_array() || a.empty() || a.size() > max_upstream_urls)
+            throw config_error(path + ".urls", "must be an array of 1 to " +
+                                                   std::to_string(max_upstream_urls) + " URLs");
+        for (std::size_t i = 0; i < a.size(); ++i) {
+            auto p = path + ".urls[" + std::to_string(i) + "]";
+            if (!a[i].is_string()) throw config_error(p, "must be a string");
+            u.urls.push_back(a[i].get<std::string>());
+        }
+    }
     if (j.contains("aliases")) {
         const auto& a = j.at("aliases");
         if (!a.is_array()) throw config_error(path + ".aliases", "must be an array of strings");
@@ -319,6 +335,16 @@ webhook parse_webhook(const json& j, const std::string& path) {
     return w;
 }
 
+history_settings parse_history(const json& j, const std::string& path) {
+    require_object(j, path);
+    reject_unknown_keys(j, path, {"retention_days"});
+    history_settings h;
+    if (j.contains("retention_days"))
+        h.retention = std::chrono::hours(
+            24 * get_int(j, "retention_days", path + ".retention_days", 0, 36500));
+    return h;
+}
+
 void check_etcd_endpoint(const std::string& url, const std::string& key) {
     bool http = url.rfind("http://", 0) == 0, https = url.rfind("https://", 0) == 0;
     auto rest = url.substr(http ? 7 : https ? 8 : 0);
@@ -389,14 +415,14 @@ std::vector<std::string> parse_etcd_flag(const std::string& flag) {
 std::vector<upstream> default_upstreams() {
     std::vector<upstream> v(4);
     v[0].registry = "docker.io";
-    v[0].url = "https://registry-1.docker.io";
+    v[0].urls = {"https://registry-1.docker.io"};
     v[0].aliases = {"registry-1.docker.io", "index.docker.io"};
     v[1].registry = "ghcr.io";
-    v[1].url = "https://ghcr.io";
+    v[1].urls = {"https://ghcr.io"};
     v[2].registry = "quay.io";
-    v[2].url = "https://quay.io";
+    v[2].urls = {"https://quay.io"};
     v[3].registry = "registry.k8s.io";
-    v[3].url = "https://registry.k8s.io";
+    v[3].urls = {"https://registry.k8s.io"};
     return v;
 }
 
@@ -431,7 +457,7 @@ upstream parse_upstream_flag(const std::string& flag) {
         throw config_error("--upstream", "must be REGISTRY=URL, got '" + flag + "'");
     upstream u;
     u.registry = flag.substr(0, eq);
-    u.url = flag.substr(eq + 1);
+    u.urls = {flag.substr(eq + 1)};
     if (u.registry == docker_hub) u.aliases = {"registry-1.docker.io", "index.docker.io"};
     return u;
 }
@@ -462,8 +488,15 @@ void validate(settings& s) {
                                "must be a lower-case registry host such as 'docker.io' or "
                                "'127.0.0.1:5000', got '" +
                                    u.registry + "'");
-        check_url(u.url, path + ".url");
-        if (!u.url.empty() && u.url.back() == '/') u.url.pop_back();
+        std::set<std::string> seen;
+        for (std::size_t k = 0; k < u.urls.size(); ++k) {
+            auto& url = u.urls[k];
+            auto key =
+                u.urls.size() == 1 ? path + ".url" : path + ".urls[" + std::to_string(k) + "]";
+            check_url(url, key);
+            if (!url.empty() && url.back() == '/') url.pop_back();
+            if (!seen.insert(url).second) throw config_error(key, "the same URL twice: " + url);
+        }
         if (!names.insert(u.registry).second)
             throw config_error(path + ".registry", "duplicate registry '" + u.registry + "'");
         for (std::size_t k = 0; k < u.aliases.size(); ++k) {
@@ -520,6 +553,7 @@ settings load_json(const std::string& text, const std::string& source) {
                          "policies",
                          "admin",
                          "webhooks",
+                         "history",
                          "pin_store"});
     settings s;
     if (j.contains("listen")) s.listen = get_string(j, "listen", "listen");
@@ -564,6 +598,7 @@ settings load_json(const std::string& text, const std::string& source) {
     }
     if (j.contains("admin")) s.admin = parse_admin(j.at("admin"), "admin");
     if (j.contains("pin_store")) s.pin_store = parse_pin_store(j.at("pin_store"), "pin_store");
+    if (j.contains("history")) s.history = parse_history(j.at("history"), "history");
     if (j.contains("webhooks")) {
         const auto& ws = j.at("webhooks");
         if (!ws.is_array()) throw config_error("webhooks", "must be an array");

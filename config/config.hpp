@@ -33,8 +33,11 @@ struct upstream {
     std::string registry;
     // Other names for the same registry ("registry-1.docker.io" for docker.io).
     std::vector<std::string> aliases;
-    // Where regpin fetches from: "https://registry-1.docker.io". http or https, no path.
-    std::string url;
+    // Where regpin fetches from, in order of preference: "https://registry-1.docker.io". http
+    // or https, no path. Several are mirrors of one registry (`urls` in the configuration;
+    // `url` is one): each request goes to the first healthy one and moves on to the next when
+    // it fails or lacks the content (proxy/upstream/registry_client.hpp).
+    std::vector<std::string> urls;
     // Extra CA bundle (PEM) trusted in addition to the system CAs.
     std::string ca_file;
     bool tls_verify = true;
@@ -118,6 +121,12 @@ struct webhook {
     bool tls_verify = true;
 };
 
+// How long the pin history and undelivered alerts are kept (issue 14).
+struct history_settings {
+    // Events older than this are removed with their undelivered alerts; 0 keeps them forever.
+    std::chrono::hours retention{24 * 90};
+};
+
 // Where pins live (issue 13). "embedded": RocksDB in data_dir, for one process. "etcd": shared
 // by every replica that names the same endpoints and prefix; blobs and manifests stay local.
 struct pin_store_settings {
@@ -168,6 +177,7 @@ struct settings {
     std::vector<policy_rule> policies;
     admin_settings admin;
     std::vector<webhook> webhooks;
+    history_settings history;
     pin_store_settings pin_store;
 };
 

@@ -2,9 +2,19 @@
 
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
+
 #include <spdlog/fmt/ranges.h>
 #include <spdlog/spdlog.h>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/ssl/context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include "proxy/admin/admin_api.hpp"
 #include "proxy/admin/metrics.hpp"
@@ -24,6 +34,7 @@
 #include "proxy/registry/service.hpp"
 #include "proxy/store/facade.hpp"
 #include "proxy/upstream/upstreams.hpp"
+#include "storage/clock.hpp"
 #include "storage/rocksdb_pin_store.hpp"
 
 namespace regpin::proxy {
@@ -67,6 +78,64 @@ http::reply oci_refusal(unsigned status, const std::string& message) {
     return r;
 }
 
+// History retention (history.retention_days): once at start, then hourly, events older than the
+// retention go with their history entries and undelivered alerts, a bounded batch per call to
+// the blocking pool. With pins on etcd every replica sweeps, not only the webhook leader: the
+// deletes are idempotent, and the simpler choice costs each replica one read of the oldest
+// events an hour.
+class history_sweeper : public std::enable_shared_from_this<history_sweeper> {
+public:
+    history_sweeper(asio::any_io_executor ex, store::pin_records& pins,
+                    std::chrono::hours retention)
+        : pins_(pins), retention_(retention), timer_(asio::make_strand(ex)) {}
+
+    void start() { asio::co_spawn(timer_.get_executor(), run(), asio::detached); }
+    void stop() {
+        stopped_ = true;
+        asio::post(timer_.get_executor(), [self = shared_from_this()] { self->timer_.cancel(); });
+    }
+
+private:
+    static constexpr std::size_t batch = 1000;  // events per call: one pool task stays short
+
+    asio::awaitable<void> run() {
+        auto self = shared_from_this();
+        while (!stopped_) {
+            co_await sweep();
+            timer_.expires_after(std::chrono::hours(1));
+            auto [ec] = co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+            if (ec) co_return;
+        }
+    }
+
+    asio::awaitable<void> sweep() {
+        const std::int64_t cutoff =
+            storage::now_ms() -
+            std::chrono::duration_cast<std::chrono::milliseconds>(retention_).count();
+        const std::size_t limit = batch;
+        std::size_t total = 0;
+        while (!stopped_) {
+            auto removed = co_await pins_.forget_before(cutoff, limit);
+            if (!removed) {
+                spdlog::warn("history retention: old events not removed: {}",
+                             removed.error().message());
+                break;
+            }
+            if (*removed == 0) break;
+            total += *removed;
+        }
+        if (total > 0)
+            spdlog::info(
+                "history retention: {} event(s) older than {} day(s) removed, with their alerts",
+                total, retention_.count() / 24);
+    }
+
+    store::pin_records& pins_;
+    const std::chrono::hours retention_;
+    asio::steady_timer timer_;
+    std::atomic<bool> stopped_{false};
+};
+
 }  // namespace
 
 // Declared in the order they are made: each part uses only those above it, and they are
@@ -87,6 +156,7 @@ struct app::parts {
     std::unique_ptr<pins::actions> actions;
     std::unique_ptr<registry::service> service;
     std::unique_ptr<admin::webhook_sender> webhooks;
+    std::shared_ptr<history_sweeper> history;
     std::unique_ptr<admin::admin_api> admin;
     std::unique_ptr<http::listener> registry_listener;
     std::unique_ptr<http::listener> admin_listener;
@@ -264,6 +334,15 @@ void app::start(std::shared_ptr<storage::database> db) {
                 if (upstreams->at(i).quota_exhausted()) ++n;
             return static_cast<double>(n);
         });
+    p.metrics
+        .gauge("regpin_upstream_urls_backing_off",
+               "Upstream URLs (mirrors) skipped after failing, until their back-off ends")
+        .set_callback([upstreams] {
+            std::size_t n = 0;
+            for (std::size_t i = 0; i < upstreams->size(); ++i)
+                for (const auto& u : upstreams->at(i).health()) n += u.up ? 0 : 1;
+            return static_cast<double>(n);
+        });
     // Gauges that add up one count of every upstream's client.
     auto upstream_total = [&p, upstreams](std::string name, std::string help,
                                           std::size_t (upstream::registry_client::*count)() const) {
@@ -368,6 +447,10 @@ void app::start(std::shared_ptr<storage::database> db) {
     if (p.admin_listener) p.admin_listener->start();
     p.scheduler->start_sweep();
     p.webhooks->start();
+    if (p.settings.history.retention.count() > 0) {
+        p.history = std::make_shared<history_sweeper>(ex, *pins, p.settings.history.retention);
+        p.history->start();
+    }
 }
 
 void app::drain() {
@@ -375,6 +458,7 @@ void app::drain() {
     if (p.admin) p.admin->set_draining();
     if (p.scheduler) p.scheduler->stop();
     if (p.closure) p.closure->stop();
+    if (p.history) p.history->stop();
     if (p.registry_listener) p.registry_listener->drain();
 }
 
@@ -389,6 +473,7 @@ void app::stop() {
     if (p.admin_listener) p.admin_listener->stop();
     if (p.scheduler) p.scheduler->stop();
     if (p.webhooks) p.webhooks->stop();
+    if (p.history) p.history->stop();
     if (p.closure) p.closure->stop();
 }
 

@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include <spdlog/fmt/ranges.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <boost/asio/io_context.hpp>
@@ -171,7 +172,7 @@ int serve(int argc, char** argv) {
         spdlog::info("removed {} incomplete blob download(s) left by an earlier stop",
                      report.incomplete_blobs_removed);
     for (const auto& u : settings.upstreams)
-        spdlog::info("upstream {} -> {}{}{}", u.registry, u.url,
+        spdlog::info("upstream {} -> {}{}{}", u.registry, fmt::join(u.urls, ", then "),
                      u.registry == settings.default_upstream ? " (default)" : "",
                      u.username.empty() ? "" : " (with credentials)");
 

@@ -78,6 +78,9 @@ struct pin_event {
     std::string policy;        // pin, follow, reject, or empty
     std::string action;        // repointed: kept, followed, rejected
     std::string summary_json;  // repointed: what changed (JSON object), else empty
+    // The upstream URL whose answer named new_digest (one of the upstream's `urls`); empty
+    // when no upstream did (an operator, an import) or the event predates mirrors.
+    std::string source;
 };
 
 // A webhook delivery not yet acknowledged by its receiver.

@@ -112,6 +112,7 @@ std::string encode_event(const pin_event& e) {
               {"policy", e.policy},
               {"action", e.action},
               {"summary", e.summary_json}};
+    if (!e.source.empty()) j["source"] = e.source;
     return j.dump();
 }
 
@@ -133,6 +134,7 @@ std::optional<pin_event> decode_event(std::string_view v) {
         e.policy = j.value("policy", "");
         e.action = j.value("action", "");
         e.summary_json = j.value("summary", "");
+        e.source = j.value("source", "");
         return e;
     } catch (const json::exception&) {
         return std::nullopt;

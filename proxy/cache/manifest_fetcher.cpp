@@ -58,11 +58,12 @@ asio::awaitable<oci::result<upstream::fetched_manifest>> manifest_fetcher::by_ta
     if (head_first) {
         auto head = co_await upstream::head_manifest(client, repository, tag, accept);
         if (!head) co_return head.error();
-        if (*head) {
-            const auto d = **head;
+        if (head->digest) {
+            const auto d = *head->digest;
             auto found = co_await by_digest(client, repository, d, accept, max_bytes);
             if (!found) co_return found.error();
-            co_return upstream::fetched_manifest{d, std::move(found->manifest)};
+            co_return upstream::fetched_manifest{d, std::move(found->manifest),
+                                                 std::move(head->source)};
         }
     }
     co_return co_await upstream::fetch_manifest(client, repository, tag, accept, max_bytes);

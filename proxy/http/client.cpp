@@ -339,6 +339,7 @@ public:
     std::unique_ptr<connection> conn;
     bhttp::response_parser<bhttp::buffer_body> parser;
     origin where;
+    origin sent_to;  // the request's own origin, before redirects
     std::string url;
     bool done = false;
     // Body bytes still to come when the body is read raw (Content-Length, not chunked).
@@ -367,6 +368,7 @@ std::optional<std::uint64_t> response::content_length() const {
     return *n;
 }
 const origin& response::final_origin() const { return state_->where; }
+const origin& response::sent_to() const { return state_->sent_to; }
 const std::string& response::final_url() const { return state_->url; }
 
 asio::awaitable<result<std::size_t>> response::read_some(std::span<char> buf) {
@@ -494,6 +496,7 @@ asio::awaitable<result<response>> client_impl::send(request req) {
         if (hop > 0 || req.vouched_by) check = checker(trusted, where);
         auto r = co_await send_once(where, m, head, check);
         if (!r) co_return r.error();
+        r->state_->sent_to = first;
         auto status = r->status();
         if (!is_redirect(status) || policy.max_hops == 0) co_return r;
         if (hop >= policy.max_hops) co_return make_error_code(errc::too_many_redirects);

@@ -133,6 +133,8 @@ public:
     std::optional<std::uint64_t> content_length() const;
     // Where the answer came from, after redirects.
     const http::origin& final_origin() const;
+    // Where the request was sent: final_origin() unless it was redirected.
+    const http::origin& sent_to() const;
     // "https://host:443/path" after redirects, without the query (for logs).
     const std::string& final_url() const;
 
@@ -145,6 +147,7 @@ public:
                                std::chrono::steady_clock::time_point::max());
 
 private:
+    friend class client_impl;
     std::unique_ptr<response_state> state_;
 };
 

@@ -119,7 +119,8 @@ asio::awaitable<check_result> checker::check(storage::pin_key key, std::size_t u
         report(registry, check_outcome::error);
         co_return failed(named.error().message);
     }
-    auto upstream_digest = *named;
+    auto upstream_digest = named->digest;
+    auto source = named->source;
     if (!upstream_digest) {
         // No usable digest on HEAD: GET the tag and hash it, as containerd does.
         auto got = co_await upstream::fetch_manifest(client, key.repository, key.tag, accept,
@@ -129,6 +130,7 @@ asio::awaitable<check_result> checker::check(storage::pin_key key, std::size_t u
             co_return failed(got.error().message);
         }
         upstream_digest = got->digest;
+        source = got->source;
     }
     out.upstream_digest = upstream_digest->str();
     auto now = storage::now_ms();
@@ -185,7 +187,7 @@ asio::awaitable<check_result> checker::check(storage::pin_key key, std::size_t u
     change.events.push_back({0, now, storage::event_type::repointed, key, p.manifest_digest.str(),
                              upstream_digest->str(), "policy",
                              std::string(to_string(policy.policy)),
-                             std::string(to_string(decision->action)), summary_json});
+                             std::string(to_string(decision->action)), summary_json, source});
     if (decision->alert)
         for (const auto& target : alert_targets_) change.alerts.push_back({0, target});
     std::vector<storage::pin_change> changes{change};
@@ -206,7 +208,7 @@ asio::awaitable<check_result> checker::check(storage::pin_key key, std::size_t u
 
 asio::awaitable<storage::result<storage::pin>> checker::diverged_first_sight(
     storage::pin candidate, storage::manifest candidate_manifest, storage::pin first,
-    std::size_t upstream_index) {
+    std::size_t upstream_index, std::string source) {
     const auto key = candidate.key;
     auto& client = upstreams_.at(upstream_index);
     auto policy = policies_.for_key(key);
@@ -224,7 +226,7 @@ asio::awaitable<storage::result<storage::pin>> checker::diverged_first_sight(
     change.events.push_back({0, candidate.first_seen_ms, storage::event_type::repointed, key,
                              first.manifest_digest.str(), candidate.manifest_digest.str(),
                              "first-pull", std::string(to_string(policy.policy)), "diverged",
-                             summary_json});
+                             summary_json, source});
     if (policy.policy != policy_kind::artifact)
         for (const auto& target : alert_targets_) change.alerts.push_back({0, target});
     std::vector<storage::pin_change> changes{change};

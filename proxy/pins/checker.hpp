@@ -47,7 +47,7 @@ public:
     // afterwards (another request's, if one was first).
     [[nodiscard]] boost::asio::awaitable<storage::result<storage::pin>> diverged_first_sight(
         storage::pin candidate, storage::manifest candidate_manifest, storage::pin first,
-        std::size_t upstream_index);
+        std::size_t upstream_index, std::string source);
 
 private:
     boost::asio::awaitable<std::string> summary(upstream::registry_client& client,

@@ -88,6 +88,7 @@ json event_json(const storage::pin_event& e) {
               {"actor", e.actor},
               {"policy", e.policy.empty() ? json(nullptr) : json(e.policy)},
               {"action", e.action.empty() ? json(nullptr) : json(e.action)},
+              {"source", e.source.empty() ? json(nullptr) : json(e.source)},
               {"summary", nullptr}};
     if (!e.summary_json.empty()) {
         auto s = json::parse(e.summary_json, nullptr, false);
@@ -113,6 +114,7 @@ json alert_json(const storage::pin_event& e) {
             {"policy", e.policy},
             {"action", e.action},
             {"detected_at", format_time(e.time_ms)},
+            {"source", e.source.empty() ? json(nullptr) : json(e.source)},
             {"summary", summary}};
 }
 

@@ -14,13 +14,15 @@ writer::writer(store::pin_records& records, pins::hooks hooks)
     : records_(records), hooks_(std::move(hooks)) {}
 
 boost::asio::awaitable<storage::result<storage::pin>> writer::first_sight(storage::pin candidate,
-                                                                          std::string actor) {
+                                                                          std::string actor,
+                                                                          std::string source) {
     storage::pin_event e;
     e.time_ms = candidate.first_seen_ms;
     e.type = storage::event_type::pinned;
     e.key = candidate.key;
     e.new_digest = candidate.manifest_digest.str();
     e.actor = std::move(actor);
+    e.source = std::move(source);
     auto held = co_await records_.create_if_absent(store::write_access{}, candidate, e);
     if (held && hooks_.holds) hooks_.holds(held->key, held->manifest_digest.str());
     co_return held;

@@ -22,9 +22,10 @@ public:
     writer(store::pin_records& records, pins::hooks hooks);
 
     // First sight: records `candidate` unless the tag already has a pin (first writer wins),
-    // with a "pinned" event by `actor`. The pin that holds afterwards.
+    // with a "pinned" event by `actor`, naming the upstream URL it came from (`source`). The
+    // pin that holds afterwards.
     [[nodiscard]] boost::asio::awaitable<storage::result<storage::pin>> first_sight(
-        storage::pin candidate, std::string actor);
+        storage::pin candidate, std::string actor, std::string source);
 
     // Applies changes to the pins of one tag (its accept classes) together or not at all
     // (storage::errc::conflict when one changed meanwhile). The stored events, with ids.

@@ -290,12 +290,12 @@ asio::awaitable<oci::result<service::first_sight>> service::settle_first_sight(
                            got->manifest.bytes.size(),       now,         now};
     if (diverges_from) {
         auto held = co_await checker_.diverged_first_sight(candidate, got->manifest, *diverges_from,
-                                                           t.where.upstream_index);
+                                                           t.where.upstream_index, got->source);
         if (!held) co_return cache::storage_error("writing a pin", held.error());
         co_return first_sight{*held, std::nullopt};
     }
     const std::string actor = "first-pull";
-    auto held = co_await writer_.first_sight(candidate, actor);
+    auto held = co_await writer_.first_sight(candidate, actor, got->source);
     if (!held) co_return cache::storage_error("writing a pin", held.error());
     if (held->manifest_digest == got->digest)
         spdlog::info("pinned {}/{}:{} to {} ({})", registry, repository, ref, got->digest.str(),

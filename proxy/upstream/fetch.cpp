@@ -36,9 +36,10 @@ std::string pull_scope(const std::string& repository) {
     return "repository:" + repository + ":pull";
 }
 
-asio::awaitable<oci::result<std::optional<storage::digest>>> head_manifest(
-    registry_client& client, const std::string& repository, const std::string& reference,
-    const std::string& accept) {
+asio::awaitable<oci::result<named_digest>> head_manifest(registry_client& client,
+                                                         const std::string& repository,
+                                                         const std::string& reference,
+                                                         const std::string& accept) {
     const auto& registry = client.settings().registry;
     request req;
     req.method = boost::beast::http::verb::head;
@@ -49,11 +50,13 @@ asio::awaitable<oci::result<std::optional<storage::digest>>> head_manifest(
     if (!resp) co_return transport_error(registry, resp.error());
     if (resp->status() != 200)
         co_return upstream_error(registry, resp->status(), error_code::manifest_unknown);
-    std::optional<storage::digest> named;
+    named_digest named;
     // Only the registry's own word names a digest, not a host it redirected to.
-    if (resp->final_origin() != client.origin()) co_return named;
+    auto source = client.url_at(resp->final_origin());
+    if (!source) co_return named;
+    named.source = *source;
     if (auto h = resp->headers()["Docker-Content-Digest"]; !h.empty())
-        if (auto d = storage::digest::parse(h)) named = *d;
+        if (auto d = storage::digest::parse(h)) named.digest = *d;
     co_return named;
 }
 
@@ -113,14 +116,16 @@ asio::awaitable<oci::result<fetched_manifest>> fetch_manifest(registry_client& c
     }
     auto media_type = oci::manifest_media_type(resp->headers()["Content-Type"], *body);
     std::optional<storage::digest> expected;
+    auto source = client.url_at(resp->final_origin()).value_or(std::string());
     if (oci::is_digest_reference(reference)) {
         expected = storage::digest::parse(reference);
-    } else if (resp->final_origin() != client.origin()) {
+        if (source.empty()) source = client.url_at(resp->sent_to()).value_or(std::string());
+    } else if (source.empty()) {
         // A tag's bytes from another host (a redirect): pinned only when the registry itself
         // names their digest, never on the word of wherever it sent regpin.
         auto named = co_await head_manifest(client, repository, reference, accept);
         if (!named) co_return named.error();
-        if (!*named) {
+        if (!named->digest) {
             spdlog::error(
                 "manifest {}:{} from {}: redirected to {}, and the registry names no "
                 "digest for it; not cached",
@@ -130,7 +135,8 @@ asio::awaitable<oci::result<fetched_manifest>> fetch_manifest(registry_client& c
                                      reference +
                                      " to another host without naming its digest itself"};
         }
-        expected = **named;
+        expected = *named->digest;
+        source = named->source;
     } else if (auto h = resp->headers()["Docker-Content-Digest"]; !h.empty()) {
         expected = storage::digest::parse(h);
         if (!expected)
@@ -146,7 +152,7 @@ asio::awaitable<oci::result<fetched_manifest>> fetch_manifest(registry_client& c
             "upstream " + registry + " sent a manifest that does not match its digest"};
     }
     auto d = expected ? *expected : storage::sha256_of(*body);
-    co_return fetched_manifest{d, {media_type, std::move(*body)}};
+    co_return fetched_manifest{d, {media_type, std::move(*body)}, std::move(source)};
 }
 
 }  // namespace regpin::proxy::upstream

@@ -20,6 +20,7 @@ namespace regpin::proxy::upstream {
 struct fetched_manifest {
     storage::digest digest;
     storage::manifest manifest;
+    std::string source;  // the upstream URL whose answer named the digest (registry_client)
 };
 
 // GETs /v2/<repository>/manifests/<reference> with `accept`. The body (at most `max_bytes`)
@@ -30,9 +31,13 @@ struct fetched_manifest {
     const std::string& accept, std::size_t max_bytes);
 
 // HEADs /v2/<repository>/manifests/<reference> with `accept`: the Docker-Content-Digest the
-// upstream names, or nullopt when it sends none that parses (then only a GET can tell). A
-// non-200 answer is the error a client should get.
-[[nodiscard]] boost::asio::awaitable<oci::result<std::optional<storage::digest>>> head_manifest(
+// upstream names, or nullopt when it sends none that parses (then only a GET can tell), and
+// which of its URLs answered. A non-200 answer is the error a client should get.
+struct named_digest {
+    std::optional<storage::digest> digest;
+    std::string source;
+};
+[[nodiscard]] boost::asio::awaitable<oci::result<named_digest>> head_manifest(
     registry_client& client, const std::string& repository, const std::string& reference,
     const std::string& accept);
 

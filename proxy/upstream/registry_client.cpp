@@ -81,19 +81,31 @@ struct registry_client::state {
           http(std::move(ex), options_for(c, std::move(own))),
           observe(std::move(obs)),
           quota(q) {
-        auto split = http::split_url(cfg.url);
-        if (!split) throw std::invalid_argument("bad upstream url " + cfg.url);
-        base = split->first;
+        if (cfg.urls.empty())
+            throw std::invalid_argument("upstream " + cfg.registry + " has no url");
+        for (const auto& url : cfg.urls) {
+            auto split = http::split_url(url);
+            if (!split) throw std::invalid_argument("bad upstream url " + url);
+            mirrors.push_back({url, split->first});
+        }
     }
+
+    // One of the upstream's URLs, and how it has fared (under mutex).
+    struct mirror {
+        std::string url;
+        http::origin base;
+        int failures = 0;  // in a row
+        std::chrono::steady_clock::time_point down_until;
+        bool basic_challenged = false;
+    };
 
     config::upstream cfg;
     http::client http;
-    http::origin base;
+    std::vector<mirror> mirrors;  // in the configured order; the vector never changes
     observer observe;
 
-    token_cache tokens;
+    token_cache tokens;  // keyed by mirror index and scope: each host has its own tokens
     std::mutex mutex;
-    bool basic_challenged = false;
     quota_policy quota;
     std::optional<long> remaining;  // under mutex: the last ratelimit-remaining stated
     std::chrono::steady_clock::time_point remaining_seen;
@@ -119,20 +131,78 @@ struct registry_client::state {
                 cfg.registry, *stated, quota.low_water, quota.pause.count());
     }
 
-    std::optional<std::string> authorization_for(const std::string& scope) {
-        if (auto token = tokens.find(scope)) return "Bearer " + *token;
+    static std::string token_key(std::size_t mirror, const std::string& scope) {
+        return std::to_string(mirror) + " " + scope;
+    }
+
+    std::optional<std::string> authorization_for(std::size_t m, const std::string& scope) {
+        if (auto token = tokens.find(token_key(m, scope))) return "Bearer " + *token;
         std::lock_guard lock(mutex);
-        if (basic_challenged && !cfg.username.empty())
+        if (mirrors[m].basic_challenged && !cfg.username.empty())
             return "Basic " + base64(cfg.username + ":" + cfg.password);
         return std::nullopt;
     }
 
-    asio::awaitable<result<void>> fetch_token(const challenge& ch, const std::string& scope);
+    // The mirrors a request tries, in order: the healthy ones; when every one is backing off,
+    // all of them (a request may as well find out whether one is back).
+    std::vector<std::size_t> candidates() {
+        std::vector<std::size_t> healthy, all;
+        auto now = std::chrono::steady_clock::now();
+        std::lock_guard lock(mutex);
+        for (std::size_t i = 0; i < mirrors.size(); ++i) {
+            all.push_back(i);
+            if (mirrors[i].down_until <= now) healthy.push_back(i);
+        }
+        return healthy.empty() ? all : healthy;
+    }
+
+    // A mirror failed (no answer, 5xx, 429): it backs off 1 s, doubling to 60 s while it
+    // keeps failing. A success ends the back-off.
+    void failed(std::size_t m, const std::string& why) {
+        int failures = 0;
+        std::chrono::seconds pause{};
+        {
+            std::lock_guard lock(mutex);
+            auto& mi = mirrors[m];
+            failures = ++mi.failures;
+            pause = std::chrono::seconds(1 << std::min(failures - 1, 6));
+            pause = std::min(pause, max_backoff);
+            mi.down_until = std::chrono::steady_clock::now() + pause;
+        }
+        if (mirrors.size() > 1)
+            spdlog::warn(
+                "upstream {}: {} failed ({}, {} in a row); requests go to the next "
+                "URL for {} s",
+                cfg.registry, mirrors[m].url, why, failures, pause.count());
+    }
+
+    void succeeded(std::size_t m) {
+        bool recovered = false;
+        {
+            std::lock_guard lock(mutex);
+            auto& mi = mirrors[m];
+            recovered = mi.failures > 0;
+            mi.failures = 0;
+            mi.down_until = {};
+        }
+        if (recovered && mirrors.size() > 1)
+            spdlog::info("upstream {}: {} answers again", cfg.registry, mirrors[m].url);
+    }
+
+    static constexpr std::chrono::seconds max_backoff{60};
+
+    asio::awaitable<result<void>> fetch_token(std::size_t m, const challenge& ch,
+                                              const std::string& scope);
+    // One mirror: the request, with one auth challenge answered.
+    asio::awaitable<result<http::response>> send_to(std::size_t m, const request& req,
+                                                    const std::string& target);
     asio::awaitable<result<http::response>> send(request req);
 };
 
-asio::awaitable<result<void>> registry_client::state::fetch_token(const challenge& ch,
+asio::awaitable<result<void>> registry_client::state::fetch_token(std::size_t mirror,
+                                                                  const challenge& ch,
                                                                   const std::string& scope) {
+    const auto& base = mirrors[mirror].base;
     auto realm = boost::urls::parse_uri(ch.realm);
     if (!realm) co_return make_error_code(errc::auth_failed);
     auto where = http::split_url(ch.realm);
@@ -171,9 +241,40 @@ asio::awaitable<result<void>> registry_client::state::fetch_token(const challeng
         expires_in = std::max<std::int64_t>(j["expires_in"].get<std::int64_t>(), 1);
     // Renew a little early so a token never expires between the check and the request.
     auto margin = std::min<std::int64_t>(10, expires_in / 4);
-    tokens.put(scope, token,
+    tokens.put(token_key(mirror, scope), token,
                std::chrono::steady_clock::now() + std::chrono::seconds(expires_in - margin));
     co_return result<void>{};
+}
+
+asio::awaitable<result<http::response>> registry_client::state::send_to(std::size_t m,
+                                                                        const request& req,
+                                                                        const std::string& target) {
+    const auto& base = mirrors[m].base;
+    for (int attempt = 0;; ++attempt) {
+        http::request msg;
+        msg.method = req.method;
+        msg.origin = base;
+        msg.target = target;
+        if (!req.accept.empty()) msg.header("Accept", req.accept);
+        if (!req.range.empty()) msg.header("Range", req.range);
+        if (auto a = authorization_for(m, req.scope)) msg.header("Authorization", *a);
+        auto r = co_await http.send(std::move(msg));
+        if (!r) co_return r.error();
+        // Only the mirror's own challenge is answered, once; any other 401 is the answer.
+        if (r->status() != 401 || attempt > 0 || !same_host(r->final_origin(), base)) co_return r;
+        auto ch = parse_challenge(r->headers()[bhttp::field::www_authenticate]);
+        bool bearer = ch && ch->scheme == "bearer" && !ch->realm.empty();
+        bool basic = ch && ch->scheme == "basic" && !cfg.username.empty();
+        if (!bearer && !basic) co_return r;
+        (void)co_await r->read_all(drain_limit);
+        if (bearer) {
+            auto t = co_await fetch_token(m, *ch, req.scope);
+            if (!t) co_return t.error();
+        } else {
+            std::lock_guard lock(mutex);
+            mirrors[m].basic_challenged = true;
+        }
+    }
 }
 
 asio::awaitable<result<http::response>> registry_client::state::send(request req) {
@@ -182,31 +283,31 @@ asio::awaitable<result<http::response>> registry_client::state::send(request req
     std::string target = req.target;
     if (cfg.send_ns)
         target += (target.find('?') == std::string::npos ? "?ns=" : "&ns=") + cfg.registry;
-    for (int attempt = 0;; ++attempt) {
-        http::request m;
-        m.method = req.method;
-        m.origin = base;
-        m.target = target;
-        if (!req.accept.empty()) m.header("Accept", req.accept);
-        if (!req.range.empty()) m.header("Range", req.range);
-        if (auto a = authorization_for(req.scope)) m.header("Authorization", *a);
-        auto r = co_await http.send(std::move(m));
-        if (!r) co_return r.error();
-        // Only the upstream's own challenge is answered, once; any other 401 is the answer.
-        if (r->status() != 401 || attempt > 0 || !same_host(r->final_origin(), base)) co_return r;
-        auto ch = parse_challenge(r->headers()[bhttp::field::www_authenticate]);
-        bool bearer = ch && ch->scheme == "bearer" && !ch->realm.empty();
-        bool basic = ch && ch->scheme == "basic" && !cfg.username.empty();
-        if (!bearer && !basic) co_return r;
-        (void)co_await r->read_all(drain_limit);
-        if (bearer) {
-            auto t = co_await fetch_token(*ch, req.scope);
-            if (!t) co_return t.error();
-        } else {
-            std::lock_guard lock(mutex);
-            basic_challenged = true;
+    // Mirrors in order: one that fails or lacks the content passes the request on. The last
+    // answer is the client's; a transport error only when no mirror answered at all.
+    auto order = candidates();
+    std::optional<result<http::response>> last;
+    for (std::size_t k = 0; k < order.size(); ++k) {
+        const auto m = order[k];
+        const bool more = k + 1 < order.size();
+        auto r = co_await send_to(m, req, target);
+        if (!r) {
+            failed(m, r.error().message());
+            if (!last || !*last) last = std::move(r);
+            continue;
         }
+        auto status = r->status();
+        if (status >= 500 || status == 429)
+            failed(m, "answered " + std::to_string(status));
+        else
+            succeeded(m);
+        if (status < 400 || !more) co_return std::move(*r);
+        // 404, 401/403 (a mirror without this repository) or a failure: the next one.
+        spdlog::debug("upstream {}: {} answered {} for {}; trying {}", cfg.registry, mirrors[m].url,
+                      status, req.target, mirrors[order[k + 1]].url);
+        last = std::move(r);
     }
+    co_return std::move(*last);
 }
 
 registry_client::registry_client(asio::any_io_executor ex, const config::upstream& cfg,
@@ -242,7 +343,20 @@ asio::awaitable<result<http::response>> registry_client::send(request req) {
 
 const config::upstream& registry_client::settings() const { return state_->cfg; }
 
-const http::origin& registry_client::origin() const { return state_->base; }
+std::optional<std::string> registry_client::url_at(const http::origin& o) const {
+    for (const auto& m : state_->mirrors)
+        if (m.base == o) return m.url;
+    return std::nullopt;
+}
+
+std::vector<registry_client::url_health> registry_client::health() const {
+    auto& st = *state_;
+    auto now = std::chrono::steady_clock::now();
+    std::vector<url_health> out;
+    std::lock_guard lock(st.mutex);
+    for (const auto& m : st.mirrors) out.push_back({m.url, m.down_until <= now, m.failures});
+    return out;
+}
 
 std::size_t registry_client::open_connections() const { return state_->http.open_connections(); }
 

@@ -4,8 +4,16 @@
 // LRU), Basic auth once challenged, the `ns` query parameter for upstreams that are proxies
 // themselves, and offline mode (nothing is ever sent).
 //
+// An upstream may have several URLs, mirrors of one registry ("https://mirror.gcr.io", then
+// "https://registry-1.docker.io"). A request goes to the first one that is not backing off; one
+// that fails (no answer, 5xx, 429) backs off, 1 s doubling to 60 s, and the request moves on to
+// the next; one that answers 404, 401 or 403 (a mirror that lacks the repository) passes the
+// request on too, without backing off. The last URL's answer is the client's. When every URL is
+// backing off, a request tries them all. Each URL has its own tokens.
+//
 // It never sends a client's credentials: requests carry only what this upstream's
-// configuration provides, and only to the upstream's own host (redirects to a CDN go without).
+// configuration provides, and only to the upstream's own hosts, its URLs (redirects to a CDN go
+// without).
 // Thread-safe: send() may be called from any thread concurrently.
 
 #include <chrono>
@@ -79,8 +87,18 @@ public:
     [[nodiscard]] boost::asio::awaitable<result<http::response>> send(request req);
 
     const config::upstream& settings() const;
-    // Where the configured URL points: an answer from anywhere else came through a redirect.
-    const http::origin& origin() const;
+    // Which of the upstream's URLs points at `o`, or nullopt: an answer from anywhere else came
+    // through a redirect.
+    std::optional<std::string> url_at(const http::origin& o) const;
+
+    // Each URL in the configured order: whether requests go to it now, or it is backing off
+    // after `failures` failures in a row.
+    struct url_health {
+        std::string url;
+        bool up = true;
+        int failures = 0;
+    };
+    std::vector<url_health> health() const;
 
     // Connections to the upstream (and its redirect targets) open now, in use or idle.
     std::size_t open_connections() const;

@@ -16,7 +16,7 @@ const regpin::config::settings& settings() {
         s.upstreams = regpin::config::default_upstreams();
         regpin::config::upstream local;
         local.registry = "127.0.0.1:5000";
-        local.url = "http://127.0.0.1:5000";
+        local.urls = {"http://127.0.0.1:5000"};
         s.upstreams.push_back(local);
         regpin::config::validate(s);
         return s;

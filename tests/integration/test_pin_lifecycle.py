@@ -42,7 +42,7 @@ import harness as h
 WEBHOOK_PATH = "/hooks/regpin"
 ALERT_FIELDS = {
     "id", "type", "registry", "repository", "tag", "reference", "pinned_digest", "upstream_digest",
-    "policy", "action", "detected_at", "summary",
+    "policy", "action", "detected_at", "source", "summary",
 }
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 # Far enough that no background check or sweep runs during a test that forces its checks.
@@ -391,7 +391,7 @@ class PinLifecycleTestCase(h.LogsOnFailure):
             {"id": event["id"], "type": "repoint", "registry": event["registry"],
              "repository": event["repository"], "tag": event["tag"], "reference": event["reference"],
              "pinned_digest": event["old_digest"], "upstream_digest": event["new_digest"],
-             "policy": event["policy"], "action": event["action"]})
+             "policy": event["policy"], "action": event["action"], "source": event["source"]})
         self.assertEqual(alert["detected_at"], event["time"])
         self.assertRegex(alert["detected_at"], TIME_RE)
         detected = datetime.strptime(alert["detected_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)

@@ -23,7 +23,7 @@ TEST(Config, EmptyObjectGivesTheFourDefaultUpstreamsWithDockerHubFirst) {
     auto s = load_json("{}");
     ASSERT_EQ(s.upstreams.size(), 4u);
     EXPECT_EQ(s.upstreams[0].registry, "docker.io");
-    EXPECT_EQ(s.upstreams[0].url, "https://registry-1.docker.io");
+    EXPECT_EQ(s.upstreams[0].urls, std::vector<std::string>{"https://registry-1.docker.io"});
     EXPECT_EQ(s.upstreams[3].registry, "registry.k8s.io");
     EXPECT_EQ(s.default_upstream, "docker.io");
     EXPECT_EQ(s.listen, "127.0.0.1:5000");
@@ -39,7 +39,7 @@ TEST(Config, FullUpstreamIsParsed) {
                       "tls_verify":false}]})");
     ASSERT_EQ(s.upstreams.size(), 1u);
     const auto& u = s.upstreams[0];
-    EXPECT_EQ(u.url, "https://ghcr.io");
+    EXPECT_EQ(u.urls, std::vector<std::string>{"https://ghcr.io"});
     EXPECT_EQ(u.password, "s3cret");
     EXPECT_EQ(u.connect_timeout.count(), 100);
     EXPECT_EQ(u.read_timeout.count(), 200);
@@ -51,6 +51,13 @@ TEST(Config, DockerHubGetsItsAliasesByDefault) {
     auto s = load_json(R"({"upstreams":[{"registry":"docker.io","url":"http://127.0.0.1:1"}]})");
     EXPECT_EQ(s.upstreams[0].aliases,
               (std::vector<std::string>{"registry-1.docker.io", "index.docker.io"}));
+}
+
+TEST(Config, AnUpstreamListsItsMirrorsInOrder) {
+    auto s = load_json(
+        R"({"upstreams":[{"registry":"docker.io","urls":["https://mirror.gcr.io/","https://registry-1.docker.io"]}]})");
+    EXPECT_EQ(s.upstreams[0].urls,
+              (std::vector<std::string>{"https://mirror.gcr.io", "https://registry-1.docker.io"}));
 }
 
 TEST(Config, ErrorsNameTheKey) {
@@ -69,6 +76,15 @@ TEST(Config, ErrorsNameTheKey) {
               "upstreams[0].url");
     EXPECT_EQ(failing_key(R"({"upstreams":[{"registry":"A.io","url":"http://x"}]})"),
               "upstreams[0].registry");
+    EXPECT_EQ(failing_key(R"({"upstreams":[{"registry":"a.io"}]})"), "upstreams[0].url");
+    EXPECT_EQ(
+        failing_key(R"({"upstreams":[{"registry":"a.io","url":"http://x","urls":["http://y"]}]})"),
+        "upstreams[0].url");
+    EXPECT_EQ(failing_key(R"({"upstreams":[{"registry":"a.io","urls":[]}]})"), "upstreams[0].urls");
+    EXPECT_EQ(failing_key(R"({"upstreams":[{"registry":"a.io","urls":["http://y","ftp://z"]}]})"),
+              "upstreams[0].urls[1]");
+    EXPECT_EQ(failing_key(R"({"upstreams":[{"registry":"a.io","urls":["http://y","http://y/"]}]})"),
+              "upstreams[0].urls[1]");
     EXPECT_EQ(
         failing_key(
             R"({"upstreams":[{"registry":"a.io","url":"http://x"},{"registry":"a.io","url":"http://y"}]})"),
@@ -106,7 +122,7 @@ TEST(Config, ErrorMessageSaysWhatIsWrong) {
 TEST(Config, UpstreamFlagSplitsAtTheFirstEquals) {
     auto u = regpin::config::parse_upstream_flag("127.0.0.1:5000=http://127.0.0.1:5000");
     EXPECT_EQ(u.registry, "127.0.0.1:5000");
-    EXPECT_EQ(u.url, "http://127.0.0.1:5000");
+    EXPECT_EQ(u.urls, std::vector<std::string>{"http://127.0.0.1:5000"});
     EXPECT_THROW(regpin::config::parse_upstream_flag("docker.io"), config_error);
     EXPECT_THROW(regpin::config::parse_upstream_flag("=http://x"), config_error);
 }
@@ -188,6 +204,19 @@ TEST(Config, PinStoreErrorsNameTheKey) {
     EXPECT_EQ(failing_key(R"({"pin_store":{"cert_file":"/c.pem"}})"), "pin_store.cert_file");
     EXPECT_EQ(failing_key(R"({"pin_store":{"password":"pw"}})"), "pin_store.username");
     EXPECT_EQ(failing_key(R"({"pin_store":{"endpoint":"http://e:2379"}})"), "pin_store.endpoint");
+}
+
+TEST(Config, HistoryIsKeptNinetyDaysUnlessSaidOtherwise) {
+    EXPECT_EQ(load_json("{}").history.retention, std::chrono::hours(24 * 90));
+    EXPECT_EQ(load_json(R"({"history":{"retention_days":7}})").history.retention,
+              std::chrono::hours(24 * 7));
+    EXPECT_EQ(load_json(R"({"history":{"retention_days":0}})").history.retention.count(), 0)
+        << "0 keeps the history forever";
+    EXPECT_EQ(failing_key(R"({"history":{"retention_days":-1}})"), "history.retention_days");
+    EXPECT_EQ(failing_key(R"({"history":{"retention_days":1.5}})"), "history.retention_days");
+    EXPECT_EQ(failing_key(R"({"history":{"retention_days":"90"}})"), "history.retention_days");
+    EXPECT_EQ(failing_key(R"({"history":{"retention":90}})"), "history.retention");
+    EXPECT_EQ(failing_key(R"({"history":90})"), "history");
 }
 
 TEST(Config, EtcdFlagSplitsAtCommas) {

@@ -13,7 +13,7 @@ config::settings two_upstreams() {
     s.upstreams = config::default_upstreams();
     config::upstream local;
     local.registry = "127.0.0.1:5000";
-    local.url = "http://127.0.0.1:5000";
+    local.urls = {"http://127.0.0.1:5000"};
     s.upstreams.push_back(local);
     config::validate(s);
     return s;

@@ -38,11 +38,11 @@ def sanitized_binary(path: str) -> bool:
 @dataclasses.dataclass
 class Upstream:
     """One entry of regpin's `upstreams`: `registry` is the name clients use (the `ns` value
-    and path prefix), `url` where regpin fetches from. Fields left None are not written, so
-    regpin's defaults apply."""
+    and path prefix), `url` where regpin fetches from (a list: its `urls`, mirrors tried in
+    order). Fields left None are not written, so regpin's defaults apply."""
 
     registry: str
-    url: str
+    url: str | list[str]
     connect_timeout_ms: Optional[int] = 2000
     read_timeout_ms: Optional[int] = 5000
     ca_file: Optional[str] = None
@@ -61,7 +61,8 @@ class Upstream:
         return cls(registry_name, upstream.url, **kwargs)
 
     def to_json(self) -> dict:
-        doc: dict[str, Any] = {"registry": self.registry, "url": self.url}
+        doc: dict[str, Any] = {"registry": self.registry}
+        doc["urls" if isinstance(self.url, list) else "url"] = self.url
         for key in ("aliases", "ca_file", "tls_verify", "username", "password", "password_file",
                     "password_env", "connect_timeout_ms", "read_timeout_ms", "max_idle_connections",
                     "send_ns", "low_speed_limit_bytes_per_s"):
