@@ -57,14 +57,18 @@ class UpstreamMirrorsTest(h.LogsOnFailure):
         return h.default_skopeo().copy_to_oci(f"docker://{self.regpin.host}/{DOCKER_HUB}/{ref}", dest,
                                               "copied", "--src-tls-verify=false")
 
-    def manifest_gets(self, registry: h.Registry, repository: str) -> int:
+    def requests_for(self, registry: h.Registry, repository: str) -> int:
+        """Requests `registry` logged for manifests and blobs of `repository`."""
         registry.sync_log()
-        return registry.access_log_count("GET", rf"^/v2/{repository}/manifests/")
+        pattern = re.compile(rf"/v2/{re.escape(repository)}/(manifests|blobs)/.+")
+        return sum(1 for e in registry.access_log() if pattern.fullmatch(e.path))
 
     def test_the_first_url_serves_while_it_is_up(self):
+        before = self.requests_for(self.first, "team/app"), self.requests_for(self.second, "team/app")
         self.assertEqual(self.skopeo_copy("team/app:v1"), self.images["v1"].digest)
         self.assertEqual(self.pinned_source("team/app", "v1"), self.first.url)
-        self.assertEqual(self.manifest_gets(self.second, "team/app"), 0)
+        self.assertGreater(self.requests_for(self.first, "team/app"), before[0])
+        self.assertEqual(self.requests_for(self.second, "team/app"), before[1], "the second URL was asked")
 
     def test_a_stopped_mirror_is_skipped_and_used_again_once_back(self):
         self.first.stop()
