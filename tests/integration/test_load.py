@@ -443,7 +443,10 @@ class GracefulShutdownTest(h.LogsOnFailure):
             return True
 
     def test_a_1_gib_pull_in_progress_at_sigterm_completes_and_regpin_exits_0(self):
-        regpin = self.start_regpin()
+        # A grace no machine running the sanitizer build beside other tests gets near (a cold
+        # 1 GiB pull ran out of the default 25 s there once): what is tested is that the pull
+        # in progress completes, not how fast.
+        regpin = self.start_regpin(shutdown_grace_s=300)
         resp = self.begin_pull(regpin)
         sha = hashlib.sha256()
         got = resp.read(4 << 20)
@@ -460,7 +463,7 @@ class GracefulShutdownTest(h.LogsOnFailure):
             received += len(chunk)
         self.assertEqual(received, self.SIZE)
         self.assertEqual("sha256:" + sha.hexdigest(), self.digest)
-        self.assertEqual(regpin.wait_exit(timeout=20), 0)
+        self.assertEqual(regpin.wait_exit(timeout=60), 0)
         self.assertNotIn("ran out", regpin.log())
 
     def test_a_stalled_pull_is_cut_when_the_grace_period_runs_out_and_regpin_exits_0(self):
