@@ -9,6 +9,7 @@ and not stopped by their test are terminated at interpreter exit.
 from __future__ import annotations
 
 import atexit
+import collections
 import os
 import shutil
 import signal
@@ -29,11 +30,22 @@ KEEP_TEMP = os.environ.get("REGPIN_TEST_KEEP") == "1"
 T = TypeVar("T")
 
 
+_ports_given: collections.deque[int] = collections.deque(maxlen=1024)
+_ports_lock = threading.Lock()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, close), and
+    not one this process was given lately: the kernel may hand a just-closed port out again at
+    once, and two calls in a row (a registry and an admin listener) once got the same one."""
+    with _ports_lock:
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port not in _ports_given:
+                _ports_given.append(port)
+                return port
 
 
 def wait_until(
