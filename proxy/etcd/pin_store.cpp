@@ -63,6 +63,28 @@ std::uint64_t fnv1a(std::string_view s) {
     return h;
 }
 
+// Events from key `from` on (at most `page`), decoded, with their keys; `more` when the range
+// goes on past them.
+struct event_page {
+    std::vector<std::pair<std::string, pin_event>> events;
+    bool more = false;
+};
+result<event_page> read_events(client& c, const std::string& from, const std::string& end,
+                               std::int64_t page) {
+    auto answer = c.call_blocking("/v3/kv/range", range_request(from, end, page));
+    if (!answer) return answer.error();
+    auto r = parse_range(*answer);
+    if (!r) return errc::corruption;
+    event_page out;
+    for (const auto& kv : r->kvs) {
+        auto e = storage::decode_event(kv.value);
+        if (!e) return errc::corruption;
+        out.events.emplace_back(kv.key, std::move(*e));
+    }
+    out.more = r->more && !r->kvs.empty();
+    return out;
+}
+
 }  // namespace
 
 std::string etcd_pin_store::pin_key_of(const std::string& encoded) const {
@@ -685,17 +707,12 @@ result<std::vector<pin_event>> etcd_pin_store::events(std::uint64_t after_id, st
     auto from = base + hex16(after_id + 1);
     while (out.size() < limit) {
         auto page = static_cast<std::int64_t>(std::min<std::size_t>(500, limit - out.size()));
-        auto answer = client_->call_blocking("/v3/kv/range", range_request(from, end, page));
-        if (!answer) return answer.error();
-        auto r = parse_range(*answer);
-        if (!r) return errc::corruption;
-        for (const auto& kv : r->kvs) {
-            auto e = storage::decode_event(kv.value);
-            if (!e) return errc::corruption;
-            if (e->time_ms >= since_ms && out.size() < limit) out.push_back(std::move(*e));
-        }
-        if (!r->more || r->kvs.empty()) break;
-        from = r->kvs.back().key + std::string(1, '\0');
+        auto r = read_events(*client_, from, end, page);
+        if (!r) return r.error();
+        for (auto& [key, e] : r->events)
+            if (e.time_ms >= since_ms && out.size() < limit) out.push_back(std::move(e));
+        if (!r->more) break;
+        from = r->events.back().first + std::string(1, '\0');
     }
     return out;
 }
@@ -759,26 +776,22 @@ result<std::size_t> etcd_pin_store::forget_before(std::int64_t cutoff_ms, std::s
         // Small pages: most hourly calls read one and find its first event too young.
         auto page = static_cast<std::int64_t>(
             std::min<std::size_t>(max_txn_ops, limit - event_keys.size()));
-        auto answer = client_->call_blocking("/v3/kv/range", range_request(from, end, page));
-        if (!answer) return answer.error();
-        auto r = parse_range(*answer);
-        if (!r) return errc::corruption;
-        for (const auto& kv : r->kvs) {
-            auto e = storage::decode_event(kv.value);
-            if (!e) return errc::corruption;
+        auto r = read_events(*client_, from, end, page);
+        if (!r) return r.error();
+        for (auto& [key, e] : r->events) {
             // P seq keeps the ids, but the newest event stays here too: one contract for both
             // stores.
-            if (e->time_ms >= cutoff_ms || e->id >= last_event) {
+            if (e.time_ms >= cutoff_ms || e.id >= last_event) {
                 reached = true;
                 break;
             }
-            event_keys.push_back(kv.key);
-            history_keys.push_back(store_.prefix + "history/" + codec::tag_prefix(e->key) +
-                                   hex16(e->id));
-            newest = e->id;
+            event_keys.push_back(key);
+            history_keys.push_back(store_.prefix + "history/" + codec::tag_prefix(e.key) +
+                                   hex16(e.id));
+            newest = e.id;
         }
-        if (!r->more || r->kvs.empty()) break;
-        from = r->kvs.back().key + std::string(1, '\0');
+        if (!r->more) break;
+        from = r->events.back().first + std::string(1, '\0');
     }
     if (event_keys.empty()) return std::size_t{0};
     // Alerts of events this old are known here: they were written with their events, long
