@@ -354,7 +354,7 @@ std::vector<registry_client::url_health> registry_client::health() const {
     auto now = std::chrono::steady_clock::now();
     std::vector<url_health> out;
     std::lock_guard lock(st.mutex);
-    for (const auto& m : st.mirrors) out.push_back({m.url, m.down_until <= now, m.failures});
+    for (const auto& m : st.mirrors) out.push_back({m.url, m.down_until <= now});
     return out;
 }
 

@@ -91,12 +91,10 @@ public:
     // through a redirect.
     std::optional<std::string> url_at(const http::origin& o) const;
 
-    // Each URL in the configured order: whether requests go to it now, or it is backing off
-    // after `failures` failures in a row.
+    // Each URL in the configured order: whether requests go to it now, or it is backing off.
     struct url_health {
         std::string url;
         bool up = true;
-        int failures = 0;
     };
     std::vector<url_health> health() const;
 
