@@ -335,6 +335,40 @@ webhook parse_webhook(const json& j, const std::string& path) {
     return w;
 }
 
+// A size as a JSON number of bytes or a string with a unit (parse_size).
+std::uint64_t get_size(const json& j, const std::string& key, const std::string& path) {
+    const auto& v = j.at(key);
+    if (v.is_number_unsigned()) return v.get<std::uint64_t>();
+    if (v.is_string()) return parse_size(v.get<std::string>(), path);
+    throw config_error(
+        path, "must be a size in bytes or a string such as \"50GiB\", got " + type_name(v));
+}
+
+cache_settings parse_cache(const json& j, const std::string& path) {
+    require_object(j, path);
+    reject_unknown_keys(j, path, {"max_bytes", "min_free_bytes", "min_free_percent", "protect"});
+    cache_settings c;
+    if (j.contains("max_bytes")) {
+        c.max_bytes = get_size(j, "max_bytes", path + ".max_bytes");
+        // Below this the folder's own overhead (RocksDB's logs, metadata, memtable flushes)
+        // leaves no room for content.
+        if (*c.max_bytes < (64ull << 20))
+            throw config_error(path + ".max_bytes",
+                               "must be at least 64MiB, got " + std::to_string(*c.max_bytes));
+    }
+    if (j.contains("min_free_bytes"))
+        c.min_free_bytes = get_size(j, "min_free_bytes", path + ".min_free_bytes");
+    if (j.contains("min_free_percent"))
+        c.min_free_percent =
+            static_cast<int>(get_int(j, "min_free_percent", path + ".min_free_percent", 0, 90));
+    if (j.contains("protect")) {
+        c.protect = get_string(j, "protect", path + ".protect");
+        if (c.protect != "pinned" && c.protect != "none")
+            throw config_error(path + ".protect", "must be \"pinned\" or \"none\"");
+    }
+    return c;
+}
+
 history_settings parse_history(const json& j, const std::string& path) {
     require_object(j, path);
     reject_unknown_keys(j, path, {"retention_days"});
@@ -478,6 +512,12 @@ void validate(settings& s) {
             throw config_error("admin.tokens[" + std::to_string(i) + "].name",
                                "duplicate token name '" + s.admin.tokens[i].name + "'");
     if (s.data_dir.empty()) throw config_error("data_dir", "must not be empty");
+    // Each would undo the other: eviction removes pinned layers, the pin's content keeper
+    // fetches them again on its next check.
+    if (s.cache.protect == "none" && s.pin_content == "all")
+        throw config_error("cache.protect",
+                           "\"none\" evicts the layers that pin_content \"all\" fetches back; "
+                           "use \"pinned\", or pin_content \"manifests\"");
     if (s.upstreams.empty()) throw config_error("upstreams", "at least one upstream is required");
     std::set<std::string> names;
     for (std::size_t i = 0; i < s.upstreams.size(); ++i) {
@@ -523,6 +563,44 @@ void validate(settings& s) {
                                s.log_level + "'");
 }
 
+std::uint64_t parse_size(const std::string& text, const std::string& key) {
+    auto bad = [&] {
+        return config_error(key,
+                            "must be a size such as \"50GiB\", \"512MiB\" or a number of "
+                            "bytes, got '" +
+                                text + "'");
+    };
+    std::size_t i = 0;
+    while (i < text.size() && text[i] == ' ') ++i;
+    std::size_t start = i;
+    while (i < text.size() && ((text[i] >= '0' && text[i] <= '9') || text[i] == '.')) ++i;
+    auto number = text.substr(start, i - start);
+    if (number.empty() || number.front() == '.' || number.back() == '.' ||
+        std::count(number.begin(), number.end(), '.') > 1)
+        throw bad();
+    while (i < text.size() && text[i] == ' ') ++i;
+    std::string unit = text.substr(i);
+    while (!unit.empty() && unit.back() == ' ') unit.pop_back();
+    static const std::pair<const char*, double> units[] = {{"", 1.0},
+                                                           {"B", 1.0},
+                                                           {"KB", 1e3},
+                                                           {"MB", 1e6},
+                                                           {"GB", 1e9},
+                                                           {"TB", 1e12},
+                                                           {"KiB", 1024.0},
+                                                           {"MiB", 1048576.0},
+                                                           {"GiB", 1073741824.0},
+                                                           {"TiB", 1099511627776.0}};
+    double factor = 0;
+    for (const auto& [name, f] : units)
+        if (unit == name) factor = f;
+    if (factor == 0) throw bad();
+    double value = std::stod(number) * factor;
+    if (value > 9.0e18) throw config_error(key, "is too large: '" + text + "'");
+    if (factor == 1.0 && number.find('.') != std::string::npos) throw bad();  // fractional bytes
+    return static_cast<std::uint64_t>(value);
+}
+
 settings load_json(const std::string& text, const std::string& source) {
     json j;
     try {
@@ -554,7 +632,8 @@ settings load_json(const std::string& text, const std::string& source) {
                          "admin",
                          "webhooks",
                          "history",
-                         "pin_store"});
+                         "pin_store",
+                         "cache"});
     settings s;
     if (j.contains("listen")) s.listen = get_string(j, "listen", "listen");
     if (j.contains("data_dir")) s.data_dir = get_string(j, "data_dir", "data_dir");
@@ -599,6 +678,7 @@ settings load_json(const std::string& text, const std::string& source) {
     if (j.contains("admin")) s.admin = parse_admin(j.at("admin"), "admin");
     if (j.contains("pin_store")) s.pin_store = parse_pin_store(j.at("pin_store"), "pin_store");
     if (j.contains("history")) s.history = parse_history(j.at("history"), "history");
+    if (j.contains("cache")) s.cache = parse_cache(j.at("cache"), "cache");
     if (j.contains("webhooks")) {
         const auto& ws = j.at("webhooks");
         if (!ws.is_array()) throw config_error("webhooks", "must be an array");

@@ -95,6 +95,24 @@ struct download_limits {
     std::chrono::seconds abandon_after{10};
 };
 
+// The cache's share of its disk (issue 15). Eviction removes the blobs read least recently until
+// the data folder fits: never those a pin needs (`protect`), never manifests (a few KiB each).
+struct cache_settings {
+    // The data folder's size at most, bytes; nullopt: no cap but free space.
+    std::optional<std::uint64_t> max_bytes;
+    // Free space kept on the data folder's file system: the larger of the two.
+    std::uint64_t min_free_bytes = 0;
+    int min_free_percent = 10;
+    // "pinned": never evict what a pin's served or pending digest reaches (its manifests,
+    // configs and layers held); "none": everything goes by last access.
+    std::string protect = "pinned";
+};
+
+// Parses a size: a whole number of bytes, or a number with a unit ("50GiB", "512 MiB", "2GB",
+// "1.5TiB"): B, KB/MB/GB/TB (powers of 1000), KiB/MiB/GiB/TiB (powers of 1024). Throws
+// config_error naming `key`.
+std::uint64_t parse_size(const std::string& text, const std::string& key);
+
 struct admin_token {
     std::string name;   // who acted, in the pin history ("token:<name>")
     std::string value;  // resolved from token_file / token_env at load time
@@ -179,6 +197,7 @@ struct settings {
     std::vector<webhook> webhooks;
     history_settings history;
     pin_store_settings pin_store;
+    cache_settings cache;
 };
 
 // Parses "URL[,URL...]" (the --etcd flag) into an etcd pin store's endpoints.

@@ -20,6 +20,7 @@
 #include "proxy/admin/metrics.hpp"
 #include "proxy/admin/webhooks.hpp"
 #include "proxy/cache/blob_fetcher.hpp"
+#include "proxy/cache/evictor.hpp"
 #include "proxy/cache/manifest_fetcher.hpp"
 #include "proxy/etcd/pin_store.hpp"
 #include "proxy/http/listener.hpp"
@@ -149,6 +150,7 @@ struct app::parts {
     std::unique_ptr<cache::blob_fetcher> fetcher;
     std::unique_ptr<cache::manifest_fetcher> manifests;
     std::unique_ptr<pins::closure_keeper> closure;
+    std::unique_ptr<cache::evictor> evictor;
     std::unique_ptr<pins::policy_table> policies;
     std::unique_ptr<pins::writer> writer;
     std::unique_ptr<pins::checker> checker;
@@ -174,6 +176,15 @@ struct app::parts {
     admin::counter_family* deliveries = nullptr;
     admin::counter_family* closure_walks = nullptr;
     admin::counter_family* downloads_dropped = nullptr;
+    admin::counter_family* cache_evictions = nullptr;
+    admin::counter_family* cache_evicted_bytes = nullptr;
+    admin::counter_family* cache_reclaimed_bytes = nullptr;
+    admin::gauge_family* cache_class_bytes = nullptr;
+    admin::gauge_family* cache_folder_bytes = nullptr;
+    admin::gauge_family* cache_limit_bytes = nullptr;
+    admin::gauge_family* cache_free_bytes = nullptr;
+    admin::gauge_family* cache_manifests = nullptr;
+    admin::gauge_family* cache_over_limit = nullptr;
 
     parts(asio::io_context& c, config::settings s) : ioc(c), settings(std::move(s)) {
         requests =
@@ -211,8 +222,41 @@ struct app::parts {
             "Upstream blob downloads not run to the end: queue_full (the client got 503), "
             "abandoned (nobody waited for it any more, downloads.abandon_after_s)",
             {"reason"});
+        cache_evictions = &metrics.counter("regpin_cache_evictions_total",
+                                           "Blobs evicted to keep the data folder within its "
+                                           "limit (cache.max_bytes, cache.min_free_*)");
+        cache_evicted_bytes =
+            &metrics.counter("regpin_cache_evicted_bytes_total", "Bytes of the blobs evicted");
+        cache_reclaimed_bytes = &metrics.counter(
+            "regpin_cache_reclaimed_bytes_total",
+            "Bytes the data folder shrank by after evictions (blob files deleted)");
+        cache_class_bytes = &metrics.gauge(
+            "regpin_cache_bytes",
+            "Bytes of stored blobs by class: protected (a pin needs them, cache.protect) or "
+            "evictable; as of the last look at the pins (at most a minute ago)",
+            {"class"});
+        cache_folder_bytes =
+            &metrics.gauge("regpin_cache_data_folder_bytes", "Bytes the data folder takes on disk");
+        cache_limit_bytes =
+            &metrics.gauge("regpin_cache_limit_bytes",
+                           "Bytes the data folder may take now: cache.max_bytes, or less to keep "
+                           "cache.min_free_* of its file system free");
+        cache_free_bytes = &metrics.gauge("regpin_cache_filesystem_free_bytes",
+                                          "Free bytes on the data folder's file system");
+        cache_manifests = &metrics.gauge("regpin_cache_manifests",
+                                         "Manifests stored (an estimate; never evicted)");
+        cache_over_limit = &metrics.gauge(
+            "regpin_cache_over_limit",
+            "1 while the data folder is over its limit with nothing left to evict but what pins "
+            "need: new blobs are served without being kept");
     }
 };
+
+std::string check_cache_limits(const config::settings& settings, std::string& summary) {
+    auto c = cache::check_limits(settings);
+    summary = c.summary;
+    return c.error;
+}
 
 app::app(asio::io_context& ioc, config::settings settings)
     : parts_(std::make_unique<parts>(ioc, std::move(settings))) {}
@@ -294,6 +338,24 @@ void app::start(std::shared_ptr<storage::database> db) {
     p.closure = std::make_unique<pins::closure_keeper>(
         ex, p.settings, *p.upstreams, p.stores->content(), *p.manifests, *p.fetcher,
         [pp](std::string_view result) { pp->closure_walks->with({std::string(result)}).inc(); });
+    p.evictor = std::make_unique<cache::evictor>(
+        p.settings, p.stores->content().index(), p.stores->pin_store(), db,
+        [pp](const cache::cache_status& s, const cache::evictor::pass_report& r) {
+            if (r.evictions > 0 && pp->closure) pp->closure->forget_complete();
+            pp->cache_evictions->with({}).inc(r.evictions);
+            pp->cache_evicted_bytes->with({}).inc(r.evicted_bytes);
+            pp->cache_reclaimed_bytes->with({}).inc(r.reclaimed_bytes);
+            pp->cache_class_bytes->with({"protected"}).set(static_cast<double>(s.protected_bytes));
+            pp->cache_class_bytes->with({"evictable"})
+                .set(static_cast<double>(s.blob_bytes - std::min(s.blob_bytes, s.protected_bytes)));
+            pp->cache_folder_bytes->with({}).set(static_cast<double>(s.usage.folder_bytes));
+            pp->cache_limit_bytes->with({}).set(static_cast<double>(s.limit_bytes));
+            pp->cache_free_bytes->with({}).set(static_cast<double>(s.usage.fs_free_bytes));
+            pp->cache_manifests->with({}).set(static_cast<double>(s.manifests));
+            pp->cache_over_limit->with({}).set(s.over_limit ? 1.0 : 0.0);
+        });
+    auto* evictor = p.evictor.get();
+    p.fetcher->set_admission([evictor] { return evictor->admitting(); });
     p.policies = std::make_unique<pins::policy_table>(p.settings);
     p.writer = std::make_unique<pins::writer>(p.stores->pins(), hooks);
     p.checker = std::make_unique<pins::checker>(p.settings, *p.policies, *p.upstreams,
@@ -388,6 +450,13 @@ void app::start(std::shared_ptr<storage::database> db) {
         [pp](std::string_view result) { pp->deliveries->with({std::string(result)}).inc(); });
     p.admin = std::make_unique<admin::admin_api>(p.settings, *pins, *p.actions, *p.scheduler,
                                                  *p.upstreams, *p.closure, p.metrics);
+    p.admin->set_evictor(p.evictor.get());
+    auto* index = &p.stores->content().index();
+    p.metrics.gauge("regpin_cache_blobs", "Blobs stored complete").set_callback([index] {
+        return static_cast<double>(index->count());
+    });
+    p.metrics.gauge("regpin_cache_blob_bytes", "Bytes of the blobs stored complete")
+        .set_callback([index] { return static_cast<double>(index->bytes()); });
 
     http::listener_options ro;
     ro.listen = p.settings.listen;
@@ -447,6 +516,7 @@ void app::start(std::shared_ptr<storage::database> db) {
     if (p.admin_listener) p.admin_listener->start();
     p.scheduler->start_sweep();
     p.webhooks->start();
+    p.evictor->start();
     if (p.settings.history.retention.count() > 0) {
         p.history = std::make_shared<history_sweeper>(ex, *pins, p.settings.history.retention);
         p.history->start();
@@ -469,6 +539,7 @@ std::size_t app::in_flight() const {
 
 void app::stop() {
     auto& p = *parts_;
+    if (p.evictor) p.evictor->stop();
     if (p.registry_listener) p.registry_listener->stop();
     if (p.admin_listener) p.admin_listener->stop();
     if (p.scheduler) p.scheduler->stop();

@@ -3,6 +3,7 @@
 // its listener, the webhook sender, and the metrics that tie them together.
 
 #include <memory>
+#include <string>
 
 #include <boost/asio/io_context.hpp>
 
@@ -10,6 +11,10 @@
 #include "storage/database.hpp"
 
 namespace regpin::proxy {
+
+// The cache limits (cache.*) checked against the data folder's file system: an error naming
+// the key that cannot hold there, or empty; `summary` says what holds (cache/evictor.hpp).
+std::string check_cache_limits(const config::settings& settings, std::string& summary);
 
 class app {
 public:

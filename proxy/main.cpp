@@ -37,6 +37,7 @@ Usage:
   regpin pins COMMAND ...    list, show, approve, unpin, set or check pins of a running regpin
                              (see 'regpin pins --help')
   regpin events [options]    list pin events, or follow them (see 'regpin events --help')
+  regpin cache [options]     the cache on disk: size, limit, protected and evictable, evictions (alias: du)
   regpin prefetch IMAGE...   pull images through a running regpin: cache and pin them
   regpin export ...          write pinned images and their pins to a bundle (OCI layout tar)
   regpin import BUNDLE.tar   load a bundle into a data folder (air-gapped sites)
@@ -127,7 +128,13 @@ int serve(int argc, char** argv) {
         std::fprintf(stderr, "regpin: invalid configuration: %s\n", e.what());
         return 2;
     }
+    std::string cache_summary;
+    if (auto error = regpin::proxy::check_cache_limits(settings, cache_summary); !error.empty()) {
+        std::fprintf(stderr, "regpin: invalid configuration: %s\n", error.c_str());
+        return 2;
+    }
     if (opts.check_only) {
+        std::printf("%s\n", cache_summary.c_str());
         std::printf("configuration ok: listen %s, data %s, %zu upstream(s), default %s, pins %s\n",
                     settings.listen.c_str(), settings.data_dir.c_str(), settings.upstreams.size(),
                     settings.default_upstream.c_str(),
@@ -141,6 +148,7 @@ int serve(int argc, char** argv) {
     spdlog::set_default_logger(spdlog::stderr_color_mt("regpin"));
     spdlog::set_level(spdlog::level::from_str(settings.log_level));
     spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ %v");
+    spdlog::info("{}", cache_summary);
 
     // RocksDB's blob reads allocate one buffer per chunk; below this threshold glibc serves
     // them from the heap instead of an mmap/munmap pair each time (stack.md: 2x read speed).
@@ -267,6 +275,7 @@ int main(int argc, char** argv) {
     spdlog::set_level(spdlog::level::warn);
     if (cmd == "pins") return regpin::proxy::cli::pins_command(argc - 2, argv + 2);
     if (cmd == "events") return regpin::proxy::cli::events_command(argc - 2, argv + 2);
+    if (cmd == "cache" || cmd == "du") return regpin::proxy::cli::cache_command(argc - 2, argv + 2);
     if (cmd == "hosts-toml") return regpin::proxy::cli::hosts_toml_command(argc - 2, argv + 2);
     if (cmd == "prefetch") return regpin::proxy::cli::prefetch_command(argc - 2, argv + 2);
     if (cmd == "export") return regpin::proxy::cli::export_command(argc - 2, argv + 2);

@@ -25,7 +25,8 @@ const char* const cf_names[] = {rocksdb::kDefaultColumnFamilyName.c_str(),
                                 "pins",
                                 "events",
                                 "outbox",
-                                "referrers"};
+                                "referrers",
+                                "blob_access"};
 
 rocksdb::ColumnFamilyOptions chunk_options() {
     rocksdb::ColumnFamilyOptions o;

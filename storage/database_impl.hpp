@@ -24,6 +24,8 @@ public:
     rocksdb::ColumnFamilyHandle* outbox() const { return cfs_[6]; }
     // Null in a read-only open of a folder written before it existed.
     rocksdb::ColumnFamilyHandle* referrers() const { return cfs_[7]; }
+    // Blobs' last access (storage/cache_index.hpp); null like referrers().
+    rocksdb::ColumnFamilyHandle* blob_access() const { return cfs_[8]; }
 
     // Whether chunks may be located in blob files (open_report::locate_verified).
     bool locate_verified() const { return locate_verified_; }

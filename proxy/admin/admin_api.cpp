@@ -117,6 +117,10 @@ asio::awaitable<reply> admin_api::handle(http::incoming in) {
         if (!probe) co_return json_reply(503, {{"status", "storage unavailable"}});
         if (auto why = pins_.degraded())
             co_return json_reply(200, {{"status", "degraded"}, {"detail", *why}});
+        // Still ready: everything cached is served; only new blobs are not kept.
+        if (evictor_ && !evictor_->admitting())
+            co_return json_reply(
+                200, {{"status", "degraded"}, {"detail", "cache: " + evictor_->status().detail}});
         co_return json_reply(200, {{"status", "ready"}});
     }
     if (path == "/metrics") {
@@ -210,6 +214,10 @@ asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string acto
             co_return fail(oci::error_code::manifest_unknown, "no pin and no history for that tag",
                            404);
         co_return json_reply(200, out);
+    }
+    if (in.method == "GET" && path == "/api/v1/cache") {
+        if (!evictor_) co_return fail(oci::error_code::unsupported, "no cache status here", 404);
+        co_return json_reply(200, cache::cache_json(evictor_->status(), evictor_->settings()));
     }
     if (in.method == "GET" && path == "/api/v1/events") {
         std::uint64_t after = 0;

@@ -9,6 +9,7 @@
 //   POST /api/v1/pin/set      {registry, repository, tag, digest}
 //   POST /api/v1/pin/check    {registry, repository, tag}
 //   GET  /api/v1/events?after=ID&since=TIME&limit=N&wait_s=S
+//   GET  /api/v1/cache                                    size, limit, classes, evictions
 // Everything under /api/ needs `Authorization: Bearer <token>` (admin.tokens; compared in
 // constant time); the token's name is the actor in the pin history. JSON in and out; errors
 // use the OCI error body.
@@ -20,6 +21,7 @@
 
 #include "config/config.hpp"
 #include "proxy/admin/metrics.hpp"
+#include "proxy/cache/evictor.hpp"
 #include "proxy/http/message.hpp"
 #include "proxy/pins/actions.hpp"
 #include "proxy/pins/closure.hpp"
@@ -40,6 +42,8 @@ public:
     // A shutdown began: /readyz answers 503 "draining" from now on, so load balancers stop
     // sending new pulls while those in progress finish.
     void set_draining() { draining_ = true; }
+    // The size cap's keeper: /readyz says when it is over the limit, /api/v1/cache shows it.
+    void set_evictor(const cache::evictor* e) { evictor_ = e; }
 
     // The name of the configured token equal to `presented`, or empty. Constant time in the
     // token's contents.
@@ -56,6 +60,7 @@ private:
     const pins::closure_keeper& closure_;
     metrics& metrics_;
     std::atomic<bool> draining_{false};
+    const cache::evictor* evictor_ = nullptr;
 };
 
 }  // namespace regpin::proxy::admin

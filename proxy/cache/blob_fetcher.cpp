@@ -1,5 +1,6 @@
 #include "proxy/cache/blob_fetcher.hpp"
 
+#include <random>
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -31,6 +32,23 @@ oci::error download_failure(const std::string& registry, const std::string& what
     return {oci::error_code::unavailable, "upstream " + registry + ": " + what};
 }
 
+// Where a download that is not kept writes its chunks: a random name of a digest's shape,
+// never committed (open_database removes it after a crash), so that no later download of the
+// same digest shares its keys.
+storage::digest transient_key() {
+    static thread_local std::mt19937_64 rng{std::random_device{}()};
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string s = "sha256:";
+    for (int i = 0; i < 64; ++i) s.push_back(hex[rng() & 15]);
+    return *storage::digest::parse(s);
+}
+
+asio::awaitable<void> discard_transient(store::content& content, storage::digest key) {
+    if (auto r = co_await content.discard_blob(key); !r)
+        spdlog::warn("blob chunks {} (not kept) could not be removed: {}", key.str(),
+                     r.error().message());
+}
+
 }  // namespace
 
 class blob_download : public std::enable_shared_from_this<blob_download> {
@@ -38,7 +56,13 @@ public:
     enum class phase { connecting, streaming, complete, failed };
 
     blob_download(blob_fetcher& owner, storage::digest d, std::string registry)
-        : owner_(owner), digest_(std::move(d)), registry_(std::move(registry)) {}
+        : owner_(owner), digest_(std::move(d)), key_(digest_), registry_(std::move(registry)) {}
+    // A download not kept (the cache is over its limit) removes its chunks once the last
+    // reader is done with them.
+    ~blob_download() {
+        if (transient_written_)
+            asio::co_spawn(owner_.ex_, discard_transient(owner_.content_, key_), asio::detached);
+    }
 
     // Downloads, verifies and commits; on any failure discards and fails every client.
     asio::awaitable<void> run(upstream::registry_client& client, std::string repository);
@@ -109,6 +133,8 @@ public:
     }
 
     const storage::digest& digest() const { return digest_; }
+    // Where its chunks are stored: the digest, or a transient key when it is not kept.
+    const storage::digest& store_key() const { return key_; }
     std::uint32_t chunk_size() const { return chunk_size_; }
     store::content& content() const { return owner_.content_; }
 
@@ -134,6 +160,8 @@ private:
 
     blob_fetcher& owner_;
     storage::digest digest_;
+    storage::digest key_;  // written once, before the first chunk; read by streams after
+    bool transient_written_ = false;
     std::string registry_;
     std::uint32_t chunk_size_ = storage::blob_store::default_chunk_size;
     storage::blob_store::durability durability_ = storage::blob_store::durability::logged;
@@ -151,7 +179,7 @@ private:
 
 // `bytes` stays valid: the download changes its tail only after the write returned.
 asio::awaitable<bool> blob_download::flush_chunk(std::uint64_t index, std::string_view bytes) {
-    auto written = co_await owner_.content_.put_chunk(digest_, index, bytes, durability_);
+    auto written = co_await owner_.content_.put_chunk(key_, index, bytes, durability_);
     co_return static_cast<bool>(written);
 }
 
@@ -167,7 +195,7 @@ asio::awaitable<void> blob_download::run(upstream::registry_client& client,
         failed = true;
     }
     if (failed) {
-        (void)co_await owner_.content_.discard_blob(digest_);
+        (void)co_await owner_.content_.discard_blob(key_);
         owner_.finished(digest_, registry_);
         fail({oci::error_code::unavailable, "download of " + digest_.str() + " failed"});
     }
@@ -194,7 +222,13 @@ asio::awaitable<void> blob_download::download(upstream::registry_client& client,
         owner_.finished(digest_, registry_);
         co_return;
     }
-    if (auto began = co_await owner_.content_.begin_blob(digest_, chunk_size_); !began) {
+    bool keep = !owner_.admit_ || owner_.admit_();
+    if (!keep) {
+        key_ = transient_key();
+        spdlog::info("blob {} from {}: served without being kept: the cache is over its limit",
+                     digest_.str(), registry_);
+    }
+    if (auto began = co_await owner_.content_.begin_blob(key_, chunk_size_); !began) {
         fail({oci::error_code::unknown, "cannot write to the cache"});
         owner_.finished(digest_, registry_);
         co_return;
@@ -277,7 +311,7 @@ asio::awaitable<void> blob_download::download(upstream::registry_client& client,
         auto got = h.finish();
         if (!(got == digest_)) failure = "content does not match digest (got " + got.str() + ")";
     }
-    if (failure.empty()) {
+    if (failure.empty() && keep) {
         auto committed = co_await owner_.content_.commit_blob(digest_, total, durability_);
         if (!committed) failure = "cache commit failed";
     }
@@ -290,7 +324,7 @@ asio::awaitable<void> blob_download::download(upstream::registry_client& client,
         } else {
             spdlog::error("blob {} from {}: {}; discarded", digest_.str(), registry_, failure);
         }
-        (void)co_await owner_.content_.discard_blob(digest_);
+        (void)co_await owner_.content_.discard_blob(key_);
         owner_.finished(digest_, registry_);
         fail(download_failure(registry_, failure));
         co_return;
@@ -302,6 +336,7 @@ asio::awaitable<void> blob_download::download(upstream::registry_client& client,
         tail_.shrink_to_fit();
         size_ = total;
         phase_ = phase::complete;
+        transient_written_ = !keep;
     }
     spdlog::debug("blob {} stored ({} bytes)", digest_.str(), total);
     owner_.finished(digest_, registry_);
@@ -336,7 +371,7 @@ public:
                 auto stop = std::min<std::uint64_t>(chunk_bytes, deliverable - chunk_start);
                 // Stored: every flushed chunk (all of them once complete, the last one short).
                 auto stored = (v.flushed + cs - 1) / cs - index;
-                auto part = co_await source_.part(dl_->digest(), index, chunk_bytes,
+                auto part = co_await source_.part(dl_->store_key(), index, chunk_bytes,
                                                   offset_ - chunk_start, stop, files, stored);
                 if (part) offset_ = chunk_start + stop;
                 co_return part;

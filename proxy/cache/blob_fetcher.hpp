@@ -73,6 +73,11 @@ public:
 
     store::content& content() { return content_; }
 
+    // Asked as each download starts: false streams the blob to its clients without keeping it
+    // (the cache is over its limit: cache/evictor.hpp). Must not block. Unset: always kept.
+    void set_admission(std::function<bool()> admit) { admit_ = std::move(admit); }
+    bool admitting() const { return !admit_ || admit_(); }
+
 private:
     friend class blob_download;
     // The download of `d`, joined or started; nullptr when the blob is stored.
@@ -101,6 +106,7 @@ private:
     store::content& content_;
     const config::download_limits limits_;
     observer on_drop_;
+    std::function<bool()> admit_;
     mutable std::mutex mutex_;
     std::unordered_map<storage::digest, std::shared_ptr<blob_download>> downloads_;
     std::size_t running_ = 0;

@@ -322,4 +322,50 @@ int events_command(int argc, char** argv) {
     }
 }
 
+int cache_command(int argc, char** argv) {
+    CLI::App app{
+        "Shows what a running regpin's cache holds on disk: the data folder against its limit "
+        "(cache.max_bytes, cache.min_free_*), blobs by class (protected: a pin needs them; "
+        "evictable), manifests, evictions and the space they gave back.",
+        "regpin cache"};
+    common c;
+    add_common(app, c, "print the API's JSON instead of a table");
+    if (auto exit = parse(app, argc, argv)) return *exit;
+    read_token(c);
+    auto j = call(c, "GET", "/api/v1/cache");
+    if (c.as_json) {
+        std::puts(j.dump(2).c_str());
+        return 0;
+    }
+    auto size = [](const json& v) {
+        auto b = v.is_number() ? v.get<double>() : 0.0;
+        char buf[32];
+        if (b >= 1024.0 * 1024 * 1024)
+            std::snprintf(buf, sizeof buf, "%.2f GiB", b / (1024.0 * 1024 * 1024));
+        else
+            std::snprintf(buf, sizeof buf, "%.1f MiB", b / (1024.0 * 1024));
+        return std::string(buf);
+    };
+    auto n = [](const json& v) {
+        return std::to_string(v.is_number() ? v.get<std::uint64_t>() : 0);
+    };
+    std::vector<std::vector<std::string>> rows = {
+        {"WHAT", "VALUE"},
+        {"data folder", size(j["data_folder_bytes"])},
+        {"limit now", size(j["limit_bytes"])},
+        {"file system free",
+         size(j["filesystem_free_bytes"]) + " of " + size(j["filesystem_bytes"])},
+        {"blobs", n(j["blobs"]) + " (" + size(j["blob_bytes"]) + ")"},
+        {"  protected", n(j["protected_blobs"]) + " (" + size(j["protected_bytes"]) + ")"},
+        {"  evictable", size(j["evictable_bytes"])},
+        {"manifests", n(j["manifests"])},
+        {"evicted since start", n(j["evictions"]) + " (" + size(j["evicted_bytes"]) + ")"},
+        {"reclaimed since start", size(j["reclaimed_bytes"])},
+        {"blob files", n(j["blob_files"]["count"]) + " (" + size(j["blob_files"]["bytes"]) + ")"},
+        {"new blobs", j.value("admitting", true) ? "kept" : "served without being kept"}};
+    print_table(rows);
+    if (j.contains("detail")) std::printf("\n%s\n", j["detail"].get<std::string>().c_str());
+    return 0;
+}
+
 }  // namespace regpin::proxy::cli

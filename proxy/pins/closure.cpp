@@ -101,6 +101,11 @@ void closure_keeper::hold(const storage::pin_key& key, const std::string& digest
     if (start) asio::co_spawn(ex_, work(), asio::detached);
 }
 
+void closure_keeper::forget_complete() {
+    std::lock_guard lock(mutex_);
+    complete_.clear();
+}
+
 void closure_keeper::stop() {
     std::lock_guard lock(mutex_);
     stopped_ = true;

@@ -69,8 +69,8 @@ public:
     static constexpr std::size_t queue_capacity = 4096;
     static constexpr std::size_t workers = 2;
     // Digests whose closure a walk found complete, remembered so that the check of every pin
-    // (hold() again) costs no store reads; cleared when full. Content is never deleted today:
-    // eviction (issue 15) must forget what it evicts here.
+    // (hold() again) costs no store reads; cleared when full, and when content was evicted
+    // (forget_complete).
     static constexpr std::size_t remembered_complete = 65536;
 
     // result: "complete", "incomplete" (something could not be fetched), "dropped" (queue full).
@@ -91,6 +91,10 @@ public:
                                                                 std::string tag) const;
 
     std::size_t queued() const;
+
+    // Content was evicted (cache/evictor.hpp): closures found complete may not be any more,
+    // so the next hold() of each walks it again.
+    void forget_complete();
 
     // Queues nothing more and forgets what is queued (walks under way end with the loop).
     void stop();

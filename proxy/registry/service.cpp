@@ -359,8 +359,10 @@ asio::awaitable<reply> service::blob(const target& t, bool head, std::string ran
             co_return r;
         }
 
-        if (!range.empty()) {
-            // Partial reads of an uncached blob wait for the verified whole, then read the store.
+        // Partial reads of an uncached blob wait for the verified whole, then read the store. A
+        // blob that will not be kept (the cache is over its limit) is sent whole: a 200 with
+        // the full body is a valid answer to a Range request (RFC 9110, 14.2).
+        if (!range.empty() && fetcher_.admitting()) {
             auto done = co_await fetcher_.wait_complete(d, *t.client, repository);
             if (!done) co_return error_reply(done.error());
             continue;

@@ -47,14 +47,20 @@ result<std::optional<std::string>> small_blob(const blob_store* blobs, storage::
 }  // namespace
 
 content::content(std::shared_ptr<storage::database> db, boost::asio::thread_pool& pool)
-    : pool_(pool), blobs_(db), manifests_(db), referrers_(db) {}
+    : pool_(pool),
+      blobs_(db),
+      manifests_(db),
+      referrers_(db),
+      index_(std::make_unique<storage::cache_index>(db)) {}
 
 result<std::optional<storage::manifest>> content::peek_manifest(const storage::digest& d) const {
     return manifests_.find(d, storage::read_mode::memory_only);
 }
 
 result<std::optional<storage::blob_record>> content::peek_blob(const storage::digest& d) const {
-    return blobs_.find(d, storage::read_mode::memory_only);
+    auto r = blobs_.find(d, storage::read_mode::memory_only);
+    if (r && *r) index_->touch(d);
+    return r;
 }
 
 awaitable<result<std::optional<storage::manifest>>> content::find_manifest(
@@ -70,7 +76,9 @@ awaitable<result<void>> content::put_manifest(storage::digest d, storage::manife
 
 awaitable<result<std::optional<storage::blob_record>>> content::find_blob(storage::digest d) const {
     const auto* blobs = &blobs_;
-    co_return co_await memory_first<&blob_store::find>(pool_, blobs, d);
+    auto r = co_await memory_first<&blob_store::find>(pool_, blobs, d);
+    if (r && *r) index_->touch(d);
+    co_return r;
 }
 
 awaitable<result<void>> content::begin_blob(storage::digest d, std::uint32_t chunk_size) {
@@ -87,7 +95,9 @@ awaitable<result<void>> content::put_chunk(storage::digest d, std::uint64_t inde
 awaitable<result<void>> content::commit_blob(storage::digest d, std::uint64_t size,
                                              blob_store::durability mode) {
     auto* blobs = &blobs_;
-    co_return co_await on_pool<&blob_store::commit>(pool_, blobs, d, size, mode);
+    auto r = co_await on_pool<&blob_store::commit>(pool_, blobs, d, size, mode);
+    if (r) index_->added(d, size);
+    co_return r;
 }
 
 awaitable<result<void>> content::discard_blob(storage::digest d) {

@@ -19,6 +19,7 @@
 
 #include "proxy/store/shared_chunks.hpp"
 #include "storage/blob_store.hpp"
+#include "storage/cache_index.hpp"
 #include "storage/digest.hpp"
 #include "storage/manifest_store.hpp"
 #include "storage/referrers_store.hpp"
@@ -33,6 +34,11 @@ using awaitable = boost::asio::awaitable<T>;
 class content {
 public:
     content(std::shared_ptr<storage::database> db, boost::asio::thread_pool& pool);
+
+    // Blobs by last read, for the size cap (storage/cache_index.hpp): a blob found complete
+    // here (peek_blob, find_blob) counts as read, a committed one as read when committed.
+    storage::cache_index& index() { return *index_; }
+    const storage::cache_index& index() const { return *index_; }
 
     // Lookups answered from RocksDB's memory without suspending (the hot path: no coroutine
     // frame, no thread hop); errc::would_block when the answer needs the disk: then co_await
@@ -91,6 +97,7 @@ private:
     storage::blob_store blobs_;
     storage::manifest_store manifests_;
     storage::referrers_store referrers_;
+    std::unique_ptr<storage::cache_index> index_;
     mutable shared_chunks copies_;
 };
 

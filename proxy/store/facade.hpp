@@ -26,6 +26,9 @@ public:
 
     store::content& content() { return content_; }
     store::pin_records& pins() { return pins_; }
+    // The pin store itself, for a thread of its own that may block (cache/evictor.hpp).
+    const storage::pin_store& pin_store() const { return *pin_store_; }
+    const std::shared_ptr<storage::database>& database() const { return db_; }
 
 private:
     boost::asio::thread_pool pool_;

@@ -227,3 +227,35 @@ TEST(Config, EtcdFlagSplitsAtCommas) {
     EXPECT_THROW(regpin::config::parse_etcd_flag(""), config_error);
     EXPECT_THROW(regpin::config::parse_etcd_flag("a:2379"), config_error);
 }
+
+TEST(Config, CacheLimitsTakeUnitsAndDefaultToTenPercentFree) {
+    auto d = load_json("{}").cache;
+    EXPECT_FALSE(d.max_bytes.has_value());
+    EXPECT_EQ(d.min_free_percent, 10);
+    EXPECT_EQ(d.min_free_bytes, 0u);
+    EXPECT_EQ(d.protect, "pinned");
+    auto c = load_json(
+                 R"({"cache":{"max_bytes":"50GiB","min_free_bytes":"2 GB","min_free_percent":0,
+                              "protect":"none"}})")
+                 .cache;
+    EXPECT_EQ(c.max_bytes, 50ull << 30);
+    EXPECT_EQ(c.min_free_bytes, 2000000000u);
+    EXPECT_EQ(c.min_free_percent, 0);
+    EXPECT_EQ(c.protect, "none");
+    EXPECT_EQ(load_json(R"({"cache":{"max_bytes":134217728}})").cache.max_bytes, 128ull << 20);
+    EXPECT_EQ(load_json(R"({"cache":{"max_bytes":"1.5TiB"}})").cache.max_bytes,
+              3ull * (1ull << 39));
+    EXPECT_EQ(regpin::config::parse_size("512MiB", "k"), 512ull << 20);
+    EXPECT_EQ(regpin::config::parse_size("100", "k"), 100u);
+    for (const char* bad : {"", "GiB", "5 GiBs", "-1GiB", "1..5GiB", ".5GiB", "1.5", "5 gib"})
+        EXPECT_THROW(regpin::config::parse_size(bad, "k"), config_error) << bad;
+    EXPECT_EQ(failing_key(R"({"cache":{"max_bytes":"10MiB"}})"), "cache.max_bytes")
+        << "below the folder's own overhead";
+    EXPECT_EQ(failing_key(R"({"cache":{"max_bytes":-5}})"), "cache.max_bytes");
+    EXPECT_EQ(failing_key(R"({"cache":{"max_bytes":"lots"}})"), "cache.max_bytes");
+    EXPECT_EQ(failing_key(R"({"cache":{"min_free_percent":95}})"), "cache.min_free_percent");
+    EXPECT_EQ(failing_key(R"({"cache":{"protect":"all"}})"), "cache.protect");
+    EXPECT_EQ(failing_key(R"({"cache":{"max_size":1}})"), "cache.max_size");
+    EXPECT_EQ(failing_key(R"({"cache":{"protect":"none"},"pin_content":"all"})"), "cache.protect")
+        << "eviction and pin_content all would undo each other";
+}

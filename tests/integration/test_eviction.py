@@ -1,0 +1,217 @@
+"""The size cap (issue 15): cache.max_bytes and cache.min_free_*, eviction by last read that
+never removes what a pin needs, and what happens when pins alone fill the limit.
+
+A real docker-registry upstream; images pushed over its HTTP API (one 8 MiB layer each), pulled
+through regpin by tag (pinned: protected) or by digest (not pinned: evictable)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import unittest
+
+import harness as h
+
+LAYER = 8 << 20
+LIMIT = 64 << 20
+IMAGES = 12
+
+
+def push_image(registry: h.Registry, repo: str, img: h.Image) -> None:
+    manifest = img.blobs[img.digest]
+    for d, data in img.blobs.items():
+        if d != img.digest:
+            registry.upload_blob(repo, d, data)
+    registry.put_manifest(repo, img.tag, manifest, img.media_type)
+
+
+class EvictionTest(h.LogsOnFailure):
+    @classmethod
+    def setUpClass(cls):
+        cls.upstream = h.Registry().start()
+        cls.addClassCleanup(cls.upstream.close)
+        layout = h.OciLayout(os.path.join(h.make_temp_dir("layout"), "oci"))
+        cls.images = []
+        for i in range(IMAGES):
+            img = h.make_large_image(layout, "v1", seed=f"evict-{i}", size=LAYER)
+            push_image(cls.upstream, f"team/app{i}", img)
+            cls.images.append(img)
+
+    def start(self, **cache) -> h.Regpin:
+        settings = {"cache": {"max_bytes": LIMIT, "min_free_percent": 0, **cache}}
+        self.regpin = h.Regpin([h.Upstream("upstream.test", self.upstream.url)],
+                               admin_tokens=[h.AdminToken("ops", "cache-test-token-0123456789")],
+                               settings=settings).start()
+        self.addCleanup(self.regpin.close)
+        return self.regpin
+
+    def cache(self) -> dict:
+        resp = self.regpin.admin_request("GET", "/api/v1/cache")
+        self.assertEqual(resp.status, 200, resp.body[:300])
+        return json.loads(resp.body)
+
+    def layer(self, i: int) -> str:
+        return self.images[i].layer_digests[0]
+
+    def pull(self, i: int, by_tag: bool) -> None:
+        """Pulls image i as a client does: the manifest (by tag: pinned; by digest: not), then
+        its config and layer, checking every byte."""
+        img = self.images[i]
+        ref = "v1" if by_tag else img.digest
+        resp = self.regpin.get(f"/v2/team/app{i}/manifests/{ref}",
+                               {"Accept": h.MEDIA_OCI_MANIFEST})
+        self.assertEqual(resp.status, 200, resp.body[:300])
+        self.assertEqual(resp.header("Docker-Content-Digest"), img.digest)
+        for d in img.config_digests + img.layer_digests:
+            self.read_blob(i, d)
+
+    def read_blob(self, i: int, d: str, headers: dict | None = None) -> h.Response:
+        resp = self.regpin.get(f"/v2/team/app{i}/blobs/{d}", headers or {}, timeout=60)
+        self.assertEqual(resp.status, 200, resp.body[:300])
+        self.assertEqual(h.sha256_digest(resp.body), d)
+        return resp
+
+    def upstream_gets(self, i: int, d: str) -> int:
+        self.upstream.sync_log()
+        return self.upstream.access_log_count("GET", rf"^/v2/team/app{i}/blobs/{d}$")
+
+    def test_evicts_what_was_read_least_recently_and_never_what_a_pin_needs(self):
+        self.start()
+        self.pull(0, by_tag=True)  # pinned: its config and layer are protected
+        for i in range(1, 5):
+            self.pull(i, by_tag=False)
+        self.read_blob(1, self.layer(1))  # read again: younger than 2, 3 and 4
+        for i in range(5, 9):
+            self.pull(i, by_tag=False)
+
+        # 9 layers of 8 MiB do not fit in 64 MiB: the evictor runs as the cache grows.
+        def fits() -> bool:
+            c = self.cache()
+            return c["evictions"] > 0 and c["data_folder_bytes"] <= c["limit_bytes"]
+
+        h.wait_until(fits, timeout=60, interval=0.2, message="the data folder back under its limit")
+        c = self.cache()
+        self.assertLessEqual(c["data_folder_bytes"], LIMIT)
+        self.assertEqual(c["limit_bytes"], LIMIT)
+        self.assertGreaterEqual(c["protected_bytes"], LAYER, c)
+        self.assertGreater(c["reclaimed_bytes"], 0, c)
+        self.assertTrue(c["admitting"], c)
+
+        # The pinned image and the blobs read most recently stay; the oldest read went.
+        before = {i: self.upstream_gets(i, self.layer(i)) for i in (0, 1, 2, 8)}
+        for i in (0, 1, 2, 8):
+            self.read_blob(i, self.layer(i))
+        after = {i: self.upstream_gets(i, self.layer(i)) for i in (0, 1, 2, 8)}
+        self.assertEqual(after[0], before[0], "the pinned layer was evicted")
+        self.assertEqual(after[1], before[1], "a layer read recently was evicted")
+        self.assertEqual(after[8], before[8], "the newest layer was evicted")
+        self.assertEqual(after[2], before[2] + 1, "the layer read least recently was kept")
+
+        metrics = self.regpin.metrics_text()
+        self.assertRegex(metrics, r"(?m)^regpin_cache_evictions_total [1-9]")
+        self.assertRegex(metrics, r'(?m)^regpin_cache_bytes\{class="protected"\} [1-9]')
+        limit = re.search(r"(?m)^regpin_cache_limit_bytes (\S+)$", metrics)
+        self.assertIsNotNone(limit, metrics)
+        self.assertEqual(float(limit.group(1)), LIMIT)
+        out = self.regpin.cli("cache", check=True).stdout
+        self.assertIn("protected", out)
+        self.assertIn("64.0 MiB", out)
+
+    def test_pins_alone_over_the_limit_serve_new_blobs_without_keeping_them(self):
+        self.start()
+        for i in range(9):  # 72 MiB that pins need
+            self.pull(i, by_tag=True)
+
+        def over() -> bool:
+            return self.cache()["over_limit"]
+
+        h.wait_until(over, timeout=60, interval=0.2, message="the cache over its limit with only protected content")
+        c = self.cache()
+        self.assertEqual(c["evictions"], 0, "protected content was evicted")
+        self.assertFalse(c["admitting"])
+        ready = self.regpin.admin_request("GET", "/readyz", token=None)
+        self.assertEqual(ready.status, 200, "still ready: everything cached is served")
+        self.assertEqual(json.loads(ready.body)["status"], "degraded")
+        self.assertIn("cache:", json.loads(ready.body)["detail"])
+        self.assertRegex(self.regpin.metrics_text(), r"(?m)^regpin_cache_over_limit 1$")
+
+        # A new blob is served whole, verified, and not kept; a Range on it gets it whole.
+        fresh = self.layer(10)
+        self.read_blob(10, fresh)
+        self.read_blob(10, fresh)
+        self.assertEqual(self.upstream_gets(10, fresh), 2, "the new blob was kept")
+        ranged = self.read_blob(10, fresh, {"Range": "bytes=0-99"})
+        self.assertEqual(ranged.body, self.images[10].blobs[fresh])
+        self.assertIn("served without being kept", self.regpin.log())
+
+        # Pinned content stored before the limit was reached is all there (what came after it
+        # was served without being kept, like any new blob).
+        for i in range(6):
+            n = self.upstream_gets(i, self.layer(i))
+            self.read_blob(i, self.layer(i))
+            self.assertEqual(self.upstream_gets(i, self.layer(i)), n, f"pinned layer {i} went")
+
+        # Unpinning makes room: their content is evicted and new blobs are kept again.
+        for i in range(4):
+            resp = self.regpin.admin_request(
+                "POST", "/api/v1/pin/unpin",
+                {"registry": "upstream.test", "repository": f"team/app{i}", "tag": "v1"})
+            self.assertEqual(resp.status, 200, resp.body[:300])
+        h.wait_until(lambda: not self.cache()["over_limit"], timeout=60,
+                     interval=0.2, message="room again after unpinning")
+        c = self.cache()
+        self.assertGreater(c["evictions"], 0)
+        self.assertLessEqual(c["data_folder_bytes"], LIMIT)
+        self.assertEqual(json.loads(self.regpin.admin_request("GET", "/readyz", token=None).body)
+                         ["status"], "ready")
+        n = self.upstream_gets(11, self.layer(11))
+        self.read_blob(11, self.layer(11))
+        self.read_blob(11, self.layer(11))
+        self.assertEqual(self.upstream_gets(11, self.layer(11)), n + 1, "kept again")
+
+    def test_protect_none_evicts_pinned_content_too_and_fetches_it_again(self):
+        self.start(protect="none")
+        self.pull(0, by_tag=True)
+        for i in range(1, 10):
+            self.pull(i, by_tag=False)
+        h.wait_until(lambda: self.cache()["evictions"] > 0 and
+                     self.cache()["data_folder_bytes"] <= LIMIT, timeout=60,
+                     interval=0.2, message="eviction")
+        self.assertEqual(self.cache()["protected_bytes"], 0)
+        n = self.upstream_gets(0, self.layer(0))
+        self.pull(0, by_tag=True)  # the pin still answers; its layer comes from upstream again
+        self.assertEqual(self.upstream_gets(0, self.layer(0)), n + 1)
+
+
+class CheckConfigTest(unittest.TestCase):
+    def check(self, cache: dict) -> subprocess.CompletedProcess:
+        d = h.make_temp_dir("check-config")
+        path = os.path.join(d, "regpin.json")
+        with open(path, "w") as f:
+            json.dump({"data_dir": os.path.join(d, "data"), "cache": cache}, f)
+        return h.regpin_command("serve", "--config", path, "--check-config")
+
+    def test_limits_are_checked_against_the_file_system(self):
+        ok = self.check({"max_bytes": "64MiB"})
+        self.assertEqual(ok.returncode, 0, ok.stderr)
+        self.assertIn("cache: at most 64 MiB", ok.stdout)
+        self.assertIn("protect pinned", ok.stdout)
+
+        too_big = self.check({"max_bytes": "1000000TiB"})
+        self.assertEqual(too_big.returncode, 2)
+        self.assertIn("cache.max_bytes", too_big.stderr)
+        self.assertIn("does not fit", too_big.stderr)
+
+        no_room = self.check({"min_free_bytes": "1000000TiB"})
+        self.assertEqual(no_room.returncode, 2)
+        self.assertIn("cache.min_free_bytes", no_room.stderr)
+
+        typo = self.check({"max_bytes": "64 MB!"})
+        self.assertEqual(typo.returncode, 2)
+        self.assertIn("cache.max_bytes", typo.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
