@@ -79,6 +79,7 @@ result<void> cache_index::load() {
         } else if (f != found.end()) {
             f->second.last_access_ms = std::max(f->second.last_access_ms, e.last_access_ms);
             f->second.dirty = true;
+            f->second.readers = e.readers;
         }
     }
     entries_ = std::move(found);
@@ -107,6 +108,30 @@ void cache_index::touch(const digest& d) {
     it->second.dirty = true;
 }
 
+std::shared_ptr<void> cache_index::hold(const digest& d) {
+    auto now = now_ms();
+    {
+        std::lock_guard lock(mutex_);
+        auto it = entries_.find(d);
+        if (it == entries_.end()) it = entries_.emplace(d, entry{}).first;
+        if (it->second.evicting) return nullptr;
+        it->second.last_access_ms = now;
+        it->second.dirty = true;
+        ++it->second.readers;
+    }
+    // The handle owns nothing; its deleter lets go of the blob. A non-null pointer is all a
+    // shared_ptr<void> needs to say "held".
+    return std::shared_ptr<void>(this, [this, d](void*) { release(d); });
+}
+
+void cache_index::release(const digest& d) {
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(d);
+    if (it == entries_.end() || it->second.readers == 0) return;
+    // An entry only a reader made (the blob was not indexed) goes with its last reader.
+    if (--it->second.readers == 0 && !it->second.known) entries_.erase(it);
+}
+
 void cache_index::added(const digest& d, std::uint64_t size) {
     auto now = now_ms();
     std::uint64_t total = 0;
@@ -118,7 +143,7 @@ void cache_index::added(const digest& d, std::uint64_t size) {
             bytes_ -= e.size;
         else
             ++known_;
-        e = entry{size, now, true, true};
+        e = entry{size, now, true, true, e.readers};
         bytes_ += size;
         total = bytes_;
         growth = growth_;
@@ -147,7 +172,7 @@ result<std::size_t> cache_index::flush() {
         std::lock_guard lock(mutex_);
         if (!loaded_) return std::size_t{0};  // load() merges them first
         for (auto& [d, e] : entries_) {
-            if (!e.dirty) continue;
+            if (!e.dirty || !e.known) continue;
             e.dirty = false;
             (void)batch.Put(access, d.str(),
                             big_endian(static_cast<std::uint64_t>(e.last_access_ms)));
@@ -197,11 +222,11 @@ result<std::uint64_t> cache_index::evict(const digest& d) {
     {
         std::lock_guard lock(mutex_);
         auto it = entries_.find(d);
-        if (it == entries_.end() || !it->second.known) return std::uint64_t{0};
+        if (it == entries_.end() || !it->second.known || it->second.readers > 0 ||
+            it->second.evicting)
+            return std::uint64_t{0};
         size = it->second.size;
-        bytes_ -= size;
-        --known_;
-        entries_.erase(it);
+        it->second.evicting = true;  // no hold() from now on
     }
     // One batch: a download of `d` that starts once the record is gone writes its chunks after
     // this range deletion, never before it.
@@ -210,7 +235,17 @@ result<std::uint64_t> cache_index::evict(const digest& d) {
     (void)batch.DeleteRange(db_->chunks(), chunk_key(d, 0), chunk_prefix_end(d));
     if (auto* access = db_->blob_access()) (void)batch.Delete(access, d.str());
     auto s = db_->db()->Write({}, &batch);
-    if (!s.ok()) return database::to_error(s, "evict blob");
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(d);
+    if (!s.ok()) {
+        if (it != entries_.end()) it->second.evicting = false;
+        return database::to_error(s, "evict blob");
+    }
+    if (it != entries_.end()) {
+        bytes_ -= it->second.size;
+        --known_;
+        entries_.erase(it);
+    }
     return size;
 }
 

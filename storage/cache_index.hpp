@@ -58,6 +58,11 @@ public:
 
     // Blob `d` was read now. Memory only; the next flush() writes it.
     void touch(const digest& d);
+    // Keeps blob `d` from eviction while the handle lives (a reader is sending it), and counts
+    // as a read. nullptr when `d` is being evicted. A blob not indexed (not committed yet, or
+    // evicted since the reader found it) is held too: the caller then reads its record again,
+    // and once that shows the blob complete, no eviction removes it until the handle goes.
+    [[nodiscard]] std::shared_ptr<void> hold(const digest& d);
     // Blob `d` was committed (`size` bytes): it counts from now, as just read.
     void added(const digest& d, std::uint64_t size);
 
@@ -73,7 +78,7 @@ public:
     std::uint64_t size_of(const digest& d) const;
 
     // Removes blob `d` (record first: once it is gone no reader finds the blob, then its chunks
-    // and last access). Returns the bytes it held, 0 when it was not stored.
+    // and last access). Returns the bytes it held, 0 when it was not stored or is held.
     [[nodiscard]] result<std::uint64_t> evict(const digest& d);
 
     // Compacts the chunk column family's keys (a few bytes per 1 MiB chunk: no chunk is
@@ -94,7 +99,10 @@ private:
         std::int64_t last_access_ms = 0;
         bool dirty = false;
         bool known = false;  // size read from the record (or added); false: touched before load
+        std::uint32_t readers = 0;  // hold() handles alive
+        bool evicting = false;      // evict() is deleting it
     };
+    void release(const digest& d);
     std::shared_ptr<database> db_;
     mutable std::mutex mutex_;
     std::unordered_map<digest, entry> entries_;

@@ -176,6 +176,12 @@ result<std::shared_ptr<database>> open_database(const std::string& dir, open_rep
     // Two flush threads (chunk memtables fill while one is written out), one compaction.
     opts.max_background_flushes = 2;
     opts.max_background_compactions = 1;
+    // A write-ahead log file stays until every column family with data in it has flushed, and
+    // the small ones (pins, events, last reads) fill their memtables in days: without a cap
+    // the logs grew to RocksDB's default of four times all memtables (~600 MiB here), a
+    // folder over its size cap (cache.max_bytes) with nothing left to evict. Past this total
+    // RocksDB flushes the column families that hold the oldest log.
+    opts.max_total_wal_size = 64ull << 20;
     // A crash must not lose acknowledged pins; a torn WAL tail is dropped, never an error.
     opts.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
 

@@ -162,6 +162,7 @@ private:
     storage::digest digest_;
     storage::digest key_;  // written once, before the first chunk; read by streams after
     bool transient_written_ = false;
+    std::shared_ptr<void> held_;  // a kept blob: no eviction while this download's readers read
     std::string registry_;
     std::uint32_t chunk_size_ = storage::blob_store::default_chunk_size;
     storage::blob_store::durability durability_ = storage::blob_store::durability::logged;
@@ -313,7 +314,10 @@ asio::awaitable<void> blob_download::download(upstream::registry_client& client,
     }
     if (failure.empty() && keep) {
         auto committed = co_await owner_.content_.commit_blob(digest_, total, durability_);
-        if (!committed) failure = "cache commit failed";
+        if (!committed)
+            failure = "cache commit failed";
+        else
+            held_ = owner_.content_.index().hold(digest_);
     }
 
     if (!failure.empty()) {

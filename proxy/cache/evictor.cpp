@@ -58,6 +58,7 @@ nlohmann::json cache_json(const cache_status& s, const config::cache_settings& s
     if (!s.detail.empty()) j["detail"] = s.detail;
     j["last_pass_ms"] = s.last_pass_ms;
     j["passes"] = s.passes;
+    j["pass_seconds"] = s.pass_seconds;
     return j;
 }
 
@@ -180,6 +181,7 @@ void evictor::loop() {
     while (!stopping_) {
         requested_ = false;
         lock.unlock();
+        auto began = std::chrono::steady_clock::now();
         try {
             pass();
         } catch (const std::exception& e) {
@@ -187,6 +189,8 @@ void evictor::loop() {
             spdlog::error("cache: eviction pass failed: {}", e.what());
         }
         lock.lock();
+        status_.pass_seconds +=
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
         ++status_.passes;
         passed_.notify_all();
         wake_.wait_for(lock, interval_, [&] { return stopping_ || requested_; });
@@ -264,6 +268,7 @@ void evictor::pass() {
     }
 
     std::uint64_t evictions = 0, evicted = 0, reclaimed = 0;
+    bool exhausted = false;  // nothing left to evict but what pins need or readers hold
     if (over && pins_read) {
         for (int round = 0; round < max_rounds && usage->folder_bytes > limit; ++round) {
             auto target = static_cast<std::uint64_t>(static_cast<double>(limit) * low_water);
@@ -277,13 +282,15 @@ void evictor::pass() {
                     spdlog::warn("cache: evicting {} failed: {}", b.d.str(), r.error().message());
                     break;
                 }
+                if (*r == 0) continue;  // being read, or gone meanwhile
                 freed += *r;
                 evicted += *r;
                 ++evictions;
                 spdlog::debug("cache: evicted {} ({} bytes, last read {})", b.d.str(), *r,
                               b.last_access_ms);
             }
-            if (freed == 0) break;  // all that is left is protected
+            exhausted = freed < need;
+            if (freed == 0) break;
             auto before = usage->folder_bytes;
             if (auto r = index_.reclaim(); !r)
                 spdlog::warn("cache: reclaiming evicted space failed: {}", r.error().message());
@@ -329,7 +336,7 @@ void evictor::pass() {
     }
     bytes_at_pass_ = index_.bytes();
     // Over the limit with nothing left to evict: what pins need (or downloads under way) fills it.
-    status_.over_limit = still_over && pins_read;
+    status_.over_limit = still_over && pins_read && exhausted;
     if (status_.over_limit) {
         status_.detail = "the data folder holds " + mib(usage->folder_bytes) + ", over the " +
                          mib(limit) + " allowed (cache.max_bytes, cache.min_free_*), and what is " +

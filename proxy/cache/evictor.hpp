@@ -59,6 +59,7 @@ struct cache_status {
     std::string detail;  // why, for /readyz and `regpin cache`
     std::int64_t last_pass_ms = 0;
     std::uint64_t passes = 0;
+    double pass_seconds = 0;  // spent in passes since start (the evictor's thread)
 };
 
 // The cache limits checked against the data folder's file system (its nearest existing

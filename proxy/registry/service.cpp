@@ -36,8 +36,13 @@ reply manifest_reply(const storage::digest& d, const storage::manifest& m, bool 
 class stored_blob_stream final : public body_stream {
 public:
     stored_blob_stream(store::content& content, storage::digest d, storage::blob_record rec,
-                       std::uint64_t first, std::uint64_t end)
-        : source_(content), digest_(std::move(d)), rec_(rec), offset_(first), end_(end) {}
+                       std::uint64_t first, std::uint64_t end, std::shared_ptr<void> held)
+        : source_(content),
+          digest_(std::move(d)),
+          rec_(rec),
+          offset_(first),
+          end_(end),
+          held_(std::move(held)) {}
 
     asio::awaitable<boost::system::result<body_part>> next(bool files) override {
         if (offset_ >= end_) co_return body_part{};
@@ -58,10 +63,12 @@ private:
     storage::blob_record rec_;
     std::uint64_t offset_;
     std::uint64_t end_;
+    std::shared_ptr<void> held_;  // no eviction of the blob while it is sent
 };
 
 reply stored_blob_reply(store::content& content, const storage::digest& d,
-                        const storage::blob_record& rec, bool head, const std::string& range) {
+                        const storage::blob_record& rec, bool head, const std::string& range,
+                        std::shared_ptr<void> held) {
     reply r;
     r.header("Content-Type", "application/octet-stream");
     r.header("Docker-Content-Digest", d.str());
@@ -85,7 +92,8 @@ reply stored_blob_reply(store::content& content, const storage::digest& d,
     }
     r.content_length = end - first;
     if (!head && end > first)
-        r.stream = std::make_shared<stored_blob_stream>(content, d, rec, first, end);
+        r.stream =
+            std::make_shared<stored_blob_stream>(content, d, rec, first, end, std::move(held));
     r.log_field("cache", "hit");
     return r;
 }
@@ -340,11 +348,25 @@ asio::awaitable<reply> service::fetched_reply(const target& t, const storage::di
 asio::awaitable<reply> service::blob(const target& t, bool head, std::string range) {
     auto d = *storage::digest::parse(t.route.reference);
     const auto& repository = t.where.repository;
-    for (int attempt = 0; attempt < 2; ++attempt) {
+    // A third look when the blob was evicted between the look and the hold, or stored between
+    // the look and the download's start.
+    for (int attempt = 0; attempt < 3; ++attempt) {
         auto rec = content_.peek_blob(d);
         if (!rec && rec.error() == storage::errc::would_block) rec = co_await content_.find_blob(d);
         if (!rec) co_return storage_failure("reading a blob record");
-        if (*rec) co_return stored_blob_reply(content_, d, **rec, head, range);
+        if (*rec && head) co_return stored_blob_reply(content_, d, **rec, head, range, nullptr);
+        if (*rec) {
+            // Held while it is sent (cache/evictor.hpp), and looked at again once held: an
+            // eviction that began before the hold has removed the record by then.
+            auto held = content_.index().hold(d);
+            if (!held) continue;
+            auto again = content_.peek_blob(d);
+            if (!again && again.error() == storage::errc::would_block)
+                again = co_await content_.find_blob(d);
+            if (!again) co_return storage_failure("reading a blob record");
+            if (!*again) continue;
+            co_return stored_blob_reply(content_, d, **again, head, range, std::move(held));
+        }
 
         if (head) {
             // Existence check only: the upstream's HEAD (shared), nothing cached.

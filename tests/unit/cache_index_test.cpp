@@ -169,3 +169,36 @@ TEST(DiskUsage, CountsTheFolderAndItsFileSystem) {
     EXPECT_LE(u->fs_free_bytes, u->fs_bytes);
     EXPECT_FALSE(measure_disk_usage((dir.path() / "missing").string()));
 }
+
+TEST(CacheIndex, AHeldBlobIsNotEvictedUntilItsReadersAreDone) {
+    temp_dir dir;
+    auto db = open_at(dir);
+    blob_store blobs(db);
+    auto data = blob_bytes(2 * chunk_len, 5);
+    auto d = store(blobs, data);
+    cache_index index(db);
+    ASSERT_TRUE(index.load());
+    {
+        auto held = index.hold(d);
+        ASSERT_TRUE(held);
+        auto again = index.hold(d);
+        auto freed = index.evict(d);
+        ASSERT_TRUE(freed);
+        EXPECT_EQ(*freed, 0u) << "a blob being sent is never evicted under its reader";
+        held.reset();
+        EXPECT_EQ(*index.evict(d), 0u) << "one reader is still there";
+        EXPECT_EQ(read_all(blobs, d), data);
+    }
+    EXPECT_EQ(*index.evict(d), data.size()) << "evictable once every reader let go";
+    // A blob the index does not know (evicted since the reader found it, or not committed
+    // yet) is held too, and forgotten with its last reader.
+    auto unknown = sha256_of("not stored");
+    auto held = index.hold(unknown);
+    EXPECT_TRUE(held);
+    EXPECT_EQ(index.count(), 0u);
+    index.added(unknown, 10);  // committed while held: still held
+    EXPECT_EQ(index.count(), 1u);
+    EXPECT_EQ(*index.evict(unknown), 0u);
+    held.reset();
+    EXPECT_EQ(*index.evict(unknown), 10u);
+}
