@@ -355,7 +355,11 @@ void app::start(std::shared_ptr<storage::database> db) {
             pp->cache_over_limit->with({}).set(s.over_limit ? 1.0 : 0.0);
         });
     auto* evictor = p.evictor.get();
-    p.fetcher->set_admission([evictor] { return evictor->admitting(); });
+    p.fetcher->set_admission([evictor] {
+        if (evictor->disk_full()) return cache::blob_fetcher::admission::refuse;
+        return evictor->admitting() ? cache::blob_fetcher::admission::keep
+                                    : cache::blob_fetcher::admission::transient;
+    });
     p.policies = std::make_unique<pins::policy_table>(p.settings);
     p.writer = std::make_unique<pins::writer>(p.stores->pins(), hooks);
     p.checker = std::make_unique<pins::checker>(p.settings, *p.policies, *p.upstreams,
@@ -451,6 +455,7 @@ void app::start(std::shared_ptr<storage::database> db) {
     p.admin = std::make_unique<admin::admin_api>(p.settings, *pins, *p.actions, *p.scheduler,
                                                  *p.upstreams, *p.closure, p.metrics);
     p.admin->set_evictor(p.evictor.get());
+    p.admin->set_content(&p.stores->content());
     auto* index = &p.stores->content().index();
     p.metrics.gauge("regpin_cache_blobs", "Blobs stored complete").set_callback([index] {
         return static_cast<double>(index->count());

@@ -102,6 +102,7 @@ result<void> blob_store::read_blob(const digest& d, const blob_record& rec,
 
 result<void> blob_store::begin(const digest& d, std::uint32_t chunk_size) {
     expect_may_block("blob_store::begin");
+    if (auto ec = db_->check_room("begin blob")) return ec;
     blob_record r;
     r.chunk_size = chunk_size;
     r.created_ms = now_ms();
@@ -113,6 +114,7 @@ result<void> blob_store::begin(const digest& d, std::uint32_t chunk_size) {
 result<void> blob_store::put_chunk(const digest& d, std::uint64_t index, std::string_view bytes,
                                    durability mode) {
     expect_may_block("blob_store::put_chunk");
+    if (auto ec = db_->check_room("write blob chunk")) return ec;
     rocksdb::WriteOptions wo;
     wo.disableWAL = mode == durability::unlogged;
     auto s = db_->db()->Put(wo, db_->chunks(), chunk_key(d, index),
@@ -123,6 +125,7 @@ result<void> blob_store::put_chunk(const digest& d, std::uint64_t index, std::st
 
 result<void> blob_store::commit(const digest& d, std::uint64_t size, durability mode) {
     expect_may_block("blob_store::commit");
+    if (auto ec = db_->check_room("commit blob")) return ec;
     if (mode == durability::unlogged) {
         rocksdb::FlushOptions fo;
         fo.wait = true;

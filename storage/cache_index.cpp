@@ -164,6 +164,7 @@ std::uint64_t cache_index::manifest_count() const {
 
 result<std::size_t> cache_index::flush() {
     expect_may_block("cache_index::flush");
+    if (auto ec = db_->check_room("write blob access times")) return ec;
     auto* access = db_->blob_access();
     if (access == nullptr) return std::size_t{0};
     rocksdb::WriteBatch batch;

@@ -1,12 +1,16 @@
 #include "storage/database_impl.hpp"
 
 #include <fcntl.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 
 #include <rocksdb/options.h>
+#include <rocksdb/utilities/checkpoint.h>
 #include <spdlog/spdlog.h>
 
 #include "storage/blob_files.hpp"
@@ -145,8 +149,63 @@ rocksdb::ReadOptions database::point_read(read_mode mode, const char* what) {
     return ro;
 }
 
+namespace {
+std::atomic<std::int64_t> no_space_at{0};
+
+std::int64_t steady_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+}  // namespace
+
+std::int64_t last_no_space_ms() { return no_space_at.load(); }
+
+boost::system::error_code database::check_room(const char* what) const {
+    struct statvfs fs {};
+    if (::statvfs(dir_.c_str(), &fs) != 0) return {};  // let RocksDB say what is wrong
+    auto free = static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
+    if (free >= write_reserve_bytes) return {};
+    auto now = steady_ms(), last = no_space_at.exchange(now);
+    if (now - last >= 1000)
+        spdlog::error(
+            "storage: {} refused: no space left on the data folder's disk ({} KiB free, "
+            "regpin keeps {} MiB for RocksDB); cached content is still served, nothing "
+            "new is stored until space comes back",
+            what, free >> 10, write_reserve_bytes >> 20);
+    return errc::no_space;
+}
+
+result<void> checkpoint(database& d, const std::string& dir, std::string& detail) {
+    expect_may_block("checkpoint");
+    rocksdb::Checkpoint* raw = nullptr;
+    auto s = rocksdb::Checkpoint::Create(d.db(), &raw);
+    std::unique_ptr<rocksdb::Checkpoint> cp(raw);
+    if (s.ok()) s = cp->CreateCheckpoint(dir, 0);  // 0: flush the memtables first
+    if (s.ok()) return {};
+    detail = s.ToString();
+    return database::to_error(s, "back up");
+}
+
+result<void> resume(database& d) {
+    auto s = d.db()->Resume();
+    if (s.ok()) return {};
+    return database::to_error(s, "resume writing");
+}
+
 boost::system::error_code database::to_error(const rocksdb::Status& s, const char* what) {
     if (s.IsIncomplete()) return errc::would_block;
+    if (s.IsNoSpace()) {
+        // Every write fails the same way until space comes back: log once a second at most.
+        auto now = steady_ms(), last = no_space_at.exchange(now);
+        if (now - last >= 1000)
+            spdlog::error(
+                "storage: {} failed: no space left on the data folder's disk ({}); "
+                "cached content is still served, nothing new is stored until space "
+                "comes back",
+                what, s.ToString());
+        return errc::no_space;
+    }
     spdlog::error("storage: {} failed: {}", what, s.ToString());
     if (s.IsCorruption()) return errc::corruption;
     return errc::io_error;
@@ -217,6 +276,7 @@ result<std::shared_ptr<database>> open_database(const std::string& dir, open_rep
         return s.IsCorruption() ? errc::corruption : errc::io_error;
     }
     d->db_.reset(raw);
+    d->dir_ = report.path;
     if (read_only) {
         report.locate_detail = "read-only: chunks are read, never located";
         return d;

@@ -2,6 +2,7 @@
 // The one RocksDB database behind regpin's stores. Opening it recovers from a crash: chunks of
 // blobs that never completed are removed before any store can see them.
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -38,6 +39,25 @@ struct open_hooks {
     // The file system under the database (a power-loss simulation); nullptr: the real one.
     std::shared_ptr<rocksdb::FileSystem> file_system;
 };
+
+// Free space on the data folder's disk below which regpin writes nothing more (check_room in
+// database_impl.hpp): RocksDB keeps room to flush what is in memory (48 MiB of memtables).
+inline constexpr std::uint64_t write_reserve_bytes = 64ull << 20;
+
+// The time (steady clock, ms) of the last write refused because the data folder's disk was
+// full (errc::no_space), or 0: how the evictor learns that it must resume the database.
+std::int64_t last_no_space_ms();
+
+// After a write failed for want of space, RocksDB refuses every write until resumed. Resumes
+// (flushing what is in memory); errc::no_space while the disk is still full. Nothing to do
+// when no write failed.
+[[nodiscard]] result<void> resume(database& d);
+
+// A consistent copy of the whole database (blobs, manifests, pins, history, outbox) in `dir`,
+// a new folder whose parent exists: what is in memory is flushed first, then every live file
+// is hard-linked (on the same file system) or copied. The folder is a data folder: start a
+// regpin on it to restore. `detail` says why when it fails.
+[[nodiscard]] result<void> checkpoint(database& d, const std::string& dir, std::string& detail);
 
 // Opens the database in `dir`. Fails with errc::locked when another process holds the folder
 // (read_write), errc::io_error / errc::corruption otherwise; `report` says why. A read-write

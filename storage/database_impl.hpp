@@ -27,6 +27,14 @@ public:
     // Blobs' last access (storage/cache_index.hpp); null like referrers().
     rocksdb::ColumnFamilyHandle* blob_access() const { return cfs_[8]; }
 
+    // Before a write that adds data: errc::no_space (logged once a second, and noted for
+    // last_no_space_ms) when less than write_reserve_bytes is free on the data folder's file
+    // system. RocksDB never sees the disk run out from regpin's own writes then: it keeps room
+    // to flush what is in memory, and a write that fails inside it is not recoverable on every
+    // build (Debian's, built with assertions, aborts on the next write to that file).
+    // Deletions need no room and are not checked.
+    [[nodiscard]] boost::system::error_code check_room(const char* what) const;
+
     // Whether chunks may be located in blob files (open_report::locate_verified).
     bool locate_verified() const { return locate_verified_; }
 
@@ -36,7 +44,8 @@ public:
     static rocksdb::ReadOptions point_read(read_mode mode, const char* what);
 
     // Maps a RocksDB status to our errc, logging the message once. Incomplete (a memory_only
-    // read that would need the disk) is errc::would_block, and not logged.
+    // read that would need the disk) is errc::would_block, and not logged. No space left on the
+    // device is errc::no_space (RocksDB then refuses every write until resume()).
     static boost::system::error_code to_error(const rocksdb::Status& s, const char* what);
 
 private:
@@ -47,6 +56,7 @@ private:
     std::unique_ptr<rocksdb::DB> db_;
     std::vector<rocksdb::ColumnFamilyHandle*> cfs_;
     bool locate_verified_ = false;
+    std::string dir_;
 };
 
 }  // namespace regpin::storage

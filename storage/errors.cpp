@@ -31,6 +31,8 @@ public:
                 return "not in memory";
             case errc::unavailable:
                 return "the pin store (etcd) cannot be reached";
+            case errc::no_space:
+                return "the data folder's disk is full";
         }
         return "unknown storage error";
     }

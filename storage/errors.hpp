@@ -17,6 +17,7 @@ enum class errc {
     conflict,     // a compare-and-set found the record changed
     would_block,  // read_mode::memory_only: the answer is not in memory
     unavailable,  // a networked store (etcd) cannot be reached: nothing was decided
+    no_space,     // the data folder's file system is full: nothing more can be written
 };
 
 // How a read may get its answer. memory_only never waits for the disk (RocksDB's memtables

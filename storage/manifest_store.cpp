@@ -21,6 +21,7 @@ result<std::optional<manifest>> manifest_store::find(const digest& d, read_mode 
 
 result<void> manifest_store::put(const digest& d, const manifest& m) {
     expect_may_block("manifest_store::put");
+    if (auto ec = db_->check_room("write manifest")) return ec;
     if (!matches(d, m.bytes)) return errc::digest_mismatch;
     if (m.media_type.size() > 0xffff) return errc::invalid_argument;
     auto s = db_->db()->Put({}, db_->manifests(), d.str(), encode_manifest(m));

@@ -42,6 +42,7 @@ result<std::optional<referrers_record>> referrers_store::find(const std::string&
 result<void> referrers_store::put(const std::string& registry, const std::string& repository,
                                   const digest& subject, const referrers_record& r) {
     expect_may_block("referrers_store::put");
+    if (auto ec = db_->check_room("write referrers")) return ec;
     if (!db_->referrers()) return errc::invalid_argument;
     std::string value(8, '\0');
     auto t = static_cast<std::uint64_t>(r.fetched_ms);

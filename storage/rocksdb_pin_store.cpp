@@ -128,6 +128,7 @@ result<std::optional<pin>> rocksdb_pin_store::find(const pin_key& key, read_mode
 
 result<std::vector<pin_event>> rocksdb_pin_store::apply(const std::vector<pin_change>& changes) {
     expect_may_block("pin_store::apply");
+    if (auto ec = db_->check_room("write pin change")) return ec;
     std::lock_guard lock(write_mutex_);
     // The invariant: what a pin serves, and its state, never change without an event.
     if (auto bad = check_changes(changes); bad != errc::ok) return bad;
@@ -190,6 +191,7 @@ result<std::vector<pin_event>> rocksdb_pin_store::apply(const std::vector<pin_ch
 
 result<void> rocksdb_pin_store::touch_verified(const pin_key& key, std::int64_t when_ms) {
     expect_may_block("pin_store::touch_verified");
+    if (auto ec = db_->check_room("touch pin")) return ec;
     std::lock_guard lock(write_mutex_);
     auto current = find(key);
     if (!current) return current.error();
@@ -335,6 +337,7 @@ result<void> rocksdb_pin_store::delivered(std::uint64_t outbox_id) {
 
 result<void> rocksdb_pin_store::reschedule(const outbox_entry& entry) {
     expect_may_block("pin_store::reschedule");
+    if (auto ec = db_->check_room("reschedule alert")) return ec;
     std::lock_guard lock(write_mutex_);
     {
         std::lock_guard held(outbox_mutex_);

@@ -1,5 +1,7 @@
 #include "proxy/admin/admin_api.hpp"
 
+#include <filesystem>
+
 #include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
@@ -118,7 +120,7 @@ asio::awaitable<reply> admin_api::handle(http::incoming in) {
         if (auto why = pins_.degraded())
             co_return json_reply(200, {{"status", "degraded"}, {"detail", *why}});
         // Still ready: everything cached is served; only new blobs are not kept.
-        if (evictor_ && !evictor_->admitting())
+        if (evictor_ && (evictor_->disk_full() || !evictor_->admitting()))
             co_return json_reply(
                 200, {{"status", "degraded"}, {"detail", "cache: " + evictor_->status().detail}});
         co_return json_reply(200, {{"status", "ready"}});
@@ -257,6 +259,38 @@ asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string acto
             timer.expires_after(std::chrono::milliseconds(200));
             co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
         }
+    }
+    if (in.method == "POST" && path == "/api/v1/backup") {
+        if (!content_) co_return fail(oci::error_code::unsupported, "no backups here", 404);
+        auto body = json::parse(in.body, nullptr, false);
+        if (!body.is_object() || !body.contains("dir") || !body["dir"].is_string())
+            co_return fail(oci::error_code::name_invalid,
+                           "the body must be a JSON object with \"dir\": an absolute path", 400);
+        std::filesystem::path dir(body["dir"].get<std::string>());
+        std::error_code ec;
+        if (!dir.is_absolute())
+            co_return fail(oci::error_code::name_invalid,
+                           "'dir' must be an absolute path on regpin's host", 400);
+        if (std::filesystem::exists(dir, ec))
+            co_return fail(oci::error_code::name_invalid,
+                           "'" + dir.string() + "' exists: a backup goes into a new folder", 400);
+        if (!std::filesystem::is_directory(dir.parent_path(), ec))
+            co_return fail(oci::error_code::name_invalid,
+                           "the parent folder of '" + dir.string() + "' does not exist", 400);
+        spdlog::info("admin API: backup to {} by {}", dir.string(), actor);
+        auto began = std::chrono::steady_clock::now();
+        auto why = co_await content_->backup(dir.string());
+        if (!why.empty()) {
+            spdlog::error("admin API: backup to {} failed: {}", dir.string(), why);
+            co_return fail(oci::error_code::unknown, "backup failed: " + why, 500);
+        }
+        auto seconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
+        auto usage = storage::measure_disk_usage(dir.string());
+        spdlog::info("admin API: backup to {} done in {:.1f} s", dir.string(), seconds);
+        co_return json_reply(200, {{"dir", dir.string()},
+                                   {"bytes", usage ? usage->folder_bytes : 0},
+                                   {"seconds", seconds}});
     }
     if (in.method == "POST" && path.rfind("/api/v1/pin/", 0) == 0) {
         auto body = json::parse(in.body, nullptr, false);

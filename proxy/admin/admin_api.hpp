@@ -10,6 +10,7 @@
 //   POST /api/v1/pin/check    {registry, repository, tag}
 //   GET  /api/v1/events?after=ID&since=TIME&limit=N&wait_s=S
 //   GET  /api/v1/cache                                    size, limit, classes, evictions
+//   POST /api/v1/backup       {dir}                       a consistent copy of the data folder
 // Everything under /api/ needs `Authorization: Bearer <token>` (admin.tokens; compared in
 // constant time); the token's name is the actor in the pin history. JSON in and out; errors
 // use the OCI error body.
@@ -44,6 +45,8 @@ public:
     void set_draining() { draining_ = true; }
     // The size cap's keeper: /readyz says when it is over the limit, /api/v1/cache shows it.
     void set_evictor(const cache::evictor* e) { evictor_ = e; }
+    // The content store, for backups (POST /api/v1/backup).
+    void set_content(store::content* c) { content_ = c; }
 
     // The name of the configured token equal to `presented`, or empty. Constant time in the
     // token's contents.
@@ -61,6 +64,7 @@ private:
     metrics& metrics_;
     std::atomic<bool> draining_{false};
     const cache::evictor* evictor_ = nullptr;
+    store::content* content_ = nullptr;
 };
 
 }  // namespace regpin::proxy::admin

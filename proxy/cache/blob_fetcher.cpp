@@ -12,6 +12,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "proxy/cache/chunk_source.hpp"
+#include "proxy/cache/fetch_through.hpp"
 #include "proxy/upstream/fetch.hpp"
 
 namespace regpin::proxy::cache {
@@ -223,14 +224,17 @@ asio::awaitable<void> blob_download::download(upstream::registry_client& client,
         owner_.finished(digest_, registry_);
         co_return;
     }
-    bool keep = !owner_.admit_ || owner_.admit_();
+    bool keep = owner_.admits() == blob_fetcher::admission::keep;
     if (!keep) {
         key_ = transient_key();
         spdlog::info("blob {} from {}: served without being kept: the cache is over its limit",
                      digest_.str(), registry_);
     }
     if (auto began = co_await owner_.content_.begin_blob(key_, chunk_size_); !began) {
-        fail({oci::error_code::unknown, "cannot write to the cache"});
+        if (began.error() == storage::errc::no_space)
+            fail(storage_error("starting a blob download", began.error()));
+        else
+            fail({oci::error_code::unknown, "cannot write to the cache"});
         owner_.finished(digest_, registry_);
         co_return;
     }
@@ -533,6 +537,14 @@ asio::awaitable<oci::result<std::shared_ptr<blob_download>>> blob_fetcher::join(
         auto rec = co_await content_.find_blob(d);
         if (!rec) co_return oci::error{oci::error_code::unknown, "cannot read the cache"};
         if (*rec) co_return std::shared_ptr<blob_download>{};
+        if (admits() == admission::refuse) {
+            oci::error e{oci::error_code::unavailable,
+                         "regpin's data folder is full (no space left on its disk): cached "
+                         "content is still served, new blobs cannot be fetched until space "
+                         "comes back"};
+            e.retry_after_s = 30;
+            co_return e;
+        }
         std::size_t queued = 0;
         {
             std::lock_guard lock(mutex_);

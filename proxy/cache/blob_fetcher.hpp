@@ -73,10 +73,14 @@ public:
 
     store::content& content() { return content_; }
 
-    // Asked as each download starts: false streams the blob to its clients without keeping it
-    // (the cache is over its limit: cache/evictor.hpp). Must not block. Unset: always kept.
-    void set_admission(std::function<bool()> admit) { admit_ = std::move(admit); }
-    bool admitting() const { return !admit_ || admit_(); }
+    // Asked as each download is asked for (cache/evictor.hpp; must not block; unset: keep):
+    // keep it; stream it to its clients without keeping it (the cache is over its limit with
+    // only protected content); or refuse it (the data folder's disk is full: a 503 before any
+    // byte, rather than a body cut short when a write fails).
+    enum class admission { keep, transient, refuse };
+    void set_admission(std::function<admission()> admit) { admit_ = std::move(admit); }
+    admission admits() const { return admit_ ? admit_() : admission::keep; }
+    bool admitting() const { return admits() == admission::keep; }
 
 private:
     friend class blob_download;
@@ -106,7 +110,7 @@ private:
     store::content& content_;
     const config::download_limits limits_;
     observer on_drop_;
-    std::function<bool()> admit_;
+    std::function<admission()> admit_;
     mutable std::mutex mutex_;
     std::unordered_map<storage::digest, std::shared_ptr<blob_download>> downloads_;
     std::size_t running_ = 0;

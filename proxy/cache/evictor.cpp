@@ -10,6 +10,7 @@
 
 #include "proxy/oci/manifest.hpp"
 #include "storage/clock.hpp"
+#include "storage/database.hpp"
 #include "storage/manifest_store.hpp"
 
 namespace regpin::proxy::cache {
@@ -21,6 +22,8 @@ namespace {
 constexpr auto protected_refresh = std::chrono::minutes(1);
 // Eviction goes down to this share of the limit, so that it does not run for every new blob.
 constexpr double low_water = 0.95;
+// Free bytes below which a pass writes nothing (no eviction, no compaction, no last reads).
+constexpr std::uint64_t min_write_room = 16ull << 20;
 // Evict-and-reclaim rounds per pass: a blob file shared with blobs still live frees nothing
 // until they go too, so a round that left the folder over evicts further.
 constexpr int max_rounds = 4;
@@ -55,6 +58,7 @@ nlohmann::json cache_json(const cache_status& s, const config::cache_settings& s
                        {"garbage_bytes", s.files.garbage_bytes}};
     j["over_limit"] = s.over_limit;
     j["admitting"] = !s.over_limit;
+    j["disk_full"] = s.disk_full;
     if (!s.detail.empty()) j["detail"] = s.detail;
     j["last_pass_ms"] = s.last_pass_ms;
     j["passes"] = s.passes;
@@ -77,10 +81,14 @@ limits_check check_limits(const config::settings& settings) {
     }
     std::uint64_t total = static_cast<std::uint64_t>(fs.f_blocks) * fs.f_frsize;
     std::uint64_t min_free = std::max<std::uint64_t>(
-        c.min_free_bytes, total / 100 * static_cast<std::uint64_t>(c.min_free_percent));
-    if (c.min_free_bytes >= total) {
-        out.error = "cache.min_free_bytes: " + mib(c.min_free_bytes) + " is not less than the " +
-                    mib(total) + " file system of " + dir.string() + ": nothing could be cached";
+        {c.min_free_bytes, total / 100 * static_cast<std::uint64_t>(c.min_free_percent),
+         2 * storage::write_reserve_bytes});
+    if (min_free >= total) {
+        out.error = "cache.min_free_bytes: " + mib(min_free) +
+                    " kept free (the larger of "
+                    "cache.min_free_bytes, cache.min_free_percent and regpin's own " +
+                    mib(2 * storage::write_reserve_bytes) + ") is not less than the " + mib(total) +
+                    " file system of " + dir.string() + ": nothing could be cached";
         return out;
     }
     if (c.max_bytes && *c.max_bytes > total - min_free) {
@@ -154,6 +162,11 @@ bool evictor::admitting() const {
     return !status_.over_limit;
 }
 
+bool evictor::disk_full() const {
+    std::lock_guard lock(mutex_);
+    return status_.disk_full;
+}
+
 void evictor::grew(std::uint64_t bytes) {
     bool kick = false;
     {
@@ -189,19 +202,30 @@ void evictor::loop() {
             spdlog::error("cache: eviction pass failed: {}", e.what());
         }
         lock.lock();
-        status_.pass_seconds +=
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
+        auto ended = std::chrono::steady_clock::now();
+        status_.pass_seconds += std::chrono::duration<double>(ended - began).count();
         ++status_.passes;
         passed_.notify_all();
-        wake_.wait_for(lock, interval_, [&] { return stopping_ || requested_; });
+        // Every interval, when asked, and within a second of a write refused for want of
+        // space; while the disk is full, every two seconds (to resume once there is room).
+        while (!stopping_ && !requested_) {
+            wake_.wait_for(lock, std::chrono::seconds(1), [&] { return stopping_ || requested_; });
+            auto since = std::chrono::steady_clock::now() - ended;
+            if (since >= interval_ || storage::last_no_space_ms() != no_space_seen_ ||
+                (status_.disk_full && since >= std::chrono::seconds(2)))
+                break;
+        }
     }
 }
 
 std::uint64_t evictor::allowed(const storage::disk_usage& u) const {
     std::uint64_t limit = settings_.max_bytes.value_or(UINT64_MAX);
+    // Whatever the settings, twice what storage keeps for RocksDB: eviction makes room before
+    // writes are refused for want of it.
     std::uint64_t min_free = std::max<std::uint64_t>(
-        settings_.min_free_bytes,
-        u.fs_bytes / 100 * static_cast<std::uint64_t>(settings_.min_free_percent));
+        {settings_.min_free_bytes,
+         u.fs_bytes / 100 * static_cast<std::uint64_t>(settings_.min_free_percent),
+         2 * storage::write_reserve_bytes});
     // The folder may grow by what is free beyond min_free, or must shrink by the shortfall.
     std::uint64_t by_free =
         u.fs_free_bytes >= min_free
@@ -248,15 +272,50 @@ void evictor::protect_closure(const storage::digest& d, std::unordered_set<stora
 }
 
 void evictor::pass() {
-    if (auto flushed = index_.flush(); !flushed)
-        spdlog::warn("cache: last access times not written: {}", flushed.error().message());
+    bool full = false;
+    {
+        std::lock_guard lock(mutex_);
+        if (auto seen = storage::last_no_space_ms(); seen != no_space_seen_) {
+            no_space_seen_ = seen;
+            if (!status_.disk_full)
+                spdlog::warn(
+                    "cache: the data folder's disk is full: cached content is served, "
+                    "new tags and blobs get 503 until space comes back");
+            status_.disk_full = true;
+        }
+        full = status_.disk_full;
+    }
+    if (full) {
+        // RocksDB refuses every write after one failed for want of space, until resumed.
+        auto free = storage::measure_disk_usage(dir_);
+        if (free && free->fs_free_bytes >= storage::write_reserve_bytes) {
+            if (auto r = storage::resume(*db_); r) {
+                std::lock_guard lock(mutex_);
+                // A write that failed while resuming leaves the disk marked full.
+                if (storage::last_no_space_ms() == no_space_seen_) {
+                    status_.disk_full = false;
+                    spdlog::info(
+                        "cache: space came back on the data folder's disk ({} free): "
+                        "storing again",
+                        mib(free->fs_free_bytes));
+                }
+            }
+        }
+    }
     auto usage = storage::measure_disk_usage(dir_);
     if (!usage) {
         spdlog::warn("cache: cannot measure the data folder {}: {}", dir_, usage.error().message());
         return;
     }
+    // With almost nothing free, RocksDB must not write at all, deletions and compactions
+    // included: a write it cannot finish is not recoverable on every build (database.hpp,
+    // write_reserve_bytes). Eviction runs well before (min_free is at least twice the reserve).
+    const bool may_write = usage->fs_free_bytes >= min_write_room;
+    if (may_write)
+        if (auto flushed = index_.flush(); !flushed && flushed.error() != storage::errc::no_space)
+            spdlog::warn("cache: last access times not written: {}", flushed.error().message());
     auto limit = allowed(*usage);
-    bool over = usage->folder_bytes > limit;
+    bool over = usage->folder_bytes > limit && may_write;
     auto now = std::chrono::steady_clock::now();
     bool refresh = over || now - protected_at_ >= protected_refresh;
 
@@ -337,7 +396,12 @@ void evictor::pass() {
     bytes_at_pass_ = index_.bytes();
     // Over the limit with nothing left to evict: what pins need (or downloads under way) fills it.
     status_.over_limit = still_over && pins_read && exhausted;
-    if (status_.over_limit) {
+    if (status_.disk_full) {
+        // The more urgent of the two, and what /readyz says.
+        status_.detail =
+            "the data folder's disk is full (no space left): cached content is served, new "
+            "tags and blobs get 503 until space comes back";
+    } else if (status_.over_limit) {
         status_.detail = "the data folder holds " + mib(usage->folder_bytes) + ", over the " +
                          mib(limit) + " allowed (cache.max_bytes, cache.min_free_*), and what is " +
                          "left is protected (" + mib(status_.protected_bytes) +

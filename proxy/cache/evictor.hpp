@@ -56,6 +56,8 @@ struct cache_status {
     // Protected content alone exceeds the limit: nothing more can be evicted, new blobs are
     // not kept.
     bool over_limit = false;
+    // A write failed for want of space, and the database was not resumed since.
+    bool disk_full = false;
     std::string detail;  // why, for /readyz and `regpin cache`
     std::int64_t last_pass_ms = 0;
     std::uint64_t passes = 0;
@@ -102,6 +104,9 @@ public:
     const config::cache_settings& settings() const { return settings_; }
     // False while protected content alone exceeds the limit.
     bool admitting() const;
+    // True from a write refused for want of space (storage::last_no_space_ms) until a pass
+    // found room again and resumed the database (storage::resume).
+    bool disk_full() const;
 
 private:
     void loop();
@@ -131,6 +136,7 @@ private:
     std::uint64_t bytes_at_pass_ = 0;
     cache_status status_;
     std::chrono::steady_clock::time_point protected_at_{};
+    std::int64_t no_space_seen_ = 0;  // storage::last_no_space_ms() as of the last pass
     std::thread thread_;
 };
 

@@ -14,6 +14,17 @@ oci::error storage_error(const char* what) {
 }
 
 oci::error storage_error(const char* what, const boost::system::error_code& ec) {
+    if (ec == storage::errc::no_space) {
+        // storage/database.cpp logged it (once a second at most).
+        oci::error e{oci::error_code::unavailable,
+                     std::string("regpin's data folder is full (no space left on its disk) "
+                                 "while ") +
+                         what +
+                         ": cached content is still served, nothing new can be stored until "
+                         "space comes back"};
+        e.retry_after_s = 30;
+        return e;
+    }
     if (ec != storage::errc::unavailable) return storage_error(what);
     // Never a local decision another replica could contradict: the client retries later.
     spdlog::warn("pin store unreachable while {}: 503", what);

@@ -48,7 +48,7 @@ asio::awaitable<oci::result<found_manifest>> manifest_fetcher::fetch_and_store(
     auto got = co_await upstream::fetch_manifest(client, repository, reference, accept, max_bytes);
     if (!got) co_return got.error();
     auto stored = co_await content_.put_manifest(got->digest, got->manifest);
-    if (!stored) co_return storage_error("storing a manifest");
+    if (!stored) co_return storage_error("storing a manifest", stored.error());
     co_return found_manifest{std::move(got->manifest), false};
 }
 

@@ -368,4 +368,29 @@ int cache_command(int argc, char** argv) {
     return 0;
 }
 
+int backup_command(int argc, char** argv) {
+    CLI::App app{
+        "Makes a consistent copy of a running regpin's data folder (blobs, manifests, pins, "
+        "history, undelivered alerts) in DIR, a new folder on regpin's host, while it serves: "
+        "a RocksDB checkpoint, hard links on the same file system, copies elsewhere. Restore: "
+        "start a regpin on a copy of DIR (deploy/README.md, \"Backup and restore\"). With pins "
+        "on etcd, back up etcd too.",
+        "regpin backup"};
+    common c;
+    std::string dir;
+    app.add_option("DIR", dir, "where to write it: an absolute path on regpin's host, not existing")
+        ->required();
+    add_common(app, c, "print the API's JSON");
+    if (auto exit = parse(app, argc, argv)) return *exit;
+    read_token(c);
+    auto j = call(c, "POST", "/api/v1/backup", json{{"dir", dir}}.dump());
+    if (c.as_json) {
+        std::puts(j.dump(2).c_str());
+        return 0;
+    }
+    std::printf("backup written to %s: %.1f MiB in %.1f s\n", j.value("dir", dir).c_str(),
+                j.value("bytes", 0.0) / (1024.0 * 1024), j.value("seconds", 0.0));
+    return 0;
+}
+
 }  // namespace regpin::proxy::cli

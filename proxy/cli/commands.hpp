@@ -3,6 +3,7 @@
 //   regpin pins list|show|approve|unpin|set|check ...
 //   regpin events [--since TIME] [--after ID] [--follow]
 //   regpin cache
+//   regpin backup DIR
 // Human-readable tables by default, --json for scripts. Exit status 0 on success, 1 when the
 // API refused or failed (the message says why), 2 on a usage error.
 
@@ -11,5 +12,6 @@ namespace regpin::proxy::cli {
 int pins_command(int argc, char** argv);
 int events_command(int argc, char** argv);
 int cache_command(int argc, char** argv);
+int backup_command(int argc, char** argv);
 
 }  // namespace regpin::proxy::cli

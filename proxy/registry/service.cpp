@@ -292,7 +292,7 @@ asio::awaitable<oci::result<service::first_sight>> service::settle_first_sight(
         if (!same) diverges_from = compare;
     }
     auto stored = co_await content_.put_manifest(got->digest, got->manifest);
-    if (!stored) co_return cache::storage_error("storing a manifest");
+    if (!stored) co_return cache::storage_error("storing a manifest", stored.error());
     auto now = storage::now_ms();
     storage::pin candidate{{registry, repository, ref, cls}, got->digest, got->manifest.media_type,
                            got->manifest.bytes.size(),       now,         now};

@@ -1,6 +1,7 @@
 #include "proxy/store/content.hpp"
 
 #include "proxy/store/pool.hpp"
+#include "storage/database.hpp"
 
 namespace regpin::proxy::store {
 
@@ -44,14 +45,28 @@ result<std::optional<std::string>> small_blob(const blob_store* blobs, storage::
     return std::optional<std::string>{std::move(out)};
 }
 
+// Empty when the checkpoint was made, else why not.
+std::string backup_to(storage::database* db, std::string dir) {
+    std::string detail;
+    if (auto r = storage::checkpoint(*db, dir, detail); !r)
+        return detail.empty() ? r.error().message() : detail;
+    return {};
+}
+
 }  // namespace
 
 content::content(std::shared_ptr<storage::database> db, boost::asio::thread_pool& pool)
     : pool_(pool),
+      db_(db),
       blobs_(db),
       manifests_(db),
       referrers_(db),
       index_(std::make_unique<storage::cache_index>(db)) {}
+
+awaitable<std::string> content::backup(std::string dir) {
+    auto* db = db_.get();
+    co_return co_await on_pool<&backup_to>(pool_, db, dir);
+}
 
 result<std::optional<storage::manifest>> content::peek_manifest(const storage::digest& d) const {
     return manifests_.find(d, storage::read_mode::memory_only);

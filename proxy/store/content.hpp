@@ -35,6 +35,10 @@ class content {
 public:
     content(std::shared_ptr<storage::database> db, boost::asio::thread_pool& pool);
 
+    // A consistent copy of the whole data folder in `dir` (storage::checkpoint), on the pool.
+    // Empty when done, else why not.
+    [[nodiscard]] awaitable<std::string> backup(std::string dir);
+
     // Blobs by last read, for the size cap (storage/cache_index.hpp): a blob found complete
     // here (peek_blob, find_blob) counts as read, a committed one as read when committed.
     storage::cache_index& index() { return *index_; }
@@ -94,6 +98,7 @@ public:
 
 private:
     boost::asio::thread_pool& pool_;
+    std::shared_ptr<storage::database> db_;
     storage::blob_store blobs_;
     storage::manifest_store manifests_;
     storage::referrers_store referrers_;

@@ -6,6 +6,7 @@ through regpin by tag (pinned: protected) or by digest (not pinned: evictable)."
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -215,3 +216,121 @@ class CheckConfigTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class DiskFullTest(h.LogsOnFailure):
+    """The data folder's file system fills up (a 256 MiB tmpfs, filled by another file): cached
+    content is still served, new content gets a clear 503, nothing stored is damaged, and once
+    space comes back regpin stores again without a restart."""
+
+    def setUp(self):
+        if os.geteuid() != 0:
+            self.skipTest("mounting a size-limited tmpfs needs root (CI runs as root)")
+        self.upstream = h.Registry().start()
+        self.addCleanup(self.upstream.close)
+        layout = h.OciLayout(os.path.join(h.make_temp_dir("layout"), "oci"))
+        # 0: cached before the disk fills; 1: a large layer (written past the write-ahead log,
+        # so its flush needs new files: where a full disk shows first); 2: a new tag after.
+        self.images = []
+        for i, size in enumerate((4 << 20, 16 << 20, 4 << 20)):
+            img = h.make_large_image(layout, "v1", seed=f"full-{i}", size=size)
+            push_image(self.upstream, f"team/full{i}", img)
+            self.images.append(img)
+        self.mount = h.make_temp_dir("tmpfs")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", self.mount], check=True)
+        self.addCleanup(subprocess.run, ["umount", "-l", self.mount], check=False)
+        self.data = os.path.join(self.mount, "data")
+        os.mkdir(self.data)
+        self.regpin = h.Regpin([h.Upstream("upstream.test", self.upstream.url)],
+                               admin_tokens=[h.AdminToken("ops", "disk-full-token-0123456789")],
+                               data_dir=self.data,
+                               settings={"cache": {"min_free_percent": 0}}).start()
+        self.addCleanup(self.regpin.close)
+
+    def pull(self, i: int) -> list[h.Response]:
+        img = self.images[i]
+        out = [self.regpin.get(f"/v2/team/full{i}/manifests/v1", {"Accept": h.MEDIA_OCI_MANIFEST})]
+        for d in img.config_digests + img.layer_digests:
+            out.append(self.regpin.get(f"/v2/team/full{i}/blobs/{d}", timeout=60))
+        return out
+
+    def assert_pulled(self, i: int) -> None:
+        img = self.images[i]
+        answers = self.pull(i)
+        for r, d in zip(answers, [img.digest] + img.config_digests + img.layer_digests):
+            self.assertEqual(r.status, 200, r.body[:300])
+            self.assertEqual(h.sha256_digest(r.body), d)
+
+    def fill(self) -> str:
+        path = os.path.join(self.mount, "filler")
+        block = b"\0" * (1 << 20)
+        with open(path, "wb") as f:
+            try:
+                while True:
+                    f.write(block)
+                    f.flush()
+            except OSError:
+                pass
+        return path
+
+    def raw_get(self, path: str) -> tuple[int, bytes]:
+        """GET that tolerates a body cut short (a write that failed mid-download)."""
+        host, port = self.regpin.host.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            try:
+                return resp.status, resp.read()
+            except (http.client.IncompleteRead, ConnectionError):
+                return -resp.status, b""
+        finally:
+            conn.close()
+
+    def readyz(self) -> dict:
+        return json.loads(self.regpin.admin_request("GET", "/readyz", token=None).body)
+
+    def test_a_full_disk_serves_what_is_cached_refuses_new_content_clearly_and_recovers(self):
+        self.assert_pulled(0)
+        filler = self.fill()
+
+        # The large layer cannot be stored: refused (503), or cut short if the disk filled up
+        # mid-body; never answered whole from a blob that was not stored.
+        big = self.images[1].layer_digests[0]
+        status, body = self.raw_get(f"/v2/team/full1/blobs/{big}")
+        self.assertIn(status, (503, -200), body[:300])
+        h.wait_until(lambda: self.readyz()["status"] == "degraded", timeout=30, interval=0.2,
+                     message="/readyz degraded while the disk is full")
+        self.assertIn("disk is full", self.readyz()["detail"])
+        self.assertIn("no space left", self.regpin.log().lower())
+
+        # A new tag cannot be pinned, a new blob cannot be fetched: 503 saying why.
+        tag = self.regpin.get("/v2/team/full2/manifests/v1", {"Accept": h.MEDIA_OCI_MANIFEST})
+        self.assertEqual(tag.status, 503, tag.body[:300])
+        self.assertIn("no space left on its disk", tag.body.decode())
+        status, body = self.raw_get(f"/v2/team/full1/blobs/{big}")
+        self.assertEqual(status, 503, body[:300])
+        self.assertIn(b"no space left on its disk", body)
+
+        # What is cached is served, byte for byte.
+        self.assert_pulled(0)
+
+        # Space comes back: regpin stores again, without a restart.
+        os.unlink(filler)
+        h.wait_until(lambda: self.readyz()["status"] == "ready", timeout=60, interval=0.2,
+                     message="/readyz ready again once space came back")
+        self.assert_pulled(1)
+        self.assert_pulled(2)
+        self.upstream.sync_log()
+        n = self.upstream.access_log_count("GET", rf"^/v2/team/full1/blobs/{big}$")
+        self.assert_pulled(1)
+        self.upstream.sync_log()
+        self.assertEqual(self.upstream.access_log_count("GET", rf"^/v2/team/full1/blobs/{big}$"), n,
+                         "the blob pulled after recovery was stored")
+
+        # Nothing stored was damaged: after a restart, every image is served, upstream stopped.
+        self.regpin.stop()
+        self.upstream.stop()
+        self.regpin.start()
+        for i in range(3):
+            self.assert_pulled(i)
