@@ -346,7 +346,8 @@ std::uint64_t get_size(const json& j, const std::string& key, const std::string&
 
 cache_settings parse_cache(const json& j, const std::string& path) {
     require_object(j, path);
-    reject_unknown_keys(j, path, {"max_bytes", "min_free_bytes", "min_free_percent", "protect"});
+    reject_unknown_keys(
+        j, path, {"max_bytes", "min_free_bytes", "min_free_percent", "protect", "scrub_mib_per_s"});
     cache_settings c;
     if (j.contains("max_bytes")) {
         c.max_bytes = get_size(j, "max_bytes", path + ".max_bytes");
@@ -361,6 +362,9 @@ cache_settings parse_cache(const json& j, const std::string& path) {
     if (j.contains("min_free_percent"))
         c.min_free_percent =
             static_cast<int>(get_int(j, "min_free_percent", path + ".min_free_percent", 0, 90));
+    if (j.contains("scrub_mib_per_s"))
+        c.scrub_mib_per_s =
+            static_cast<int>(get_int(j, "scrub_mib_per_s", path + ".scrub_mib_per_s", 0, 10000));
     if (j.contains("protect")) {
         c.protect = get_string(j, "protect", path + ".protect");
         if (c.protect != "pinned" && c.protect != "none")

@@ -106,6 +106,9 @@ struct cache_settings {
     // "pinned": never evict what a pin's served or pending digest reaches (its manifests,
     // configs and layers held); "none": everything goes by last access.
     std::string protect = "pinned";
+    // Background re-hashing of what is stored, MiB per second (proxy/cache/scrubber.hpp);
+    // 0: only on demand (regpin verify).
+    int scrub_mib_per_s = 0;
 };
 
 // Parses a size: a whole number of bytes, or a number with a unit ("50GiB", "512 MiB", "2GB",

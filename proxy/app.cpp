@@ -22,6 +22,7 @@
 #include "proxy/cache/blob_fetcher.hpp"
 #include "proxy/cache/evictor.hpp"
 #include "proxy/cache/manifest_fetcher.hpp"
+#include "proxy/cache/scrubber.hpp"
 #include "proxy/etcd/pin_store.hpp"
 #include "proxy/http/listener.hpp"
 #include "proxy/pins/actions.hpp"
@@ -151,6 +152,7 @@ struct app::parts {
     std::unique_ptr<cache::manifest_fetcher> manifests;
     std::unique_ptr<pins::closure_keeper> closure;
     std::unique_ptr<cache::evictor> evictor;
+    std::unique_ptr<cache::scrubber> scrubber;
     std::unique_ptr<pins::policy_table> policies;
     std::unique_ptr<pins::writer> writer;
     std::unique_ptr<pins::checker> checker;
@@ -185,6 +187,7 @@ struct app::parts {
     admin::gauge_family* cache_free_bytes = nullptr;
     admin::gauge_family* cache_manifests = nullptr;
     admin::gauge_family* cache_over_limit = nullptr;
+    admin::counter_family* cache_quarantined = nullptr;
 
     parts(asio::io_context& c, config::settings s) : ioc(c), settings(std::move(s)) {
         requests =
@@ -245,6 +248,11 @@ struct app::parts {
                                           "Free bytes on the data folder's file system");
         cache_manifests = &metrics.gauge("regpin_cache_manifests",
                                          "Manifests stored (an estimate; never evicted)");
+        cache_quarantined = &metrics.counter(
+            "regpin_cache_quarantined_total",
+            "Stored blobs and manifests that no longer matched their digest when re-hashed "
+            "(regpin verify, cache.scrub_mib_per_s): removed, fetched again when asked for",
+            {"kind"});
         cache_over_limit = &metrics.gauge(
             "regpin_cache_over_limit",
             "1 while the data folder is over its limit with nothing left to evict but what pins "
@@ -354,6 +362,10 @@ void app::start(std::shared_ptr<storage::database> db) {
             pp->cache_manifests->with({}).set(static_cast<double>(s.manifests));
             pp->cache_over_limit->with({}).set(s.over_limit ? 1.0 : 0.0);
         });
+    p.scrubber = std::make_unique<cache::scrubber>(p.settings, db, p.stores->content().index(),
+                                                   [pp](const std::string& kind, std::size_t n) {
+                                                       pp->cache_quarantined->with({kind}).inc(n);
+                                                   });
     auto* evictor = p.evictor.get();
     p.fetcher->set_admission([evictor] {
         if (evictor->disk_full()) return cache::blob_fetcher::admission::refuse;
@@ -456,6 +468,14 @@ void app::start(std::shared_ptr<storage::database> db) {
                                                  *p.upstreams, *p.closure, p.metrics);
     p.admin->set_evictor(p.evictor.get());
     p.admin->set_content(&p.stores->content());
+    p.admin->set_scrubber(p.scrubber.get());
+    auto* scrubber = p.scrubber.get();
+    p.metrics
+        .gauge("regpin_cache_scrub_bytes_total",
+               "Bytes of stored blobs and manifests re-hashed since start (a counter)")
+        .set_callback([scrubber] { return static_cast<double>(scrubber->status().bytes_total); });
+    p.metrics.gauge("regpin_cache_scrub_running", "1 while a walk re-hashes what is stored")
+        .set_callback([scrubber] { return scrubber->status().running ? 1.0 : 0.0; });
     auto* index = &p.stores->content().index();
     p.metrics.gauge("regpin_cache_blobs", "Blobs stored complete").set_callback([index] {
         return static_cast<double>(index->count());
@@ -522,6 +542,7 @@ void app::start(std::shared_ptr<storage::database> db) {
     p.scheduler->start_sweep();
     p.webhooks->start();
     p.evictor->start();
+    p.scrubber->start();
     if (p.settings.history.retention.count() > 0) {
         p.history = std::make_shared<history_sweeper>(ex, *pins, p.settings.history.retention);
         p.history->start();
@@ -545,6 +566,7 @@ std::size_t app::in_flight() const {
 void app::stop() {
     auto& p = *parts_;
     if (p.evictor) p.evictor->stop();
+    if (p.scrubber) p.scrubber->stop();
     if (p.registry_listener) p.registry_listener->stop();
     if (p.admin_listener) p.admin_listener->stop();
     if (p.scheduler) p.scheduler->stop();

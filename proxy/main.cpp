@@ -39,6 +39,7 @@ Usage:
   regpin events [options]    list pin events, or follow them (see 'regpin events --help')
   regpin cache [options]     the cache on disk: size, limit, protected and evictable, evictions (alias: du)
   regpin backup DIR          a consistent copy of a running regpin's data folder (restore: start on it)
+  regpin verify [--data DIR] re-hash stored blobs and manifests, quarantine what does not match
   regpin prefetch IMAGE...   pull images through a running regpin: cache and pin them
   regpin export ...          write pinned images and their pins to a bundle (OCI layout tar)
   regpin import BUNDLE.tar   load a bundle into a data folder (air-gapped sites)
@@ -278,6 +279,7 @@ int main(int argc, char** argv) {
     if (cmd == "events") return regpin::proxy::cli::events_command(argc - 2, argv + 2);
     if (cmd == "cache" || cmd == "du") return regpin::proxy::cli::cache_command(argc - 2, argv + 2);
     if (cmd == "backup") return regpin::proxy::cli::backup_command(argc - 2, argv + 2);
+    if (cmd == "verify") return regpin::proxy::cli::verify_command(argc - 2, argv + 2);
     if (cmd == "hosts-toml") return regpin::proxy::cli::hosts_toml_command(argc - 2, argv + 2);
     if (cmd == "prefetch") return regpin::proxy::cli::prefetch_command(argc - 2, argv + 2);
     if (cmd == "export") return regpin::proxy::cli::export_command(argc - 2, argv + 2);

@@ -260,6 +260,18 @@ asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string acto
             co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
         }
     }
+    if (path == "/api/v1/verify" && (in.method == "GET" || in.method == "POST")) {
+        if (!scrubber_) co_return fail(oci::error_code::unsupported, "no verification here", 404);
+        if (in.method == "POST") {
+            bool started = scrubber_->request();
+            spdlog::info("admin API: verify {} by {}", started ? "started" : "already running",
+                         actor);
+            auto j = cache::scrub_json(scrubber_->status());
+            j["started"] = started;
+            co_return json_reply(started ? 202 : 200, j);
+        }
+        co_return json_reply(200, cache::scrub_json(scrubber_->status()));
+    }
     if (in.method == "POST" && path == "/api/v1/backup") {
         if (!content_) co_return fail(oci::error_code::unsupported, "no backups here", 404);
         auto body = json::parse(in.body, nullptr, false);

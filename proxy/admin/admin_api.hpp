@@ -11,6 +11,8 @@
 //   GET  /api/v1/events?after=ID&since=TIME&limit=N&wait_s=S
 //   GET  /api/v1/cache                                    size, limit, classes, evictions
 //   POST /api/v1/backup       {dir}                       a consistent copy of the data folder
+//   POST /api/v1/verify                                   re-hash everything stored, now
+//   GET  /api/v1/verify                                   that walk's progress, quarantines
 // Everything under /api/ needs `Authorization: Bearer <token>` (admin.tokens; compared in
 // constant time); the token's name is the actor in the pin history. JSON in and out; errors
 // use the OCI error body.
@@ -23,6 +25,7 @@
 #include "config/config.hpp"
 #include "proxy/admin/metrics.hpp"
 #include "proxy/cache/evictor.hpp"
+#include "proxy/cache/scrubber.hpp"
 #include "proxy/http/message.hpp"
 #include "proxy/pins/actions.hpp"
 #include "proxy/pins/closure.hpp"
@@ -47,6 +50,8 @@ public:
     void set_evictor(const cache::evictor* e) { evictor_ = e; }
     // The content store, for backups (POST /api/v1/backup).
     void set_content(store::content* c) { content_ = c; }
+    // Re-hashing on demand (POST /api/v1/verify) and its progress (GET /api/v1/verify).
+    void set_scrubber(cache::scrubber* s) { scrubber_ = s; }
 
     // The name of the configured token equal to `presented`, or empty. Constant time in the
     // token's contents.
@@ -65,6 +70,7 @@ private:
     std::atomic<bool> draining_{false};
     const cache::evictor* evictor_ = nullptr;
     store::content* content_ = nullptr;
+    cache::scrubber* scrubber_ = nullptr;
 };
 
 }  // namespace regpin::proxy::admin

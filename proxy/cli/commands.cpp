@@ -20,6 +20,10 @@
 #include "proxy/cli/http_call.hpp"
 #include "proxy/oci/reference.hpp"
 
+#include "storage/database.hpp"
+
+#include "storage/verify.hpp"
+
 namespace regpin::proxy::cli {
 
 namespace {
@@ -391,6 +395,87 @@ int backup_command(int argc, char** argv) {
     std::printf("backup written to %s: %.1f MiB in %.1f s\n", j.value("dir", dir).c_str(),
                 j.value("bytes", 0.0) / (1024.0 * 1024), j.value("seconds", 0.0));
     return 0;
+}
+
+namespace {
+
+int print_verify(std::uint64_t blobs, std::uint64_t bytes, std::uint64_t manifests,
+                 const std::vector<std::string>& bad_blobs,
+                 const std::vector<std::string>& bad_manifests, std::uint64_t skipped,
+                 bool quarantine) {
+    std::printf("re-hashed %llu blob(s) (%.1f MiB) and %llu manifest(s)\n",
+                static_cast<unsigned long long>(blobs), static_cast<double>(bytes) / (1 << 20),
+                static_cast<unsigned long long>(manifests));
+    for (const auto& d : bad_blobs)
+        std::printf("blob %s does not match its digest: %s\n", d.c_str(),
+                    quarantine ? "quarantined" : "not quarantined (--report-only)");
+    for (const auto& d : bad_manifests)
+        std::printf("manifest %s does not match its digest: %s\n", d.c_str(),
+                    quarantine ? "quarantined" : "not quarantined (--report-only)");
+    if (skipped > 0)
+        std::printf("%llu blob(s) skipped (being read or evicted meanwhile)\n",
+                    static_cast<unsigned long long>(skipped));
+    return bad_blobs.empty() && bad_manifests.empty() ? 0 : 3;
+}
+
+}  // namespace
+
+int verify_command(int argc, char** argv) {
+    CLI::App app{
+        "Re-hashes every stored blob and manifest. Chunks are served without RocksDB's "
+        "checksums, so a byte flipped on disk would reach clients; a blob or manifest that no "
+        "longer matches its digest is quarantined (removed, so it is fetched again, verified, "
+        "when a client asks for it). Through the admin API of a running regpin, or offline "
+        "with --data on a folder no regpin runs on. Exit status 0: everything matched; 3: "
+        "something did not (listed); 1: an error.",
+        "regpin verify"};
+    common c;
+    std::string data;
+    bool report_only = false;
+    app.add_option("--data", data, "a data folder no regpin runs on (offline)");
+    app.add_flag("--report-only", report_only, "offline: list mismatches, remove nothing");
+    add_common(app, c, "print the API's JSON");
+    if (auto exit = parse(app, argc, argv)) return *exit;
+    if (!data.empty()) {
+        storage::open_report opened;
+        auto db = storage::open_database(data, opened);
+        if (!db) {
+            if (db.error() == storage::errc::locked)
+                fail("the data folder '" + data +
+                     "' is in use by a running regpin: run 'regpin verify' against its admin API");
+            fail("cannot open the data folder '" + data + "': " + opened.error_detail);
+        }
+        storage::verify_options o;
+        o.quarantine = !report_only;
+        auto r = storage::verify_content(*db, nullptr, o);
+        if (!r) fail("verify failed: " + r.error().message());
+        return print_verify(r->blobs, r->blob_bytes, r->manifests, r->bad_blobs, r->bad_manifests,
+                            r->skipped, o.quarantine);
+    }
+    if (report_only) return usage_error(app, "--report-only needs --data");
+    read_token(c);
+    auto before = call(c, "GET", "/api/v1/verify");
+    auto walks = before.value("walks", std::uint64_t{0});
+    auto started = call(c, "POST", "/api/v1/verify");
+    if (!started.value("started", false)) walks = started.value("walks", walks);
+    // Wait for the walk under way (this one, or one already running) to finish.
+    json s;
+    while (true) {
+        s = call(c, "GET", "/api/v1/verify");
+        if (!s.value("running", false) && s.value("walks", std::uint64_t{0}) > walks) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(250));  // a client polling
+    }
+    if (c.as_json) {
+        std::puts(s.dump(2).c_str());
+        return s["last"]["bad_blobs"].empty() && s["last"]["bad_manifests"].empty() ? 0 : 3;
+    }
+    const auto& last = s["last"];
+    return print_verify(last.value("blobs", std::uint64_t{0}),
+                        last.value("bytes", std::uint64_t{0}),
+                        last.value("manifests", std::uint64_t{0}),
+                        last["bad_blobs"].get<std::vector<std::string>>(),
+                        last["bad_manifests"].get<std::vector<std::string>>(),
+                        last.value("skipped", std::uint64_t{0}), true);
 }
 
 }  // namespace regpin::proxy::cli

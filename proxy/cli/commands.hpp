@@ -4,6 +4,7 @@
 //   regpin events [--since TIME] [--after ID] [--follow]
 //   regpin cache
 //   regpin backup DIR
+//   regpin verify [--data DIR]
 // Human-readable tables by default, --json for scripts. Exit status 0 on success, 1 when the
 // API refused or failed (the message says why), 2 on a usage error.
 
@@ -13,5 +14,6 @@ int pins_command(int argc, char** argv);
 int events_command(int argc, char** argv);
 int cache_command(int argc, char** argv);
 int backup_command(int argc, char** argv);
+int verify_command(int argc, char** argv);
 
 }  // namespace regpin::proxy::cli

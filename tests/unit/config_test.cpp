@@ -256,6 +256,9 @@ TEST(Config, CacheLimitsTakeUnitsAndDefaultToTenPercentFree) {
     EXPECT_EQ(failing_key(R"({"cache":{"min_free_percent":95}})"), "cache.min_free_percent");
     EXPECT_EQ(failing_key(R"({"cache":{"protect":"all"}})"), "cache.protect");
     EXPECT_EQ(failing_key(R"({"cache":{"max_size":1}})"), "cache.max_size");
+    EXPECT_EQ(d.scrub_mib_per_s, 0) << "the background scrub is off unless asked for";
+    EXPECT_EQ(load_json(R"({"cache":{"scrub_mib_per_s":64}})").cache.scrub_mib_per_s, 64);
+    EXPECT_EQ(failing_key(R"({"cache":{"scrub_mib_per_s":-1}})"), "cache.scrub_mib_per_s");
     EXPECT_EQ(failing_key(R"({"cache":{"protect":"none"},"pin_content":"all"})"), "cache.protect")
         << "eviction and pin_content all would undo each other";
 }
