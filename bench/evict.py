@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import datetime
 import hashlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -112,6 +114,42 @@ def folder_bytes(path: str) -> int:
     return total
 
 
+def eviction_alone(regpin: h.Regpin, warm_path: str, args: argparse.Namespace) -> dict:
+    """Warm reads while an eviction runs and nothing else does: the regpin that ingested
+    without a limit restarts with one, so its first pass evicts most of what it holds; the
+    load generator reads the warm layer in 0.2 s windows from the moment regpin answers, and
+    the windows before the pass ended are compared with those after."""
+    regpin.stop()
+    regpin.config["cache"] = {"max_bytes": args.limit_mib * MiB, "min_free_percent": 0,
+                              "protect": "none"}
+    with open(regpin.config_path, "w") as f:
+        json.dump(regpin.config, f)
+    regpin.start()
+    windows = []
+    t0 = time.time()
+    while time.time() - t0 < 4.0:
+        began = time.time()
+        r = loadgen(regpin.host, warm_path, 0.2)
+        windows.append((began, time.time(), r["bytes"] / r["seconds"]))
+    status = json.loads(regpin.admin_request("GET", "/api/v1/cache").body)
+    pass_end = status["last_pass_ms"] / 1000 if status["passes"] == 1 else None
+    # The first pass is the eviction; with more passes, take the first one's end from the log.
+    for line in regpin.log().splitlines():
+        if "cache: evicted" in line:
+            stamp = line.split()[0]
+            pass_end = datetime.datetime.fromisoformat(stamp).timestamp()
+            break
+    during = [w[2] for w in windows if pass_end is not None and w[0] < pass_end]
+    after = [w[2] for w in windows if pass_end is not None and w[0] >= pass_end + 0.2]
+    return {
+        "evicted_bytes": status["evicted_bytes"],
+        "pass_seconds": status["pass_seconds"],
+        "windows_during": len(during),
+        "warm_during_bytes_per_second": statistics.median(during) if during else None,
+        "warm_after_bytes_per_second": statistics.median(after) if after else None,
+    }
+
+
 def run(registry: h.Registry, images: list[dict], warm: dict, args: argparse.Namespace,
         limit: bool) -> dict:
     settings = {}
@@ -163,6 +201,9 @@ def run(registry: h.Registry, images: list[dict], warm: dict, args: argparse.Nam
             except TimeoutError:
                 status["settled"] = False
         written = write_bytes(pid) - written_before
+        evict_only = {}
+        if not limit and args.evict_only:
+            evict_only = eviction_alone(regpin, warm_path, args)
         during_bytes = sum(w["bytes"] for w in windows)
         during_seconds = sum(w["seconds"] for w in windows)
         return {
@@ -175,6 +216,7 @@ def run(registry: h.Registry, images: list[dict], warm: dict, args: argparse.Nam
             "warm_idle_bytes_per_second": idle["bytes_per_second"],
             "warm_during_ingest_bytes_per_second": during_bytes / during_seconds if during_seconds else 0,
             "cache": status,
+            "eviction_alone": evict_only,
         }
     finally:
         regpin.close()
@@ -188,6 +230,9 @@ def main() -> int:
     ap.add_argument("--no-limit", action="store_true", help="run without cache.max_bytes only")
     ap.add_argument("--control", action="store_true", help="also run without a limit, for comparison")
     ap.add_argument("--regpin", default="", help="the regpin binary (default build/regpin)")
+    ap.add_argument("--evict-only", action="store_true",
+                    help="after the run without a limit, restart with one and read the warm "
+                         "layer while the first pass evicts (no ingest)")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     if not LOADGEN.exists():
@@ -227,6 +272,12 @@ def main() -> int:
               f"{r['cache'].get('evicted_bytes', 0) / MiB:.0f} MiB, in passes that took "
               f"{r['cache'].get('pass_seconds', 0):.2f} s of the evictor's thread over "
               f"{r['ingest_seconds']} s of ingest")
+    alone = results.get("no_limit", {}).get("eviction_alone")
+    if alone and alone.get("warm_during_bytes_per_second") and alone.get("warm_after_bytes_per_second"):
+        print(f"eviction alone ({alone['evicted_bytes'] / MiB:.0f} MiB in {alone['pass_seconds']:.2f} s): "
+              f"warm reads {alone['warm_during_bytes_per_second'] / 1e9:.2f} GB/s during it over "
+              f"{alone['windows_during']} window(s), {alone['warm_after_bytes_per_second'] / 1e9:.2f} GB/s after: "
+              f"{alone['warm_during_bytes_per_second'] / alone['warm_after_bytes_per_second']:.2f}x")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)

@@ -157,6 +157,18 @@ std::int64_t steady_ms() {
                std::chrono::steady_clock::now().time_since_epoch())
         .count();
 }
+// Notes a write lost for want of space (last_no_space_ms) and logs it, once a second at most:
+// every write fails the same way until space comes back.
+errc no_space(const char* what, const std::string& why) {
+    auto now = steady_ms(), last = no_space_at.exchange(now);
+    if (now - last >= 1000)
+        spdlog::error(
+            "storage: {}: no space left on the data folder's disk ({}); cached content "
+            "is still served, nothing new is stored until space comes back",
+            what, why);
+    return errc::no_space;
+}
+
 }  // namespace
 
 std::int64_t last_no_space_ms() { return no_space_at.load(); }
@@ -166,14 +178,9 @@ boost::system::error_code database::check_room(const char* what) const {
     if (::statvfs(dir_.c_str(), &fs) != 0) return {};  // let RocksDB say what is wrong
     auto free = static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
     if (free >= write_reserve_bytes) return {};
-    auto now = steady_ms(), last = no_space_at.exchange(now);
-    if (now - last >= 1000)
-        spdlog::error(
-            "storage: {} refused: no space left on the data folder's disk ({} KiB free, "
-            "regpin keeps {} MiB for RocksDB); cached content is still served, nothing "
-            "new is stored until space comes back",
-            what, free >> 10, write_reserve_bytes >> 20);
-    return errc::no_space;
+    return no_space((std::string(what) + " refused").c_str(),
+                    std::to_string(free >> 10) + " KiB free, regpin keeps " +
+                        std::to_string(write_reserve_bytes >> 20) + " MiB for RocksDB");
 }
 
 result<void> checkpoint(database& d, const std::string& dir, std::string& detail) {
@@ -195,17 +202,7 @@ result<void> resume(database& d) {
 
 boost::system::error_code database::to_error(const rocksdb::Status& s, const char* what) {
     if (s.IsIncomplete()) return errc::would_block;
-    if (s.IsNoSpace()) {
-        // Every write fails the same way until space comes back: log once a second at most.
-        auto now = steady_ms(), last = no_space_at.exchange(now);
-        if (now - last >= 1000)
-            spdlog::error(
-                "storage: {} failed: no space left on the data folder's disk ({}); "
-                "cached content is still served, nothing new is stored until space "
-                "comes back",
-                what, s.ToString());
-        return errc::no_space;
-    }
+    if (s.IsNoSpace()) return no_space((std::string(what) + " failed").c_str(), s.ToString());
     spdlog::error("storage: {} failed: {}", what, s.ToString());
     if (s.IsCorruption()) return errc::corruption;
     return errc::io_error;

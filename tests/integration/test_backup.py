@@ -11,12 +11,6 @@ import threading
 import harness as h
 
 
-def push_image(registry: h.Registry, repo: str, img: h.Image) -> None:
-    for d, data in img.blobs.items():
-        if d != img.digest:
-            registry.upload_blob(repo, d, data)
-    registry.put_manifest(repo, img.tag, img.blobs[img.digest], img.media_type)
-
 
 class BackupTest(h.LogsOnFailure):
     def setUp(self):
@@ -26,7 +20,7 @@ class BackupTest(h.LogsOnFailure):
         self.images = []
         for i in range(8):
             img = h.make_image(layout, "v1", seed=f"backup-{i}", layer_sizes=(3 << 20, 200_000))
-            push_image(self.upstream, f"team/app{i}", img)
+            self.upstream.push_image(f"team/app{i}", img)
             self.images.append(img)
         self.regpin = h.Regpin([h.Upstream("upstream.test", self.upstream.url)],
                                admin_tokens=[h.AdminToken("ops", "backup-token-0123456789")]).start()

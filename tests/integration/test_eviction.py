@@ -20,13 +20,6 @@ LIMIT = 64 << 20
 IMAGES = 12
 
 
-def push_image(registry: h.Registry, repo: str, img: h.Image) -> None:
-    manifest = img.blobs[img.digest]
-    for d, data in img.blobs.items():
-        if d != img.digest:
-            registry.upload_blob(repo, d, data)
-    registry.put_manifest(repo, img.tag, manifest, img.media_type)
-
 
 class EvictionTest(h.LogsOnFailure):
     @classmethod
@@ -37,7 +30,7 @@ class EvictionTest(h.LogsOnFailure):
         cls.images = []
         for i in range(IMAGES):
             img = h.make_large_image(layout, "v1", seed=f"evict-{i}", size=LAYER)
-            push_image(cls.upstream, f"team/app{i}", img)
+            cls.upstream.push_image(f"team/app{i}", img)
             cls.images.append(img)
 
     def start(self, **cache) -> h.Regpin:
@@ -234,7 +227,7 @@ class DiskFullTest(h.LogsOnFailure):
         self.images = []
         for i, size in enumerate((4 << 20, 16 << 20, 4 << 20)):
             img = h.make_large_image(layout, "v1", seed=f"full-{i}", size=size)
-            push_image(self.upstream, f"team/full{i}", img)
+            self.upstream.push_image(f"team/full{i}", img)
             self.images.append(img)
         self.mount = h.make_temp_dir("tmpfs")
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", self.mount], check=True)

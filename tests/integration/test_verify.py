@@ -13,12 +13,6 @@ import re
 import harness as h
 
 
-def push_image(registry: h.Registry, repo: str, img: h.Image) -> None:
-    for d, data in img.blobs.items():
-        if d != img.digest:
-            registry.upload_blob(repo, d, data)
-    registry.put_manifest(repo, img.tag, img.blobs[img.digest], img.media_type)
-
 
 def flip_a_byte_of(data_dir: str, content: bytes) -> str:
     """Flips one byte in the middle of `content` where it sits in one of RocksDB's blob files;
@@ -47,7 +41,7 @@ class VerifyTest(h.LogsOnFailure):
         self.images = []
         for i in range(2):
             img = h.make_large_image(layout, "v1", seed=f"verify-{i}", size=9 << 20)
-            push_image(self.upstream, f"team/app{i}", img)
+            self.upstream.push_image(f"team/app{i}", img)
             self.images.append(img)
 
     def start(self, **cache) -> h.Regpin:

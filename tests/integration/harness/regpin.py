@@ -237,6 +237,10 @@ class Regpin(LoopbackServer, TempDirProcess):
             config["tls"] = {"cert_file": tls.cert_path, "key_file": tls.key_path}
         if admin_tls is not None:
             config["admin"]["tls"] = {"cert_file": admin_tls.cert_path, "key_file": admin_tls.key_path}
+        # The machine's disk must not decide a test: the default keeps 10% of it free, and a
+        # nearly full CI disk would make every regpin evict and keep nothing new. A test of the
+        # limits says so in `settings`.
+        config["cache"] = {"min_free_percent": 0}
         config.update(settings or {})
         self.config = config
         with open(self.config_path, "w") as f:
