@@ -201,6 +201,7 @@ def run(registry: h.Registry, images: list[dict], warm: dict, args: argparse.Nam
             except TimeoutError:
                 status["settled"] = False
         written = write_bytes(pid) - written_before
+        folder = folder_bytes(regpin.data_dir)
         evict_only = {}
         if not limit and args.evict_only:
             evict_only = eviction_alone(regpin, warm_path, args)
@@ -210,7 +211,7 @@ def run(registry: h.Registry, images: list[dict], warm: dict, args: argparse.Nam
             "limit_bytes": args.limit_mib * MiB if limit else None,
             "ingested_bytes": ingested,
             "ingest_seconds": round(ingest_seconds, 2),
-            "data_folder_bytes": folder_bytes(regpin.data_dir),
+            "data_folder_bytes": folder,
             "written_bytes": written,
             "written_per_ingested": round(written / ingested, 3),
             "warm_idle_bytes_per_second": idle["bytes_per_second"],

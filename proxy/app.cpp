@@ -188,6 +188,7 @@ struct app::parts {
     admin::gauge_family* cache_manifests = nullptr;
     admin::gauge_family* cache_over_limit = nullptr;
     admin::counter_family* cache_quarantined = nullptr;
+    admin::counter_family* cache_scrub_bytes = nullptr;
 
     parts(asio::io_context& c, config::settings s) : ioc(c), settings(std::move(s)) {
         requests =
@@ -253,6 +254,9 @@ struct app::parts {
             "Stored blobs and manifests that no longer matched their digest when re-hashed "
             "(regpin verify, cache.scrub_mib_per_s): removed, fetched again when asked for",
             {"kind"});
+        cache_scrub_bytes = &metrics.counter(
+            "regpin_cache_scrub_bytes_total",
+            "Bytes of stored blobs and manifests re-hashed (regpin verify, cache.scrub_mib_per_s)");
         cache_over_limit = &metrics.gauge(
             "regpin_cache_over_limit",
             "1 while the data folder is over its limit with nothing left to evict but what pins "
@@ -362,10 +366,14 @@ void app::start(std::shared_ptr<storage::database> db) {
             pp->cache_manifests->with({}).set(static_cast<double>(s.manifests));
             pp->cache_over_limit->with({}).set(s.over_limit ? 1.0 : 0.0);
         });
-    p.scrubber = std::make_unique<cache::scrubber>(p.settings, db, p.stores->content().index(),
-                                                   [pp](const std::string& kind, std::size_t n) {
-                                                       pp->cache_quarantined->with({kind}).inc(n);
-                                                   });
+    p.scrubber =
+        std::make_unique<cache::scrubber>(p.settings, db, p.stores->content().index(),
+                                          [pp](const std::string& kind, std::uint64_t n) {
+                                              if (kind == "bytes")
+                                                  pp->cache_scrub_bytes->with({}).inc(n);
+                                              else
+                                                  pp->cache_quarantined->with({kind}).inc(n);
+                                          });
     auto* evictor = p.evictor.get();
     p.fetcher->set_admission([evictor] {
         if (evictor->disk_full()) return cache::blob_fetcher::admission::refuse;
@@ -470,10 +478,6 @@ void app::start(std::shared_ptr<storage::database> db) {
     p.admin->set_content(&p.stores->content());
     p.admin->set_scrubber(p.scrubber.get());
     auto* scrubber = p.scrubber.get();
-    p.metrics
-        .gauge("regpin_cache_scrub_bytes_total",
-               "Bytes of stored blobs and manifests re-hashed since start (a counter)")
-        .set_callback([scrubber] { return static_cast<double>(scrubber->status().bytes_total); });
     p.metrics.gauge("regpin_cache_scrub_running", "1 while a walk re-hashes what is stored")
         .set_callback([scrubber] { return scrubber->status().running ? 1.0 : 0.0; });
     auto* index = &p.stores->content().index();

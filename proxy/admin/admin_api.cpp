@@ -291,18 +291,16 @@ asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string acto
                            "the parent folder of '" + dir.string() + "' does not exist", 400);
         spdlog::info("admin API: backup to {} by {}", dir.string(), actor);
         auto began = std::chrono::steady_clock::now();
-        auto why = co_await content_->backup(dir.string());
-        if (!why.empty()) {
-            spdlog::error("admin API: backup to {} failed: {}", dir.string(), why);
-            co_return fail(oci::error_code::unknown, "backup failed: " + why, 500);
+        auto done = co_await content_->backup(dir.string());
+        if (!done.error.empty()) {
+            spdlog::error("admin API: backup to {} failed: {}", dir.string(), done.error);
+            co_return fail(oci::error_code::unknown, "backup failed: " + done.error, 500);
         }
         auto seconds =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
-        auto usage = storage::measure_disk_usage(dir.string());
         spdlog::info("admin API: backup to {} done in {:.1f} s", dir.string(), seconds);
-        co_return json_reply(200, {{"dir", dir.string()},
-                                   {"bytes", usage ? usage->folder_bytes : 0},
-                                   {"seconds", seconds}});
+        co_return json_reply(200,
+                             {{"dir", dir.string()}, {"bytes", done.bytes}, {"seconds", seconds}});
     }
     if (in.method == "POST" && path.rfind("/api/v1/pin/", 0) == 0) {
         auto body = json::parse(in.body, nullptr, false);

@@ -103,6 +103,7 @@ void scrubber::walk(bool on_demand) {
     storage::verify_options o;
     o.pace = [&](std::uint64_t bytes) {
         walked += bytes;
+        if (on_quarantine_) on_quarantine_("bytes", bytes);
         std::unique_lock lock(mutex_);
         status_.bytes = walked;
         status_.bytes_total += bytes;

@@ -45,7 +45,9 @@ nlohmann::json scrub_json(const scrub_status& s);
 
 class scrubber {
 public:
-    using quarantine_fn = std::function<void(const std::string& kind, std::size_t count)>;
+    // Told what a walk did: "bytes" re-hashed (after every chunk), "blob" or "manifest"
+    // quarantined (after the walk). Must not block.
+    using quarantine_fn = std::function<void(const std::string& kind, std::uint64_t count)>;
 
     scrubber(const config::settings& settings, std::shared_ptr<storage::database> db,
              storage::cache_index& index, quarantine_fn on_quarantine = nullptr);

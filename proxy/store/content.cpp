@@ -45,12 +45,15 @@ result<std::optional<std::string>> small_blob(const blob_store* blobs, storage::
     return std::optional<std::string>{std::move(out)};
 }
 
-// Empty when the checkpoint was made, else why not.
-std::string backup_to(storage::database* db, std::string dir) {
+content::backup_result backup_to(storage::database* db, std::string dir) {
+    content::backup_result out;
     std::string detail;
-    if (auto r = storage::checkpoint(*db, dir, detail); !r)
-        return detail.empty() ? r.error().message() : detail;
-    return {};
+    if (auto r = storage::checkpoint(*db, dir, detail); !r) {
+        out.error = detail.empty() ? r.error().message() : detail;
+        return out;
+    }
+    if (auto usage = storage::measure_disk_usage(dir)) out.bytes = usage->folder_bytes;
+    return out;
 }
 
 }  // namespace
@@ -63,7 +66,7 @@ content::content(std::shared_ptr<storage::database> db, boost::asio::thread_pool
       referrers_(db),
       index_(std::make_unique<storage::cache_index>(db)) {}
 
-awaitable<std::string> content::backup(std::string dir) {
+awaitable<content::backup_result> content::backup(std::string dir) {
     auto* db = db_.get();
     co_return co_await on_pool<&backup_to>(pool_, db, dir);
 }

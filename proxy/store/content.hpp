@@ -35,9 +35,13 @@ class content {
 public:
     content(std::shared_ptr<storage::database> db, boost::asio::thread_pool& pool);
 
-    // A consistent copy of the whole data folder in `dir` (storage::checkpoint), on the pool.
-    // Empty when done, else why not.
-    [[nodiscard]] awaitable<std::string> backup(std::string dir);
+    // A consistent copy of the whole data folder in `dir` (storage::checkpoint), on the pool:
+    // its size on disk, or why not.
+    struct backup_result {
+        std::string error;  // empty when done
+        std::uint64_t bytes = 0;
+    };
+    [[nodiscard]] awaitable<backup_result> backup(std::string dir);
 
     // Blobs by last read, for the size cap (storage/cache_index.hpp): a blob found complete
     // here (peek_blob, find_blob) counts as read, a committed one as read when committed.
