@@ -1,7 +1,6 @@
 #include "storage/verify.hpp"
 
 #include <rocksdb/db.h>
-#include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
 
 #include "storage/blob_store.hpp"
@@ -62,16 +61,6 @@ outcome check_blob(const std::shared_ptr<database>& db, const digest& d, const b
     return h.finish() == d ? outcome::good : outcome::bad;
 }
 
-result<void> remove_blob(database& db, const digest& d) {
-    rocksdb::WriteBatch batch;
-    (void)batch.Delete(db.blob_records(), d.str());
-    (void)batch.DeleteRange(db.chunks(), chunk_key(d, 0), chunk_prefix_end(d));
-    if (auto* access = db.blob_access()) (void)batch.Delete(access, d.str());
-    auto s = db.db()->Write({}, &batch);
-    if (!s.ok()) return database::to_error(s, "quarantine blob");
-    return {};
-}
-
 }  // namespace
 
 result<verify_report> verify_content(const std::shared_ptr<database>& db, cache_index* index,
@@ -100,7 +89,7 @@ result<verify_report> verify_content(const std::shared_ptr<database>& db, cache_
                     ++report.skipped;
                     continue;
                 }
-            } else if (auto r = remove_blob(*db, d); !r) {
+            } else if (auto r = blob_store(db).discard(d); !r) {  // offline: nobody reads
                 return r.error();
             }
         }

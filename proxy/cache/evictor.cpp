@@ -327,6 +327,19 @@ void evictor::pass() {
     }
 
     std::uint64_t evictions = 0, evicted = 0, reclaimed = 0;
+    // Compacts away what was evicted (or streamed without being kept) and measures again;
+    // false when the folder cannot be measured.
+    auto reclaim = [&] {
+        auto before = usage->folder_bytes;
+        if (auto r = index_.reclaim(); !r)
+            spdlog::warn("cache: reclaiming evicted space failed: {}", r.error().message());
+        auto after = storage::measure_disk_usage(dir_);
+        if (!after) return false;
+        usage = after;
+        limit = allowed(*usage);
+        if (before > usage->folder_bytes) reclaimed += before - usage->folder_bytes;
+        return true;
+    };
     bool exhausted = false;  // nothing left to evict but what pins need or readers hold
     if (over && pins_read) {
         for (int round = 0; round < max_rounds && usage->folder_bytes > limit; ++round) {
@@ -349,28 +362,11 @@ void evictor::pass() {
                               b.last_access_ms);
             }
             exhausted = freed < need;
-            if (freed == 0) break;
-            auto before = usage->folder_bytes;
-            if (auto r = index_.reclaim(); !r)
-                spdlog::warn("cache: reclaiming evicted space failed: {}", r.error().message());
-            auto after = storage::measure_disk_usage(dir_);
-            if (!after) break;
-            usage = after;
-            limit = allowed(*usage);
-            if (before > usage->folder_bytes) reclaimed += before - usage->folder_bytes;
+            if (freed == 0 || !reclaim()) break;
         }
     }
-    if (over && reclaimed == 0 && evictions == 0) {
-        // Nothing evicted, but blobs streamed without being kept left garbage to reclaim.
-        auto before = usage->folder_bytes;
-        if (auto r = index_.reclaim(); r) {
-            if (auto after = storage::measure_disk_usage(dir_)) {
-                usage = after;
-                limit = allowed(*usage);
-                if (before > usage->folder_bytes) reclaimed += before - usage->folder_bytes;
-            }
-        }
-    }
+    // Nothing evicted, but blobs streamed without being kept may have left garbage.
+    if (over && evictions == 0) (void)reclaim();
     bool still_over = usage->folder_bytes > limit;
     if (evictions > 0) {
         spdlog::info("cache: evicted {} blob(s), {}; the data folder holds {} of {} allowed",
