@@ -537,14 +537,8 @@ asio::awaitable<oci::result<std::shared_ptr<blob_download>>> blob_fetcher::join(
         auto rec = co_await content_.find_blob(d);
         if (!rec) co_return oci::error{oci::error_code::unknown, "cannot read the cache"};
         if (*rec) co_return std::shared_ptr<blob_download>{};
-        if (admits() == admission::refuse) {
-            oci::error e{oci::error_code::unavailable,
-                         "regpin's data folder is full (no space left on its disk): cached "
-                         "content is still served, new blobs cannot be fetched until space "
-                         "comes back"};
-            e.retry_after_s = 30;
-            co_return e;
-        }
+        if (admits() == admission::refuse)
+            co_return storage_error("fetching a new blob", storage::errc::no_space);
         std::size_t queued = 0;
         {
             std::lock_guard lock(mutex_);

@@ -360,9 +360,7 @@ asio::awaitable<reply> service::blob(const target& t, bool head, std::string ran
             // eviction that began before the hold has removed the record by then.
             auto held = content_.index().hold(d);
             if (!held) continue;
-            auto again = content_.peek_blob(d);
-            if (!again && again.error() == storage::errc::would_block)
-                again = co_await content_.find_blob(d);
+            auto again = co_await content_.find_blob(d);  // memory first, then the pool
             if (!again) co_return storage_failure("reading a blob record");
             if (!*again) continue;
             co_return stored_blob_reply(content_, d, **again, head, range, std::move(held));
