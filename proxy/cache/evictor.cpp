@@ -373,8 +373,10 @@ void evictor::pass() {
                      evictions, mib(evicted), mib(usage->folder_bytes), mib(limit));
     }
 
-    std::uint64_t protected_bytes = 0;
-    for (const auto& d : guarded) protected_bytes += index_.size_of(d);
+    // What pins reach and the cache holds (a pin's layers nobody pulled are not stored).
+    std::uint64_t protected_bytes = 0, protected_stored = 0;
+    for (const auto& d : guarded)
+        if (auto n = index_.size_of(d); n > 0) protected_bytes += n, ++protected_stored;
     std::unique_lock lock(mutex_);
     bool was_over = status_.over_limit;
     status_.usage = *usage;
@@ -386,7 +388,7 @@ void evictor::pass() {
     status_.reclaimed_bytes += reclaimed;
     status_.last_pass_ms = storage::now_ms();
     if (refresh && pins_read) {
-        status_.protected_blobs = guarded.size();
+        status_.protected_blobs = protected_stored;
         status_.protected_bytes = protected_bytes;
     }
     bytes_at_pass_ = index_.bytes();
