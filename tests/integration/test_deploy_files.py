@@ -38,7 +38,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -47,6 +46,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from harness import free_port
 from harness import regpin_binary as regpin_bin
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -414,12 +414,6 @@ def systemd_config() -> DeployedConfig:
 
 
 # --- running regpin ----------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def check_config(config: dict, directory: Path) -> subprocess.CompletedProcess:
     f = directory / "config.json"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import collections
 import os
+import random
 import shutil
 import signal
 import socket
@@ -32,16 +33,36 @@ T = TypeVar("T")
 
 _ports_given: collections.deque[int] = collections.deque(maxlen=1024)
 _ports_lock = threading.Lock()
+_random = random.SystemRandom()
+
+
+def _listen_port_range() -> tuple[int, int]:
+    """Ports that neither outgoing connections nor bind(0) are given: below the kernel's
+    ephemeral range (`ip_local_port_range`, 32768-60999 by default). A port picked inside that
+    range can be taken by any process's next outgoing connection between the pick and the
+    server's bind (CI once lost a regpin admin port to one), a port below it cannot."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return (20000, low - 1) if low - 1 - 20000 >= 4096 else (0, 0)
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, close), and
-    not one this process was given lately: the kernel may hand a just-closed port out again at
-    once, and two calls in a row (a registry and an admin listener) once got the same one."""
+    """A TCP port on 127.0.0.1 that is free now and that only an explicit bind will take: picked
+    at random below the ephemeral range (see `_listen_port_range`), checked by binding it, and
+    not one this process was given lately (two calls in a row must never get the same port).
+    Falls back to bind(0) when the system leaves no room below its ephemeral range."""
+    low, high = _listen_port_range()
     with _ports_lock:
         while True:
+            port = _random.randint(low, high) if high else 0
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                s.bind(("127.0.0.1", 0))
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
                 port = s.getsockname()[1]
             if port not in _ports_given:
                 _ports_given.append(port)
