@@ -383,6 +383,19 @@ history_settings parse_history(const json& j, const std::string& path) {
     return h;
 }
 
+audit_settings parse_audit(const json& j, const std::string& path) {
+    require_object(j, path);
+    reject_unknown_keys(j, path, {"retention_days", "alert_window_days"});
+    audit_settings a;
+    if (j.contains("retention_days"))
+        a.retention = std::chrono::hours(
+            24 * get_int(j, "retention_days", path + ".retention_days", 0, 36500));
+    if (j.contains("alert_window_days"))
+        a.alert_window = std::chrono::hours(
+            24 * get_int(j, "alert_window_days", path + ".alert_window_days", 1, 36500));
+    return a;
+}
+
 void check_etcd_endpoint(const std::string& url, const std::string& key) {
     bool http = url.rfind("http://", 0) == 0, https = url.rfind("https://", 0) == 0;
     auto rest = url.substr(http ? 7 : https ? 8 : 0);
@@ -621,6 +634,7 @@ settings load_json(const std::string& text, const std::string& source) {
                          "default_upstream",
                          "manifest_max_bytes",
                          "log_level",
+                         "log_format",
                          "threads",
                          "max_header_bytes",
                          "client_idle_timeout_ms",
@@ -636,6 +650,7 @@ settings load_json(const std::string& text, const std::string& source) {
                          "admin",
                          "webhooks",
                          "history",
+                         "audit",
                          "pin_store",
                          "cache"});
     settings s;
@@ -644,6 +659,12 @@ settings load_json(const std::string& text, const std::string& source) {
     if (j.contains("default_upstream"))
         s.default_upstream = get_string(j, "default_upstream", "default_upstream");
     if (j.contains("log_level")) s.log_level = get_string(j, "log_level", "log_level");
+    if (j.contains("log_format")) {
+        s.log_format = get_string(j, "log_format", "log_format");
+        if (s.log_format != "text" && s.log_format != "json")
+            throw config_error("log_format",
+                               "must be \"text\" or \"json\", got '" + s.log_format + "'");
+    }
     if (j.contains("manifest_max_bytes"))
         s.manifest_max_bytes = static_cast<std::size_t>(
             get_int(j, "manifest_max_bytes", "manifest_max_bytes", 1024, 64 * 1024 * 1024));
@@ -682,6 +703,7 @@ settings load_json(const std::string& text, const std::string& source) {
     if (j.contains("admin")) s.admin = parse_admin(j.at("admin"), "admin");
     if (j.contains("pin_store")) s.pin_store = parse_pin_store(j.at("pin_store"), "pin_store");
     if (j.contains("history")) s.history = parse_history(j.at("history"), "history");
+    if (j.contains("audit")) s.audit = parse_audit(j.at("audit"), "audit");
     if (j.contains("cache")) s.cache = parse_cache(j.at("cache"), "cache");
     if (j.contains("webhooks")) {
         const auto& ws = j.at("webhooks");

@@ -148,6 +148,14 @@ struct history_settings {
     std::chrono::hours retention{24 * 90};
 };
 
+// The pull audit (issue 16): who pulled which manifest digest.
+struct audit_settings {
+    // Records not pulled for this long are removed; 0 keeps them forever.
+    std::chrono::hours retention{24 * 30};
+    // A re-point alert names the clients that pulled the old digest within this window.
+    std::chrono::hours alert_window{24 * 7};
+};
+
 // Where pins live (issue 13). "embedded": RocksDB in data_dir, for one process. "etcd": shared
 // by every replica that names the same endpoints and prefix; blobs and manifests stay local.
 struct pin_store_settings {
@@ -174,6 +182,9 @@ struct settings {
     std::string default_upstream;
     std::size_t manifest_max_bytes = 4 * 1024 * 1024;
     std::string log_level = "info";
+    // "text": one line per request as people read it; "json": one JSON object per line, for
+    // log shippers.
+    std::string log_format = "text";
     // Threads running the network event loop; 0 means one per core.
     int threads = 0;
     // Request header limit (request line plus headers), bytes.
@@ -199,6 +210,7 @@ struct settings {
     admin_settings admin;
     std::vector<webhook> webhooks;
     history_settings history;
+    audit_settings audit;
     pin_store_settings pin_store;
     cache_settings cache;
 };

@@ -3,7 +3,8 @@
 #   deploy/debian-deps.sh          build and run regpin (python3: CMake configures the test
 #                                  targets, built by default)
 #   deploy/debian-deps.sh --test   also what the tests start: docker-registry, containerd, skopeo,
-#                                  etcd (etcd-server: a 3-member cluster for replicas)
+#                                  etcd (etcd-server: a 3-member cluster for replicas), and
+#                                  headless Chromium with its driver and Selenium (console tests)
 #   deploy/debian-deps.sh --bench  the test packages plus nginx and perf, for bench/run.py
 # Idempotent: packages already installed are left alone. Never installs libboost-dev,
 # which would remove Boost 1.81 (see ../shared/docs/stack.md).
@@ -14,7 +15,7 @@ build_pkgs="g++ cmake ninja-build ccache pkg-config
   libssl-dev librocksdb-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   libgtest-dev libbenchmark-dev libcli11-dev ca-certificates python3"
 test_pkgs="clang-14 libclang-rt-14-dev docker-registry containerd skopeo curl openssl apache2-utils prometheus python3-yaml
-  etcd-server etcd-client"
+  etcd-server etcd-client chromium chromium-driver python3-selenium"
 
 bench_pkgs="nginx-light linux-perf"
 

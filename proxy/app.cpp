@@ -25,6 +25,7 @@
 #include "proxy/cache/scrubber.hpp"
 #include "proxy/etcd/pin_store.hpp"
 #include "proxy/http/listener.hpp"
+#include "proxy/http/log_json.hpp"
 #include "proxy/pins/actions.hpp"
 #include "proxy/pins/checker.hpp"
 #include "proxy/pins/closure.hpp"
@@ -264,6 +265,10 @@ struct app::parts {
     }
 };
 
+void use_log_format(const config::settings& settings) {
+    if (settings.log_format == "json") http::use_json_logs();
+}
+
 std::string check_cache_limits(const config::settings& settings, std::string& summary) {
     auto c = cache::check_limits(settings);
     summary = c.summary;
@@ -340,7 +345,7 @@ void app::start(std::shared_ptr<storage::database> db) {
     } else {
         pin_store = std::make_unique<storage::rocksdb_pin_store>(db);
     }
-    p.stores = std::make_unique<store::facade>(db, std::move(pin_store));
+    p.stores = std::make_unique<store::facade>(db, std::move(pin_store), p.settings.audit);
     p.upstreams = std::make_unique<upstream::upstreams>(ex, p.settings, observe);
     p.fetcher = std::make_unique<cache::blob_fetcher>(
         ex, p.stores->content(), p.settings.downloads, [pp](std::string_view reason) {
@@ -384,6 +389,7 @@ void app::start(std::shared_ptr<storage::database> db) {
     p.writer = std::make_unique<pins::writer>(p.stores->pins(), hooks);
     p.checker = std::make_unique<pins::checker>(p.settings, *p.policies, *p.upstreams,
                                                 p.stores->pins(), *p.manifests, *p.writer);
+    p.checker->set_audit(&p.stores->audit());
     p.scheduler = std::make_unique<pins::scheduler>(ex, p.settings, *p.policies, *p.upstreams,
                                                     p.stores->pins(), *p.checker);
     p.actions = std::make_unique<pins::actions>(p.settings, *p.upstreams, p.stores->pins(),
@@ -477,6 +483,17 @@ void app::start(std::shared_ptr<storage::database> db) {
     p.admin->set_evictor(p.evictor.get());
     p.admin->set_content(&p.stores->content());
     p.admin->set_scrubber(p.scrubber.get());
+    p.admin->set_audit(&p.stores->audit());
+    auto* audit = &p.stores->audit();
+    p.metrics
+        .gauge("regpin_audit_records", "Pull audit records (registry, repository, digest, client)")
+        .set_callback([audit] { return static_cast<double>(audit->records()); });
+    auto* audit_dropped =
+        &p.metrics
+             .counter("regpin_audit_dropped_total",
+                      "Pulls not recorded in the audit: too many new records waited to be written")
+             .with({});
+    audit->on_dropped([audit_dropped] { audit_dropped->inc(); });
     auto* scrubber = p.scrubber.get();
     p.metrics.gauge("regpin_cache_scrub_running", "1 while a walk re-hashes what is stored")
         .set_callback([scrubber] { return scrubber->status().running ? 1.0 : 0.0; });
@@ -498,6 +515,7 @@ void app::start(std::shared_ptr<storage::database> db) {
     ro.log_fields = {"cache", "upstream"};
     ro.headers = {{"Docker-Distribution-API-Version", "registry/2.0"}};
     ro.read_only_note = "regpin is a read-only pull-through cache";
+    ro.log_json = p.settings.log_format == "json";
     ro.refusal = oci_refusal;
     auto* service = p.service.get();
     p.registry_listener = std::make_unique<http::listener>(
@@ -529,6 +547,7 @@ void app::start(std::shared_ptr<storage::database> db) {
                                                                 std::chrono::seconds(5));
         ao.tls = server_tls(p.settings.admin.tls, "admin.tls");
         ao.refusal = oci_refusal;
+        ao.log_json = p.settings.log_format == "json";
         auto* admin = p.admin.get();
         p.admin_listener = std::make_unique<http::listener>(
             p.ioc, ao, [admin](http::incoming in) { return admin->handle(std::move(in)); });
@@ -547,6 +566,7 @@ void app::start(std::shared_ptr<storage::database> db) {
     p.webhooks->start();
     p.evictor->start();
     p.scrubber->start();
+    p.stores->audit().start();
     if (p.settings.history.retention.count() > 0) {
         p.history = std::make_shared<history_sweeper>(ex, *pins, p.settings.history.retention);
         p.history->start();
@@ -571,6 +591,7 @@ void app::stop() {
     auto& p = *parts_;
     if (p.evictor) p.evictor->stop();
     if (p.scrubber) p.scrubber->stop();
+    if (p.stores) p.stores->audit().stop();
     if (p.registry_listener) p.registry_listener->stop();
     if (p.admin_listener) p.admin_listener->stop();
     if (p.scheduler) p.scheduler->stop();

@@ -15,6 +15,8 @@ namespace regpin::proxy {
 // The cache limits (cache.*) checked against the data folder's file system: an error naming
 // the key that cannot hold there, or empty; `summary` says what holds (cache/evictor.hpp).
 std::string check_cache_limits(const config::settings& settings, std::string& summary);
+// Sets the default logger's line format from `log_format` ("json": http/log_json.hpp).
+void use_log_format(const config::settings& settings);
 
 class app {
 public:

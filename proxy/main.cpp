@@ -38,6 +38,7 @@ Usage:
                              (see 'regpin pins --help')
   regpin events [options]    list pin events, or follow them (see 'regpin events --help')
   regpin cache [options]     the cache on disk: size, limit, protected and evictable, evictions (alias: du)
+  regpin audit [options]     who pulled which image digest: nodes, tags, times (see --help)
   regpin backup DIR          a consistent copy of a running regpin's data folder (restore: start on it)
   regpin verify [--data DIR] re-hash stored blobs and manifests, quarantine what does not match
   regpin prefetch IMAGE...   pull images through a running regpin: cache and pin them
@@ -150,6 +151,7 @@ int serve(int argc, char** argv) {
     spdlog::set_default_logger(spdlog::stderr_color_mt("regpin"));
     spdlog::set_level(spdlog::level::from_str(settings.log_level));
     spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ %v");
+    regpin::proxy::use_log_format(settings);
     spdlog::info("{}", cache_summary);
 
     // RocksDB's blob reads allocate one buffer per chunk; below this threshold glibc serves
@@ -278,6 +280,7 @@ int main(int argc, char** argv) {
     if (cmd == "pins") return regpin::proxy::cli::pins_command(argc - 2, argv + 2);
     if (cmd == "events") return regpin::proxy::cli::events_command(argc - 2, argv + 2);
     if (cmd == "cache" || cmd == "du") return regpin::proxy::cli::cache_command(argc - 2, argv + 2);
+    if (cmd == "audit") return regpin::proxy::cli::audit_command(argc - 2, argv + 2);
     if (cmd == "backup") return regpin::proxy::cli::backup_command(argc - 2, argv + 2);
     if (cmd == "verify") return regpin::proxy::cli::verify_command(argc - 2, argv + 2);
     if (cmd == "hosts-toml") return regpin::proxy::cli::hosts_toml_command(argc - 2, argv + 2);

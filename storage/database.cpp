@@ -30,7 +30,8 @@ const char* const cf_names[] = {rocksdb::kDefaultColumnFamilyName.c_str(),
                                 "events",
                                 "outbox",
                                 "referrers",
-                                "blob_access"};
+                                "blob_access",
+                                "audit"};
 
 rocksdb::ColumnFamilyOptions chunk_options() {
     rocksdb::ColumnFamilyOptions o;

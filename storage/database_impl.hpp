@@ -26,6 +26,8 @@ public:
     rocksdb::ColumnFamilyHandle* referrers() const { return cfs_[7]; }
     // Blobs' last access (storage/cache_index.hpp); null like referrers().
     rocksdb::ColumnFamilyHandle* blob_access() const { return cfs_[8]; }
+    // The pull audit (storage/audit_store.hpp); null like referrers().
+    rocksdb::ColumnFamilyHandle* audit() const { return cfs_[9]; }
 
     // Before a write that adds data: errc::no_space (logged once a second, and noted for
     // last_no_space_ms) when less than write_reserve_bytes is free on the data folder's file

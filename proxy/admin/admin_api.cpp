@@ -1,6 +1,7 @@
 #include "proxy/admin/admin_api.hpp"
 
 #include <filesystem>
+#include <limits>
 
 #include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
@@ -11,6 +12,7 @@
 #include <boost/url/parse.hpp>
 #include <nlohmann/json.hpp>
 
+#include "proxy/console/console.hpp"
 #include "proxy/oci/reference.hpp"
 #include "proxy/oci/route.hpp"
 #include "proxy/pins/views.hpp"
@@ -77,6 +79,64 @@ reply events_or_error(const pins::actions::events& r) {
     return json_reply(200, out);
 }
 
+std::string lower(std::string s) {
+    for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+}
+
+// A page cursor: the key of a page's last pin, as "registry\nrepository\ntag\nclass".
+std::string encode_cursor(const storage::pin_key& k) {
+    return k.registry + "\n" + k.repository + "\n" + k.tag + "\n" + std::to_string(k.accept_class);
+}
+
+std::optional<storage::pin_key> decode_cursor(const std::string& s) {
+    std::vector<std::string> parts;
+    std::size_t start = 0;
+    while (parts.size() < 4) {
+        auto end = s.find('\n', start);
+        parts.push_back(s.substr(start, end == std::string::npos ? end : end - start));
+        if (end == std::string::npos) break;
+        start = end + 1;
+    }
+    if (parts.size() != 4 || parts[3].empty() || parts[3].size() > 3 ||
+        parts[3].find_first_not_of("0123456789") != std::string::npos || std::stoi(parts[3]) > 255)
+        return std::nullopt;
+    return storage::pin_key{parts[0], parts[1], parts[2],
+                            static_cast<std::uint8_t>(std::stoi(parts[3]))};
+}
+
+json pull_json(const storage::pull_record& r) {
+    return {{"registry", r.registry},
+            {"repository", r.repository},
+            {"digest", r.digest},
+            {"tag", r.tag.empty() ? json(nullptr) : json(r.tag)},
+            {"client", r.client()},
+            {"node", r.node.empty() ? json(nullptr) : json(r.node)},
+            {"address", r.address},
+            {"first_pulled", pins::format_time(r.first_ms)},
+            {"last_pulled", pins::format_time(r.last_ms)},
+            {"count", r.count}};
+}
+
+// "REGISTRY/REPOSITORY", "REGISTRY/REPOSITORY:TAG" or "REGISTRY/REPOSITORY@DIGEST" (Docker
+// Hub's short names too) into the query's fields; the reason when it is none of them.
+std::optional<std::string> parse_audit_ref(std::string ref, storage::audit_query& q) {
+    if (auto at = ref.find('@'); at != std::string::npos) {
+        q.digest = ref.substr(at + 1);
+        if (!storage::digest::parse(q.digest)) return "the digest after '@' is not valid";
+        ref.resize(at);
+    }
+    auto slash = ref.rfind('/');
+    bool tagged = ref.find(':', slash == std::string::npos ? 0 : slash) != std::string::npos;
+    if (tagged && !q.digest.empty()) return "give a tag or a digest, not both";
+    auto parsed = oci::parse_image_reference(tagged ? ref : ref + ":latest");
+    if (!parsed) return parsed.error().message;
+    q.registry = parsed->registry;
+    q.repository = parsed->repository;
+    if (tagged) q.tag = parsed->tag;
+    return std::nullopt;
+}
+
 }  // namespace
 
 admin_api::admin_api(const config::settings& settings, store::pin_records& pins,
@@ -89,7 +149,8 @@ admin_api::admin_api(const config::settings& settings, store::pin_records& pins,
       scheduler_(scheduler),
       upstreams_(upstreams),
       closure_(closure),
-      metrics_(m) {}
+      metrics_(m),
+      policies_(settings) {}
 
 std::string admin_api::token_name(std::string_view presented) const {
     // Hash both sides so the comparison takes the same time whatever the lengths.
@@ -132,6 +193,14 @@ asio::awaitable<reply> admin_api::handle(http::incoming in) {
         r.route = "metrics";
         co_return r;
     }
+    if (path == "/ui") {
+        reply r;
+        r.status = 308;
+        r.header("Location", "/ui/");
+        r.route = "console";
+        co_return r;
+    }
+    if (path.rfind("/ui/", 0) == 0) co_return ui(in, path.substr(4));
     if (path.rfind("/api/", 0) != 0)
         co_return fail(oci::error_code::name_unknown, "no such endpoint", 404);
 
@@ -145,6 +214,21 @@ asio::awaitable<reply> admin_api::handle(http::incoming in) {
     if (in.authorization.size() > bearer.size() &&
         std::string_view(in.authorization).substr(0, bearer.size()) == bearer)
         name = token_name(std::string_view(in.authorization).substr(bearer.size()));
+    if (name.empty() && in.authorization.empty() && !in.cookie.empty()) {
+        // The console: its session cookie, and for a change the session's CSRF token too (a
+        // cookie alone is sent by the browser whoever made the page that asks).
+        if (auto s = sessions_.find(in.cookie)) {
+            if (in.method != "GET" && in.method != "HEAD" &&
+                !console::same_secret(in.csrf_token, s->csrf)) {
+                spdlog::warn("admin API: {} {} from the console refused: no valid CSRF token",
+                             in.method, path);
+                co_return fail(oci::error_code::denied,
+                               "a change from the console needs its CSRF token (X-CSRF-Token)",
+                               403);
+            }
+            name = s->token_name;
+        }
+    }
     if (name.empty()) {
         spdlog::warn("admin API: {} {} refused: missing or wrong token", in.method, path);
         auto r = fail(oci::error_code::unauthorized, "a valid admin token is required", 401);
@@ -152,6 +236,66 @@ asio::awaitable<reply> admin_api::handle(http::incoming in) {
         co_return r;
     }
     co_return co_await api(in, "token:" + name);
+}
+
+reply admin_api::ui(const http::incoming& in, const std::string& name) {
+    const bool secure = settings_.admin.tls.enabled();
+    auto with_headers = [](reply r) {
+        for (const auto& [k, v] : console::security_headers()) r.header(k, v);
+        r.route = "console";
+        return r;
+    };
+    if (in.method == "GET" || in.method == "HEAD") {
+        if (name == "session") {
+            auto s = sessions_.find(in.cookie);
+            if (!s) return with_headers(fail(oci::error_code::unauthorized, "not logged in", 401));
+            return with_headers(json_reply(200, {{"name", s->token_name}, {"csrf", s->csrf}}));
+        }
+        const auto* file = console::find_asset(name);
+        if (!file) return with_headers(fail(oci::error_code::name_unknown, "no such page", 404));
+        reply r;
+        r.body = std::string(file->body);
+        r.header("Content-Type", std::string(file->content_type));
+        return with_headers(std::move(r));
+    }
+    if (in.method == "POST" && name == "login") {
+        if (settings_.admin.tokens.empty())
+            return with_headers(fail(oci::error_code::unauthorized,
+                                     "the console is disabled: no token is configured "
+                                     "(admin.tokens)",
+                                     401));
+        auto body = json::parse(in.body, nullptr, false);
+        std::string token;
+        if (body.is_object() && body.contains("token") && body["token"].is_string())
+            token = body["token"].get<std::string>();
+        auto who = token.empty() ? std::string() : token_name(token);
+        if (who.empty()) {
+            spdlog::warn("console: login from {} refused: wrong token", in.peer);
+            return with_headers(
+                fail(oci::error_code::unauthorized, "that token is not valid", 401));
+        }
+        auto opened = sessions_.open(who);
+        spdlog::info("console: {} logged in from {}", who, in.peer);
+        auto r = json_reply(200, {{"name", who}, {"csrf", opened.s.csrf}});
+        r.header("Set-Cookie", sessions_.cookie(opened.id, secure));
+        return with_headers(std::move(r));
+    }
+    if (in.method == "POST" && name == "logout") {
+        auto s = sessions_.find(in.cookie);
+        if (s && !console::same_secret(in.csrf_token, s->csrf))
+            return with_headers(fail(oci::error_code::denied,
+                                     "logging out needs the session's CSRF token (X-CSRF-Token)",
+                                     403));
+        if (s) {
+            sessions_.close(in.cookie);
+            spdlog::info("console: {} logged out", s->token_name);
+        }
+        auto r = json_reply(200, {{"logged_out", s.has_value()}});
+        r.header("Set-Cookie", console::sessions::removal_cookie(secure));
+        return with_headers(std::move(r));
+    }
+    return with_headers(fail(oci::error_code::name_unknown,
+                             "no such endpoint: " + in.method + " /ui/" + name, 404));
 }
 
 asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string actor) {
@@ -181,10 +325,70 @@ asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string acto
                 co_return fail(oci::error_code::pagination_number_invalid,
                                "limit must be a number, 1 or more", 400);
         }
-        auto listed = co_await pins_.list(f);
-        if (!listed) co_return fail(oci::error_code::unknown, "storage failure", 500);
-        json out = {{"pins", json::array()}};
-        for (const auto& p : *listed) out["pins"].push_back(pins::pin_json(p));
+        if (auto a = param("after"); !a.empty()) {
+            f.after = decode_cursor(a);
+            if (!f.after)
+                co_return fail(oci::error_code::pagination_number_invalid,
+                               "after must be the 'next' of an earlier page", 400);
+        }
+        // Search: a piece of "registry/repository:tag" (case-insensitive), and the policy that
+        // applies. Both are filters over pages of the store's key order.
+        std::string search = lower(param("q"));
+        std::optional<pins::policy_kind> policy;
+        if (auto pk = param("policy"); !pk.empty()) {
+            policy = pins::parse_policy(pk);
+            if (!policy)
+                co_return fail(oci::error_code::name_invalid,
+                               "policy must be pin, follow, reject or artifact", 400);
+        }
+        const std::size_t wanted = f.limit;
+        std::vector<storage::pin> page;
+        std::optional<storage::pin_key> next;
+        if (search.empty() && !policy) {
+            auto listed = co_await pins_.list(f);
+            if (!listed) co_return fail(oci::error_code::unknown, "storage failure", 500);
+            page = std::move(*listed);
+            if (page.size() == wanted) next = page.back().key;
+        } else {
+            // Scanned in store pages; one request looks at scan_budget pins at most and then
+            // answers with what it found and where to go on.
+            constexpr std::size_t batch = 1000, scan_budget = 200000;
+            f.limit = batch;
+            std::size_t scanned = 0;
+            while (page.size() < wanted) {
+                auto listed = co_await pins_.list(f);
+                if (!listed) co_return fail(oci::error_code::unknown, "storage failure", 500);
+                for (auto& p : *listed) {
+                    ++scanned;
+                    f.after = p.key;
+                    if (!search.empty() &&
+                        lower(storage::display_name(p.key)).find(search) == std::string::npos)
+                        continue;
+                    if (policy && policies_.for_key(p.key).policy != *policy) continue;
+                    page.push_back(std::move(p));
+                    if (page.size() == wanted) break;
+                }
+                if (page.size() == wanted) {
+                    next = page.back().key;
+                    break;
+                }
+                if (listed->size() < batch) break;
+                if (scanned >= scan_budget) {
+                    next = f.after;
+                    break;
+                }
+            }
+        }
+        json out = {{"pins", json::array()},
+                    {"next", next ? json(encode_cursor(*next)) : json(nullptr)},
+                    {"total", pins_.count()},
+                    {"registries", json::array()}};
+        for (const auto& u : settings_.upstreams) out["registries"].push_back(u.registry);
+        for (const auto& p : page) {
+            auto j = pins::pin_json(p);
+            j["policy"] = std::string(pins::to_string(policies_.for_key(p.key).policy));
+            out["pins"].push_back(std::move(j));
+        }
         co_return json_reply(200, out);
     }
     if (in.method == "GET" && path == "/api/v1/pin") {
@@ -200,6 +404,7 @@ asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string acto
         for (const auto& p : *listed) {
             // What the store holds of the pinned digest's content (and the pending one's).
             auto j = pins::pin_json(p);
+            j["policy"] = std::string(pins::to_string(policies_.for_key(p.key).policy));
             j["content"] =
                 pins::content_json(co_await closure_.report(p.manifest_digest, p.key.tag));
             j["pending_content"] = nullptr;
@@ -235,9 +440,33 @@ asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string acto
         } catch (const std::exception&) {
             numbers = false;
         }
+        std::size_t last = 0;
+        try {
+            if (auto l = param("last"); !l.empty())
+                last = std::min<std::size_t>(std::stoul(l), 1000);
+        } catch (const std::exception&) {
+            numbers = false;
+        }
         if (!numbers || limit == 0)
             co_return fail(oci::error_code::name_invalid,
-                           "after, limit and wait_s must be numbers, limit 1 or more", 400);
+                           "after, last, limit and wait_s must be numbers, limit 1 or more", 400);
+        if (last > 0) {
+            // The newest `last` events (oldest first), for a timeline's first look: the newest
+            // id by bisection (each probe one seek), then the events after newest - last.
+            std::uint64_t low = 0, high = std::numeric_limits<std::int64_t>::max();
+            while (low + 1 < high) {
+                std::uint64_t mid = low + (high - low) / 2;
+                auto probe = co_await pins_.events(mid, 0, 1);
+                if (!probe) co_return fail(oci::error_code::unknown, "storage failure", 500);
+                if (probe->empty())
+                    high = mid;
+                else
+                    low = probe->front().id;
+            }
+            after = low > last ? low - last : 0;
+            limit = last;
+            wait_s = 0;
+        }
         if (auto s = param("since"); !s.empty()) {
             auto t = pins::parse_time(s);
             if (!t)
@@ -259,6 +488,47 @@ asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string acto
             timer.expires_after(std::chrono::milliseconds(200));
             co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
         }
+    }
+    if (in.method == "GET" && path == "/api/v1/audit") {
+        if (!audit_) co_return fail(oci::error_code::unsupported, "no pull audit here", 404);
+        storage::audit_query q;
+        if (auto ref = param("ref"); !ref.empty())
+            if (auto why = parse_audit_ref(ref, q))
+                co_return fail(oci::error_code::name_invalid, "ref: " + *why, 400);
+        if (auto d = param("digest"); !d.empty()) {
+            if (!storage::digest::parse(d))
+                co_return fail(oci::error_code::digest_invalid, "digest is not a valid digest",
+                               400);
+            if (!q.digest.empty() && q.digest != d)
+                co_return fail(oci::error_code::name_invalid, "ref and digest disagree", 400);
+            q.digest = d;
+        }
+        q.client = param("node");
+        if (auto s = param("since"); !s.empty()) {
+            auto t = pins::parse_time(s);
+            if (!t)
+                co_return fail(oci::error_code::name_invalid,
+                               "since must be RFC 3339 or unix milliseconds", 400);
+            q.since_ms = *t;
+        }
+        if (auto l = param("limit"); !l.empty()) {
+            bool digits = l.size() <= 6 && l.find_first_not_of("0123456789") == std::string::npos;
+            q.limit = digits ? std::stoul(l) : 0;
+            if (q.limit == 0)
+                co_return fail(oci::error_code::pagination_number_invalid,
+                               "limit must be a number, 1 to 999999", 400);
+        }
+        auto found = co_await audit_->query(q);
+        if (!found) co_return fail(oci::error_code::unknown, "storage failure", 500);
+        json out = {{"records", json::array()}, {"clients", json::array()}};
+        std::vector<std::string> clients;
+        for (const auto& r : *found) {
+            out["records"].push_back(pull_json(r));
+            if (std::find(clients.begin(), clients.end(), r.client()) == clients.end())
+                clients.push_back(r.client());
+        }
+        out["clients"] = clients;
+        co_return json_reply(200, out);
     }
     if (path == "/api/v1/verify" && (in.method == "GET" || in.method == "POST")) {
         if (!scrubber_) co_return fail(oci::error_code::unsupported, "no verification here", 404);

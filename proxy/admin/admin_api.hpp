@@ -2,20 +2,26 @@
 #include <atomic>
 // The admin API, on its own listener (default 127.0.0.1:5001):
 //   GET  /healthz, /readyz, /metrics                      open
-//   GET  /api/v1/pins?registry=&repository_prefix=&state=&limit=
+//   GET  /api/v1/pins?registry=&repository_prefix=&state=&q=&policy=&limit=&after=
+//                                         a page of pins in key order; `next` is the next
+//                                         page's `after`; `total` counts every pin
 //   GET  /api/v1/pin?registry=&repository=&tag=           the tag's pins and history
 //   POST /api/v1/pin/approve  {registry, repository, tag, digest?}
 //   POST /api/v1/pin/unpin    {registry, repository, tag}
 //   POST /api/v1/pin/set      {registry, repository, tag, digest}
 //   POST /api/v1/pin/check    {registry, repository, tag}
-//   GET  /api/v1/events?after=ID&since=TIME&limit=N&wait_s=S
+//   GET  /api/v1/events?after=ID&since=TIME&limit=N&wait_s=S, or ?last=N (the newest N)
 //   GET  /api/v1/cache                                    size, limit, classes, evictions
 //   POST /api/v1/backup       {dir}                       a consistent copy of the data folder
 //   POST /api/v1/verify                                   re-hash everything stored, now
 //   GET  /api/v1/verify                                   that walk's progress, quarantines
+//   GET  /api/v1/audit?digest=&ref=&node=&since=&limit=   who pulled which manifest digest
+//   GET  /ui/                                             the console (proxy/console)
+//   POST /ui/login {token}, GET /ui/session, POST /ui/logout   its sessions
 // Everything under /api/ needs `Authorization: Bearer <token>` (admin.tokens; compared in
-// constant time); the token's name is the actor in the pin history. JSON in and out; errors
-// use the OCI error body.
+// constant time), or the console's session cookie (and X-CSRF-Token for a change); the
+// token's name is the actor in the pin history. JSON in and out; errors use the OCI error
+// body.
 
 #include <functional>
 #include <string>
@@ -26,11 +32,14 @@
 #include "proxy/admin/metrics.hpp"
 #include "proxy/cache/evictor.hpp"
 #include "proxy/cache/scrubber.hpp"
+#include "proxy/console/console.hpp"
 #include "proxy/http/message.hpp"
 #include "proxy/pins/actions.hpp"
 #include "proxy/pins/closure.hpp"
+#include "proxy/pins/policy.hpp"
 #include "proxy/pins/scheduler.hpp"
 #include "proxy/store/pin_records.hpp"
+#include "proxy/store/pull_audit.hpp"
 #include "proxy/upstream/upstreams.hpp"
 
 namespace regpin::proxy::admin {
@@ -52,6 +61,8 @@ public:
     void set_content(store::content* c) { content_ = c; }
     // Re-hashing on demand (POST /api/v1/verify) and its progress (GET /api/v1/verify).
     void set_scrubber(cache::scrubber* s) { scrubber_ = s; }
+    // The pull audit (GET /api/v1/audit).
+    void set_audit(store::pull_audit* a) { audit_ = a; }
 
     // The name of the configured token equal to `presented`, or empty. Constant time in the
     // token's contents.
@@ -59,6 +70,8 @@ public:
 
 private:
     boost::asio::awaitable<http::reply> api(const http::incoming& in, std::string actor);
+    // The console's files, login, session and logout (/ui/NAME).
+    http::reply ui(const http::incoming& in, const std::string& name);
 
     const config::settings& settings_;
     store::pin_records& pins_;
@@ -67,10 +80,13 @@ private:
     const upstream::upstreams& upstreams_;
     const pins::closure_keeper& closure_;
     metrics& metrics_;
+    pins::policy_table policies_;
     std::atomic<bool> draining_{false};
+    console::sessions sessions_;
     const cache::evictor* evictor_ = nullptr;
     store::content* content_ = nullptr;
     cache::scrubber* scrubber_ = nullptr;
+    store::pull_audit* audit_ = nullptr;
 };
 
 }  // namespace regpin::proxy::admin

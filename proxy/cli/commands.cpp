@@ -372,6 +372,53 @@ int cache_command(int argc, char** argv) {
     return 0;
 }
 
+int audit_command(int argc, char** argv) {
+    CLI::App app{
+        "Shows who pulled what through a running regpin: one row per (image digest, client), "
+        "with the tag last asked for, the first and last pull and how many manifest requests. "
+        "A client is the node name it sent (X-Regpin-Node: a claim, not an identity) or its "
+        "address. Give --digest, --ref or --node (or several); without any, the most recent "
+        "pulls.",
+        "regpin audit"};
+    common c;
+    std::string digest, ref, node, since;
+    std::size_t limit = 100;
+    app.add_option("--digest", digest, "a manifest digest: which clients pulled it");
+    app.add_option("--ref", ref,
+                   "REGISTRY/REPOSITORY[:TAG|@DIGEST] (Docker Hub short names too): who pulled "
+                   "that repository, tag or digest");
+    app.add_option("--node", node, "a node name or client address: what it pulled");
+    app.add_option("--since", since, "only pulls at or after this time (RFC 3339)");
+    app.add_option("--limit", limit, "rows at most")->capture_default_str();
+    add_common(app, c, "print the API's JSON instead of a table");
+    if (auto exit = parse(app, argc, argv)) return *exit;
+    read_token(c);
+    std::string target = "/api/v1/audit?limit=" + std::to_string(limit);
+    for (const auto& [k, v] : {std::pair<const char*, const std::string&>{"digest", digest},
+                               {"ref", ref},
+                               {"node", node},
+                               {"since", since}})
+        if (!v.empty()) target += std::string("&") + k + "=" + query_escape(v);
+    auto j = call(c, "GET", target);
+    if (c.as_json) {
+        std::puts(j.dump(2).c_str());
+        return 0;
+    }
+    std::vector<std::vector<std::string>> rows = {
+        {"CLIENT", "ADDRESS", "IMAGE", "DIGEST", "FIRST PULLED", "LAST PULLED", "COUNT"}};
+    for (const auto& r : j["records"]) {
+        std::string image = r.value("registry", "") + "/" + r.value("repository", "");
+        if (r["tag"].is_string()) image += ":" + r["tag"].get<std::string>();
+        rows.push_back({r.value("client", ""), r.value("address", ""), image,
+                        short_digest(r["digest"]), r.value("first_pulled", ""),
+                        r.value("last_pulled", ""),
+                        std::to_string(r.value("count", std::uint64_t{0}))});
+    }
+    print_table(rows);
+    std::printf("\n%zu client(s)\n", j["clients"].size());
+    return 0;
+}
+
 int backup_command(int argc, char** argv) {
     CLI::App app{
         "Makes a consistent copy of a running regpin's data folder (blobs, manifests, pins, "

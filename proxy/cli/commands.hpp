@@ -13,6 +13,8 @@ namespace regpin::proxy::cli {
 int pins_command(int argc, char** argv);
 int events_command(int argc, char** argv);
 int cache_command(int argc, char** argv);
+// regpin audit: who pulled which digest (GET /api/v1/audit).
+int audit_command(int argc, char** argv);
 int backup_command(int argc, char** argv);
 int verify_command(int argc, char** argv);
 

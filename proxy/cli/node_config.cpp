@@ -1,5 +1,6 @@
 #include "proxy/cli/node_config.hpp"
 
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -61,6 +62,12 @@ std::string containerd_file(const std::string& registry, const mirror_url& m,
     t += "  capabilities = [\"pull\", \"resolve\"]\n";
     if (!r.ca_file.empty()) t += "  ca = " + toml_string(r.ca_file) + "\n";
     if (!r.dial_timeout.empty()) t += "  dial_timeout = " + toml_string(r.dial_timeout) + "\n";
+    if (!r.node_name.empty()) {
+        // Sent to regpin only (never to `server`): the pull audit's node name. A claim, not an
+        // identity: any client can send any name.
+        t += "\n  [host." + toml_string(base) + ".header]\n";
+        t += "    X-Regpin-Node = [" + toml_string(r.node_name) + "]\n";
+    }
     return t;
 }
 
@@ -73,6 +80,21 @@ std::string default_server(const std::string& registry) {
 
 std::vector<generated_file> generate_node_config(node_format format, const node_config_request& r) {
     if (r.registries.empty()) throw std::invalid_argument("at least one --registry is required");
+    if (!r.node_name.empty()) {
+        bool valid = r.node_name.size() <= 253;
+        for (char c : r.node_name)
+            valid = valid && (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' ||
+                              c == '_');
+        if (!valid)
+            throw std::invalid_argument(
+                "--node-name must be 1 to 253 letters, digits, '.', '-' or '_' (a Kubernetes node "
+                "name), got '" +
+                r.node_name + "'");
+        if (format != node_format::containerd)
+            throw std::invalid_argument(
+                "--node-name needs --format containerd: CRI-O, k3s and Docker cannot add request "
+                "headers (regpin's audit then names the node by its address)");
+    }
     auto m = parse_mirror(r.mirror);
     bool insecure = m.scheme == "http";
     std::vector<generated_file> out;
@@ -178,6 +200,10 @@ int hosts_toml_command(int argc, char** argv) {
                    "REGISTRY=URL: the upstream containerd falls back to in plain mode (default "
                    "https://REGISTRY; https://registry-1.docker.io for docker.io); repeatable")
         ->allow_extra_args(false);
+    app.add_option("--node-name", r.node_name,
+                   "this node's name, sent to regpin as the X-Regpin-Node header so its pull "
+                   "audit names the node (containerd only; in Kubernetes from the downward API, "
+                   "spec.nodeName). A claim, not an identity: any client can send any name");
     app.add_option("-o,--output", output, "where to write; without it the files are printed");
     if (auto exit = parse(app, argc, argv)) return *exit;
     format = formats.at(format_name);

@@ -22,6 +22,9 @@ struct node_config_request {
     std::string dial_timeout;  // containerd dial_timeout, e.g. "500ms"; empty leaves it out
     // Upstream URLs for plain mode where the default (https://<registry>) is wrong.
     std::map<std::string, std::string> servers;
+    // The node's name, sent to regpin as X-Regpin-Node on every request (containerd only),
+    // for the pull audit. Empty: none (regpin then knows the node by its address).
+    std::string node_name;
 };
 
 struct generated_file {

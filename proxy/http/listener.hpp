@@ -51,6 +51,8 @@ struct listener_options {
     std::size_t max_body_bytes = 0;
     // Log one line per request at info level; else at debug.
     bool log_requests = true;
+    // Request lines as JSON objects (log_format "json"; see log_json.hpp) instead of text.
+    bool log_json = false;
     // Log fields printed on every request line, "-" when the reply has none.
     std::vector<std::string> log_fields;
     // Headers sent with every reply.

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <iterator>
@@ -34,16 +35,18 @@
 
 #include "config/config.hpp"
 #include "proxy/http/beast.hpp"
+#include "proxy/http/log_json.hpp"
 
 namespace regpin::proxy::http {
 
 namespace detail {
 
-inline std::string merged(const bhttp::fields& f, bhttp::field name) {
+inline std::string merged(const bhttp::fields& f, bhttp::field name,
+                          std::string_view separator = ", ") {
     std::string out;
     auto range = f.equal_range(name);
     for (auto it = range.first; it != range.second; ++it) {
-        if (!out.empty()) out += ", ";
+        if (!out.empty()) out += separator;
         out += std::string(it->value());
     }
     return out;
@@ -192,6 +195,33 @@ inline std::string log_fields(const listener_options& o, const reply& r) {
     return fmt::to_string(out);
 }
 
+// X-Regpin-Node when it is a plausible node name (a Kubernetes node name is a DNS subdomain:
+// at most 253 characters); else empty, so no byte of it reaches a log line or the audit.
+inline std::string node_name(std::string_view v) {
+    if (v.empty() || v.size() > 253) return {};
+    for (char c : v)
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_')
+            return {};
+    return std::string(v);
+}
+
+// The address of "ADDRESS:PORT".
+inline std::string address_of(const std::string& peer) {
+    auto colon = peer.rfind(':');
+    return colon == std::string::npos ? peer : peer.substr(0, colon);
+}
+
+// The same fields for a JSON request line.
+inline std::vector<std::pair<std::string_view, std::string_view>> json_fields(
+    const listener_options& o, const reply& r) {
+    std::vector<std::pair<std::string_view, std::string_view>> out;
+    for (const auto& name : o.log_fields) out.emplace_back(name, r.log_field(name));
+    for (const auto& [k, v] : r.log_fields)
+        if (std::find(o.log_fields.begin(), o.log_fields.end(), k) == o.log_fields.end())
+            out.emplace_back(k, v);
+    return out;
+}
+
 inline bool allowed(const listener_options& o, std::string_view method) {
     for (const auto& m : o.methods)
         if (m == method) return true;
@@ -331,6 +361,7 @@ asio::awaitable<void> serve(Stream& stream, std::shared_ptr<listener::shared> sh
             auto started = std::chrono::steady_clock::now();
             auto& req = parser.get();
             incoming in;
+            in.peer = address_of(peer);
             reply r;
             bool keep = false;
             if (ec) {
@@ -342,6 +373,7 @@ asio::awaitable<void> serve(Stream& stream, std::shared_ptr<listener::shared> sh
                 in.method = std::string(req.method_string());
                 in.target = std::string(req.target());
                 in.head = req.method() == bhttp::verb::head;
+                in.node = node_name(req["X-Regpin-Node"]);
                 keep = req.keep_alive();
                 bool has_body = parser.content_length().value_or(0) > 0 || parser.chunked();
                 if (!allowed(opts, in.method)) {
@@ -379,6 +411,10 @@ asio::awaitable<void> serve(Stream& stream, std::shared_ptr<listener::shared> sh
                         in.accept = merged(req.base(), bhttp::field::accept);
                         in.range = std::string(req[bhttp::field::range]);
                         in.authorization = std::string(req[bhttp::field::authorization]);
+                        in.cookie = merged(req.base(), bhttp::field::cookie, "; ");
+                        in.csrf_token = std::string(req["X-CSRF-Token"]);
+                        in.origin = std::string(req[bhttp::field::origin]);
+                        in.content_type = std::string(req[bhttp::field::content_type]);
                         in.body = std::move(req.body());
                         r = co_await sh->handle(in);
                     }
@@ -391,9 +427,18 @@ asio::awaitable<void> serve(Stream& stream, std::shared_ptr<listener::shared> sh
             auto seconds =
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
             auto level = opts.log_requests ? spdlog::level::info : spdlog::level::debug;
-            if (spdlog::should_log(level))
-                spdlog::log(level, "{} {} {} {} bytes={} ms={:.1f}{}", peer, in.method, in.target,
-                            r.status, outcome.body_bytes, seconds * 1000.0, log_fields(opts, r));
+            if (spdlog::should_log(level)) {
+                if (opts.log_json)
+                    spdlog::log(level, "{}",
+                                request_fields(request_line{
+                                    opts.name, peer, in.node, in.method, in.target, r.status,
+                                    outcome.body_bytes, seconds * 1000.0, json_fields(opts, r)}));
+                else
+                    spdlog::log(level, "{} {} {} {} bytes={} ms={:.1f}{}{}", peer, in.method,
+                                in.target, r.status, outcome.body_bytes, seconds * 1000.0,
+                                log_fields(opts, r),
+                                in.node.empty() ? std::string() : " node=" + in.node);
+            }
             if (sh->observe) sh->observe(in, r, outcome.body_bytes, seconds);
             if (!outcome.keep) break;
         }

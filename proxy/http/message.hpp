@@ -45,6 +45,14 @@ struct incoming {
     std::string range;          // Range header or empty
     std::string authorization;  // Authorization header or empty
     std::string body;           // only on listeners that take bodies
+    std::string peer;           // the client's IP address
+    // X-Regpin-Node: the node name the client claims (a claim, not an identity), when it is
+    // 1 to 253 characters of letters, digits, '.', '_' and '-'; else empty.
+    std::string node;
+    std::string cookie;        // every Cookie line, merged with "; "
+    std::string csrf_token;    // X-CSRF-Token header or empty
+    std::string origin;        // Origin header or empty
+    std::string content_type;  // Content-Type header or empty
 };
 
 struct reply {

@@ -1,5 +1,6 @@
 #include "proxy/pins/checker.hpp"
 
+#include <algorithm>
 #include <charconv>
 
 #include <boost/beast/http/verb.hpp>
@@ -94,6 +95,42 @@ asio::awaitable<std::string> checker::summary(upstream::registry_client& client,
     co_return summarize(a, b).dump();
 }
 
+asio::awaitable<std::string> checker::with_pulls(std::string summary_json, storage::pin_key key,
+                                                 std::string old_digest) {
+    if (!audit_) co_return summary_json;
+    auto summary = nlohmann::json::parse(summary_json, nullptr, false);
+    if (!summary.is_object()) co_return summary_json;
+    storage::audit_query q;
+    q.digest = old_digest;
+    q.registry = key.registry;
+    q.repository = key.repository;
+    const auto window = audit_->settings().alert_window;
+    q.since_ms =
+        storage::now_ms() - std::chrono::duration_cast<std::chrono::milliseconds>(window).count();
+    q.limit = 100000;
+    auto found = co_await audit_->query(q);
+    if (!found) co_return summary_json;
+    // One client per node name (or address), most recent first; up to 20 named.
+    std::vector<std::string> clients;
+    for (const auto& r : *found)
+        if (std::find(clients.begin(), clients.end(), r.client()) == clients.end())
+            clients.push_back(r.client());
+    constexpr std::size_t named = 20;
+    nlohmann::json names = nlohmann::json::array();
+    for (std::size_t i = 0; i < clients.size() && i < named; ++i) names.push_back(clients[i]);
+    const auto days = window.count() / 24;
+    summary["old_digest_pulled_by"] = {{"window_days", days},
+                                       {"clients", clients.size()},
+                                       {"names", names},
+                                       {"more", clients.size() > named}};
+    if (summary.contains("text") && summary["text"].is_string())
+        summary["text"] = summary["text"].get<std::string>() + "; the old digest was pulled by " +
+                          std::to_string(clients.size()) +
+                          (clients.size() == 1 ? " client" : " clients") + " in the last " +
+                          std::to_string(days) + (days == 1 ? " day" : " days");
+    co_return summary.dump();
+}
+
 asio::awaitable<check_result> checker::check(storage::pin_key key, std::size_t ui) {
     auto& client = upstreams_.at(ui);
     const auto& registry = client.settings().registry;
@@ -181,6 +218,8 @@ asio::awaitable<check_result> checker::check(storage::pin_key key, std::size_t u
         if (pinned_manifest)
             summary_json =
                 co_await summary(client, key.repository, *pinned_manifest, upstream_manifest);
+        const auto old_digest = p.manifest_digest.str();
+        summary_json = co_await with_pulls(summary_json, key, old_digest);
     }
     auto np = apply_repoint(p, *decision, *upstream_digest, upstream_manifest, now);
     storage::pin_change change{key, p, np};
@@ -216,6 +255,8 @@ asio::awaitable<storage::result<storage::pin>> checker::diverged_first_sight(
     if (auto pinned_manifest = co_await manifest(client, key.repository, first.manifest_digest))
         summary_json =
             co_await summary(client, key.repository, *pinned_manifest, candidate_manifest);
+    const auto old_digest = first.manifest_digest.str();
+    summary_json = co_await with_pulls(summary_json, key, old_digest);
     if (policy.policy == policy_kind::reject) {
         candidate.state = storage::pin_state::rejected;
         candidate.pending_digest = candidate.manifest_digest;

@@ -18,6 +18,7 @@
 #include "proxy/pins/policy.hpp"
 #include "proxy/pins/writer.hpp"
 #include "proxy/store/pin_records.hpp"
+#include "proxy/store/pull_audit.hpp"
 #include "proxy/upstream/upstreams.hpp"
 
 namespace regpin::proxy::pins {
@@ -34,6 +35,10 @@ public:
     checker(const config::settings& settings, const policy_table& policies,
             upstream::upstreams& upstreams, store::pin_records& records,
             cache::manifest_fetcher& manifests, pins::writer& writer);
+
+    // The pull audit: an alerted re-point's summary says which clients pulled the old digest
+    // within audit.alert_window_days ("old_digest_pulled_by"). Without it, it says nothing.
+    void set_audit(store::pull_audit* audit) { audit_ = audit; }
 
     // Checks the pin `key` on upstream `upstream_index` now.
     [[nodiscard]] boost::asio::awaitable<check_result> check(storage::pin_key key,
@@ -57,6 +62,8 @@ private:
     boost::asio::awaitable<oci::result<storage::manifest>> manifest(
         upstream::registry_client& client, const std::string& repository, const storage::digest& d);
     void report(const std::string& registry, check_outcome o) const;
+    boost::asio::awaitable<std::string> with_pulls(std::string summary_json, storage::pin_key key,
+                                                   std::string old_digest);
 
     const config::settings& settings_;
     const policy_table& policies_;
@@ -65,6 +72,7 @@ private:
     cache::manifest_fetcher& manifests_;
     pins::writer& writer_;
     std::vector<std::string> alert_targets_;  // every webhook URL
+    store::pull_audit* audit_ = nullptr;
 };
 
 }  // namespace regpin::proxy::pins

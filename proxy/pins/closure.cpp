@@ -57,7 +57,8 @@ nlohmann::json content_json(const content_report& r) {
             {"configs", {{"cached", r.configs_cached}, {"total", r.configs}}},
             {"layers", {{"cached", r.layers_cached}, {"total", r.layers}}},
             {"missing_count", r.missing_count},
-            {"missing", std::move(missing)}};
+            {"missing", std::move(missing)},
+            {"platforms", r.platforms}};
 }
 
 closure_keeper::closure_keeper(asio::any_io_executor ex, const config::settings& settings,
@@ -249,6 +250,7 @@ asio::awaitable<content_report> closure_keeper::report(storage::digest d, std::s
         if (refs && refs->is_index) {
             for (const auto& child : refs->children) {
                 if (attestation(child)) continue;
+                if (!child.platform.empty()) r.platforms.push_back(child.platform);
                 ++r.manifests;
                 auto cd = storage::digest::parse(child.digest);
                 if (!cd) continue;

@@ -61,6 +61,9 @@ struct content_report {
     std::size_t layers = 0, layers_cached = 0;  // of the manifests cached
     std::size_t missing_count = 0;
     std::vector<content_item> missing;  // the first 20
+    // An index's platforms ("linux/amd64"), attestations left out; empty for one image or
+    // when the manifest is not cached.
+    std::vector<std::string> platforms;
 };
 nlohmann::json content_json(const content_report& r);
 

@@ -142,6 +142,7 @@ service::service(asio::any_io_executor ex, const config::settings& settings,
       upstreams_(upstreams),
       content_(stores.content()),
       pins_(stores.pins()),
+      audit_(stores.audit()),
       manifests_(manifests),
       fetcher_(fetcher),
       writer_(writer),
@@ -186,6 +187,17 @@ asio::awaitable<reply> service::handle(incoming req) {
     }
     r.log_field("upstream", t.where.registry);
     r.route = route_name(route->kind);
+    if (route->kind == oci::endpoint::manifest && r.status == 200) {
+        // The pull audit: who was sent which manifest (memory only; written in batches).
+        for (const auto& [name, value] : r.headers)
+            if (name == "Docker-Content-Digest") {
+                const auto& ref = route->reference;
+                audit_.record(t.where.registry, t.where.repository,
+                              oci::is_digest_reference(ref) ? std::string() : ref, value, req.peer,
+                              req.node);
+                break;
+            }
+    }
     if (route->ns) r.header("OCI-Namespace", *route->ns);
     co_return r;
 }

@@ -72,6 +72,7 @@ private:
     upstream::upstreams& upstreams_;
     store::content& content_;
     store::pin_records& pins_;
+    store::pull_audit& audit_;
     cache::manifest_fetcher& manifests_;
     cache::blob_fetcher& fetcher_;
     pins::writer& writer_;

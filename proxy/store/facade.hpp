@@ -10,6 +10,7 @@
 
 #include "proxy/store/content.hpp"
 #include "proxy/store/pin_records.hpp"
+#include "proxy/store/pull_audit.hpp"
 #include "storage/database.hpp"
 #include "storage/pin_store.hpp"
 
@@ -18,14 +19,16 @@ namespace regpin::proxy::store {
 class facade {
 public:
     // `threads`: the blocking pool's size (synced writes and chunk writes of concurrent
-    // downloads run there side by side).
+    // downloads run there side by side). Throws std::runtime_error when the pull audit
+    // cannot be read.
     facade(std::shared_ptr<storage::database> db, std::unique_ptr<storage::pin_store> pins,
-           std::size_t threads = 2);
+           config::audit_settings audit = {}, std::size_t threads = 2);
     // Waits for the calls still running on the pool.
     ~facade();
 
     store::content& content() { return content_; }
     store::pin_records& pins() { return pins_; }
+    store::pull_audit& audit() { return *audit_; }
     // The pin store itself, for a thread of its own that may block (cache/evictor.hpp).
     const storage::pin_store& pin_store() const { return *pin_store_; }
     const std::shared_ptr<storage::database>& database() const { return db_; }
@@ -36,6 +39,7 @@ private:
     std::unique_ptr<storage::pin_store> pin_store_;
     store::content content_;
     store::pin_records pins_;
+    std::unique_ptr<store::pull_audit> audit_;
 };
 
 }  // namespace regpin::proxy::store

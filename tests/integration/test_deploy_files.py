@@ -507,6 +507,9 @@ def run_hosts_toml(tc: unittest.TestCase, spec: dict, expect_mirror: str | None 
             for reg in registries:
                 text = (Path(d) / reg / "hosts.toml").read_text()
                 tc.assertIn(f'[host."{mirror}"]', text)
+                # the pull audit names the node (downward API spec.nodeName)
+                tc.assertIn(f'[host."{mirror}".header]', text)
+                tc.assertIn('X-Regpin-Node = ["node-1"]', text)
                 server = re.search(r'^server = "([^"]+)"', text, re.M).group(1)
                 if expect_fail_closed:
                     tc.assertEqual(server, mirror)

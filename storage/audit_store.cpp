@@ -1,0 +1,243 @@
+#include "storage/audit_store.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <optional>
+#include <string_view>
+
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
+
+#include "storage/database_impl.hpp"
+#include "storage/record_codec.hpp"
+#include "storage/threads.hpp"
+
+namespace regpin::storage {
+
+namespace {
+
+// Each record is stored under up to four keys, each with the whole value, so every query is
+// one prefix scan: by digest ('d'), by repository ('r'), by address ('a') and by node name
+// ('n', when the client sent one). The parts are separated by a NUL, which no registry,
+// repository, digest, address or accepted node name contains.
+constexpr char by_digest = 'd';
+constexpr char by_repository = 'r';
+constexpr char by_address = 'a';
+constexpr char by_node = 'n';
+constexpr char value_version = 1;
+
+std::string join(char kind, std::initializer_list<std::string_view> parts) {
+    std::string k(1, kind);
+    for (auto p : parts) {
+        k.append(p);
+        k.push_back('\0');
+    }
+    k.pop_back();
+    return k;
+}
+
+std::vector<std::string> keys_of(const pull_record& r) {
+    std::vector<std::string> keys = {
+        join(by_digest, {r.digest, r.registry, r.repository, r.address, r.node}),
+        join(by_repository, {r.registry, r.repository, r.digest, r.address, r.node}),
+        join(by_address, {r.address, r.digest, r.registry, r.repository, r.node})};
+    if (!r.node.empty())
+        keys.push_back(join(by_node, {r.node, r.digest, r.registry, r.repository, r.address}));
+    return keys;
+}
+
+std::string encode(const pull_record& r) {
+    std::string v(1, value_version);
+    v += big_endian(static_cast<std::uint64_t>(r.first_ms));
+    v += big_endian(static_cast<std::uint64_t>(r.last_ms));
+    v += big_endian(r.count);
+    v += r.tag;
+    return v;
+}
+
+// The record a key and its value describe, or nullopt when either is not one of ours.
+std::optional<pull_record> decode(std::string_view key, std::string_view value) {
+    if (key.empty() || value.size() < 25 || value[0] != value_version) return std::nullopt;
+    std::vector<std::string> parts;
+    std::size_t start = 1;
+    while (true) {
+        auto end = key.find('\0', start);
+        parts.emplace_back(key.substr(start, end == std::string_view::npos ? end : end - start));
+        if (end == std::string_view::npos) break;
+        start = end + 1;
+    }
+    if (parts.size() != 5) return std::nullopt;
+    pull_record r;
+    switch (key[0]) {
+        case by_digest:
+            r = {parts[1], parts[2], parts[0], parts[3], parts[4]};
+            break;
+        case by_repository:
+            r = {parts[0], parts[1], parts[2], parts[3], parts[4]};
+            break;
+        case by_address:
+            r = {parts[2], parts[3], parts[1], parts[0], parts[4]};
+            break;
+        case by_node:
+            r = {parts[2], parts[3], parts[1], parts[4], parts[0]};
+            break;
+        default:
+            return std::nullopt;
+    }
+    r.first_ms = static_cast<std::int64_t>(from_big_endian(value.substr(1, 8)));
+    r.last_ms = static_cast<std::int64_t>(from_big_endian(value.substr(9, 8)));
+    r.count = from_big_endian(value.substr(17, 8));
+    r.tag = std::string(value.substr(25));
+    return r;
+}
+
+bool matches(const pull_record& r, const audit_query& q) {
+    return (q.digest.empty() || r.digest == q.digest) &&
+           (q.registry.empty() || r.registry == q.registry) &&
+           (q.repository.empty() || r.repository == q.repository) &&
+           (q.tag.empty() || r.tag == q.tag) &&
+           (q.client.empty() || r.node == q.client || r.address == q.client) &&
+           r.last_ms >= q.since_ms;
+}
+
+class rocksdb_audit_store final : public audit_store {
+public:
+    explicit rocksdb_audit_store(std::shared_ptr<database> db) : db_(std::move(db)) {}
+
+    result<void> load() {
+        expect_may_block("audit_store::load");
+        std::size_t n = 0;
+        if (auto* cf = db_->audit()) {
+            std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, cf));
+            const std::string prefix(1, by_digest);
+            for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) ++n;
+            if (!it->status().ok()) return database::to_error(it->status(), "scan the audit");
+        }
+        count_ = n;
+        return {};
+    }
+
+    result<void> merge(const std::vector<pull_record>& records) override {
+        expect_may_block("audit_store::merge");
+        auto* cf = db_->audit();
+        if (!cf) return errc::io_error;
+        if (auto ec = db_->check_room("the pull audit")) return ec;
+        std::lock_guard lock(write_mutex_);
+        rocksdb::WriteBatch batch;
+        std::size_t added = 0;
+        for (const auto& given : records) {
+            auto r = given;
+            auto keys = keys_of(r);
+            std::string old;
+            auto s = db_->db()->Get(database::point_read(read_mode::may_block, "audit merge"), cf,
+                                    keys.front(), &old);
+            if (s.ok()) {
+                if (auto was = decode(keys.front(), old)) {
+                    if (r.tag.empty() || was->last_ms > r.last_ms) r.tag = was->tag;
+                    r.first_ms = std::min(r.first_ms, was->first_ms);
+                    r.last_ms = std::max(r.last_ms, was->last_ms);
+                    r.count += was->count;
+                }
+            } else if (s.IsNotFound()) {
+                ++added;
+            } else {
+                return database::to_error(s, "audit merge read");
+            }
+            auto value = encode(r);
+            for (const auto& k : keys) batch.Put(cf, k, value);
+        }
+        auto s = db_->db()->Write({}, &batch);
+        if (!s.ok()) return database::to_error(s, "audit merge");
+        count_ += added;
+        return {};
+    }
+
+    result<std::vector<pull_record>> query(const audit_query& q) const override {
+        expect_may_block("audit_store::query");
+        std::vector<pull_record> out;
+        auto* cf = db_->audit();
+        if (!cf) return out;  // a read-only open of a folder from before the audit
+        std::vector<std::string> prefixes;
+        if (!q.digest.empty()) {
+            prefixes.push_back(join(by_digest, {q.digest, ""}));
+            if (!q.registry.empty()) prefixes.back() += q.registry + '\0';
+        } else if (!q.registry.empty()) {
+            prefixes.push_back(q.repository.empty()
+                                   ? join(by_repository, {q.registry, ""})
+                                   : join(by_repository, {q.registry, q.repository, ""}));
+        } else if (!q.client.empty()) {
+            prefixes.push_back(join(by_node, {q.client, ""}));
+            prefixes.push_back(join(by_address, {q.client, ""}));
+        } else {
+            prefixes.emplace_back(1, by_digest);
+        }
+        std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, cf));
+        for (const auto& prefix : prefixes) {
+            for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+                auto r = decode(it->key().ToStringView(), it->value().ToStringView());
+                if (!r || !matches(*r, q)) continue;
+                // A client found by node name and by address is one record.
+                if (prefixes.size() > 1 && &prefix != &prefixes.front() && r->node == q.client)
+                    continue;
+                out.push_back(std::move(*r));
+            }
+            if (!it->status().ok()) return database::to_error(it->status(), "audit query");
+        }
+        std::sort(out.begin(), out.end(),
+                  [](const pull_record& a, const pull_record& b) { return a.last_ms > b.last_ms; });
+        if (out.size() > q.limit) out.resize(q.limit);
+        return out;
+    }
+
+    result<std::size_t> forget_before(std::int64_t cutoff_ms) override {
+        expect_may_block("audit_store::forget_before");
+        auto* cf = db_->audit();
+        if (!cf) return std::size_t{0};
+        std::lock_guard lock(write_mutex_);
+        std::size_t removed = 0;
+        rocksdb::WriteBatch batch;
+        auto write = [&]() -> result<void> {
+            if (batch.Count() == 0) return {};
+            auto s = db_->db()->Write({}, &batch);
+            batch.Clear();
+            if (!s.ok()) return database::to_error(s, "audit retention");
+            return {};
+        };
+        std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, cf));
+        const std::string prefix(1, by_digest);
+        for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+            auto r = decode(it->key().ToStringView(), it->value().ToStringView());
+            if (!r) {
+                batch.Delete(cf, it->key());
+                continue;
+            }
+            if (r->last_ms >= cutoff_ms) continue;
+            for (const auto& k : keys_of(*r)) batch.Delete(cf, k);
+            ++removed;
+            if (batch.Count() >= 4096)
+                if (auto w = write(); !w) return w.error();
+        }
+        if (!it->status().ok()) return database::to_error(it->status(), "audit retention scan");
+        if (auto w = write(); !w) return w.error();
+        count_ -= std::min<std::size_t>(removed, count_);
+        return removed;
+    }
+
+    std::size_t count() const override { return count_; }
+
+private:
+    std::shared_ptr<database> db_;
+    std::mutex write_mutex_;  // merges read what they replace
+    std::atomic<std::size_t> count_{0};
+};
+
+}  // namespace
+
+result<std::unique_ptr<audit_store>> open_audit_store(std::shared_ptr<database> db) {
+    auto store = std::make_unique<rocksdb_audit_store>(std::move(db));
+    if (auto loaded = store->load(); !loaded) return loaded.error();
+    return std::unique_ptr<audit_store>(std::move(store));
+}
+
+}  // namespace regpin::storage
