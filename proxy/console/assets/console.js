@@ -26,6 +26,11 @@
     return node;
   }
 
+  // Replaces what <main> shows; null and false parts are left out.
+  function show(...parts) {
+    main.replaceChildren(...parts.flat().filter((p) => p !== null && p !== undefined && p !== false));
+  }
+
   function announce(message) {
     const box = document.getElementById("announce");
     box.textContent = "";
@@ -118,7 +123,7 @@
         "A token from admin.tokens in regpin's configuration. It is exchanged for a session cookie; the page never stores it."),
       error,
       el("button", { type: "submit", class: "primary" }, "Log in"));
-    main.replaceChildren(el("section", { class: "login", "aria-labelledby": "login-title" },
+    show(el("section", { class: "login", "aria-labelledby": "login-title" },
       el("h1", { id: "login-title" }, "Log in to regpin"), form));
     input.focus();
   }
@@ -180,7 +185,7 @@
       el("span", { id: "pin-count" }, `${doc.pins.length} shown of ${doc.total} pins`),
       after ? el("a", { href: "#/pins?" + new URLSearchParams([...new URLSearchParams(query)].filter(([k]) => !["after", "limit"].includes(k))) }, "First page") : null,
       doc.next ? el("a", { href: "#/pins?" + (() => { const n = new URLSearchParams(query); n.delete("limit"); n.set("after", doc.next); return n; })(), rel: "next" }, "Next page") : null);
-    main.replaceChildren(el("h1", {}, "Pins"), form,
+    show(el("h1", {}, "Pins"), form,
       rows.length ? table("Pins", ["Tag", "State", "Policy", "Digest", "Pending", "Last verified"], rows)
         : el("p", {}, "No pin matches."),
       pager);
@@ -231,7 +236,7 @@
       doc = await call("GET", "/api/v1/pin?" + new URLSearchParams(target));
     } catch (e) {
       if (e.status !== 404) throw e;
-      main.replaceChildren(el("h1", {}, ref), el("p", {}, "No pin and no history for this tag."), el("a", { href: "#/pins" }, "Back to the pins"));
+      show(el("h1", {}, ref), el("p", {}, "No pin and no history for this tag."), el("a", { href: "#/pins" }, "Back to the pins"));
       return;
     }
     const cards = [];
@@ -291,7 +296,7 @@
     const history = doc.history.slice().reverse().map((e) => [
       when(e.time), e.type + (e.action ? ` (${e.action})` : ""), e.actor,
       digestCode(e.old_digest), digestCode(e.new_digest), e.summary && e.summary.text ? e.summary.text : ""]);
-    main.replaceChildren(
+    show(
       el("p", {}, el("a", { href: "#/pins" }, "← Pins")),
       el("h1", {}, ref), ...cards,
       el("h2", {}, "History"),
@@ -313,7 +318,7 @@
     const doc = await call("GET", "/api/v1/events?last=100");
     const list = el("ol", { class: "timeline", id: "timeline", "aria-label": "Events, newest first" },
       doc.events.slice().reverse().map((e) => eventItem(e, false)));
-    main.replaceChildren(el("h1", {}, "Events"),
+    show(el("h1", {}, "Events"),
       el("p", { class: "note" }, "The newest events first. New ones appear here as they happen."),
       doc.events.length ? null : el("p", { id: "no-events" }, "No events yet."), list);
     pollEvents(list, doc.events.reduce((m, e) => Math.max(m, e.id), 0));
@@ -385,7 +390,7 @@
       String(sum("regpin_upstream_requests_total", (l) => l.registry === r && !l.status.startsWith("2"))),
       String(sum("regpin_upstream_errors_total", (l) => l.registry === r)),
       String(sum("regpin_pin_checks_total", (l) => l.registry === r && l.outcome === "error"))]);
-    main.replaceChildren(el("h1", {}, "Health"),
+    show(el("h1", {}, "Health"),
       el("p", { class: "note" }, "From regpin's /readyz and /metrics, read when this page opened."),
       el("div", { class: "grid" },
         card("Readiness", badge(ready.status || "error"), ready.detail),
@@ -423,7 +428,7 @@
       else await viewPins(params);
     } catch (e) {
       if (e.message === "logged out") return;
-      main.replaceChildren(el("h1", {}, "Something went wrong"), el("p", { class: "error", role: "alert" }, e.message));
+      show(el("h1", {}, "Something went wrong"), el("p", { class: "error", role: "alert" }, e.message));
     }
     main.focus();
   }
