@@ -23,6 +23,7 @@
 #include "proxy/cache/evictor.hpp"
 #include "proxy/cache/manifest_fetcher.hpp"
 #include "proxy/cache/scrubber.hpp"
+#include "proxy/etcd/audit_store.hpp"
 #include "proxy/etcd/pin_store.hpp"
 #include "proxy/http/listener.hpp"
 #include "proxy/http/log_json.hpp"
@@ -324,6 +325,7 @@ void app::start(std::shared_ptr<storage::database> db) {
 
     auto ex = p.ioc.get_executor();
     std::unique_ptr<storage::pin_store> pin_store;
+    std::unique_ptr<storage::audit_store> audit_records;  // nullptr: the database's own
     etcd::etcd_pin_store* shared_pins = nullptr;
     if (p.settings.pin_store.backend == "etcd") {
         const auto& ps = p.settings.pin_store;
@@ -342,10 +344,17 @@ void app::start(std::shared_ptr<storage::database> db) {
         auto store = std::make_unique<etcd::etcd_pin_store>(eo, so);
         shared_pins = store.get();
         pin_store = std::move(store);
+        // The pull audit too, so that any replica answers for the whole cluster.
+        auto local = storage::open_audit_store(db);
+        if (!local)
+            throw std::runtime_error("cannot read the pull audit: " + local.error().message());
+        audit_records =
+            std::make_unique<etcd::etcd_audit_store>(eo, so.prefix, so.replica, std::move(*local));
     } else {
         pin_store = std::make_unique<storage::rocksdb_pin_store>(db);
     }
-    p.stores = std::make_unique<store::facade>(db, std::move(pin_store), p.settings.audit);
+    p.stores = std::make_unique<store::facade>(db, std::move(pin_store), p.settings.audit,
+                                               std::move(audit_records));
     p.upstreams = std::make_unique<upstream::upstreams>(ex, p.settings, observe);
     p.fetcher = std::make_unique<cache::blob_fetcher>(
         ex, p.stores->content(), p.settings.downloads, [pp](std::string_view reason) {

@@ -37,7 +37,9 @@ std::string join(char kind, std::initializer_list<std::string_view> parts) {
     return k;
 }
 
-std::vector<std::string> keys_of(const pull_record& r) {
+}  // namespace
+
+std::vector<std::string> pull_keys(const pull_record& r) {
     std::vector<std::string> keys = {
         join(by_digest, {r.digest, r.registry, r.repository, r.address, r.node}),
         join(by_repository, {r.registry, r.repository, r.digest, r.address, r.node}),
@@ -47,7 +49,7 @@ std::vector<std::string> keys_of(const pull_record& r) {
     return keys;
 }
 
-std::string encode(const pull_record& r) {
+std::string encode_pull(const pull_record& r) {
     std::string v(1, value_version);
     v += big_endian(static_cast<std::uint64_t>(r.first_ms));
     v += big_endian(static_cast<std::uint64_t>(r.last_ms));
@@ -57,7 +59,7 @@ std::string encode(const pull_record& r) {
 }
 
 // The record a key and its value describe, or nullopt when either is not one of ours.
-std::optional<pull_record> decode(std::string_view key, std::string_view value) {
+std::optional<pull_record> decode_pull(std::string_view key, std::string_view value) {
     if (key.empty() || value.size() < 25 || value[0] != value_version) return std::nullopt;
     std::vector<std::string> parts;
     std::size_t start = 1;
@@ -92,7 +94,7 @@ std::optional<pull_record> decode(std::string_view key, std::string_view value) 
     return r;
 }
 
-bool matches(const pull_record& r, const audit_query& q) {
+bool pull_matches(const pull_record& r, const audit_query& q) {
     return (q.digest.empty() || r.digest == q.digest) &&
            (q.registry.empty() || r.registry == q.registry) &&
            (q.repository.empty() || r.repository == q.repository) &&
@@ -100,6 +102,33 @@ bool matches(const pull_record& r, const audit_query& q) {
            (q.client.empty() || r.node == q.client || r.address == q.client) &&
            r.last_ms >= q.since_ms;
 }
+
+void fold_pull(pull_record& into, const pull_record& r) {
+    if (!r.tag.empty() && (into.tag.empty() || r.last_ms >= into.last_ms)) into.tag = r.tag;
+    into.first_ms = std::min(into.first_ms, r.first_ms);
+    into.last_ms = std::max(into.last_ms, r.last_ms);
+    into.count += r.count;
+}
+
+std::vector<std::string> pull_prefixes(const audit_query& q) {
+    std::vector<std::string> prefixes;
+    if (!q.digest.empty()) {
+        prefixes.push_back(join(by_digest, {q.digest, ""}));
+        if (!q.registry.empty()) prefixes.back() += q.registry + '\0';
+    } else if (!q.registry.empty()) {
+        prefixes.push_back(q.repository.empty()
+                               ? join(by_repository, {q.registry, ""})
+                               : join(by_repository, {q.registry, q.repository, ""}));
+    } else if (!q.client.empty()) {
+        prefixes.push_back(join(by_node, {q.client, ""}));
+        prefixes.push_back(join(by_address, {q.client, ""}));
+    } else {
+        prefixes.emplace_back(1, by_digest);
+    }
+    return prefixes;
+}
+
+namespace {
 
 class rocksdb_audit_store final : public audit_store {
 public:
@@ -118,7 +147,7 @@ public:
         return {};
     }
 
-    result<void> merge(const std::vector<pull_record>& records) override {
+    result<std::vector<pull_record>> merge(const std::vector<pull_record>& records) override {
         expect_may_block("audit_store::merge");
         auto* cf = db_->audit();
         if (!cf) return errc::io_error;
@@ -126,31 +155,32 @@ public:
         std::lock_guard lock(write_mutex_);
         rocksdb::WriteBatch batch;
         std::size_t added = 0;
+        std::vector<pull_record> merged;
+        merged.reserve(records.size());
         for (const auto& given : records) {
             auto r = given;
-            auto keys = keys_of(r);
+            auto keys = pull_keys(r);
             std::string old;
             auto s = db_->db()->Get(database::point_read(read_mode::may_block, "audit merge"), cf,
                                     keys.front(), &old);
             if (s.ok()) {
-                if (auto was = decode(keys.front(), old)) {
-                    if (r.tag.empty() || was->last_ms > r.last_ms) r.tag = was->tag;
-                    r.first_ms = std::min(r.first_ms, was->first_ms);
-                    r.last_ms = std::max(r.last_ms, was->last_ms);
-                    r.count += was->count;
+                if (auto was = decode_pull(keys.front(), old)) {
+                    fold_pull(*was, r);
+                    r = std::move(*was);
                 }
             } else if (s.IsNotFound()) {
                 ++added;
             } else {
                 return database::to_error(s, "audit merge read");
             }
-            auto value = encode(r);
+            auto value = encode_pull(r);
             for (const auto& k : keys) batch.Put(cf, k, value);
+            merged.push_back(std::move(r));
         }
         auto s = db_->db()->Write({}, &batch);
         if (!s.ok()) return database::to_error(s, "audit merge");
         count_ += added;
-        return {};
+        return merged;
     }
 
     result<std::vector<pull_record>> query(const audit_query& q) const override {
@@ -158,25 +188,12 @@ public:
         std::vector<pull_record> out;
         auto* cf = db_->audit();
         if (!cf) return out;  // a read-only open of a folder from before the audit
-        std::vector<std::string> prefixes;
-        if (!q.digest.empty()) {
-            prefixes.push_back(join(by_digest, {q.digest, ""}));
-            if (!q.registry.empty()) prefixes.back() += q.registry + '\0';
-        } else if (!q.registry.empty()) {
-            prefixes.push_back(q.repository.empty()
-                                   ? join(by_repository, {q.registry, ""})
-                                   : join(by_repository, {q.registry, q.repository, ""}));
-        } else if (!q.client.empty()) {
-            prefixes.push_back(join(by_node, {q.client, ""}));
-            prefixes.push_back(join(by_address, {q.client, ""}));
-        } else {
-            prefixes.emplace_back(1, by_digest);
-        }
+        auto prefixes = pull_prefixes(q);
         std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, cf));
         for (const auto& prefix : prefixes) {
             for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-                auto r = decode(it->key().ToStringView(), it->value().ToStringView());
-                if (!r || !matches(*r, q)) continue;
+                auto r = decode_pull(it->key().ToStringView(), it->value().ToStringView());
+                if (!r || !pull_matches(*r, q)) continue;
                 // A client found by node name and by address is one record.
                 if (prefixes.size() > 1 && &prefix != &prefixes.front() && r->node == q.client)
                     continue;
@@ -207,13 +224,13 @@ public:
         std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, cf));
         const std::string prefix(1, by_digest);
         for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-            auto r = decode(it->key().ToStringView(), it->value().ToStringView());
+            auto r = decode_pull(it->key().ToStringView(), it->value().ToStringView());
             if (!r) {
                 batch.Delete(cf, it->key());
                 continue;
             }
             if (r->last_ms >= cutoff_ms) continue;
-            for (const auto& k : keys_of(*r)) batch.Delete(cf, k);
+            for (const auto& k : pull_keys(*r)) batch.Delete(cf, k);
             ++removed;
             if (batch.Count() >= 4096)
                 if (auto w = write(); !w) return w.error();

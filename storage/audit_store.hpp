@@ -12,7 +12,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "storage/errors.hpp"
@@ -52,8 +54,10 @@ public:
     virtual ~audit_store() = default;
 
     // Merges each record into the stored one with its key: first the earlier, last the later,
-    // counts added, the tag of the later pull when it names one. One unsynced write.
-    [[nodiscard]] virtual result<void> merge(const std::vector<pull_record>& records) = 0;
+    // counts added, the tag of the later pull when it names one. One unsynced write. Returns
+    // the records as stored after the merge, in the order given.
+    [[nodiscard]] virtual result<std::vector<pull_record>> merge(
+        const std::vector<pull_record>& records) = 0;
     // Matching records, most recently pulled first, at most q.limit.
     [[nodiscard]] virtual result<std::vector<pull_record>> query(const audit_query& q) const = 0;
     // Removes records last pulled before `cutoff_ms`; how many.
@@ -61,6 +65,20 @@ public:
     // The number of records stored. O(1).
     [[nodiscard]] virtual std::size_t count() const = 0;
 };
+
+// The key layout, shared with the etcd audit (proxy/etcd/audit_store.hpp). Each record is
+// stored under up to four keys, each with the whole value, so every query is one or two prefix
+// scans: by digest, by repository, by address and by node name (when the client sent one).
+std::vector<std::string> pull_keys(const pull_record& r);  // the first: by digest
+std::string encode_pull(const pull_record& r);             // first, last, count, tag
+std::optional<pull_record> decode_pull(std::string_view key, std::string_view value);
+// The key prefixes whose records may match `q` (one or two), and whether a record does.
+// A record found under the second prefix whose node equals q.client was found under the first.
+std::vector<std::string> pull_prefixes(const audit_query& q);
+bool pull_matches(const pull_record& r, const audit_query& q);
+// Folds `r` (the same key) into `into`: first the earlier, last the later, counts added, the
+// tag of the later pull when it names one.
+void fold_pull(pull_record& into, const pull_record& r);
 
 // The audit in regpin's RocksDB database (column family "audit"). Counts what is stored (one
 // pass over the records) when made.

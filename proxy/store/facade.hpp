@@ -19,10 +19,12 @@ namespace regpin::proxy::store {
 class facade {
 public:
     // `threads`: the blocking pool's size (synced writes and chunk writes of concurrent
-    // downloads run there side by side). Throws std::runtime_error when the pull audit
-    // cannot be read.
+    // downloads run there side by side). `audit_records`: where the pull audit is kept (the
+    // etcd one for replicas); nullptr: the database's own. Throws std::runtime_error when the
+    // database's audit cannot be read.
     facade(std::shared_ptr<storage::database> db, std::unique_ptr<storage::pin_store> pins,
-           config::audit_settings audit = {}, std::size_t threads = 2);
+           config::audit_settings audit = {},
+           std::unique_ptr<storage::audit_store> audit_records = nullptr, std::size_t threads = 2);
     // Waits for the calls still running on the pool.
     ~facade();
 

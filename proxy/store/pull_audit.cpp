@@ -9,18 +9,6 @@
 
 namespace regpin::proxy::store {
 
-namespace {
-
-// Folds `r` into `into` (the same key): the later pull's tag when it names one.
-void fold(storage::pull_record& into, const storage::pull_record& r) {
-    if (!r.tag.empty() && (into.tag.empty() || r.last_ms >= into.last_ms)) into.tag = r.tag;
-    into.first_ms = std::min(into.first_ms, r.first_ms);
-    into.last_ms = std::max(into.last_ms, r.last_ms);
-    into.count += r.count;
-}
-
-}  // namespace
-
 pull_audit::pull_audit(std::unique_ptr<storage::audit_store> store, boost::asio::thread_pool& pool,
                        config::audit_settings settings)
     : store_(std::move(store)), pool_(pool), settings_(settings) {}
@@ -36,7 +24,7 @@ void pull_audit::record(const std::string& registry, const std::string& reposito
     auto k = key{registry, repository, digest, address, node};
     auto it = pending_.find(k);
     if (it != pending_.end()) {
-        fold(it->second, r);
+        storage::fold_pull(it->second, r);
         return;
     }
     if (pending_.size() >= max_pending) {
@@ -72,7 +60,7 @@ storage::result<std::size_t> pull_audit::flush() {
         for (auto& [k, r] : batch) {
             auto it = pending_.find(k);
             if (it != pending_.end())
-                fold(it->second, r);
+                storage::fold_pull(it->second, r);
             else if (pending_.size() < max_pending)
                 pending_.emplace(k, std::move(r));
             else

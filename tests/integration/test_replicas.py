@@ -168,6 +168,32 @@ class ReplicasTest(h.LogsOnFailure):
 
     # -- tests -----------------------------------------------------------------------------------
 
+    def test_the_pull_audit_answers_for_the_whole_cluster_on_any_replica(self):
+        """Two containerd nodes pull through two different replicas; a third replica names both
+        (issue 16: each replica publishes its audit records to etcd)."""
+        repo = "audit/app"
+        self.push("a", repo)
+        for name, i in (("node-a", 0), ("node-b", 1)):
+            node = h.Containerd().start()
+            self.addCleanup(node.close)
+            h.regpin_command("hosts-toml", "--mirror", self.replicas[i].url, "--registry", self.upstream.host,
+                             "--fail-closed", "--node-name", name, "-o", node.hosts_dir, check=True)
+            ref = f"{self.upstream.host}/{repo}:v1"
+            node.pull(ref)
+            self.assertEqual(node.image_digest(ref), self.images["a"].digest, f"{name} through r{i}")
+        # (Other tests pull image "a" into other repositories: this one's only.)
+        query = "/api/v1/audit?" + urllib.parse.urlencode({"digest": self.images["a"].digest,
+                                                           "ref": f"{self.upstream.host}/{repo}"})
+        # Each replica writes its records every 2 s; a query on the replica that saw a pull
+        # writes first, the others see it once it is written.
+        self.api(0, "GET", query)
+        self.api(1, "GET", query)
+        docs = [self.api(i, "GET", query).json() for i in range(3)]
+        for i, doc in enumerate(docs):
+            self.assertEqual(sorted(doc["clients"]), ["node-a", "node-b"], f"r{i}: {doc}")
+        # One record per node, whichever replica asked.
+        self.assertEqual(sorted(r["client"] for r in docs[2]["records"]), ["node-a", "node-b"])
+
     def test_concurrent_first_pulls_across_replicas_while_the_upstream_repushes_serve_one_digest(self):
         for round_ in range(5):
             repo = f"race{round_}"
