@@ -258,6 +258,13 @@ reply admin_api::ui(const http::incoming& in, const std::string& name) {
         r.header("Content-Type", std::string(file->content_type));
         return with_headers(std::move(r));
     }
+    // Login and logout take JSON only: a form on another site can post text/plain or a form
+    // encoding without asking, but not application/json (that needs a CORS preflight, which
+    // regpin never grants), so no other site can log a browser in with its own token.
+    if (in.method == "POST" && (name == "login" || name == "logout") &&
+        in.content_type.rfind("application/json", 0) != 0)
+        return with_headers(fail(oci::error_code::unsupported,
+                                 "the console's login and logout take application/json", 415));
     if (in.method == "POST" && name == "login") {
         if (settings_.admin.tokens.empty())
             return with_headers(fail(oci::error_code::unauthorized,

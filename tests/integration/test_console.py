@@ -276,13 +276,13 @@ class ConsoleSessionTest(h.LogsOnFailure):
 
     @staticmethod
     def call(host: str, method: str, path: str, body: Optional[dict] = None, headers: Optional[dict] = None,
-             context: Optional[ssl.SSLContext] = None) -> tuple[int, dict[str, list[str]], bytes]:
+             context: Optional[ssl.SSLContext] = None, raw: Optional[bytes] = None) -> tuple[int, dict[str, list[str]], bytes]:
         hostname, port = host.rsplit(":", 1)
         conn = (http.client.HTTPSConnection(hostname, int(port), context=context, timeout=20) if context
                 else http.client.HTTPConnection(hostname, int(port), timeout=20))
-        data = json.dumps(body).encode() if body is not None else None
+        data = json.dumps(body).encode() if body is not None else raw
         hdrs = dict(headers or {})
-        if data is not None:
+        if body is not None:
             hdrs["Content-Type"] = "application/json"
         conn.request(method, path, body=data, headers=hdrs)
         resp = conn.getresponse()
@@ -354,6 +354,16 @@ class ConsoleSessionTest(h.LogsOnFailure):
         self.assertEqual(status, 401, "the old cookie after logout")
         status, _, _ = self.call(host, "GET", "/ui/session", headers={"Cookie": cookie})
         self.assertEqual(status, 401)
+
+    def test_login_takes_json_only_so_no_other_site_can_log_a_browser_in(self):
+        # What a form on another page could post without a CORS preflight.
+        for content_type, body in (("text/plain", json.dumps({"token": TOKEN})),
+                                   ("application/x-www-form-urlencoded", f"token={TOKEN}")):
+            status, headers, _ = self.call(self.regpin.admin_host, "POST", "/ui/login",
+                                           headers={"Content-Type": content_type, "Content-Length": str(len(body))},
+                                           raw=body.encode())
+            self.assertEqual(status, 415, content_type)
+            self.assertNotIn("set-cookie", headers)
 
     def test_a_wrong_token_gets_no_session(self):
         status, headers, body = self.call(self.regpin.admin_host, "POST", "/ui/login", {"token": "guess"})

@@ -262,3 +262,18 @@ TEST(Config, CacheLimitsTakeUnitsAndDefaultToTenPercentFree) {
     EXPECT_EQ(failing_key(R"({"cache":{"protect":"none"},"pin_content":"all"})"), "cache.protect")
         << "eviction and pin_content all would undo each other";
 }
+
+TEST(Config, AuditAndLogFormat) {
+    auto d = load_json("{}");
+    EXPECT_EQ(d.audit.retention, std::chrono::hours(24 * 30));
+    EXPECT_EQ(d.audit.alert_window, std::chrono::hours(24 * 7));
+    EXPECT_EQ(d.log_format, "text");
+    auto s =
+        load_json(R"({"audit":{"retention_days":0,"alert_window_days":3},"log_format":"json"})");
+    EXPECT_EQ(s.audit.retention.count(), 0);
+    EXPECT_EQ(s.audit.alert_window, std::chrono::hours(72));
+    EXPECT_EQ(s.log_format, "json");
+    EXPECT_EQ(failing_key(R"({"log_format":"xml"})"), "log_format");
+    EXPECT_EQ(failing_key(R"({"audit":{"alert_window_days":0}})"), "audit.alert_window_days");
+    EXPECT_EQ(failing_key(R"({"audit":{"retention":5}})"), "audit.retention");
+}

@@ -130,7 +130,7 @@
 
   async function logout() {
     stopPolling();
-    try { await call("POST", "/ui/logout"); } catch (e) { /* the cookie is removed either way */ }
+    try { await call("POST", "/ui/logout", {}); } catch (e) { /* the cookie is removed either way */ }
     showLogin("You have logged out.");
   }
 
