@@ -1,6 +1,7 @@
 #include "storage/audit_store.hpp"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <mutex>
 #include <optional>
@@ -27,6 +28,27 @@ constexpr char by_address = 'a';
 constexpr char by_node = 'n';
 constexpr char value_version = 1;
 
+// The five parts of a record's identity, and the order each kind of key lists them in.
+enum part { registry_part, repository_part, digest_part, address_part, node_part };
+struct key_layout {
+    char kind;
+    std::array<part, 5> order;
+};
+constexpr key_layout layouts[] = {
+    {by_digest, {digest_part, registry_part, repository_part, address_part, node_part}},
+    {by_repository, {registry_part, repository_part, digest_part, address_part, node_part}},
+    {by_address, {address_part, digest_part, registry_part, repository_part, node_part}},
+    {by_node, {node_part, digest_part, registry_part, repository_part, address_part}},
+};
+
+std::array<const std::string*, 5> parts_of(const pull_record& r) {
+    return {&r.registry, &r.repository, &r.digest, &r.address, &r.node};
+}
+
+std::array<std::string*, 5> parts_of(pull_record& r) {
+    return {&r.registry, &r.repository, &r.digest, &r.address, &r.node};
+}
+
 std::string join(char kind, std::initializer_list<std::string_view> parts) {
     std::string k(1, kind);
     for (auto p : parts) {
@@ -40,12 +62,18 @@ std::string join(char kind, std::initializer_list<std::string_view> parts) {
 }  // namespace
 
 std::vector<std::string> pull_keys(const pull_record& r) {
-    std::vector<std::string> keys = {
-        join(by_digest, {r.digest, r.registry, r.repository, r.address, r.node}),
-        join(by_repository, {r.registry, r.repository, r.digest, r.address, r.node}),
-        join(by_address, {r.address, r.digest, r.registry, r.repository, r.node})};
-    if (!r.node.empty())
-        keys.push_back(join(by_node, {r.node, r.digest, r.registry, r.repository, r.address}));
+    std::vector<std::string> keys;
+    const auto parts = parts_of(r);
+    for (const auto& layout : layouts) {
+        if (layout.kind == by_node && r.node.empty()) continue;
+        std::string k(1, layout.kind);
+        for (auto p : layout.order) {
+            k += *parts[p];
+            k.push_back('\0');
+        }
+        k.pop_back();
+        keys.push_back(std::move(k));
+    }
     return keys;
 }
 
@@ -70,23 +98,12 @@ std::optional<pull_record> decode_pull(std::string_view key, std::string_view va
         start = end + 1;
     }
     if (parts.size() != 5) return std::nullopt;
+    const auto* layout = std::find_if(std::begin(layouts), std::end(layouts),
+                                      [&](const key_layout& l) { return l.kind == key[0]; });
+    if (layout == std::end(layouts)) return std::nullopt;
     pull_record r;
-    switch (key[0]) {
-        case by_digest:
-            r = {parts[1], parts[2], parts[0], parts[3], parts[4]};
-            break;
-        case by_repository:
-            r = {parts[0], parts[1], parts[2], parts[3], parts[4]};
-            break;
-        case by_address:
-            r = {parts[2], parts[3], parts[1], parts[0], parts[4]};
-            break;
-        case by_node:
-            r = {parts[2], parts[3], parts[1], parts[4], parts[0]};
-            break;
-        default:
-            return std::nullopt;
-    }
+    auto fields = parts_of(r);
+    for (std::size_t i = 0; i < parts.size(); ++i) *fields[layout->order[i]] = std::move(parts[i]);
     r.first_ms = static_cast<std::int64_t>(from_big_endian(value.substr(1, 8)));
     r.last_ms = static_cast<std::int64_t>(from_big_endian(value.substr(9, 8)));
     r.count = from_big_endian(value.substr(17, 8));

@@ -79,6 +79,15 @@ reply events_or_error(const pins::actions::events& r) {
     return json_reply(200, out);
 }
 
+// A count in a query parameter: 1 or more, `digits` digits at most.
+std::optional<std::size_t> count_param(const std::string& v, std::size_t digits) {
+    if (v.empty() || v.size() > digits || v.find_first_not_of("0123456789") != std::string::npos)
+        return std::nullopt;
+    auto n = std::stoul(v);
+    if (n == 0) return std::nullopt;
+    return n;
+}
+
 std::string lower(std::string s) {
     for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     return s;
@@ -326,11 +335,11 @@ asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string acto
                                "state must be pinned, pending or rejected", 400);
         }
         if (auto l = param("limit"); !l.empty()) {
-            bool digits = l.size() <= 7 && l.find_first_not_of("0123456789") == std::string::npos;
-            f.limit = digits ? std::stoul(l) : 0;
-            if (f.limit == 0)
+            auto n = count_param(l, 7);
+            if (!n)
                 co_return fail(oci::error_code::pagination_number_invalid,
                                "limit must be a number, 1 or more", 400);
+            f.limit = *n;
         }
         if (auto a = param("after"); !a.empty()) {
             f.after = decode_cursor(a);
@@ -519,11 +528,11 @@ asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string acto
             q.since_ms = *t;
         }
         if (auto l = param("limit"); !l.empty()) {
-            bool digits = l.size() <= 6 && l.find_first_not_of("0123456789") == std::string::npos;
-            q.limit = digits ? std::stoul(l) : 0;
-            if (q.limit == 0)
+            auto n = count_param(l, 6);
+            if (!n)
                 co_return fail(oci::error_code::pagination_number_invalid,
                                "limit must be a number, 1 to 999999", 400);
+            q.limit = *n;
         }
         auto found = co_await audit_->query(q);
         if (!found) co_return fail(oci::error_code::unknown, "storage failure", 500);

@@ -43,6 +43,14 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
+def start_upstream(cls, name: str) -> None:
+    """A docker-registry (cls.upstream) and an OCI layout (cls.layout) for the class."""
+    cls.upstream = h.Registry(name).start()
+    cls.addClassCleanup(cls.upstream.close)
+    cls.layout = h.OciLayout(tempfile.mkdtemp(prefix="regpin-it-layout-"))
+    cls.addClassCleanup(h.remove_temp_dir, str(cls.layout.path))
+
+
 def start_browser(width: int = 1280, height: int = 900, accept_any_certificate: bool = False) -> webdriver.Chrome:
     """Headless Chromium with a fresh profile in a temp dir (removed by the caller's cleanup)."""
     options = webdriver.ChromeOptions()
@@ -67,10 +75,7 @@ class ConsoleBrowserTest(h.LogsOnFailure):
 
     @classmethod
     def setUpClass(cls):
-        cls.upstream = h.Registry("console-upstream").start()
-        cls.addClassCleanup(cls.upstream.close)
-        cls.layout = h.OciLayout(tempfile.mkdtemp(prefix="regpin-it-layout-"))
-        cls.addClassCleanup(h.remove_temp_dir, str(cls.layout.path))
+        start_upstream(cls, "console-upstream")
         cls.regpin = h.Regpin([h.Upstream.of(cls.upstream.host, cls.upstream)],
                               admin_tokens=[h.AdminToken("ops", TOKEN)],
                               policies=[h.PolicyRule(f"{cls.upstream.host}/**", "pin")])
@@ -257,10 +262,7 @@ class ConsoleSessionTest(h.LogsOnFailure):
 
     @classmethod
     def setUpClass(cls):
-        cls.upstream = h.Registry("console-session").start()
-        cls.addClassCleanup(cls.upstream.close)
-        cls.layout = h.OciLayout(tempfile.mkdtemp(prefix="regpin-it-layout-"))
-        cls.addClassCleanup(h.remove_temp_dir, str(cls.layout.path))
+        start_upstream(cls, "console-session")
         cls.ca = h.CertificateAuthority("regpin-console-ca")
         cls.addClassCleanup(cls.ca.close)
         cls.regpin = h.Regpin([h.Upstream.of(cls.upstream.host, cls.upstream)],

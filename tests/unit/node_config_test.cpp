@@ -64,3 +64,26 @@ TEST(NodeConfig, BadRequestsAreExplained) {
     r.registries.clear();
     EXPECT_THROW(generate_node_config(node_format::containerd, r), std::invalid_argument);
 }
+
+TEST(NodeConfig, NodeNameBecomesAHeaderForRegpinOnly) {
+    auto r = request(false);
+    r.node_name = "worker-7.example";
+    auto files = generate_node_config(node_format::containerd, r);
+    const auto& text = files[0].text;
+    auto header = text.find(
+        "[host.\"http://10.0.0.5:5000\".header]\n    X-Regpin-Node = [\"worker-7.example\"]");
+    EXPECT_NE(header, std::string::npos) << text;
+    // After the mirror's table, so it is the mirror's header; `server` (the upstream) has none.
+    EXPECT_GT(header, text.find("[host.\"http://10.0.0.5:5000\"]"));
+    EXPECT_EQ(text.find("X-Regpin-Node"), text.rfind("X-Regpin-Node"));
+    for (const char* bad : {"a b", "node\"x", "x\ny", ""}) {
+        r.node_name = bad;
+        if (r.node_name.empty()) continue;
+        EXPECT_THROW(generate_node_config(node_format::containerd, r), std::invalid_argument)
+            << bad;
+    }
+    r.node_name = std::string(254, 'a');
+    EXPECT_THROW(generate_node_config(node_format::containerd, r), std::invalid_argument);
+    r.node_name = "worker-7";
+    EXPECT_THROW(generate_node_config(node_format::crio, r), std::invalid_argument);
+}
