@@ -77,7 +77,13 @@ struct pin_filter {
     // Only keys strictly after this one, in key order: a cursor (pass the key of the last pin
     // of the previous page). nullopt: from the first key.
     std::optional<pin_key> after;
+    // Only pins whose "registry/repository:tag" contains this, ignoring case (ASCII); checked
+    // on the key, before the pin is read. Empty: any.
+    std::string contains;
 };
+
+// Whether `key` passes filter.contains (pin_filter).
+bool key_contains(const pin_key& key, const std::string& needle);
 
 class pin_store {
 public:
@@ -126,6 +132,11 @@ public:
     // Every pin of one repository (all tags and accept classes), in key order.
     [[nodiscard]] virtual result<std::vector<pin>> list_repository(
         const std::string& registry, const std::string& repository) const = 0;
+    // Every pin of one tag (its accept classes), in key order: a seek, whatever the size of
+    // its repository.
+    [[nodiscard]] virtual result<std::vector<pin>> list_tag(const std::string& registry,
+                                                            const std::string& repository,
+                                                            const std::string& tag) const = 0;
     // The number of pins. O(1): no scan, so it may be called on every metrics scrape.
     [[nodiscard]] virtual result<std::size_t> count() const = 0;
     // The number of pins awaiting an operator (state pending or rejected). O(1), like count().

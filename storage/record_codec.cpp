@@ -1,5 +1,8 @@
 #include "storage/record_codec.hpp"
 
+#include <algorithm>
+#include <cctype>
+
 #include <nlohmann/json.hpp>
 
 namespace regpin::storage {
@@ -182,6 +185,14 @@ std::uint64_t from_big_endian(std::string_view b) {
 
 std::string display_name(const pin_key& key) {
     return key.registry + "/" + key.repository + ":" + key.tag;
+}
+
+bool key_contains(const pin_key& key, const std::string& needle) {
+    if (needle.empty()) return true;
+    auto name = display_name(key);
+    auto lower = [](unsigned char c) { return static_cast<char>(std::tolower(c)); };
+    return std::search(name.begin(), name.end(), needle.begin(), needle.end(),
+                       [&](char a, char b) { return lower(a) == lower(b); }) != name.end();
 }
 
 std::string_view to_string(pin_state s) {

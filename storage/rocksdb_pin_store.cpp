@@ -77,7 +77,10 @@ rocksdb_pin_store::rocksdb_pin_store(std::shared_ptr<database> db) : db_(std::mo
         auto key = decode_pin_key(pins->key().ToStringView());
         if (!key) continue;
         auto p = decode_pin(*key, pins->value().ToStringView());
-        if (p && awaits_operator(*p)) ++awaiting;
+        if (p && awaits_operator(*p)) {
+            ++awaiting;
+            awaiting_keys_.insert(pins->key().ToString());
+        }
     }
     if (!pins->status().ok())
         throw std::runtime_error("cannot count pins: " + pins->status().ToString());
@@ -185,6 +188,14 @@ result<std::vector<pin_event>> rocksdb_pin_store::apply(const std::vector<pin_ch
         if (was && !after) --pin_count_;
         if (was && awaits_operator(*was)) --awaiting_count_;
         if (after && awaits_operator(*after)) ++awaiting_count_;
+        bool awaits = after && awaits_operator(*after);
+        if (awaits != (was && awaits_operator(*was))) {
+            std::lock_guard held(awaiting_mutex_);
+            if (awaits)
+                awaiting_keys_.insert(encode_key(changes[i].key));
+            else
+                awaiting_keys_.erase(encode_key(changes[i].key));
+        }
     }
     return stored;
 }
@@ -226,29 +237,52 @@ result<std::vector<pin>> rocksdb_pin_store::list(const pin_filter& filter) const
     expect_may_block("pin_store::list");
     std::vector<pin> out;
     auto [prefix, start, after_cursor] = list_range(filter);
-    std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, db_->pins()));
-    it->Seek(start);
-    if (after_cursor && it->Valid() && it->key() == start) it->Next();
-    for (; out.size() < filter.limit && it->Valid() && it->key().starts_with(prefix); it->Next()) {
-        auto key = decode_pin_key(it->key().ToStringView());
+    // Read a pin found by its key, if the filters that need no value pass.
+    auto consider = [&](std::string_view encoded, std::string_view value) -> result<void> {
+        auto key = decode_pin_key(encoded);
         if (!key) return errc::corruption;
         if (!filter.repository_prefix.empty() &&
             key->repository.rfind(filter.repository_prefix, 0) != 0)
-            continue;
-        auto p = decode_pin(*key, it->value().ToStringView());
+            return {};
+        if (!key_contains(*key, filter.contains)) return {};
+        auto p = decode_pin(*key, value);
         if (!p) return errc::corruption;
-        if (filter.state && p->state != *filter.state) continue;
+        if (filter.state && p->state != *filter.state) return {};
         out.push_back(std::move(*p));
+        return {};
+    };
+    if (filter.state && *filter.state != pin_state::pinned) {
+        // Pins awaiting an operator: the few keys held in memory, each read by itself.
+        std::vector<std::string> keys;
+        {
+            std::lock_guard held(awaiting_mutex_);
+            for (auto it = awaiting_keys_.lower_bound(start);
+                 it != awaiting_keys_.end() && it->starts_with(prefix); ++it)
+                if (!(after_cursor && *it == start)) keys.push_back(*it);
+        }
+        for (const auto& k : keys) {
+            if (out.size() >= filter.limit) break;
+            std::string value;
+            auto s = db_->db()->Get(database::point_read(read_mode::may_block, "list pins"),
+                                    db_->pins(), k, &value);
+            if (s.IsNotFound()) continue;  // changed meanwhile
+            if (!s.ok()) return database::to_error(s, "list pins");
+            if (auto c = consider(k, value); !c) return c.error();
+        }
+        return out;
     }
+    std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, db_->pins()));
+    it->Seek(start);
+    if (after_cursor && it->Valid() && it->key() == start) it->Next();
+    for (; out.size() < filter.limit && it->Valid() && it->key().starts_with(prefix); it->Next())
+        if (auto c = consider(it->key().ToStringView(), it->value().ToStringView()); !c)
+            return c.error();
     if (!it->status().ok()) return database::to_error(it->status(), "list pins");
     return out;
 }
 
-result<std::vector<pin>> rocksdb_pin_store::list_repository(const std::string& registry,
-                                                            const std::string& repository) const {
-    expect_may_block("pin_store::list_repository");
+result<std::vector<pin>> rocksdb_pin_store::scan(const std::string& prefix) const {
     std::vector<pin> out;
-    auto prefix = repository_prefix(registry, repository);
     std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, db_->pins()));
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
         auto key = decode_pin_key(it->key().ToStringView());
@@ -259,6 +293,19 @@ result<std::vector<pin>> rocksdb_pin_store::list_repository(const std::string& r
     }
     if (!it->status().ok()) return database::to_error(it->status(), "list pins");
     return out;
+}
+
+result<std::vector<pin>> rocksdb_pin_store::list_repository(const std::string& registry,
+                                                            const std::string& repository) const {
+    expect_may_block("pin_store::list_repository");
+    return scan(repository_prefix(registry, repository));
+}
+
+result<std::vector<pin>> rocksdb_pin_store::list_tag(const std::string& registry,
+                                                     const std::string& repository,
+                                                     const std::string& tag) const {
+    expect_may_block("pin_store::list_tag");
+    return scan(repository_prefix(registry, repository) + tag + std::string(1, '\0'));
 }
 
 result<std::size_t> rocksdb_pin_store::count() const { return pin_count_.load(); }

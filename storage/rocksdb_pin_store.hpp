@@ -3,6 +3,7 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <set>
 
 #include "storage/outbox_index.hpp"
 #include "storage/pin_store.hpp"
@@ -32,6 +33,8 @@ public:
                                              const std::string& repository) const override;
     result<std::size_t> count() const override;
     result<std::size_t> count_awaiting() const override;
+    result<std::vector<pin>> list_tag(const std::string& registry, const std::string& repository,
+                                      const std::string& tag) const override;
     result<std::vector<pin_event>> history(const pin_key& key) const override;
     result<std::vector<pin_event>> events(std::uint64_t after_id, std::int64_t since_ms,
                                           std::size_t limit) const override;
@@ -67,6 +70,12 @@ private:
     // or changes the state of a pin), under write_mutex_; read without it.
     std::atomic<std::size_t> pin_count_{0};
     std::atomic<std::size_t> awaiting_count_{0};
+    // The keys (encoded) of the pins awaiting an operator: what list() reads for a state
+    // filter of pending or rejected, instead of every pin. Changed with awaiting_count_.
+    mutable std::mutex awaiting_mutex_;
+    std::set<std::string> awaiting_keys_;
+    // The pins under `prefix` (encoded keys), in key order.
+    result<std::vector<pin>> scan(const std::string& prefix) const;
     // The outbox column family, in memory. Changed only after the write to RocksDB succeeded
     // (apply() adds, delivered() and forget_before() remove, reschedule() moves), by writers
     // holding write_mutex_; read by due_deliveries and pending_deliveries without it.

@@ -88,11 +88,6 @@ std::optional<std::size_t> count_param(const std::string& v, std::size_t digits)
     return n;
 }
 
-std::string lower(std::string s) {
-    for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return s;
-}
-
 // A page cursor: the key of a page's last pin, as "registry\nrepository\ntag\nclass".
 std::string encode_cursor(const storage::pin_key& k) {
     return k.registry + "\n" + k.repository + "\n" + k.tag + "\n" + std::to_string(k.accept_class);
@@ -347,9 +342,10 @@ asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string acto
                 co_return fail(oci::error_code::pagination_number_invalid,
                                "after must be the 'next' of an earlier page", 400);
         }
-        // Search: a piece of "registry/repository:tag" (case-insensitive), and the policy that
-        // applies. Both are filters over pages of the store's key order.
-        std::string search = lower(param("q"));
+        // Search: a piece of "registry/repository:tag" (case-insensitive, the store checks it on
+        // each key), and the policy that applies (checked here, over pages of the store's key
+        // order).
+        f.contains = param("q");
         std::optional<pins::policy_kind> policy;
         if (auto pk = param("policy"); !pk.empty()) {
             policy = pins::parse_policy(pk);
@@ -360,7 +356,7 @@ asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string acto
         const std::size_t wanted = f.limit;
         std::vector<storage::pin> page;
         std::optional<storage::pin_key> next;
-        if (search.empty() && !policy) {
+        if (!policy) {
             auto listed = co_await pins_.list(f);
             if (!listed) co_return fail(oci::error_code::unknown, "storage failure", 500);
             page = std::move(*listed);
@@ -377,9 +373,6 @@ asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string acto
                 for (auto& p : *listed) {
                     ++scanned;
                     f.after = p.key;
-                    if (!search.empty() &&
-                        lower(storage::display_name(p.key)).find(search) == std::string::npos)
-                        continue;
                     if (policy && policies_.for_key(p.key).policy != *policy) continue;
                     page.push_back(std::move(p));
                     if (page.size() == wanted) break;

@@ -627,6 +627,7 @@ result<std::vector<pin>> etcd_pin_store::list(const storage::pin_filter& filter)
             p.key.repository.rfind(filter.repository_prefix, 0) != 0)
             continue;
         if (filter.state && p.state != *filter.state) continue;
+        if (!storage::key_contains(p.key, filter.contains)) continue;
         out.push_back(p);
     }
     return out;
@@ -634,11 +635,18 @@ result<std::vector<pin>> etcd_pin_store::list(const storage::pin_filter& filter)
 
 result<std::vector<pin>> etcd_pin_store::list_repository(const std::string& registry,
                                                          const std::string& repository) const {
+    return list_prefix(registry + std::string(1, '\0') + repository + std::string(1, '\0'));
+}
+
+result<std::vector<pin>> etcd_pin_store::list_tag(const std::string& registry,
+                                                  const std::string& repository,
+                                                  const std::string& tag) const {
+    return list_prefix(registry + std::string(1, '\0') + repository + std::string(1, '\0') + tag +
+                       std::string(1, '\0'));
+}
+
+result<std::vector<pin>> etcd_pin_store::list_prefix(const std::string& prefix) const {
     if (!loaded_) return errc::unavailable;
-    std::string prefix = registry;
-    prefix.push_back('\0');
-    prefix += repository;
-    prefix.push_back('\0');
     std::vector<pin> out;
     std::shared_lock lock(mutex_);
     for (auto it = pins_.lower_bound(prefix); it != pins_.end() && it->first.starts_with(prefix);

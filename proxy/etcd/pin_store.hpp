@@ -70,6 +70,9 @@ public:
         const storage::pin_filter& filter) const override;
     storage::result<std::vector<storage::pin>> list_repository(
         const std::string& registry, const std::string& repository) const override;
+    storage::result<std::vector<storage::pin>> list_tag(const std::string& registry,
+                                                        const std::string& repository,
+                                                        const std::string& tag) const override;
     storage::result<std::size_t> count() const override;
     storage::result<std::size_t> count_awaiting() const override;
     storage::result<std::vector<storage::pin_event>> history(
@@ -102,6 +105,8 @@ public:
     const std::string& replica() const { return store_.replica; }
 
 private:
+    // Every pin whose encoded key starts with `prefix`, in key order (memory only).
+    storage::result<std::vector<storage::pin>> list_prefix(const std::string& prefix) const;
     struct cached {
         std::optional<storage::pin> value;  // nullopt: absent as of mod_revision
         std::int64_t mod_revision = 0;

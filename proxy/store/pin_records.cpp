@@ -17,10 +17,7 @@ result<std::vector<storage::pin_event>> apply_all(pin_store* s,
 
 result<std::vector<storage::pin>> pins_of_tag(const pin_store* s, std::string registry,
                                               std::string repository, std::string tag) {
-    auto listed = s->list_repository(registry, repository);
-    if (!listed) return listed;
-    std::erase_if(*listed, [&](const storage::pin& p) { return p.key.tag != tag; });
-    return listed;
+    return s->list_tag(registry, repository, tag);
 }
 
 }  // namespace

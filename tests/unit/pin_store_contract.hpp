@@ -99,6 +99,18 @@ inline void expect_counts(const pin_store& pins, std::size_t total, std::size_t 
                   std::count_if(listed->begin(), listed->end(),
                                 [](const pin& p) { return p.state != pin_state::pinned; })),
               awaiting);
+    // Listing by state agrees (a store may answer it from an index of awaiting pins).
+    std::size_t by_state = 0;
+    for (auto st : {pin_state::pending, pin_state::rejected}) {
+        pin_filter f;
+        f.state = st;
+        f.limit = static_cast<std::size_t>(-1);
+        auto l = pins.list(f);
+        ASSERT_TRUE(l);
+        for (const auto& p : *l) EXPECT_EQ(p.state, st);
+        by_state += l->size();
+    }
+    EXPECT_EQ(by_state, awaiting);
 }
 
 // The targets of the outbox entries due at `now_ms`, in the order the store gives them.
@@ -694,6 +706,56 @@ TYPED_TEST_P(PinStoreContract, ForgetBeforeRemovesOldEventsTheirHistoryAndTheirA
     EXPECT_EQ((*applied)[0].id, 5u) << "ids continue after the newest event: none is reused";
 }
 
+TYPED_TEST_P(PinStoreContract, ListsATagAndSearchesNamesAndPagesThroughAwaitingPins) {
+    auto& pins = this->backend.store();
+    auto a = make_pin("a", "A");
+    auto a2 = make_pin("a", "A2");
+    a2.key.accept_class = 3;
+    auto a1 = make_pin("a1", "A1");  // a tag that starts like "a": not one of a's pins
+    auto w = make_pin("Web-Frontend", "W");
+    w.state = pin_state::pending;
+    w.pending_digest = sha256_of("W2");
+    auto x = make_pin("x", "X");
+    x.state = pin_state::rejected;
+    x.pending_digest = sha256_of("X2");
+    auto y = make_pin("y", "Y");
+    y.state = pin_state::pending;
+    y.pending_digest = sha256_of("Y2");
+    for (const auto& p : {a, a2, a1, w, x, y}) ASSERT_TRUE(first_pull(pins, p, "t"));
+    auto tag = pins.list_tag("docker.io", "library/nginx", "a");
+    ASSERT_TRUE(tag);
+    ASSERT_EQ(tag->size(), 2u);
+    EXPECT_EQ((*tag)[0].key.accept_class, 3) << "key order: the class byte";
+    EXPECT_EQ((*tag)[1].key.accept_class, a.key.accept_class);
+    EXPECT_TRUE(pins.list_tag("docker.io", "library/nginx", "b")->empty());
+
+    pin_filter f;
+    f.contains = "nginx:WEB-front";  // any case
+    auto found = pins.list(f);
+    ASSERT_TRUE(found);
+    ASSERT_EQ(found->size(), 1u);
+    EXPECT_EQ((*found)[0].key.tag, "Web-Frontend");
+    f.contains = "no-such";
+    EXPECT_TRUE(pins.list(f)->empty());
+
+    // Pending pins, one page at a time.
+    pin_filter pending;
+    pending.state = pin_state::pending;
+    pending.limit = 1;
+    auto first = pins.list(pending);
+    ASSERT_TRUE(first);
+    ASSERT_EQ(first->size(), 1u);
+    EXPECT_EQ((*first)[0].key.tag, "Web-Frontend");
+    pending.after = (*first)[0].key;
+    auto second = pins.list(pending);
+    ASSERT_TRUE(second);
+    ASSERT_EQ(second->size(), 1u);
+    EXPECT_EQ((*second)[0].key.tag, "y");
+    pending.after = (*second)[0].key;
+    EXPECT_TRUE(pins.list(pending)->empty());
+    expect_counts(pins, 6, 3);
+}
+
 REGISTER_TYPED_TEST_SUITE_P(
     PinStoreContract, FirstWriterWinsAndLaterCandidatesGetTheOlderPin,
     ConcurrentFirstPullsHaveExactlyOneWinner, AcceptClassIsPartOfTheKey,
@@ -704,6 +766,7 @@ REGISTER_TYPED_TEST_SUITE_P(
     RefusedChangesLeaveTheCountsAlone, CountsAreRebuiltWhenTheStoreIsReopened,
     ListAfterAKeyPagesThroughThePinsInKeyOrder, AChangeOfWhatAPinServesWithoutAnEventIsRefused,
     AMemoryOnlyFindNeverContradictsABlockingOne, DueDeliveriesComeByDueTimeNotById,
-    ForgetBeforeRemovesOldEventsTheirHistoryAndTheirAlerts);
+    ForgetBeforeRemovesOldEventsTheirHistoryAndTheirAlerts,
+    ListsATagAndSearchesNamesAndPagesThroughAwaitingPins);
 
 }  // namespace regpin::testing
