@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Optional
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -115,13 +115,21 @@ class ConsoleBrowserTest(h.LogsOnFailure):
 
     def wait(self, condition, timeout: float = 20, message: str = ""):
         try:
-            return WebDriverWait(self.browser, timeout, poll_frequency=0.05).until(condition, message)
+            # A view is redrawn whole: an element found just before is replaced, and looked up again.
+            return WebDriverWait(self.browser, timeout, poll_frequency=0.05,
+                                 ignored_exceptions=(StaleElementReferenceException,)).until(condition, message)
         except TimeoutException:
             self.fail(f"timed out after {timeout}s: {message}")
 
     def text_in(self, locator, text: str, message: str = "", timeout: float = 20):
         return self.wait(EC.text_to_be_present_in_element(locator, text), timeout,
                          message or f"{text!r} in {locator}")
+
+    def shown(self, fragment: str) -> None:
+        """Waits until the page has drawn the view of `fragment` (the page marks <main> with the
+        hash it shows once drawn), so nothing is read from the view before."""
+        self.wait(lambda d: d.find_element(By.ID, "main").get_attribute("data-shown") == fragment,
+                  message=f"the view {fragment} drawn")
 
     def main_text(self) -> str:
         return self.browser.find_element(By.ID, "main").text
@@ -177,15 +185,19 @@ class ConsoleBrowserTest(h.LogsOnFailure):
         self.assertEqual(self.browser.execute_script("return document.cookie"), "", "the cookie is HttpOnly")
 
         # 2. Find the tag containerd pulled: search, with the keyboard only.
+        self.shown("#/pins")
         search = self.browser.find_element(By.ID, "q")
         search.send_keys("console/web", Keys.ENTER)
+        self.shown("#/pins?q=console%2Fweb")
         link = self.wait(EC.element_to_be_clickable((By.LINK_TEXT, ref)), message="the pulled tag in the list")
         self.assertIn("1 shown", self.browser.find_element(By.ID, "pin-count").text)
         self.assertEqual(self.unlabelled_controls(), [])
         self.shot("02-pins")
 
         # 3. Its page: the digest containerd got, both platforms, and the node that pulled it.
+        pin_page = "#/pin?" + urllib.parse.urlencode({"registry": self.upstream.host, "repository": repo, "tag": "v1"})
         link.send_keys(Keys.ENTER)
+        self.shown(pin_page)
         self.text_in((By.ID, "pin-digest"), first.digest, "the pinned digest on the pin page")
         self.text_in((By.ID, "main"), "node-ui", "the node that pulled the digest")
         self.assertIn("linux/amd64, linux/arm64", self.main_text())
@@ -195,6 +207,7 @@ class ConsoleBrowserTest(h.LogsOnFailure):
         # 4. The events timeline: the upstream re-pushes the tag, a check sees it, and the
         # re-point appears without reloading the page.
         self.browser.find_element(By.LINK_TEXT, "Events").click()
+        self.shown("#/events")
         self.text_in((By.ID, "timeline"), "pinned", "the first pin in the timeline")
         self.push(second, repo)
         check = self.regpin.admin_request("POST", "/api/v1/pin/check",
@@ -208,7 +221,8 @@ class ConsoleBrowserTest(h.LogsOnFailure):
 
         # 5. Approve it: the confirmation says what nodes will get and who runs the old bytes;
         # then the pin moves and the history grows.
-        self.go("#/pin?" + urllib.parse.urlencode({"registry": self.upstream.host, "repository": repo, "tag": "v1"}))
+        self.go(pin_page)
+        self.shown(pin_page)
         self.text_in((By.ID, "pending"), second.digest, "the pending re-point on the pin page")
         self.text_in((By.ID, "pin-state"), "pending")
         history = "//table[caption='History of this tag']/tbody/tr"
@@ -219,6 +233,7 @@ class ConsoleBrowserTest(h.LogsOnFailure):
         self.assertIn("node-ui", dialog.text)
         self.shot("05-confirm")
         self.browser.find_element(By.ID, "confirm-ok").click()
+        self.shown(pin_page)
         self.text_in((By.ID, "pin-digest"), second.digest, "the pin after approving")
         self.text_in((By.ID, "pin-state"), "pinned")
         self.text_in((By.ID, "action-result"), "Approved")
@@ -233,6 +248,7 @@ class ConsoleBrowserTest(h.LogsOnFailure):
 
         # 6. Health, from the same numbers as /metrics.
         self.browser.find_element(By.LINK_TEXT, "Health").click()
+        self.shown("#/health")
         self.text_in((By.ID, "main"), "Readiness")
         self.text_in((By.ID, "main"), self.upstream.host, "the upstream's row")
         self.shot("07-health")
@@ -240,10 +256,11 @@ class ConsoleBrowserTest(h.LogsOnFailure):
         # 7. A phone-sized screen: no sideways scrolling on the pins and the pin page.
         self.browser.set_window_size(390, 844)
         self.go("#/pins")
-        self.text_in((By.TAG_NAME, "h1"), "Pins")
+        self.shown("#/pins")
         self.assertTrue(self.no_sideways_scroll(), "the pins page scrolls sideways on a phone")
         self.shot("08-pins-phone")
-        self.go("#/pin?" + urllib.parse.urlencode({"registry": self.upstream.host, "repository": repo, "tag": "v1"}))
+        self.go(pin_page)
+        self.shown(pin_page)
         self.text_in((By.ID, "pin-digest"), second.digest)
         self.assertTrue(self.no_sideways_scroll(), "the pin page scrolls sideways on a phone")
         self.shot("09-pin-phone")

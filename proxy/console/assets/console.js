@@ -216,7 +216,9 @@
     try {
       await call("POST", "/api/v1/pin/" + action, body);
       announce(done);
+      main.removeAttribute("data-shown");
       await viewPin(new URLSearchParams(target));
+      main.setAttribute("data-shown", location.hash || "#/pins");
       const note = document.getElementById("action-result");
       if (note) note.textContent = done;
     } catch (e) {
@@ -421,11 +423,14 @@
       if (a.dataset.view === view) a.setAttribute("aria-current", "page");
       else a.removeAttribute("aria-current");
     }
+    main.removeAttribute("data-shown");
     try {
       if (path === "/pin") await viewPin(params);
       else if (path === "/events") await viewEvents();
       else if (path === "/health") await viewHealth();
       else await viewPins(params);
+      // Which view the page shows now (tools and tests wait for it, not for a time).
+      main.setAttribute("data-shown", hash);
     } catch (e) {
       if (e.message === "logged out") return;
       show(el("h1", {}, "Something went wrong"), el("p", { class: "error", role: "alert" }, e.message));
