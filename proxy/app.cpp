@@ -348,8 +348,9 @@ void app::start(std::shared_ptr<storage::database> db) {
         auto local = storage::open_audit_store(db);
         if (!local)
             throw std::runtime_error("cannot read the pull audit: " + local.error().message());
-        audit_records =
-            std::make_unique<etcd::etcd_audit_store>(eo, so.prefix, so.replica, std::move(*local));
+        // On the pin store's client; the facade destroys the audit before the pin store.
+        audit_records = std::make_unique<etcd::etcd_audit_store>(
+            shared_pins->etcd_client(), so.prefix, so.replica, std::move(*local));
     } else {
         pin_store = std::make_unique<storage::rocksdb_pin_store>(db);
     }

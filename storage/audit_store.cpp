@@ -111,13 +111,28 @@ std::optional<pull_record> decode_pull(std::string_view key, std::string_view va
     return r;
 }
 
-bool pull_matches(const pull_record& r, const audit_query& q) {
+bool pull_matches(const pull_record& r, const audit_query& q, std::size_t prefix) {
+    if (prefix > 0 && r.node == q.client) return false;
     return (q.digest.empty() || r.digest == q.digest) &&
            (q.registry.empty() || r.registry == q.registry) &&
            (q.repository.empty() || r.repository == q.repository) &&
            (q.tag.empty() || r.tag == q.tag) &&
            (q.client.empty() || r.node == q.client || r.address == q.client) &&
            r.last_ms >= q.since_ms;
+}
+
+void order_pulls(std::vector<pull_record>& found, const audit_query& q) {
+    std::sort(found.begin(), found.end(),
+              [](const pull_record& a, const pull_record& b) { return a.last_ms > b.last_ms; });
+    if (found.size() > q.limit) found.resize(q.limit);
+}
+
+std::vector<std::string> pull_clients(const std::vector<pull_record>& records) {
+    std::vector<std::string> clients;
+    for (const auto& r : records)
+        if (std::find(clients.begin(), clients.end(), r.client()) == clients.end())
+            clients.push_back(r.client());
+    return clients;
 }
 
 void fold_pull(pull_record& into, const pull_record& r) {
@@ -207,20 +222,15 @@ public:
         if (!cf) return out;  // a read-only open of a folder from before the audit
         auto prefixes = pull_prefixes(q);
         std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, cf));
-        for (const auto& prefix : prefixes) {
+        for (std::size_t i = 0; i < prefixes.size(); ++i) {
+            const auto& prefix = prefixes[i];
             for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
                 auto r = decode_pull(it->key().ToStringView(), it->value().ToStringView());
-                if (!r || !pull_matches(*r, q)) continue;
-                // A client found by node name and by address is one record.
-                if (prefixes.size() > 1 && &prefix != &prefixes.front() && r->node == q.client)
-                    continue;
-                out.push_back(std::move(*r));
+                if (r && pull_matches(*r, q, i)) out.push_back(std::move(*r));
             }
             if (!it->status().ok()) return database::to_error(it->status(), "audit query");
         }
-        std::sort(out.begin(), out.end(),
-                  [](const pull_record& a, const pull_record& b) { return a.last_ms > b.last_ms; });
-        if (out.size() > q.limit) out.resize(q.limit);
+        order_pulls(out, q);
         return out;
     }
 

@@ -72,10 +72,15 @@ public:
 std::vector<std::string> pull_keys(const pull_record& r);  // the first: by digest
 std::string encode_pull(const pull_record& r);             // first, last, count, tag
 std::optional<pull_record> decode_pull(std::string_view key, std::string_view value);
-// The key prefixes whose records may match `q` (one or two), and whether a record does.
-// A record found under the second prefix whose node equals q.client was found under the first.
+// The key prefixes whose records may match `q` (one or two), and whether a record found under
+// prefix number `prefix` does (one found under the second whose node is q.client was found
+// under the first already).
 std::vector<std::string> pull_prefixes(const audit_query& q);
-bool pull_matches(const pull_record& r, const audit_query& q);
+bool pull_matches(const pull_record& r, const audit_query& q, std::size_t prefix);
+// A query's answer from what matched: most recently pulled first, at most q.limit.
+void order_pulls(std::vector<pull_record>& found, const audit_query& q);
+// The clients of `records` (pull_record::client), each once, in the records' order.
+std::vector<std::string> pull_clients(const std::vector<pull_record>& records);
 // Folds `r` (the same key) into `into`: first the earlier, last the later, counts added, the
 // tag of the later pull when it names one.
 void fold_pull(pull_record& into, const pull_record& r);

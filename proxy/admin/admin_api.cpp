@@ -373,7 +373,7 @@ asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string acto
                 for (auto& p : *listed) {
                     ++scanned;
                     f.after = p.key;
-                    if (policy && policies_.for_key(p.key).policy != *policy) continue;
+                    if (policies_.for_key(p.key).policy != *policy) continue;
                     page.push_back(std::move(p));
                     if (page.size() == wanted) break;
                 }
@@ -529,14 +529,8 @@ asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string acto
         }
         auto found = co_await audit_->query(q);
         if (!found) co_return fail(oci::error_code::unknown, "storage failure", 500);
-        json out = {{"records", json::array()}, {"clients", json::array()}};
-        std::vector<std::string> clients;
-        for (const auto& r : *found) {
-            out["records"].push_back(pull_json(r));
-            if (std::find(clients.begin(), clients.end(), r.client()) == clients.end())
-                clients.push_back(r.client());
-        }
-        out["clients"] = clients;
+        json out = {{"records", json::array()}, {"clients", storage::pull_clients(*found)}};
+        for (const auto& r : *found) out["records"].push_back(pull_json(r));
         co_return json_reply(200, out);
     }
     if (path == "/api/v1/verify" && (in.method == "GET" || in.method == "POST")) {

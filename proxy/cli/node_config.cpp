@@ -1,6 +1,5 @@
 #include "proxy/cli/node_config.hpp"
 
-#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -8,6 +7,7 @@
 #include <stdexcept>
 
 #include "proxy/cli/args.hpp"
+#include "proxy/http/message.hpp"
 
 namespace regpin::proxy::cli {
 
@@ -81,11 +81,7 @@ std::string default_server(const std::string& registry) {
 std::vector<generated_file> generate_node_config(node_format format, const node_config_request& r) {
     if (r.registries.empty()) throw std::invalid_argument("at least one --registry is required");
     if (!r.node_name.empty()) {
-        bool valid = r.node_name.size() <= 253;
-        for (char c : r.node_name)
-            valid = valid && (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' ||
-                              c == '_');
-        if (!valid)
+        if (!http::plausible_node_name(r.node_name))
             throw std::invalid_argument(
                 "--node-name must be 1 to 253 letters, digits, '.', '-' or '_' (a Kubernetes node "
                 "name), got '" +

@@ -63,9 +63,9 @@ std::string audit_prefix(std::string pin_prefix) {
     return pin_prefix + "-audit/";
 }
 
-etcd_audit_store::etcd_audit_store(options client_options, std::string pin_prefix,
-                                   std::string replica, std::unique_ptr<storage::audit_store> local)
-    : client_(std::make_unique<client>(std::move(client_options))),
+etcd_audit_store::etcd_audit_store(client& etcd, std::string pin_prefix, std::string replica,
+                                   std::unique_ptr<storage::audit_store> local)
+    : client_(etcd),
       prefix_(audit_prefix(std::move(pin_prefix))),
       replica_(std::move(replica)),
       local_(std::move(local)) {}
@@ -79,7 +79,7 @@ bool etcd_audit_store::publish(const std::vector<pull_record>& records) {
         for (const auto& k : storage::pull_keys(r))
             ops.push_back(put_op(prefix_ + k + std::string(1, '\0') + replica_, value));
     }
-    return write_all(*client_, ops);
+    return write_all(client_, ops);
 }
 
 storage::result<std::vector<pull_record>> etcd_audit_store::merge(
@@ -110,7 +110,7 @@ storage::result<std::vector<pull_record>> etcd_audit_store::query(
     // One record per storage key, folded over the replicas that hold it.
     std::map<std::string, pull_record, std::less<>> found;
     for (std::size_t i = 0; i < prefixes.size(); ++i) {
-        auto kvs = read_prefix(*client_, prefix_ + prefixes[i], prefix_.size());
+        auto kvs = read_prefix(client_, prefix_ + prefixes[i], prefix_.size());
         if (!kvs) {
             spdlog::warn(
                 "pull audit: etcd cannot be read ({}); answering from this replica's "
@@ -121,8 +121,7 @@ storage::result<std::vector<pull_record>> etcd_audit_store::query(
         for (const auto& [key, value] : *kvs) {
             auto skey = storage_key(key);
             auto r = storage::decode_pull(skey, value);
-            if (!r || !storage::pull_matches(*r, q)) continue;
-            if (i > 0 && r->node == q.client) continue;  // found by node name already
+            if (!r || !storage::pull_matches(*r, q, i)) continue;
             auto it = found.find(skey);
             if (it == found.end())
                 found.emplace(std::string(skey), std::move(*r));
@@ -133,9 +132,7 @@ storage::result<std::vector<pull_record>> etcd_audit_store::query(
     std::vector<pull_record> out;
     out.reserve(found.size());
     for (auto& [k, r] : found) out.push_back(std::move(r));
-    std::sort(out.begin(), out.end(),
-              [](const pull_record& a, const pull_record& b) { return a.last_ms > b.last_ms; });
-    if (out.size() > q.limit) out.resize(q.limit);
+    storage::order_pulls(out, q);
     return out;
 }
 
@@ -144,7 +141,7 @@ storage::result<std::size_t> etcd_audit_store::forget_before(std::int64_t cutoff
     if (!local) return local;
     // Every replica's old records, a dead replica's too (each replica does this: deleting a
     // key twice is harmless).
-    auto kvs = read_prefix(*client_, prefix_ + "d", prefix_.size());
+    auto kvs = read_prefix(client_, prefix_ + "d", prefix_.size());
     if (!kvs) return kvs.error();
     std::vector<nlohmann::json> ops;
     std::size_t removed = 0;
@@ -161,7 +158,7 @@ storage::result<std::size_t> etcd_audit_store::forget_before(std::int64_t cutoff
             ops.push_back(delete_op(prefix_ + k + std::string(1, '\0') + replica));
         ++removed;
     }
-    if (!write_all(*client_, ops)) return errc::unavailable;
+    if (!write_all(client_, ops)) return errc::unavailable;
     return removed;
 }
 

@@ -32,7 +32,8 @@ std::string audit_prefix(std::string pin_prefix);
 class etcd_audit_store final : public storage::audit_store {
 public:
     // `local`: this replica's own records (RocksDB). `replica`: its name among the replicas.
-    etcd_audit_store(options client_options, std::string pin_prefix, std::string replica,
+    // `etcd`: the pin store's client (etcd_pin_store::etcd_client), which must outlive this.
+    etcd_audit_store(client& etcd, std::string pin_prefix, std::string replica,
                      std::unique_ptr<storage::audit_store> local);
     ~etcd_audit_store() override;
 
@@ -47,7 +48,7 @@ private:
     // Puts `records` under this replica's keys; false when etcd did not take them all.
     bool publish(const std::vector<storage::pull_record>& records);
 
-    std::unique_ptr<client> client_;
+    client& client_;
     std::string prefix_;
     std::string replica_;
     std::unique_ptr<storage::audit_store> local_;

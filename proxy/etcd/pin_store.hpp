@@ -103,6 +103,9 @@ public:
     std::size_t members() const;
     std::int64_t revision() const { return revision_; }
     const std::string& replica() const { return store_.replica; }
+    // The store's etcd client (thread-safe), for what else this replica keeps in etcd (the
+    // pull audit): one client, one event loop, one set of connections and credentials.
+    client& etcd_client() const { return *client_; }
 
 private:
     // Every pin whose encoded key starts with `prefix`, in key order (memory only).

@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <iterator>
@@ -183,36 +182,9 @@ asio::awaitable<write_outcome> write_reply(Stream& stream, reply& r, bool head, 
     }
 }
 
-// " cache=hit upstream=docker.io": the listener's fields ("-" when missing), then the reply's
-// others.
-inline std::string log_fields(const listener_options& o, const reply& r) {
-    fmt::memory_buffer out;
-    for (const auto& name : o.log_fields)
-        fmt::format_to(std::back_inserter(out), " {}={}", name, r.log_field(name));
-    for (const auto& [k, v] : r.log_fields)
-        if (std::find(o.log_fields.begin(), o.log_fields.end(), k) == o.log_fields.end())
-            fmt::format_to(std::back_inserter(out), " {}={}", k, v);
-    return fmt::to_string(out);
-}
-
-// X-Regpin-Node when it is a plausible node name (a Kubernetes node name is a DNS subdomain:
-// at most 253 characters); else empty, so no byte of it reaches a log line or the audit.
-inline std::string node_name(std::string_view v) {
-    if (v.empty() || v.size() > 253) return {};
-    for (char c : v)
-        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_')
-            return {};
-    return std::string(v);
-}
-
-// The address of "ADDRESS:PORT".
-inline std::string address_of(const std::string& peer) {
-    auto colon = peer.rfind(':');
-    return colon == std::string::npos ? peer : peer.substr(0, colon);
-}
-
-// The same fields for a JSON request line.
-inline std::vector<std::pair<std::string_view, std::string_view>> json_fields(
+// The request line's fields, in order: the listener's ("-" when the reply has none), then the
+// reply's others.
+inline std::vector<std::pair<std::string_view, std::string_view>> line_fields(
     const listener_options& o, const reply& r) {
     std::vector<std::pair<std::string_view, std::string_view>> out;
     for (const auto& name : o.log_fields) out.emplace_back(name, r.log_field(name));
@@ -220,6 +192,20 @@ inline std::vector<std::pair<std::string_view, std::string_view>> json_fields(
         if (std::find(o.log_fields.begin(), o.log_fields.end(), k) == o.log_fields.end())
             out.emplace_back(k, v);
     return out;
+}
+
+// " cache=hit upstream=docker.io": the fields as the text request line shows them.
+inline std::string log_fields(const listener_options& o, const reply& r) {
+    fmt::memory_buffer out;
+    for (const auto& [k, v] : line_fields(o, r))
+        fmt::format_to(std::back_inserter(out), " {}={}", k, v);
+    return fmt::to_string(out);
+}
+
+// The address of "ADDRESS:PORT".
+inline std::string address_of(const std::string& peer) {
+    auto colon = peer.rfind(':');
+    return colon == std::string::npos ? peer : peer.substr(0, colon);
 }
 
 inline bool allowed(const listener_options& o, std::string_view method) {
@@ -373,7 +359,8 @@ asio::awaitable<void> serve(Stream& stream, std::shared_ptr<listener::shared> sh
                 in.method = std::string(req.method_string());
                 in.target = std::string(req.target());
                 in.head = req.method() == bhttp::verb::head;
-                in.node = node_name(req["X-Regpin-Node"]);
+                if (auto node = req["X-Regpin-Node"]; plausible_node_name(node))
+                    in.node = std::string(node);
                 keep = req.keep_alive();
                 bool has_body = parser.content_length().value_or(0) > 0 || parser.chunked();
                 if (!allowed(opts, in.method)) {
@@ -432,7 +419,7 @@ asio::awaitable<void> serve(Stream& stream, std::shared_ptr<listener::shared> sh
                     spdlog::log(level, "{}",
                                 request_fields(request_line{
                                     opts.name, peer, in.node, in.method, in.target, r.status,
-                                    outcome.body_bytes, seconds * 1000.0, json_fields(opts, r)}));
+                                    outcome.body_bytes, seconds * 1000.0, line_fields(opts, r)}));
                 else
                     spdlog::log(level, "{} {} {} {} bytes={} ms={:.1f}{}{}", peer, in.method,
                                 in.target, r.status, outcome.body_bytes, seconds * 1000.0,

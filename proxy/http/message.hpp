@@ -3,6 +3,7 @@
 // Small bodies travel in `reply::body`; large ones in a `body_stream` the listener pulls from
 // until it ends or fails. Nothing here knows what the requests mean.
 
+#include <cctype>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -36,6 +37,17 @@ public:
         bool files) = 0;
 };
 
+// Whether `v` can be a node name (a Kubernetes node name is a DNS subdomain): 1 to 253 letters,
+// digits, '.', '-' and '_'. X-Regpin-Node is taken only then, so no other byte of it reaches a
+// log line or the audit; `regpin hosts-toml --node-name` checks the same.
+inline bool plausible_node_name(std::string_view v) {
+    if (v.empty() || v.size() > 253) return false;
+    for (char c : v)
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_')
+            return false;
+    return true;
+}
+
 // A request as the listener hands it to a handler.
 struct incoming {
     std::string method;  // "GET", "HEAD", "POST", ...
@@ -47,7 +59,7 @@ struct incoming {
     std::string body;           // only on listeners that take bodies
     std::string peer;           // the client's IP address
     // X-Regpin-Node: the node name the client claims (a claim, not an identity), when it is
-    // 1 to 253 characters of letters, digits, '.', '_' and '-'; else empty.
+    // plausible_node_name; else empty.
     std::string node;
     std::string cookie;        // every Cookie line, merged with "; "
     std::string csrf_token;    // X-CSRF-Token header or empty

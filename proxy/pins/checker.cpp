@@ -1,6 +1,5 @@
 #include "proxy/pins/checker.hpp"
 
-#include <algorithm>
 #include <charconv>
 
 #include <boost/beast/http/verb.hpp>
@@ -111,10 +110,7 @@ asio::awaitable<std::string> checker::with_pulls(std::string summary_json, stora
     auto found = co_await audit_->query(q);
     if (!found) co_return summary_json;
     // One client per node name (or address), most recent first; up to 20 named.
-    std::vector<std::string> clients;
-    for (const auto& r : *found)
-        if (std::find(clients.begin(), clients.end(), r.client()) == clients.end())
-            clients.push_back(r.client());
+    const auto clients = storage::pull_clients(*found);
     constexpr std::size_t named = 20;
     nlohmann::json names = nlohmann::json::array();
     for (std::size_t i = 0; i < clients.size() && i < named; ++i) names.push_back(clients[i]);

@@ -41,6 +41,7 @@ private:
     std::unique_ptr<storage::pin_store> pin_store_;
     store::content content_;
     store::pin_records pins_;
+    // Last, so destroyed first: the etcd audit writes through the pin store's client.
     std::unique_ptr<store::pull_audit> audit_;
 };
 

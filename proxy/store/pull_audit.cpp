@@ -19,27 +19,36 @@ void pull_audit::record(const std::string& registry, const std::string& reposito
                         const std::string& tag, const std::string& digest,
                         const std::string& address, const std::string& node) {
     auto now = storage::now_ms();
-    storage::pull_record r{registry, repository, digest, address, node, tag, now, now, 1};
-    std::lock_guard lock(pending_mutex_);
     auto k = key{registry, repository, digest, address, node};
-    auto it = pending_.find(k);
-    if (it != pending_.end()) {
-        storage::fold_pull(it->second, r);
+    std::lock_guard lock(pending_mutex_);
+    if (auto it = pending_.find(k); it != pending_.end()) {
+        // The common case (a node pulling again within two seconds): no record is built.
+        auto& r = it->second;
+        r.last_ms = now;
+        ++r.count;
+        if (!tag.empty()) r.tag = tag;
         return;
     }
-    if (pending_.size() >= max_pending) {
-        ++dropped_;
-        if (on_dropped_) on_dropped_();
-        if (now - last_drop_log_ms_ >= 60000) {
-            last_drop_log_ms_ = now;
-            spdlog::warn(
-                "pull audit: {} records wait to be written; pulls of new ones are not "
-                "recorded until they are ({} dropped so far)",
-                pending_.size(), dropped_.load());
-        }
-        return;
+    if (pending_.size() >= max_pending) return drop(now);
+    pending_.emplace(std::move(k), storage::pull_record{registry, repository, digest, address, node,
+                                                        tag, now, now, 1});
+}
+
+void pull_audit::drop(std::int64_t now_ms) {
+    ++dropped_;
+    if (on_dropped_) on_dropped_();
+    if (now_ms - last_drop_log_ms_ >= 60000) {
+        last_drop_log_ms_ = now_ms;
+        spdlog::warn(
+            "pull audit: {} records wait to be written; pulls of new ones are not recorded "
+            "until they are ({} dropped so far)",
+            pending_.size(), dropped_);
     }
-    pending_.emplace(std::move(k), std::move(r));
+}
+
+void pull_audit::flush_logged() {
+    if (auto f = flush(); !f && f.error() != storage::errc::no_space)
+        spdlog::warn("pull audit: writing recorded pulls failed: {}", f.error().message());
 }
 
 storage::result<std::size_t> pull_audit::flush() {
@@ -64,7 +73,7 @@ storage::result<std::size_t> pull_audit::flush() {
             else if (pending_.size() < max_pending)
                 pending_.emplace(k, std::move(r));
             else
-                ++dropped_;
+                drop(storage::now_ms());
         }
         return merged.error();
     }
@@ -73,8 +82,7 @@ storage::result<std::size_t> pull_audit::flush() {
 
 storage::result<std::vector<storage::pull_record>> pull_audit::query_now(
     const storage::audit_query& q) {
-    if (auto f = flush(); !f && f.error() != storage::errc::no_space)
-        spdlog::warn("pull audit: writing recorded pulls failed: {}", f.error().message());
+    flush_logged();
     return store_->query(q);
 }
 
@@ -118,8 +126,7 @@ void pull_audit::run() {
             wake_.wait_for(lock, std::chrono::seconds(2), [this] { return stopping_; });
             last = stopping_;
         }
-        if (auto f = flush(); !f && f.error() != storage::errc::no_space)
-            spdlog::warn("pull audit: writing recorded pulls failed: {}", f.error().message());
+        flush_logged();
         if (last) return;
         auto now = storage::now_ms();
         if (settings_.retention.count() > 0 && now >= next_retention) {
@@ -130,11 +137,9 @@ void pull_audit::run() {
             auto gone = store_->forget_before(cutoff);
             if (!gone)
                 spdlog::warn("pull audit: retention failed: {}", gone.error().message());
-            else if (*gone > 0) {
-                forgotten_ += *gone;
+            else if (*gone > 0)
                 spdlog::info("pull audit: {} records not pulled for {} days removed", *gone,
                              settings_.retention.count() / 24);
-            }
         }
     }
 }

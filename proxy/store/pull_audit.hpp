@@ -9,7 +9,6 @@
 // records wait for a write; past that, pulls of new ones are counted as dropped (and logged
 // once a minute) until the next write empties the map.
 
-#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -60,13 +59,15 @@ public:
     void on_dropped(std::function<void()> fn) { on_dropped_ = std::move(fn); }
 
     std::size_t records() const { return store_->count(); }
-    std::uint64_t dropped() const { return dropped_.load(); }
-    std::uint64_t forgotten() const { return forgotten_.load(); }
     const config::audit_settings& settings() const { return settings_; }
 
 private:
     using key = std::tuple<std::string, std::string, std::string, std::string, std::string>;
     void run();
+    // A pull not recorded: counted, and logged once a minute. Under pending_mutex_.
+    void drop(std::int64_t now_ms);
+    // flush(), logging a failure other than a full disk (which the database logs itself).
+    void flush_logged();
 
     std::unique_ptr<storage::audit_store> store_;
     boost::asio::thread_pool& pool_;
@@ -75,9 +76,8 @@ private:
     std::mutex pending_mutex_;
     std::map<key, storage::pull_record> pending_;
     std::int64_t last_drop_log_ms_ = 0;
-    std::atomic<std::uint64_t> dropped_{0};
+    std::uint64_t dropped_ = 0;  // guarded by pending_mutex_
     std::function<void()> on_dropped_;
-    std::atomic<std::uint64_t> forgotten_{0};
 
     std::mutex flush_mutex_;  // one writer at a time: a query's flush and the thread's
 
