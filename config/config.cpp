@@ -300,10 +300,24 @@ admin_settings parse_admin(const json& j, const std::string& path) {
         for (std::size_t i = 0; i < ts.size(); ++i) {
             auto p = path + ".tokens[" + std::to_string(i) + "]";
             require_object(ts[i], p);
-            reject_unknown_keys(ts[i], p, {"name", "token", "token_file", "token_env"});
+            reject_unknown_keys(ts[i], p, {"name", "token", "token_file", "token_env", "scope"});
             admin_token t;
             if (!ts[i].contains("name")) throw config_error(p + ".name", "is required");
             t.name = get_string(ts[i], "name", p + ".name");
+            if (ts[i].contains("scope")) {
+                auto scope = get_string(ts[i], "scope", p + ".scope");
+                if (scope == "read")
+                    t.scope = token_scope::read;
+                else if (scope == "resolve")
+                    t.scope = token_scope::resolve;
+                else if (scope == "admin")
+                    t.scope = token_scope::admin;
+                else
+                    throw config_error(p + ".scope",
+                                       "must be \"read\", \"resolve\" or "
+                                       "\"admin\", got '" +
+                                           scope + "'");
+            }
             auto value = read_secret(ts[i], p, "token", "token_file", "token_env");
             if (!value) throw config_error(p, "one of token, token_file, token_env is required");
             if (value->size() < 16)
@@ -312,6 +326,24 @@ admin_settings parse_admin(const json& j, const std::string& path) {
             a.tokens.push_back(std::move(t));
         }
     }
+    return a;
+}
+
+admission_settings parse_admission(const json& j, const std::string& path) {
+    require_object(j, path);
+    reject_unknown_keys(j, path, {"listen", "tls", "unpinned", "timeout_ms"});
+    admission_settings a;
+    if (j.contains("listen")) a.listen = get_string(j, "listen", path + ".listen");
+    if (j.contains("tls")) a.tls = parse_tls(j.at("tls"), path + ".tls");
+    if (j.contains("unpinned")) {
+        a.unpinned = get_string(j, "unpinned", path + ".unpinned");
+        if (a.unpinned != "warn" && a.unpinned != "deny")
+            throw config_error(path + ".unpinned",
+                               "must be \"warn\" or \"deny\", got '" + a.unpinned + "'");
+    }
+    if (j.contains("timeout_ms"))
+        a.timeout =
+            std::chrono::milliseconds(get_int(j, "timeout_ms", path + ".timeout_ms", 100, 25000));
     return a;
 }
 
@@ -513,6 +545,18 @@ upstream parse_upstream_flag(const std::string& flag) {
     return u;
 }
 
+std::string_view to_string(token_scope s) {
+    switch (s) {
+        case token_scope::read:
+            return "read";
+        case token_scope::resolve:
+            return "resolve";
+        case token_scope::admin:
+            return "admin";
+    }
+    return "admin";
+}
+
 admin_token read_token_file(const std::string& name, const std::string& path) {
     admin_token t{name, trim_newlines(read_file(path, "--admin-token-file"))};
     if (t.value.size() < 16)
@@ -523,6 +567,13 @@ admin_token read_token_file(const std::string& name, const std::string& path) {
 void validate(settings& s) {
     parse_host_port(s.listen, "listen");
     if (!s.admin.listen.empty()) parse_host_port(s.admin.listen, "admin.listen");
+    if (!s.admission.listen.empty()) {
+        parse_host_port(s.admission.listen, "admission.listen");
+        if (!s.admission.tls.enabled())
+            throw config_error("admission.tls",
+                               "is required with admission.listen: the Kubernetes API server "
+                               "calls admission webhooks over https only");
+    }
     std::set<std::string> token_names;
     for (std::size_t i = 0; i < s.admin.tokens.size(); ++i)
         if (!token_names.insert(s.admin.tokens[i].name).second)
@@ -648,6 +699,7 @@ settings load_json(const std::string& text, const std::string& source) {
                          "pin_content",
                          "policies",
                          "admin",
+                         "admission",
                          "webhooks",
                          "history",
                          "audit",
@@ -701,6 +753,7 @@ settings load_json(const std::string& text, const std::string& source) {
             s.policies.push_back(parse_policy_rule(ps[i], "policies[" + std::to_string(i) + "]"));
     }
     if (j.contains("admin")) s.admin = parse_admin(j.at("admin"), "admin");
+    if (j.contains("admission")) s.admission = parse_admission(j.at("admission"), "admission");
     if (j.contains("pin_store")) s.pin_store = parse_pin_store(j.at("pin_store"), "pin_store");
     if (j.contains("history")) s.history = parse_history(j.at("history"), "history");
     if (j.contains("audit")) s.audit = parse_audit(j.at("audit"), "audit");

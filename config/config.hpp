@@ -116,9 +116,17 @@ struct cache_settings {
 // config_error naming `key`.
 std::uint64_t parse_size(const std::string& text, const std::string& key);
 
+// What an admin token may do (issue 17). "read": every GET of the admin API except resolve
+// (pins, history, events, audit, cache, verify progress) and the console without its change
+// buttons; "resolve": GET /api/v1/resolve only (a pipeline's token: it may pin a tag on first
+// sight, as a pull would, and nothing else); "admin": everything.
+enum class token_scope { read, resolve, admin };
+std::string_view to_string(token_scope s);
+
 struct admin_token {
     std::string name;   // who acted, in the pin history ("token:<name>")
     std::string value;  // resolved from token_file / token_env at load time
+    token_scope scope = token_scope::admin;
 };
 
 // TLS for one of regpin's own listeners.
@@ -132,6 +140,21 @@ struct admin_settings {
     std::string listen = "127.0.0.1:5001";
     tls_settings tls;
     std::vector<admin_token> tokens;
+};
+
+// The Kubernetes mutating admission webhook (issue 17): its own TLS listener, because the API
+// server calls it without regpin's admin token (it can do no more than a pull can: resolve a
+// tag to its pin, pinning it on first sight).
+struct admission_settings {
+    std::string listen;  // "0.0.0.0:8443"; empty: no webhook
+    tls_settings tls;    // required when listen is set (the API server calls https only)
+    // An image regpin cannot pin (no upstream for its registry, a rejected tag, an upstream that
+    // does not answer in time): "warn" admits the object unchanged with a warning the API server
+    // shows to kubectl, "deny" refuses it.
+    std::string unpinned = "warn";
+    // regpin's own deadline for one review, well under the API server's (timeoutSeconds: 10 in
+    // deploy/kubernetes/components/admission); past it, images not resolved yet count as unpinned.
+    std::chrono::milliseconds timeout{4000};
 };
 
 struct webhook {
@@ -208,6 +231,7 @@ struct settings {
     std::string pin_content = "manifests";
     std::vector<policy_rule> policies;
     admin_settings admin;
+    admission_settings admission;
     std::vector<webhook> webhooks;
     history_settings history;
     audit_settings audit;

@@ -13,9 +13,9 @@ set -eu
 build_pkgs="g++ cmake ninja-build ccache pkg-config
   libboost1.81-dev libboost-system1.81-dev libboost-url1.81-dev libboost-json1.81-dev
   libssl-dev librocksdb-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
-  libgtest-dev libbenchmark-dev libcli11-dev ca-certificates python3"
+  libgtest-dev libbenchmark-dev libcli11-dev libyaml-dev ca-certificates python3"
 test_pkgs="clang-14 libclang-rt-14-dev docker-registry containerd skopeo curl openssl apache2-utils prometheus python3-yaml
-  etcd-server etcd-client chromium chromium-driver python3-selenium"
+  etcd-server etcd-client chromium chromium-driver python3-selenium python3-jsonpatch"
 
 bench_pkgs="nginx-light linux-perf"
 

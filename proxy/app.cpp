@@ -19,6 +19,7 @@
 #include "proxy/admin/admin_api.hpp"
 #include "proxy/admin/metrics.hpp"
 #include "proxy/admin/webhooks.hpp"
+#include "proxy/admission/webhook.hpp"
 #include "proxy/cache/blob_fetcher.hpp"
 #include "proxy/cache/evictor.hpp"
 #include "proxy/cache/manifest_fetcher.hpp"
@@ -166,6 +167,8 @@ struct app::parts {
     std::unique_ptr<admin::admin_api> admin;
     std::unique_ptr<http::listener> registry_listener;
     std::unique_ptr<http::listener> admin_listener;
+    std::unique_ptr<admission::webhook> admission;
+    std::unique_ptr<http::listener> admission_listener;
 
     // Metric families, registered once.
     admin::counter_family* requests = nullptr;
@@ -494,6 +497,7 @@ void app::start(std::shared_ptr<storage::database> db) {
     p.admin->set_content(&p.stores->content());
     p.admin->set_scrubber(p.scrubber.get());
     p.admin->set_audit(&p.stores->audit());
+    p.admin->set_registry(p.service.get());
     auto* audit = &p.stores->audit();
     p.metrics
         .gauge("regpin_audit_records", "Pull audit records (registry, repository, digest, client)")
@@ -566,12 +570,34 @@ void app::start(std::shared_ptr<storage::database> db) {
             "serving the admin API on http://{}:{}{}", aep.address().to_string(), aep.port(),
             p.settings.admin.tokens.empty() ? " (no token configured: /api/ is disabled)" : "");
     }
+    if (!p.settings.admission.listen.empty()) {
+        p.admission = std::make_unique<admission::webhook>(p.settings.admission, *p.service);
+        http::listener_options wo;
+        wo.name = "admission";
+        wo.listen = p.settings.admission.listen;
+        wo.methods = {"POST"};
+        // An AdmissionReview carries the object and, on an update, the old one: Kubernetes
+        // objects are at most ~1.5 MiB in etcd, requests at most 3 MiB.
+        wo.max_body_bytes = 8 * 1024 * 1024;
+        wo.max_connections = 256;
+        wo.header_timeout = p.settings.client_header_timeout;
+        wo.tls = server_tls(p.settings.admission.tls, "admission.tls");
+        wo.refusal = oci_refusal;
+        wo.log_json = p.settings.log_format == "json";
+        auto* hook = p.admission.get();
+        p.admission_listener = std::make_unique<http::listener>(
+            p.ioc, wo, [hook](http::incoming in) { return hook->handle(std::move(in)); });
+        auto wep = p.admission_listener->local_endpoint();
+        spdlog::info("serving the admission webhook on https://{}:{}/mutate (unpinned images: {})",
+                     wep.address().to_string(), wep.port(), p.settings.admission.unpinned);
+    }
     for (const auto& w : p.settings.webhooks)
         spdlog::info("webhook {}{}", admin::display_url(w.url),
                      w.secret.empty() ? "" : " (signed)");
 
     p.registry_listener->start();
     if (p.admin_listener) p.admin_listener->start();
+    if (p.admission_listener) p.admission_listener->start();
     p.scheduler->start_sweep();
     p.webhooks->start();
     p.evictor->start();
@@ -604,6 +630,7 @@ void app::stop() {
     if (p.stores) p.stores->audit().stop();
     if (p.registry_listener) p.registry_listener->stop();
     if (p.admin_listener) p.admin_listener->stop();
+    if (p.admission_listener) p.admission_listener->stop();
     if (p.scheduler) p.scheduler->stop();
     if (p.webhooks) p.webhooks->stop();
     if (p.history) p.history->stop();

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <optional>
@@ -41,6 +42,8 @@ Usage:
   regpin audit [options]     who pulled which image digest: nodes, tags, times (see --help)
   regpin backup DIR          a consistent copy of a running regpin's data folder (restore: start on it)
   regpin verify [--data DIR] re-hash stored blobs and manifests, quarantine what does not match
+  regpin resolve [FILE...]   pin the images of Kubernetes YAML: image: app:v1 -> app:v1@sha256:...,
+                             a lock file, drift checks for CI (see 'regpin resolve --help')
   regpin prefetch IMAGE...   pull images through a running regpin: cache and pin them
   regpin export ...          write pinned images and their pins to a bundle (OCI layout tar)
   regpin import BUNDLE.tar   load a bundle into a data folder (air-gapped sites)
@@ -57,6 +60,7 @@ and pins every tag to the first digest it sees.
 struct serve_options {
     std::string config_file;
     std::string listen, data, log_level, admin_listen, admin_token_file, etcd;
+    std::string admission_listen, admission_tls, admission_unpinned;
     std::vector<std::string> upstreams;
     bool check_only = false;
     bool offline = false;
@@ -82,6 +86,14 @@ std::optional<int> parse_serve(int argc, char** argv, serve_options& o) {
     app.add_option("--admin-token-file", o.admin_token_file,
                    "an admin API token (named \"admin\" in pin histories); more tokens in the "
                    "config's admin.tokens");
+    app.add_option("--admission-listen", o.admission_listen,
+                   "HOST:PORT of the Kubernetes admission webhook (POST /mutate; off by default)");
+    app.add_option("--admission-tls", o.admission_tls,
+                   "a folder with the webhook's tls.crt and tls.key (a kubernetes.io/tls "
+                   "Secret, mounted)");
+    app.add_option("--admission-unpinned", o.admission_unpinned,
+                   "an image the webhook cannot pin: warn (admit it unchanged, default) or deny")
+        ->check(CLI::IsMember({"warn", "deny"}));
     app.add_option("--log-level", o.log_level, "log level (default info)")
         ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
     app.add_option("--etcd", o.etcd,
@@ -105,6 +117,14 @@ regpin::config::settings build_settings(const serve_options& o) {
     if (!o.data.empty()) s.data_dir = o.data;
     if (!o.log_level.empty()) s.log_level = o.log_level;
     if (!o.admin_listen.empty()) s.admin.listen = o.admin_listen;
+    if (!o.admission_listen.empty()) s.admission.listen = o.admission_listen;
+    if (!o.admission_unpinned.empty()) s.admission.unpinned = o.admission_unpinned;
+    if (!o.admission_tls.empty()) {
+        s.admission.tls = {o.admission_tls + "/tls.crt", o.admission_tls + "/tls.key"};
+        for (const auto& f : {s.admission.tls.cert_file, s.admission.tls.key_file})
+            if (!std::ifstream(f))
+                throw config_error("--admission-tls", "cannot read file '" + f + "'");
+    }
     if (o.offline) s.offline = true;
     if (!o.etcd.empty()) {
         s.pin_store.backend = "etcd";
@@ -283,6 +303,7 @@ int main(int argc, char** argv) {
     if (cmd == "audit") return regpin::proxy::cli::audit_command(argc - 2, argv + 2);
     if (cmd == "backup") return regpin::proxy::cli::backup_command(argc - 2, argv + 2);
     if (cmd == "verify") return regpin::proxy::cli::verify_command(argc - 2, argv + 2);
+    if (cmd == "resolve") return regpin::proxy::cli::resolve_command(argc - 2, argv + 2);
     if (cmd == "hosts-toml") return regpin::proxy::cli::hosts_toml_command(argc - 2, argv + 2);
     if (cmd == "prefetch") return regpin::proxy::cli::prefetch_command(argc - 2, argv + 2);
     if (cmd == "export") return regpin::proxy::cli::export_command(argc - 2, argv + 2);

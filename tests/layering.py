@@ -27,10 +27,12 @@ ALLOWED: dict[str, set[str]] = {
     "console": {"config"},
     "admin": {"config", "storage", "oci", "http", "upstream", "store", "cache", "pins",
               "registry", "console"},
+    "admission": {"config", "storage", "oci", "http", "upstream", "store", "cache", "pins",
+                  "registry"},
     "bundle": {"config", "storage", "oci", "pins"},
-    "cli": {"config", "storage", "oci", "http", "bundle", "etcd"},
+    "cli": {"config", "storage", "oci", "http", "bundle", "etcd", "pins"},
     "app": {"config", "storage", "oci", "http", "upstream", "store", "cache", "pins",
-            "registry", "admin", "etcd"},
+            "registry", "admin", "admission", "etcd"},
     "main": {"config", "storage", "app", "cli"},
 }
 

@@ -15,6 +15,7 @@
 #include "proxy/console/console.hpp"
 #include "proxy/oci/reference.hpp"
 #include "proxy/oci/route.hpp"
+#include "proxy/pins/resolution.hpp"
 #include "proxy/pins/views.hpp"
 #include "proxy/registry/replies.hpp"
 #include "storage/digest.hpp"
@@ -141,6 +142,16 @@ std::optional<std::string> parse_audit_ref(std::string ref, storage::audit_query
     return std::nullopt;
 }
 
+// "os/arch" or "os/arch/variant" of lower-case letters, digits, '.', '_', '-'.
+bool plausible_platform(const std::string& p) {
+    if (p.empty() || p.size() > 64 ||
+        p.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789._-/") != std::string::npos)
+        return false;
+    auto parts = std::count(p.begin(), p.end(), '/');
+    return (parts == 1 || parts == 2) && p.front() != '/' && p.back() != '/' &&
+           p.find("//") == std::string::npos;
+}
+
 }  // namespace
 
 admin_api::admin_api(const config::settings& settings, store::pin_records& pins,
@@ -156,15 +167,31 @@ admin_api::admin_api(const config::settings& settings, store::pin_records& pins,
       metrics_(m),
       policies_(settings) {}
 
-std::string admin_api::token_name(std::string_view presented) const {
+config::token_scope needed_scope(std::string_view method, std::string_view path) {
+    if (method != "GET" && method != "HEAD") return config::token_scope::admin;
+    if (path == "/api/v1/resolve") return config::token_scope::resolve;
+    return config::token_scope::read;
+}
+
+bool scope_allows(config::token_scope have, config::token_scope need) {
+    return have == config::token_scope::admin || have == need;
+}
+
+const config::admin_token* admin_api::token_for(std::string_view presented) const {
     // Hash both sides so the comparison takes the same time whatever the lengths.
     auto given = storage::sha256_of(presented).str();
-    std::string found;
+    const config::admin_token* found = nullptr;
     for (const auto& t : settings_.admin.tokens) {
         auto want = storage::sha256_of(t.value).str();
-        if (CRYPTO_memcmp(given.data(), want.data(), want.size()) == 0) found = t.name;
+        if (CRYPTO_memcmp(given.data(), want.data(), want.size()) == 0) found = &t;
     }
     return found;
+}
+
+const config::admin_token* admin_api::token_named(std::string_view name) const {
+    for (const auto& t : settings_.admin.tokens)
+        if (t.name == name) return &t;
+    return nullptr;
 }
 
 asio::awaitable<reply> admin_api::handle(http::incoming in) {
@@ -214,11 +241,11 @@ asio::awaitable<reply> admin_api::handle(http::incoming in) {
         co_return r;
     }
     constexpr std::string_view bearer = "Bearer ";
-    std::string name;
+    const config::admin_token* token = nullptr;
     if (in.authorization.size() > bearer.size() &&
         std::string_view(in.authorization).substr(0, bearer.size()) == bearer)
-        name = token_name(std::string_view(in.authorization).substr(bearer.size()));
-    if (name.empty() && in.authorization.empty() && !in.cookie.empty()) {
+        token = token_for(std::string_view(in.authorization).substr(bearer.size()));
+    if (!token && in.authorization.empty() && !in.cookie.empty()) {
         // The console: its session cookie, and for a change the session's CSRF token too (a
         // cookie alone is sent by the browser whoever made the page that asks).
         if (auto s = sessions_.find(in.cookie)) {
@@ -230,16 +257,26 @@ asio::awaitable<reply> admin_api::handle(http::incoming in) {
                                "a change from the console needs its CSRF token (X-CSRF-Token)",
                                403);
             }
-            name = s->token_name;
+            token = token_named(s->token_name);
         }
     }
-    if (name.empty()) {
+    if (!token) {
         spdlog::warn("admin API: {} {} refused: missing or wrong token", in.method, path);
         auto r = fail(oci::error_code::unauthorized, "a valid admin token is required", 401);
         r.header("WWW-Authenticate", "Bearer realm=\"regpin-admin\"");
         co_return r;
     }
-    co_return co_await api(in, "token:" + name);
+    if (auto need = needed_scope(in.method, path); !scope_allows(token->scope, need)) {
+        spdlog::warn("admin API: {} {} refused: token {} has scope {}, this needs {}", in.method,
+                     path, token->name, config::to_string(token->scope), config::to_string(need));
+        co_return fail(oci::error_code::denied,
+                       "token '" + token->name + "' has scope '" +
+                           std::string(config::to_string(token->scope)) + "'; " + in.method + " " +
+                           path + " needs scope '" + std::string(config::to_string(need)) +
+                           "' (or 'admin')",
+                       403);
+    }
+    co_return co_await api(in, "token:" + token->name);
 }
 
 reply admin_api::ui(const http::incoming& in, const std::string& name) {
@@ -253,7 +290,12 @@ reply admin_api::ui(const http::incoming& in, const std::string& name) {
         if (name == "session") {
             auto s = sessions_.find(in.cookie);
             if (!s) return with_headers(fail(oci::error_code::unauthorized, "not logged in", 401));
-            return with_headers(json_reply(200, {{"name", s->token_name}, {"csrf", s->csrf}}));
+            const auto* t = token_named(s->token_name);
+            if (!t) return with_headers(fail(oci::error_code::unauthorized, "not logged in", 401));
+            return with_headers(
+                json_reply(200, {{"name", s->token_name},
+                                 {"csrf", s->csrf},
+                                 {"scope", std::string(config::to_string(t->scope))}}));
         }
         const auto* file = console::find_asset(name);
         if (!file) return with_headers(fail(oci::error_code::name_unknown, "no such page", 404));
@@ -279,15 +321,27 @@ reply admin_api::ui(const http::incoming& in, const std::string& name) {
         std::string token;
         if (body.is_object() && body.contains("token") && body["token"].is_string())
             token = body["token"].get<std::string>();
-        auto who = token.empty() ? std::string() : token_name(token);
-        if (who.empty()) {
+        const auto* t = token.empty() ? nullptr : token_for(token);
+        if (!t) {
             spdlog::warn("console: login from {} refused: wrong token", in.peer);
             return with_headers(
                 fail(oci::error_code::unauthorized, "that token is not valid", 401));
         }
-        auto opened = sessions_.open(who);
-        spdlog::info("console: {} logged in from {}", who, in.peer);
-        auto r = json_reply(200, {{"name", who}, {"csrf", opened.s.csrf}});
+        // The console reads pins, events and the audit: a resolve-only token cannot use it.
+        if (!scope_allows(t->scope, config::token_scope::read)) {
+            spdlog::warn("console: login from {} refused: token {} has scope {}", in.peer, t->name,
+                         config::to_string(t->scope));
+            return with_headers(fail(oci::error_code::denied,
+                                     "token '" + t->name +
+                                         "' has scope 'resolve'; the console needs 'read' or "
+                                         "'admin'",
+                                     403));
+        }
+        auto opened = sessions_.open(t->name);
+        spdlog::info("console: {} logged in from {}", t->name, in.peer);
+        auto r = json_reply(200, {{"name", t->name},
+                                  {"csrf", opened.s.csrf},
+                                  {"scope", std::string(config::to_string(t->scope))}});
         r.header("Set-Cookie", sessions_.cookie(opened.id, secure));
         return with_headers(std::move(r));
     }
@@ -430,6 +484,43 @@ asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string acto
             co_return fail(oci::error_code::manifest_unknown, "no pin and no history for that tag",
                            404);
         co_return json_reply(200, out);
+    }
+    if (in.method == "GET" && path == "/api/v1/resolve") {
+        if (!registry_) co_return fail(oci::error_code::unsupported, "no resolving here", 404);
+        auto ref = param("ref");
+        if (ref.empty())
+            co_return fail(oci::error_code::name_invalid,
+                           "ref is required: REGISTRY/REPOSITORY:TAG (Docker Hub short names too)",
+                           400);
+        if (ref.find('@') != std::string::npos)
+            co_return fail(oci::error_code::name_invalid,
+                           "ref names a digest already; give REGISTRY/REPOSITORY:TAG", 400);
+        // No tag means "latest", as for docker pull and kubectl.
+        auto slash = ref.rfind('/');
+        bool tagged = ref.find(':', slash == std::string::npos ? 0 : slash) != std::string::npos;
+        auto parsed = oci::parse_image_reference(tagged ? ref : ref + ":latest");
+        if (!parsed) co_return fail(parsed.error().code, "ref: " + parsed.error().message, 400);
+        auto platform = param("platform");
+        if (!platform.empty() && !plausible_platform(platform))
+            co_return fail(oci::error_code::name_invalid,
+                           "platform must be OS/ARCH or OS/ARCH/VARIANT (linux/amd64)", 400);
+        auto who = actor.substr(actor.find(':') + 1);
+        auto done = co_await registry_->resolve(parsed->registry, parsed->repository, parsed->tag,
+                                                who, "resolve:" + actor);
+        if (!done) {
+            auto r = registry::error_reply(done.error());
+            if (done.error().code == oci::error_code::denied) r.status = 403;
+            r.route = "admin";
+            spdlog::info("admin API: resolve {} by {}: {}", parsed->str(), actor,
+                         done.error().message);
+            co_return r;
+        }
+        auto res =
+            pins::resolve_pin(done->pin, done->manifest ? &*done->manifest : nullptr, platform);
+        if (!res.value) co_return fail(oci::error_code::manifest_unknown, res.error, 404);
+        co_return json_reply(
+            200, pins::resolution_json(*res.value,
+                                       pins::to_string(policies_.for_key(done->pin.key).policy)));
     }
     if (in.method == "GET" && path == "/api/v1/cache") {
         if (!evictor_) co_return fail(oci::error_code::unsupported, "no cache status here", 404);

@@ -16,12 +16,15 @@
 //   POST /api/v1/verify                                   re-hash everything stored, now
 //   GET  /api/v1/verify                                   that walk's progress, quarantines
 //   GET  /api/v1/audit?digest=&ref=&node=&since=&limit=   who pulled which manifest digest
+//   GET  /api/v1/resolve?ref=REGISTRY/REPO:TAG&platform=OS/ARCH
+//                                         the digest nodes get for a tag (pins it on first
+//                                         sight, as a pull would); 403 for a rejected tag
 //   GET  /ui/                                             the console (proxy/console)
 //   POST /ui/login {token}, GET /ui/session, POST /ui/logout   its sessions
 // Everything under /api/ needs `Authorization: Bearer <token>` (admin.tokens; compared in
 // constant time), or the console's session cookie (and X-CSRF-Token for a change); the
-// token's name is the actor in the pin history. JSON in and out; errors use the OCI error
-// body.
+// token's name is the actor in the pin history. A token's scope (admin.tokens[].scope) limits
+// what it may call: needed_scope. JSON in and out; errors use the OCI error body.
 
 #include <functional>
 #include <string>
@@ -38,11 +41,18 @@
 #include "proxy/pins/closure.hpp"
 #include "proxy/pins/policy.hpp"
 #include "proxy/pins/scheduler.hpp"
+#include "proxy/registry/service.hpp"
 #include "proxy/store/pin_records.hpp"
 #include "proxy/store/pull_audit.hpp"
 #include "proxy/upstream/upstreams.hpp"
 
 namespace regpin::proxy::admin {
+
+// The scope a request to the admin API needs: resolve for GET /api/v1/resolve, read for every
+// other GET or HEAD, admin for every change (POST).
+config::token_scope needed_scope(std::string_view method, std::string_view path);
+// Whether a token of scope `have` may make a request that needs `need`.
+bool scope_allows(config::token_scope have, config::token_scope need);
 
 class admin_api {
 public:
@@ -64,9 +74,14 @@ public:
     // The pull audit (GET /api/v1/audit).
     void set_audit(store::pull_audit* a) { audit_ = a; }
 
-    // The name of the configured token equal to `presented`, or empty. Constant time in the
-    // token's contents.
-    std::string token_name(std::string_view presented) const;
+    // Resolving tags (GET /api/v1/resolve): the registry service's first-sight path.
+    void set_registry(registry::service* s) { registry_ = s; }
+
+    // The configured token equal to `presented`, or nullptr. Constant time in the token's
+    // contents.
+    const config::admin_token* token_for(std::string_view presented) const;
+    // The configured token called `name` (a console session's), or nullptr.
+    const config::admin_token* token_named(std::string_view name) const;
 
 private:
     boost::asio::awaitable<http::reply> api(const http::incoming& in, std::string actor);
@@ -87,6 +102,7 @@ private:
     store::content* content_ = nullptr;
     cache::scrubber* scrubber_ = nullptr;
     store::pull_audit* audit_ = nullptr;
+    registry::service* registry_ = nullptr;
 };
 
 }  // namespace regpin::proxy::admin

@@ -5,6 +5,7 @@
 //   regpin cache
 //   regpin backup DIR
 //   regpin verify [--data DIR]
+//   regpin resolve [FILE...] [--lock FILE] [--check] [--data DIR]
 // Human-readable tables by default, --json for scripts. Exit status 0 on success, 1 when the
 // API refused or failed (the message says why), 2 on a usage error.
 
@@ -17,5 +18,7 @@ int cache_command(int argc, char** argv);
 int audit_command(int argc, char** argv);
 int backup_command(int argc, char** argv);
 int verify_command(int argc, char** argv);
+// regpin resolve: Kubernetes YAML with each image's tag pinned to its digest (resolve_command.cpp).
+int resolve_command(int argc, char** argv);
 
 }  // namespace regpin::proxy::cli

@@ -10,6 +10,8 @@
 #include "proxy/cache/fetch_through.hpp"
 #include "proxy/oci/media_types.hpp"
 #include "proxy/oci/range.hpp"
+#include "proxy/pins/resolution.hpp"
+#include "proxy/pins/views.hpp"
 #include "proxy/registry/replies.hpp"
 #include "proxy/upstream/fetch.hpp"
 #include "storage/clock.hpp"
@@ -114,8 +116,8 @@ const char* route_name(oci::endpoint e) {
     return "-";
 }
 
-// 403 DENIED for a tag its policy rejected, with both digests in the detail.
-reply rejected_reply(const storage::pin& p) {
+// DENIED for a tag its policy rejected, with both digests in the detail.
+oci::error rejected_error(const storage::pin& p) {
     auto pending = p.pending_digest ? p.pending_digest->str() : std::string();
     oci::error e{error_code::denied,
                  storage::display_name(p.key) +
@@ -127,7 +129,11 @@ reply rejected_reply(const storage::pin& p) {
         {"pinned", p.manifest_digest.str()},
         {"upstream",
          pending}}.dump();
-    auto r = error_reply(e);
+    return e;
+}
+
+reply rejected_reply(const storage::pin& p) {
+    auto r = error_reply(rejected_error(p));
     r.log_field("cache", "pin");
     return r;
 }
@@ -250,7 +256,7 @@ asio::awaitable<reply> service::manifest(const target& t, bool head, std::string
     // many nodes ask at once (a rollout).
     auto* self = this;
     cache::single_flight<first_sight>::work_type work = [self, t, accept, others, head] {
-        return self->settle_first_sight(t, accept, others, head);
+        return self->settle_first_sight(t, accept, others, head, "first-pull");
     };
     auto key = cache::manifest_fetcher::flight_key(*t.client, repository, ref, accept);
     auto settled = co_await first_sights_.run(key, work);
@@ -264,7 +270,8 @@ asio::awaitable<reply> service::manifest(const target& t, bool head, std::string
 }
 
 asio::awaitable<oci::result<service::first_sight>> service::settle_first_sight(
-    target t, std::string accept, std::optional<pins::class_answer> others, bool head) {
+    target t, std::string accept, std::optional<pins::class_answer> others, bool head,
+    std::string actor) {
     const auto& ref = t.route.reference;
     const auto& registry = t.where.registry;
     const auto& repository = t.where.repository;
@@ -314,7 +321,6 @@ asio::awaitable<oci::result<service::first_sight>> service::settle_first_sight(
         if (!held) co_return cache::storage_error("writing a pin", held.error());
         co_return first_sight{*held, std::nullopt};
     }
-    const std::string actor = "first-pull";
     auto held = co_await writer_.first_sight(candidate, actor, got->source);
     if (!held) co_return cache::storage_error("writing a pin", held.error());
     if (held->manifest_digest == got->digest)
@@ -322,6 +328,67 @@ asio::awaitable<oci::result<service::first_sight>> service::settle_first_sight(
                      got->manifest.media_type);
     // Another request (another replica) pinned this tag first: its digest wins.
     co_return first_sight{*held, std::move(*got)};
+}
+
+asio::awaitable<oci::result<service::resolved>> service::resolve(std::string registry,
+                                                                 std::string repository,
+                                                                 std::string tag, std::string who,
+                                                                 std::string actor, bool may_pin) {
+    oci::route route;
+    route.kind = oci::endpoint::manifest;
+    route.name = repository;
+    route.reference = tag;
+    route.ns = registry;
+    auto where = route_to_upstream(route, settings_);
+    if (!where) co_return where.error();
+    target t{route, *where, &upstreams_.at(where->upstream_index)};
+    const auto& repo = t.where.repository;
+    // As containerd asks: all four manifest types (its pins are the ones nodes get).
+    const std::string accept = oci::accept_for_class(oci::accepts_all);
+    auto tag_pins = co_await pins_.list_tag(t.where.registry, repo, tag);
+    if (!tag_pins) co_return cache::storage_error("reading a tag's pins", tag_pins.error());
+    std::optional<storage::pin> answer = pins::pin_for_nodes(*tag_pins);
+    std::optional<storage::manifest> fetched;
+    if (answer && answer->key.accept_class != oci::accepts_all) {
+        // Another class's pin answers containerd unless an index of the same image is preferred
+        // (manifest() decides the same way).
+        auto others = pins::answer_for_class(*tag_pins, oci::accepts_all);
+        if (others.prefer_upstream_index) answer.reset();
+    }
+    if (!answer && !may_pin)
+        co_return oci::error{error_code::manifest_unknown,
+                             t.where.registry + "/" + repo + ":" + tag +
+                                 " is not pinned yet (a dry run does not pin it)"};
+    if (!answer) {
+        std::optional<pins::class_answer> others;
+        if (!tag_pins->empty()) others = pins::answer_for_class(*tag_pins, oci::accepts_all);
+        auto* self = this;
+        const bool head = false;
+        cache::single_flight<first_sight>::work_type work = [self, t, accept, others, head, actor] {
+            return self->settle_first_sight(t, accept, others, head, actor);
+        };
+        auto key = cache::manifest_fetcher::flight_key(*t.client, repo, tag, accept);
+        auto settled = co_await first_sights_.run(key, work);
+        if (!settled) co_return settled.error();
+        answer = settled->pin;
+        if (settled->fetched && settled->pin.manifest_digest == settled->fetched->digest)
+            fetched = settled->fetched->manifest;
+    }
+    scheduler_.served(*answer, t.where.upstream_index);
+    if (answer->state == storage::pin_state::rejected) {
+        auto denied = rejected_error(*answer);
+        denied.detail_json = pins::pin_json(*answer).dump();
+        co_return denied;
+    }
+    if (!fetched) {
+        // The pinned manifest, for an index's platforms: the store, else the upstream by digest
+        // (verified), as a pull of it would.
+        auto found = co_await manifests_.by_digest(*t.client, repo, answer->manifest_digest, accept,
+                                                   settings_.manifest_max_bytes);
+        if (found) fetched = std::move(found->manifest);
+    }
+    audit_.record(t.where.registry, repo, tag, answer->manifest_digest.str(), "resolve:" + who, "");
+    co_return resolved{std::move(*answer), std::move(fetched)};
 }
 
 std::optional<reply> service::quick_pinned_reply(const target& t, const storage::pin& p,

@@ -31,6 +31,22 @@ public:
     // Answers one pull API request. Never throws for bad input: errors are OCI replies.
     [[nodiscard]] boost::asio::awaitable<http::reply> handle(http::incoming req);
 
+    // What a tag resolves to for the pipeline (GET /api/v1/resolve, the admission webhook): the
+    // pin that containerd's pulls get, the tag pinned on first sight exactly as such a pull
+    // would (one flight with the pulls asking meanwhile, policies, events, the upstream's answer
+    // verified and stored), recorded in the pull audit as client "resolve:<who>". `actor` is
+    // the first sight's actor in the history; without `may_pin` (a dry run) a tag never seen is
+    // MANIFEST_UNKNOWN instead of pinned. Errors: NAME_UNKNOWN for a registry with no
+    // upstream, DENIED for a rejected tag (the pin's JSON in the detail), the upstream's error
+    // for a tag never seen that it cannot answer.
+    struct resolved {
+        storage::pin pin;
+        std::optional<storage::manifest> manifest;  // nullopt: neither stored nor fetchable now
+    };
+    [[nodiscard]] boost::asio::awaitable<oci::result<resolved>> resolve(
+        std::string registry, std::string repository, std::string tag, std::string who,
+        std::string actor, bool may_pin = true);
+
     // A request routed to its upstream.
     struct target {
         oci::route route;
@@ -50,8 +66,10 @@ private:
     // Fetches a never-pinned tag and pins it; run once per (upstream, repository, tag, accept
     // class) for every request that asks meanwhile (first_sights_). `others`: the tag's pins of
     // other classes (pins/classes.hpp).
+    // `actor`: who the history names for the pin ("first-pull" for a pull).
     boost::asio::awaitable<oci::result<first_sight>> settle_first_sight(
-        target t, std::string accept, std::optional<pins::class_answer> others, bool head);
+        target t, std::string accept, std::optional<pins::class_answer> others, bool head,
+        std::string actor);
     // A pin's answer without suspending (rejected, or its manifest in memory: the warm path);
     // nullopt when it needs pinned_reply.
     std::optional<http::reply> quick_pinned_reply(const target& t, const storage::pin& p,

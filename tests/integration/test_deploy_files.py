@@ -914,6 +914,65 @@ class KustomizeBuildTest(TempDirTest):
                 self.assertEqual(run_hosts_toml(
                     self, pod_spec(ds), expect_mirror=mirror, expect_fail_closed=True), 1)
 
+    def with_components(self, stack: str, *components: str) -> list[dict]:
+        overlay = self.tmpdir()
+        (overlay / "kustomization.yaml").write_text(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+            "kind: Kustomization\n"
+            f"resources:\n  - {os.path.relpath(K8S / stack, overlay)}\n"
+            "components:\n" + "".join(
+                f"  - {os.path.relpath(K8S / 'components' / c, overlay)}\n" for c in components))
+        return kubectl_kustomize(overlay)
+
+    def test_admission_component_wires_the_webhook_to_regpins_listener_and_certificate(self):
+        for stack in ("central", "central-ha"):
+            with self.subTest(stack=stack):
+                objs = self.with_components(stack, "admission", "admission-cert-manager")
+                (hook_cfg,) = [o for o in objs if o["kind"] == "MutatingWebhookConfiguration"]
+                (hook,) = hook_cfg["webhooks"]
+                # Never block the cluster on regpin: Ignore, a timeout above regpin's own 4 s,
+                # no side effects on dry runs, and regpin's own namespaces left alone.
+                self.assertEqual((hook["failurePolicy"], hook["sideEffects"], hook["admissionReviewVersions"]),
+                                 ("Ignore", "NoneOnDryRun", ["v1"]))
+                self.assertGreater(hook["timeoutSeconds"], 4)
+                self.assertLessEqual(hook["timeoutSeconds"], 30)
+                excluded = [e for e in hook["namespaceSelector"]["matchExpressions"]
+                            if e["key"] == "kubernetes.io/metadata.name"]
+                self.assertEqual(excluded[0]["operator"], "NotIn")
+                for ns in ("kube-system", "regpin", "regpin-node"):
+                    self.assertIn(ns, excluded[0]["values"])
+                resources = {r for rule in hook["rules"] for r in rule["resources"]}
+                for r in ("pods", "deployments", "statefulsets", "daemonsets", "replicasets", "jobs", "cronjobs"):
+                    self.assertIn(r, resources)
+                # The Service it calls reaches the StatefulSet's admission port.
+                svc_ref = hook["clientConfig"]["service"]
+                self.assertEqual((svc_ref["namespace"], svc_ref["path"]), ("regpin", "/mutate"))
+                (svc,) = [o for o in objs if o["kind"] == "Service" and o["metadata"]["name"] == svc_ref["name"]]
+                (port,) = [p for p in svc["spec"]["ports"] if p["port"] == svc_ref["port"]]
+                (sts,) = [o for o in objs if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "regpin"]
+                labels = sts["spec"]["template"]["metadata"]["labels"]
+                self.assertTrue(all(labels.get(k) == v for k, v in svc["spec"]["selector"].items()))
+                (c,) = sts["spec"]["template"]["spec"]["containers"]
+                (cport,) = [p for p in c["ports"] if p["name"] == port["targetPort"]]
+                args = c["args"]
+                self.assertEqual(args[:3], ["serve", "--config", "/etc/regpin/config.json"], "the stack's args stay")
+                self.assertIn(f"--admission-listen=0.0.0.0:{cport['containerPort']}", args)
+                # The certificate: cert-manager's Secret, mounted where --admission-tls reads it,
+                # for the Service's name, and its CA injected into the webhook.
+                (tls_arg,) = [a for a in args if a.startswith("--admission-tls=")]
+                (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == tls_arg.split("=", 1)[1]]
+                (vol,) = [v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]]
+                (cert,) = [o for o in objs if o["kind"] == "Certificate"]
+                self.assertEqual(vol["secret"]["secretName"], cert["spec"]["secretName"])
+                self.assertIn(f"{svc['metadata']['name']}.regpin.svc", cert["spec"]["dnsNames"])
+                self.assertEqual(hook_cfg["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+                                 f"regpin/{cert['metadata']['name']}")
+                # Without cert-manager, make-cert.sh makes the same Secret and patches the same
+                # webhook.
+                script = (K8S / "components" / "admission" / "make-cert.sh").read_text()
+                self.assertIn(f"create secret tls {vol['secret']['secretName']}", script)
+                self.assertIn(f"mutatingwebhookconfiguration {hook_cfg['metadata']['name']}", script)
+
     def test_network_policy_component_admits_only_nodes_operators_and_prometheus(self):
         for stack in ("central", "central-ha"):
             with self.subTest(stack=stack):

@@ -4,6 +4,7 @@
 
 using regpin::config::config_error;
 using regpin::config::load_json;
+using regpin::config::token_scope;
 
 namespace {
 
@@ -276,4 +277,31 @@ TEST(Config, AuditAndLogFormat) {
     EXPECT_EQ(failing_key(R"({"log_format":"xml"})"), "log_format");
     EXPECT_EQ(failing_key(R"({"audit":{"alert_window_days":0}})"), "audit.alert_window_days");
     EXPECT_EQ(failing_key(R"({"audit":{"retention":5}})"), "audit.retention");
+}
+
+TEST(Config, TokenScopesAndAdmission) {
+    auto s = load_json(R"({"admin":{"tokens":[
+        {"name":"ops","token":"0123456789abcdef0"},
+        {"name":"ci","token":"0123456789abcdef1","scope":"resolve"},
+        {"name":"viewer","token":"0123456789abcdef2","scope":"read"}]}})");
+    ASSERT_EQ(s.admin.tokens.size(), 3u);
+    EXPECT_EQ(s.admin.tokens[0].scope, token_scope::admin);
+    EXPECT_EQ(s.admin.tokens[1].scope, token_scope::resolve);
+    EXPECT_EQ(s.admin.tokens[2].scope, token_scope::read);
+    EXPECT_EQ(
+        failing_key(
+            R"({"admin":{"tokens":[{"name":"x","token":"0123456789abcdef","scope":"write"}]}})"),
+        "admin.tokens[0].scope");
+
+    auto d = load_json("{}");
+    EXPECT_TRUE(d.admission.listen.empty());
+    EXPECT_EQ(d.admission.unpinned, "warn");
+    EXPECT_EQ(d.admission.timeout, std::chrono::milliseconds(4000));
+    // The API server calls https only: a listener without TLS is refused.
+    EXPECT_EQ(failing_key(R"({"admission":{"listen":"127.0.0.1:0"}})"), "admission.tls");
+    EXPECT_EQ(failing_key(R"({"admission":{"unpinned":"maybe"}})"), "admission.unpinned");
+    EXPECT_EQ(failing_key(R"({"admission":{"timeout_ms":60000}})"), "admission.timeout_ms");
+    auto a = load_json(R"({"admission":{"unpinned":"deny","timeout_ms":2500}})");
+    EXPECT_EQ(a.admission.unpinned, "deny");
+    EXPECT_EQ(a.admission.timeout, std::chrono::milliseconds(2500));
 }

@@ -3,7 +3,7 @@
 "use strict";
 
 (() => {
-  const state = { csrf: "", name: "", poll: null };
+  const state = { csrf: "", name: "", scope: "admin", poll: null };
   const main = document.getElementById("main");
   const nav = document.getElementById("nav");
   const account = document.getElementById("account");
@@ -137,7 +137,9 @@
   function start(session) {
     state.csrf = session.csrf;
     state.name = session.name;
-    document.getElementById("who").textContent = "Signed in with token " + session.name;
+    state.scope = session.scope || "admin";
+    document.getElementById("who").textContent = "Signed in with token " + session.name +
+      (state.scope === "admin" ? "" : ` (${state.scope}: no changes)`);
     nav.hidden = false;
     account.hidden = false;
     route();
@@ -292,7 +294,9 @@
           el("p", {}, "Content of the new digest: ", contentLine(p.pending_content))) : null,
         el("h3", {}, "Nodes that pulled the digest served now"), pullsList(served),
         pending ? [el("h3", {}, "Nodes that pulled the pending digest"), pullsList(pending)] : null,
-        el("div", { class: "actions" }, approve, unpin), setForm,
+        // A read token sees everything and changes nothing (the server refuses it anyway).
+        state.scope === "admin" ? [el("div", { class: "actions" }, approve, unpin), setForm] :
+          el("p", { class: "note" }, "This session's token has scope read: approving, unpinning and setting need an admin token."),
         el("p", { id: "action-result", role: "status" })));
     }
     const history = doc.history.slice().reverse().map((e) => [
