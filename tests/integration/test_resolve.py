@@ -101,12 +101,20 @@ class ResolveTestCase(PinLifecycleTestCase):
         cls.addClassCleanup(cls.ca.close)
         cls.cert = cls.ca.issue("admission", ips=("127.0.0.1",), dns_names=("regpin-admission.regpin.svc",))
         cls.admission_port = h.free_port()
+        # A second upstream that accepts connections and never answers: a hung registry.
+        cls.hung = h.SilentServer(h.free_port())
+        cls.addClassCleanup(cls.hung.close)
+        cls.hung_host = f"127.0.0.1:{cls.hung.port}"
         cls.start_class_servers("resolve-upstream", lambda host: dict(
             admin_tokens=[h.AdminToken("ops", OPS), {"name": "ci", "token": CI, "scope": "resolve"},
                           {"name": "viewer", "token": VIEWER, "scope": "read"}],
             policies=[h.PolicyRule(f"{host}/strict/**", "reject"), h.PolicyRule(f"{host}/**", "pin")],
-            settings={"admission": {"listen": f"127.0.0.1:{cls.admission_port}", "unpinned": "deny",
-                                    "tls": {"cert_file": cls.cert.cert_path, "key_file": cls.cert.key_path}}},
+            settings={
+                "upstreams": [{"registry": host, "url": f"http://{host}"},
+                              {"registry": cls.hung_host, "url": f"http://{cls.hung_host}"}],
+                "admission": {"listen": f"127.0.0.1:{cls.admission_port}", "unpinned": "deny",
+                              "timeout_ms": 1500,
+                              "tls": {"cert_file": cls.cert.cert_path, "key_file": cls.cert.key_path}}},
         ))
 
     def resolve(self, ref: str, token: str = CI, expect: int = 200, **query: str) -> dict:
@@ -445,6 +453,22 @@ class AdmissionTest(ResolveTestCase):
         # The same review for real pins it.
         self.assertTrue(self.admit(self.review("Pod", dry))["allowed"])
         self.assertEqual(self.the_pin("adm/dry")["state"], "pinned")
+
+    def test_an_upstream_that_never_answers_gets_an_answer_within_regpins_deadline(self):
+        # The hung upstream holds the first sight far longer than timeout_ms (its own read
+        # timeout); the review is answered at regpin's deadline, by policy, and the API server
+        # (timeoutSeconds 10) never has to give up on regpin.
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "h"},
+               "spec": {"containers": [{"name": "a", "image": f"{self.hung_host}/team/app:v1"}]}}
+        response = self.admit(self.review("Pod", pod))
+        self.assertFalse(response["allowed"], response)
+        self.assertIn("not resolved within 1500 ms", response["status"]["message"])
+        self.assertGreaterEqual(self.hung.accepted, 1, "regpin asked the hung upstream")
+        # Meanwhile every other image is answered as before.
+        self.push(self.image("adm-after-hung", seed="adm-after-hung"), "adm/after")
+        ok = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "o"},
+              "spec": {"containers": [{"name": "a", "image": self.ref("adm/after")}]}}
+        self.assertTrue(self.admit(self.review("Pod", ok))["allowed"])
 
     def test_what_is_not_an_admission_review_gets_a_clear_error(self):
         self.assertEqual(self.post({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview",
