@@ -38,6 +38,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 import harness as h
 
 TOKEN = "console-ops-token-0123456789abcdef"
+VIEWER = "console-viewer-token-0123456789abcdef"  # scope read
 ARTIFACTS = Path(os.environ.get("REGPIN_TEST_ARTIFACTS", h.REPO_ROOT / "build" / "test-artifacts")) / "console"
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -77,7 +78,8 @@ class ConsoleBrowserTest(h.LogsOnFailure):
     def setUpClass(cls):
         start_upstream(cls, "console-upstream")
         cls.regpin = h.Regpin([h.Upstream.of(cls.upstream.host, cls.upstream)],
-                              admin_tokens=[h.AdminToken("ops", TOKEN)],
+                              admin_tokens=[h.AdminToken("ops", TOKEN),
+                                            {"name": "viewer", "token": VIEWER, "scope": "read"}],
                               policies=[h.PolicyRule(f"{cls.upstream.host}/**", "pin")])
         cls.addClassCleanup(cls.regpin.close)
         cls.regpin.start()
@@ -272,6 +274,20 @@ class ConsoleBrowserTest(h.LogsOnFailure):
         self.go("#/pins")
         self.wait(EC.visibility_of_element_located((By.ID, "token")), message="the login form after logging out")
         self.shot("10-logged-out")
+
+        # 9. A read token: the same pin page, without a button that changes anything.
+        self.browser.find_element(By.ID, "token").send_keys(VIEWER, Keys.ENTER)
+        self.text_in((By.ID, "who"), "read: no changes")
+        self.go(pin_page)
+        self.shown(pin_page)
+        self.text_in((By.ID, "pin-digest"), second.digest)
+        self.text_in((By.ID, "main"), "scope read")
+        buttons = [b.text for b in self.browser.find_elements(By.CSS_SELECTOR, "main button")]
+        for change in ("Approve re-point", "Unpin", "Set"):
+            self.assertNotIn(change, buttons)
+        self.shot("11-pin-read-only")
+        self.browser.find_element(By.ID, "logout").click()
+        self.text_in((By.ID, "login-error"), "logged out")
 
 
 class ConsoleSessionTest(h.LogsOnFailure):
