@@ -131,10 +131,9 @@ std::optional<std::string> parse_audit_ref(std::string ref, storage::audit_query
         if (!storage::digest::parse(q.digest)) return "the digest after '@' is not valid";
         ref.resize(at);
     }
-    auto slash = ref.rfind('/');
-    bool tagged = ref.find(':', slash == std::string::npos ? 0 : slash) != std::string::npos;
+    bool tagged = oci::has_tag(ref);
     if (tagged && !q.digest.empty()) return "give a tag or a digest, not both";
-    auto parsed = oci::parse_image_reference(tagged ? ref : ref + ":latest");
+    auto parsed = oci::parse_image_name(ref);
     if (!parsed) return parsed.error().message;
     q.registry = parsed->registry;
     q.repository = parsed->repository;
@@ -496,9 +495,7 @@ asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string acto
             co_return fail(oci::error_code::name_invalid,
                            "ref names a digest already; give REGISTRY/REPOSITORY:TAG", 400);
         // No tag means "latest", as for docker pull and kubectl.
-        auto slash = ref.rfind('/');
-        bool tagged = ref.find(':', slash == std::string::npos ? 0 : slash) != std::string::npos;
-        auto parsed = oci::parse_image_reference(tagged ? ref : ref + ":latest");
+        auto parsed = oci::parse_image_name(ref);
         if (!parsed) co_return fail(parsed.error().code, "ref: " + parsed.error().message, 400);
         auto platform = param("platform");
         if (!platform.empty() && !plausible_platform(platform))

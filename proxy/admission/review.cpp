@@ -58,8 +58,11 @@ std::string with_digest(const std::string& image, const std::string& digest) {
 
 std::string invalid_review(const json& review) {
     if (!review.is_object()) return "the body is not a JSON object";
-    if (review.value("apiVersion", "") != "admission.k8s.io/v1" ||
-        review.value("kind", "") != "AdmissionReview")
+    auto is = [&](const char* key, const char* want) {
+        auto it = review.find(key);
+        return it != review.end() && it->is_string() && *it == want;
+    };
+    if (!is("apiVersion", "admission.k8s.io/v1") || !is("kind", "AdmissionReview"))
         return "not an AdmissionReview of admission.k8s.io/v1 (apiVersion, kind)";
     auto it = review.find("request");
     if (it == review.end() || !it->is_object()) return "no request";

@@ -34,6 +34,13 @@ struct outcome {
     std::string note;
 };
 
+// A string field of a JSON object, or "" (absent, or not a string: the API server sends
+// strings, anything else is ignored rather than trusted).
+std::string text_of(const json& j, const char* key) {
+    auto it = j.find(key);
+    return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
 reply json_reply(unsigned status, const json& j) {
     reply r;
     r.status = status;
@@ -63,9 +70,7 @@ asio::awaitable<void> resolve_one(registry::service* svc, std::shared_ptr<batch>
                                   std::string image, bool may_pin) {
     std::optional<std::string> digest;
     std::string note;
-    auto slash = image.rfind('/');
-    bool tagged = image.find(':', slash == std::string::npos ? 0 : slash) != std::string::npos;
-    auto ref = oci::parse_image_reference(tagged ? image : image + ":latest");
+    auto ref = oci::parse_image_name(image);
     if (!ref) {
         note = image + ": " + ref.error().message;
     } else {
@@ -125,7 +130,7 @@ asio::awaitable<reply> webhook::handle(http::incoming in) {
     const auto& request = review["request"];
     std::string kind;
     if (request.contains("kind") && request["kind"].is_object())
-        kind = request["kind"].value("kind", "");
+        kind = text_of(request["kind"], "kind");
     std::vector<image_site> sites;
     if (request.contains("object")) sites = images_of(request["object"], kind);
     // Distinct tagged images, each resolved once.
@@ -136,7 +141,8 @@ asio::awaitable<reply> webhook::handle(http::incoming in) {
             images.push_back(s.image);
     std::vector<outcome> outcomes;
     if (!images.empty()) {
-        bool may_pin = !request.value("dryRun", false);
+        auto dry = request.find("dryRun");
+        bool may_pin = !(dry != request.end() && dry->is_boolean() && dry->get<bool>());
         auto strand = asio::make_strand(co_await asio::this_coro::executor);
         auto task = resolve_all(&registry_, images, may_pin, settings_.timeout);
         outcomes = co_await asio::co_spawn(strand, std::move(task), asio::use_awaitable);
@@ -150,18 +156,16 @@ asio::awaitable<reply> webhook::handle(http::incoming in) {
         if (!o.digest) unpinned = true;
     }
     bool deny = unpinned && settings_.unpinned == "deny";
-    std::string what = request.value("namespace", "") + "/" +
-                       (request.contains("name") && request["name"].is_string()
-                            ? request["name"].get<std::string>()
-                            : std::string("(generated)"));
+    auto name = text_of(request, "name");
+    std::string what = text_of(request, "namespace") + "/" + (name.empty() ? "(generated)" : name);
+    auto operation = text_of(request, "operation");
     for (const auto& d : decisions) {
         if (d.digest)
-            spdlog::info("admission: {} {} {}: {} -> {}", request.value("operation", ""), kind,
-                         what, d.image, *d.digest);
+            spdlog::info("admission: {} {} {}: {} -> {}", operation, kind, what, d.image,
+                         *d.digest);
         else
-            spdlog::warn("admission: {} {} {}: {} left unpinned{}: {}",
-                         request.value("operation", ""), kind, what, d.image,
-                         deny ? " (refused)" : "", d.note);
+            spdlog::warn("admission: {} {} {}: {} left unpinned{}: {}", operation, kind, what,
+                         d.image, deny ? " (refused)" : "", d.note);
     }
     co_return json_reply(200, answer(review, decisions, deny));
 }

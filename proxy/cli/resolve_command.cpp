@@ -46,13 +46,6 @@ struct answer {
     std::string reason;           // without a digest: why
 };
 
-// "nginx" -> docker.io/library/nginx:latest, as docker pull and kubectl read it.
-oci::result<oci::image_reference> parse_image(const std::string& image) {
-    auto slash = image.rfind('/');
-    bool tagged = image.find(':', slash == std::string::npos ? 0 : slash) != std::string::npos;
-    return oci::parse_image_reference(tagged ? image : image + ":latest");
-}
-
 // Where answers come from: the admin API, or a data folder read offline.
 class resolver {
 public:
@@ -164,7 +157,7 @@ int check_lock(const std::string& lock_path, resolver& r, const std::vector<inpu
         }
         auto digest = e["digest"].get<std::string>();
         locked[image] = digest;
-        auto ref = parse_image(e["reference"].get<std::string>());
+        auto ref = oci::parse_image_name(e["reference"].get<std::string>());
         if (!ref) {
             std::printf("DRIFT    %s: the reference does not parse (%s)\n", image.c_str(),
                         ref.error().message.c_str());
@@ -291,10 +284,9 @@ int resolve_command(int argc, char** argv) {
                 a.digest = img.value.substr(at + 1);
                 a.state = "digest";
                 auto name = img.value.substr(0, at);
-                auto slash = name.rfind('/');
-                if (name.find(':', slash == std::string::npos ? 0 : slash) != std::string::npos)
-                    if (auto ref = parse_image(name)) a.reference = ref->str();
-            } else if (auto ref = parse_image(img.value); !ref) {
+                if (oci::has_tag(name))
+                    if (auto ref = oci::parse_image_name(name)) a.reference = ref->str();
+            } else if (auto ref = oci::parse_image_name(img.value); !ref) {
                 a.reason = ref.error().message;
                 a.state = "unpinned";
             } else {

@@ -11,16 +11,15 @@ namespace regpin::proxy::cli {
 
 namespace {
 
-// libyaml's marks count characters, after a byte-order mark it skips without counting; the
-// rewrite needs bytes. Byte offset of each character start (identity for ASCII text).
+// libyaml's marks count characters (a byte-order mark too, with the encoding set to UTF-8);
+// the rewrite needs bytes. Byte offset of each character start (identity for ASCII text).
 class char_offsets {
 public:
     explicit char_offsets(std::string_view text) : size_(text.size()) {
         ascii_ = std::all_of(text.begin(), text.end(),
                              [](char c) { return static_cast<unsigned char>(c) < 0x80; });
         if (ascii_) return;
-        std::size_t from = text.substr(0, 3) == "\xEF\xBB\xBF" ? 3 : 0;
-        for (std::size_t i = from; i < text.size(); ++i)
+        for (std::size_t i = 0; i < text.size(); ++i)
             if ((static_cast<unsigned char>(text[i]) & 0xC0) != 0x80) starts_.push_back(i);
     }
     std::size_t byte(std::size_t char_index) const {
@@ -63,6 +62,9 @@ std::vector<yaml_image> find_images(std::string_view text) {
     parser_guard g;
     yaml_parser_set_input_string(&g.p, reinterpret_cast<const unsigned char*>(text.data()),
                                  text.size());
+    // UTF-8 only: the byte spans are computed from it (Kubernetes YAML is UTF-8; UTF-16 text is
+    // refused as not YAML instead of being rewritten at the wrong places).
+    yaml_parser_set_encoding(&g.p, YAML_UTF8_ENCODING);
     std::vector<frame> stack;
     std::vector<yaml_image> found;
     std::map<std::string, yaml_image> anchors;
@@ -184,9 +186,12 @@ std::string replace_images(std::string_view text, const std::vector<yaml_image>&
     std::string out;
     out.reserve(text.size() + images.size() * 80);
     std::size_t at = 0;
+    if (images.size() != values.size()) throw yaml_error("one value per image is needed");
     for (std::size_t i = 0; i < images.size(); ++i) {
         const auto& img = images[i];
         const auto& v = values[i];
+        if (img.begin < at || img.end < img.begin || img.end > text.size())
+            throw yaml_error("line " + std::to_string(img.line) + ": images out of order");
         if (img.style == '|')
             throw yaml_error("line " + std::to_string(img.line) + ": the image '" + img.value +
                              "' is a block scalar; write it on one line to have it pinned");

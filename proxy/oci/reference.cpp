@@ -39,4 +39,14 @@ result<image_reference> parse_image_reference(std::string_view ref) {
     return r;
 }
 
+bool has_tag(std::string_view ref) {
+    auto slash = ref.rfind('/');
+    return ref.find(':', slash == std::string_view::npos ? 0 : slash) != std::string_view::npos;
+}
+
+result<image_reference> parse_image_name(std::string_view ref) {
+    if (has_tag(ref)) return parse_image_reference(ref);
+    return parse_image_reference(std::string(ref) + ":latest");
+}
+
 }  // namespace regpin::proxy::oci

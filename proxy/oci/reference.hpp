@@ -28,4 +28,11 @@ struct image_reference {
 // the operator.
 result<image_reference> parse_image_reference(std::string_view ref);
 
+// Whether `ref` names a tag: a ':' after its last '/' ("nginx:1.27", not "host:5000/nginx").
+bool has_tag(std::string_view ref);
+
+// An image as docker pull and kubectl read it: parse_image_reference, with the tag "latest"
+// when none is given ("nginx" -> docker.io/library/nginx:latest).
+result<image_reference> parse_image_name(std::string_view ref);
+
 }  // namespace regpin::proxy::oci

@@ -13,7 +13,7 @@ mkdir -p "$build"
 cmake -S "$root" -B "$build" -G Ninja -DREGPIN_FUZZ=ON -DCMAKE_CXX_COMPILER=clang++-14 \
     -DCMAKE_BUILD_TYPE=Debug > "$build/configure.log" 2>&1 || { cat "$build/configure.log"; exit 1; }
 cmake --build "$build"
-targets="route manifest challenge config bundle"
+targets="route manifest challenge config bundle deploy"
 # One target per core at a time (libFuzzer runs one process each): a CI machine has 2.
 jobs=${REGPIN_FUZZ_JOBS:-$(nproc)}
 results=$(mktemp -d)

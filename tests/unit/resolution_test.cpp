@@ -6,6 +6,7 @@
 
 #include "proxy/admin/admin_api.hpp"
 #include "proxy/oci/media_types.hpp"
+#include "proxy/oci/reference.hpp"
 #include "proxy/pins/resolution.hpp"
 
 using namespace regpin::proxy;
@@ -115,4 +116,16 @@ TEST(Resolution, EveryEndpointNeedsItsScope) {
     EXPECT_FALSE(scope_allows(token_scope::read, token_scope::admin));
     EXPECT_FALSE(scope_allows(token_scope::resolve, token_scope::read));
     EXPECT_FALSE(scope_allows(token_scope::resolve, token_scope::admin));
+}
+
+TEST(Resolution, AnImageWithoutATagIsLatest) {
+    EXPECT_TRUE(oci::has_tag("nginx:1.27"));
+    EXPECT_FALSE(oci::has_tag("nginx"));
+    EXPECT_FALSE(oci::has_tag("127.0.0.1:5000/team/app"));
+    EXPECT_TRUE(oci::has_tag("127.0.0.1:5000/team/app:v1"));
+    EXPECT_EQ(oci::parse_image_name("nginx")->str(), "docker.io/library/nginx:latest");
+    EXPECT_EQ(oci::parse_image_name("127.0.0.1:5000/team/app")->str(),
+              "127.0.0.1:5000/team/app:latest");
+    EXPECT_EQ(oci::parse_image_name("ghcr.io/org/app:v2")->str(), "ghcr.io/org/app:v2");
+    EXPECT_FALSE(oci::parse_image_name("UPPER/case:v1"));
 }
