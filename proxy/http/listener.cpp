@@ -139,6 +139,17 @@ void refuse(tcp::socket socket, const listener::shared& sh) {
     socket.close(ignored);
 }
 
+// On `slot`'s strand: closes its connection if it still waits for a request and nothing of
+// one has arrived; whether it did. The accept loop waits for the answer, so a connection that
+// looked idle but is receiving a request is never closed, and the new one is refused instead.
+asio::awaitable<bool> close_now_if_idle(std::shared_ptr<detail::connection_slot> slot) {
+    std::lock_guard lock(slot->mutex);
+    if (!slot->idle || slot->closing || slot->ended || !slot->cancel || slot->has_input_locked())
+        co_return false;
+    slot->cancel();
+    co_return true;
+}
+
 }  // namespace
 
 listener::listener(asio::io_context& ioc, listener_options options, handler h, observer o)
@@ -193,13 +204,20 @@ void listener::start() {
                 }
                 if (shared_->open.load() >= shared_->options.max_connections) {
                     // The connection idle longest makes room (a health probe gets through
-                    // silent sockets); when every one is busy with a request, 503.
-                    auto victim = shared_->oldest_idle();
-                    if (!victim) {
+                    // silent sockets); when every one is busy with a request, 503. Whether the
+                    // one that looked idle still is, its own strand decides (the bytes of a
+                    // request may arrive between the look and the close).
+                    bool made_room = false;
+                    if (auto victim = shared_->oldest_idle()) {
+                        auto strand = victim->strand;
+                        auto closing = close_now_if_idle(std::move(victim));
+                        made_room = co_await asio::co_spawn(strand, std::move(closing),
+                                                            asio::use_awaitable);
+                    }
+                    if (!made_room) {
                         refuse(std::move(socket), *shared_);
                         continue;
                     }
-                    detail::close_if_idle(victim);
                 }
                 ++shared_->open;
                 // Replies go out as whole writes; Nagle would hold a reply's last segment
