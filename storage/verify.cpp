@@ -5,6 +5,7 @@
 
 #include "storage/blob_store.hpp"
 #include "storage/database_impl.hpp"
+#include "storage/manifest_store.hpp"
 #include "storage/record_codec.hpp"
 #include "storage/threads.hpp"
 
@@ -103,7 +104,7 @@ result<verify_report> verify_content(const std::shared_ptr<database>& db, cache_
         if (s.ok()) {
             auto d = digest::parse(key);
             auto m = decode_manifest(value);
-            good = d && m && matches(*d, m->bytes);
+            good = d && m && manifest_matches(*d, *m);
         } else if (!s.IsCorruption()) {
             return database::to_error(s, "read manifest to verify");
         }

@@ -152,6 +152,14 @@ export_report export_bundle(const export_request& r) {
             missing.push_back(what + ": manifest " + top + " is not cached");
             continue;
         }
+        if ((*m)->media_type == storage::docker_schema1_signed) {
+            // An OCI layout names blobs by the digest of their bytes; a signed schema 1
+            // manifest's digest is its payload's, so no layout reader could verify it.
+            missing.push_back(what + ": manifest " + top +
+                              " is a signed Docker schema 1 manifest, which an OCI layout cannot "
+                              "hold (its digest is not its bytes')");
+            continue;
+        }
         c.manifests[top] = **m;
         auto refs = oci::read_manifest((*m)->media_type, (*m)->bytes);
         if (refs && refs->is_index) {
@@ -185,7 +193,7 @@ export_report export_bundle(const export_request& r) {
         }
     }
     if (!missing.empty()) {
-        std::string msg = "cannot export: content is missing from the cache:";
+        std::string msg = "cannot export (what is missing, or cannot be in a bundle):";
         for (const auto& m : missing) msg += "\n  " + m;
         throw std::runtime_error(msg);
     }

@@ -179,7 +179,7 @@ private:
             return;
         }
         auto bytes = read_entry(in_, entries_.at(name), manifest_limit);
-        if (!storage::matches(d, bytes))
+        if (!storage::manifest_matches(d, {oci::manifest_media_type(media_type, bytes), bytes}))
             throw std::runtime_error(what + ": manifest " + d.str() + " does not match its digest");
         auto refs = oci::read_manifest(media_type, bytes);
         if (!refs) throw std::runtime_error(what + ": manifest " + d.str() + " does not parse");

@@ -144,15 +144,26 @@ asio::awaitable<oci::result<fetched_manifest>> fetch_manifest(registry_client& c
                 error_code::unavailable,
                 "upstream " + registry + " sent an unusable Docker-Content-Digest"};
     }
-    if (expected && !storage::matches(*expected, *body)) {
-        spdlog::error("manifest {}:{} from {}: body does not hash to {}; not cached", repository,
-                      reference, registry, expected->str());
+    // The digest covers the body, or a signed schema 1 manifest's JWS payload
+    // (storage::digested_bytes).
+    storage::manifest m{media_type, std::move(*body)};
+    if (expected && !storage::manifest_matches(*expected, m)) {
+        spdlog::error(
+            "manifest {}:{} from {}: {} does not hash to {}; not cached", repository, reference,
+            registry,
+            media_type == storage::docker_schema1_signed ? "the signed payload" : "the body",
+            expected->str());
         co_return oci::error{
             error_code::unavailable,
             "upstream " + registry + " sent a manifest that does not match its digest"};
     }
-    auto d = expected ? *expected : storage::sha256_of(*body);
-    co_return fetched_manifest{d, {media_type, std::move(*body)}, std::move(source)};
+    auto d = expected ? expected : storage::manifest_digest(m);
+    if (!d)
+        co_return oci::error{error_code::unavailable,
+                             "upstream " + registry +
+                                 " sent a signed schema 1 manifest whose signatures describe no "
+                                 "payload"};
+    co_return fetched_manifest{*d, std::move(m), std::move(source)};
 }
 
 }  // namespace regpin::proxy::upstream
