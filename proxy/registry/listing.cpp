@@ -201,8 +201,26 @@ asio::awaitable<reply> service::referrers(const target& t, std::string accept) {
     std::optional<oci::error> failure;
     if (!resp) {
         failure = upstream::transport_error(registry, resp.error());
-    } else if (auto status = resp->status(); status == 404) {
-        // No referrers API upstream: clients fall back to the sha256-<hex> tag schema.
+    } else if (auto status = resp->status(); status == 404 && subject) {
+        // No referrers API upstream (Distribution 2.x): regpin serves the API itself, from the
+        // fallback tag clients would otherwise read by hand.
+        (void)co_await resp->read_all(64 * 1024);
+        auto index = co_await referrers_from_fallback_tag(t, *subject, failure);
+        if (index) {
+            auto shaped = filtered(*index, t.route.artifact_type);
+            if (!shaped)
+                co_return error_reply(
+                    {error_code::manifest_invalid,
+                     "upstream " + registry + "'s referrers fallback tag is not an image index"});
+            storage::referrers_record rec{*index, storage::now_ms()};
+            if (!co_await content_.put_referrers(registry, repository, *subject, rec))
+                spdlog::warn("could not keep the referrers of {}/{}@{}", registry, repository,
+                             subject->str());
+            auto r = referrers_reply(std::move(*shaped), t.route.artifact_type.has_value());
+            r.log_field("cache", "miss");
+            co_return r;
+        }
+    } else if (status == 404) {
         co_return error_reply({error_code::manifest_unknown,
                                "upstream " + registry + " does not support the referrers API"});
     } else if (status != 200) {
@@ -247,6 +265,28 @@ asio::awaitable<reply> service::referrers(const target& t, std::string accept) {
         }
     }
     co_return error_reply(*failure);
+}
+
+asio::awaitable<std::optional<std::string>> service::referrers_from_fallback_tag(
+    const target& t, const storage::digest& subject, std::optional<oci::error>& failure) {
+    // The tag is <alg>-<encoded>, the algorithm cut to 32 characters and the encoded value to
+    // 64 (a sha512 digest's 128 would pass the tag grammar's 128-character limit).
+    auto tag = std::string(subject.algorithm().substr(0, 32)) + "-" +
+               std::string(subject.hex().substr(0, 64));
+    const bool head_first = false;
+    const std::string accept(oci::oci_index);
+    auto got = co_await manifests_.by_tag(*t.client, t.where.repository, tag, accept,
+                                          settings_.manifest_max_bytes, head_first);
+    if (got) {
+        if (!oci::is_index_type(got->manifest.media_type)) co_return std::string();
+        co_return std::move(got->manifest.bytes);
+    }
+    if (got.error().code == error_code::manifest_unknown)
+        // No fallback tag: nothing refers to the subject (yet).
+        co_return std::string(R"({"schemaVersion":2,"mediaType":")") + std::string(oci::oci_index) +
+            R"(","manifests":[]})";
+    failure = got.error();
+    co_return std::nullopt;
 }
 
 }  // namespace regpin::proxy::registry

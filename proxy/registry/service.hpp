@@ -85,6 +85,11 @@ private:
     boost::asio::awaitable<http::reply> blob(const target& t, bool head, std::string range);
     boost::asio::awaitable<http::reply> tags(const target& t);
     boost::asio::awaitable<http::reply> referrers(const target& t, std::string accept);
+    // The referrers of an upstream without the API (404): the index under the fallback tag
+    // (distribution-spec, "Referrers Tag Schema"), or an empty index when there is none; kept
+    // like the API's answer. nullopt with `failure` set when the upstream cannot answer.
+    boost::asio::awaitable<std::optional<std::string>> referrers_from_fallback_tag(
+        const target& t, const storage::digest& subject, std::optional<oci::error>& failure);
 
     const config::settings& settings_;
     upstream::upstreams& upstreams_;

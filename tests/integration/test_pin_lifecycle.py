@@ -1197,6 +1197,44 @@ class ArtifactTagsTest(PinLifecycleTestCase):
         self.assertEqual((resp.status, h.sha256_digest(resp.body)), (200, attestation["digest"]))
         self.no_alert_for(event["id"])
 
+    def referrers(self, repo: str, subject: str, artifact_type: str | None = None) -> h.Response:
+        query = {"ns": self.upstream.host}
+        if artifact_type:
+            query["artifactType"] = artifact_type
+        return self.regpin.request("GET", h.with_query(f"/v2/{repo}/referrers/{subject}", **query))
+
+    def test_the_referrers_api_is_answered_from_the_fallback_tag_of_an_upstream_without_it(self):
+        # docker-registry 2.8 has no referrers API (404): regpin answers it from the fallback tag
+        # sha256-<hex>, filtered by artifactType, and with an empty index when there is none.
+        repo = "signed/referrers"
+        image = self.image("referrers-subject", seed="referrers-subject")
+        self.push(image, repo)
+        self.assertEqual(self.upstream.request("GET", f"/v2/{repo}/referrers/{image.digest}").status, 404)
+        empty = self.referrers(repo, image.digest)
+        self.assertEqual((empty.status, empty.header("Content-Type")), (200, h.MEDIA_OCI_INDEX), empty.body[:300])
+        doc = json.loads(empty.body)
+        self.assertEqual((doc["schemaVersion"], doc["mediaType"], doc["manifests"]), (2, h.MEDIA_OCI_INDEX, []))
+
+        sbom = self.push_artifact(repo, image, "application/vnd.example.sbom")
+        provenance = self.push_artifact(repo, image, "application/vnd.example.provenance")
+        self.push_fallback(repo, image, [sbom, provenance])
+        listed = self.referrers(repo, image.digest)
+        self.assertEqual(listed.status, 200, listed.body[:300])
+        self.assertEqual([m["digest"] for m in json.loads(listed.body)["manifests"]],
+                         [sbom["digest"], provenance["digest"]])
+        self.assertIsNone(listed.header("OCI-Filters-Applied"))
+        only = self.referrers(repo, image.digest, "application/vnd.example.provenance")
+        self.assertEqual(only.header("OCI-Filters-Applied"), "artifactType")
+        self.assertEqual([m["digest"] for m in json.loads(only.body)["manifests"]], [provenance["digest"]])
+
+        # Kept like the API's answer: served, marked stale, with the upstream stopped.
+        self.upstream.stop()
+        self.addCleanup(self.upstream.start)
+        stale = self.referrers(repo, image.digest, "application/vnd.example.sbom")
+        self.assertEqual(stale.status, 200, stale.body[:300])
+        self.assertEqual([m["digest"] for m in json.loads(stale.body)["manifests"]], [sbom["digest"]])
+        self.assertRegex(stale.header("Warning") or "", r'^110 regpin "Response is Stale: referrers as fetched at ')
+
     def test_the_export_of_a_signed_image_carries_its_signature_tag(self):
         repo = "signed/exported"
         image, tag = self.signed_image(repo, "signed-exported")
