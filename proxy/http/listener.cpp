@@ -140,12 +140,14 @@ void refuse(tcp::socket socket, const listener::shared& sh) {
 }
 
 // On `slot`'s strand: closes its connection if it still waits for a request and nothing of
-// one has arrived; whether it did. The accept loop waits for the answer, so a connection that
-// looked idle but is receiving a request is never closed, and the new one is refused instead.
+// one has arrived; whether that made room (a session that ended meanwhile, by its idle timeout
+// or its client, made room too). The accept loop waits for the answer, so a connection that
+// looked idle but is receiving a request is never closed, and another is tried instead.
 asio::awaitable<bool> close_now_if_idle(std::shared_ptr<detail::connection_slot> slot) {
     std::lock_guard lock(slot->mutex);
-    if (!slot->idle || slot->closing || slot->ended || !slot->cancel || slot->has_input_locked())
-        co_return false;
+    if (slot->ended) co_return true;
+    if (!slot->idle || slot->closing || !slot->cancel || slot->has_input_locked()) co_return false;
+    slot->closing = true;  // ending: not picked again
     slot->cancel();
     co_return true;
 }
@@ -208,12 +210,16 @@ void listener::start() {
                     // one that looked idle still is, its own strand decides (the bytes of a
                     // request may arrive between the look and the close).
                     bool made_room = false;
-                    if (auto victim = shared_->oldest_idle()) {
+                    for (int tries = 0; tries < 4 && !made_room; ++tries) {
+                        auto victim = shared_->oldest_idle();
+                        if (!victim) break;
                         auto strand = victim->strand;
                         auto closing = close_now_if_idle(std::move(victim));
                         made_room = co_await asio::co_spawn(strand, std::move(closing),
                                                             asio::use_awaitable);
                     }
+                    if (!made_room && shared_->open.load() < shared_->options.max_connections)
+                        made_room = true;  // a connection ended meanwhile
                     if (!made_room) {
                         refuse(std::move(socket), *shared_);
                         continue;
