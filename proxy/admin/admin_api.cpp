@@ -505,8 +505,7 @@ asio::awaitable<reply> admin_api::api(const http::incoming& in, std::string acto
         auto done = co_await registry_->resolve(parsed->registry, parsed->repository, parsed->tag,
                                                 who, "resolve:" + actor);
         if (!done) {
-            auto r = registry::error_reply(done.error());
-            if (done.error().code == oci::error_code::denied) r.status = 403;
+            auto r = registry::error_reply(done.error());  // DENIED is 403, NAME_UNKNOWN 404
             r.route = "admin";
             spdlog::info("admin API: resolve {} by {}: {}", parsed->str(), actor,
                          done.error().message);

@@ -15,7 +15,6 @@
 
 #include "proxy/admission/review.hpp"
 #include "proxy/oci/reference.hpp"
-#include "proxy/pins/views.hpp"
 #include "proxy/registry/replies.hpp"
 
 namespace regpin::proxy::admission {

@@ -197,8 +197,7 @@ int prefetch_command(int argc, char** argv) {
                     if (!platforms.empty() && std::find(platforms.begin(), platforms.end(),
                                                         child.platform) == platforms.end())
                         continue;
-                    if (child.platform.empty() || child.platform == "unknown/unknown")
-                        continue;  // attestations
+                    if (child.platform.empty() || oci::is_attestation(child)) continue;
                     auto m = get_manifest(base, ref, child.digest, error);
                     if (!m) break;
                     images_to_get.push_back(*m);

@@ -16,6 +16,11 @@ struct descriptor {
     std::string platform;  // "linux/amd64[/v8]" for index entries that name one, else empty
 };
 
+// BuildKit's attestation manifests (SBOM, provenance) sit in an index as platform
+// "unknown/unknown": nothing runs them, so they are neither a platform nor part of what a pin
+// holds.
+inline bool is_attestation(const descriptor& d) { return d.platform == "unknown/unknown"; }
+
 struct manifest_refs {
     bool is_index = false;
     std::vector<descriptor> children;  // index: its manifests

@@ -17,10 +17,6 @@ namespace {
 
 constexpr std::size_t listed_missing = 20;
 
-// BuildKit's attestation manifests (SBOM, provenance) sit in an index as platform
-// "unknown/unknown": nothing runs them, so they are not part of what a pin holds (fetching them
-// would double the manifest GETs Docker Hub counts against the pull quota).
-bool attestation(const oci::descriptor& d) { return d.platform == "unknown/unknown"; }
 constexpr std::size_t max_errors = 10000;
 
 }  // namespace
@@ -174,7 +170,7 @@ asio::awaitable<bool> closure_keeper::walk(const item& it) {
     bool complete = true;
     for (const auto& child : refs->children) {
         auto cd = storage::digest::parse(child.digest);
-        if (!cd || attestation(child)) continue;
+        if (!cd || oci::is_attestation(child)) continue;
         auto m = co_await manifests_.by_digest(client, it.repository, *cd, accept,
                                                settings_.manifest_max_bytes);
         if (!m) {
@@ -249,7 +245,7 @@ asio::awaitable<content_report> closure_keeper::report(storage::digest d, std::s
         auto refs = oci::read_manifest((*top)->media_type, (*top)->bytes);
         if (refs && refs->is_index) {
             for (const auto& child : refs->children) {
-                if (attestation(child)) continue;
+                if (oci::is_attestation(child)) continue;
                 if (!child.platform.empty()) r.platforms.push_back(child.platform);
                 ++r.manifests;
                 auto cd = storage::digest::parse(child.digest);

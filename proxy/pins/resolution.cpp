@@ -22,8 +22,7 @@ resolved_or_error resolve_pin(const storage::pin& p, const storage::manifest* m,
     if (m) refs = oci::read_manifest(m->media_type, m->bytes);
     if (refs && refs->is_index)
         for (const auto& c : refs->children)
-            // BuildKit's attestations sit in an index as "unknown/unknown": not an image.
-            if (!c.platform.empty() && c.platform != "unknown/unknown")
+            if (!c.platform.empty() && !oci::is_attestation(c))
                 r.platforms.push_back({c.platform, c.digest, c.media_type});
     if (!platform.empty()) {
         if (!refs || !refs->is_index) {
@@ -48,14 +47,20 @@ resolved_or_error resolve_pin(const storage::pin& p, const storage::manifest* m,
     return {std::move(r), {}};
 }
 
+std::string rejected_reason(const storage::pin& p) {
+    return storage::display_name(p.key) + " is rejected by policy: the upstream moved it from " +
+           p.manifest_digest.str() + " to " +
+           (p.pending_digest ? p.pending_digest->str() : std::string()) +
+           "; an operator must approve a digest (regpin pins approve)";
+}
+
 std::string pinned_reference(const storage::pin& p) {
-    return p.key.registry + "/" + p.key.repository + ":" + p.key.tag + "@" +
-           p.manifest_digest.str();
+    return storage::display_name(p.key) + "@" + p.manifest_digest.str();
 }
 
 json resolution_json(const resolution& r, std::string_view policy) {
     const auto& p = r.pin;
-    json j = {{"reference", p.key.registry + "/" + p.key.repository + ":" + p.key.tag},
+    json j = {{"reference", storage::display_name(p.key)},
               {"registry", p.key.registry},
               {"repository", p.key.repository},
               {"tag", p.key.tag},

@@ -43,6 +43,10 @@ struct resolved_or_error {
 resolved_or_error resolve_pin(const storage::pin& p, const storage::manifest* m,
                               const std::string& platform);
 
+// Why a rejected pin answers nothing: the tag, both digests, and what an operator must do. The
+// registry API's 403, the resolve API's and `regpin resolve --data` say it alike.
+std::string rejected_reason(const storage::pin& p);
+
 // REGISTRY/REPOSITORY:TAG@DIGEST: what a manifest should name to get the pinned bytes.
 std::string pinned_reference(const storage::pin& p);
 

@@ -119,11 +119,7 @@ const char* route_name(oci::endpoint e) {
 // DENIED for a tag its policy rejected, with both digests in the detail.
 oci::error rejected_error(const storage::pin& p) {
     auto pending = p.pending_digest ? p.pending_digest->str() : std::string();
-    oci::error e{error_code::denied,
-                 storage::display_name(p.key) +
-                     " is rejected by policy: the upstream moved it from " +
-                     p.manifest_digest.str() + " to " + pending +
-                     "; an operator must approve a digest (regpin pins approve)"};
+    oci::error e{error_code::denied, pins::rejected_reason(p)};
     e.detail_json = nlohmann::json{
         {"tag", storage::display_name(p.key)},
         {"pinned", p.manifest_digest.str()},
@@ -254,12 +250,8 @@ asio::awaitable<reply> service::manifest(const target& t, bool head, std::string
 
     // First sight of the tag for this client's class: one upstream fetch and one pin however
     // many nodes ask at once (a rollout).
-    auto* self = this;
-    cache::single_flight<first_sight>::work_type work = [self, t, accept, others, head] {
-        return self->settle_first_sight(t, accept, others, head, "first-pull");
-    };
-    auto key = cache::manifest_fetcher::flight_key(*t.client, repository, ref, accept);
-    auto settled = co_await first_sights_.run(key, work);
+    const std::string actor = "first-pull";
+    auto settled = co_await first_sight_flight(t, accept, others, head, actor);
     if (!settled) co_return error_reply(settled.error());
     if (settled->fetched && settled->pin.manifest_digest == settled->fetched->digest) {
         auto r = manifest_reply(settled->fetched->digest, settled->fetched->manifest, head);
@@ -267,6 +259,18 @@ asio::awaitable<reply> service::manifest(const target& t, bool head, std::string
         co_return r;
     }
     co_return co_await pinned_reply(t, settled->pin, head, accept);
+}
+
+asio::awaitable<oci::result<service::first_sight>> service::first_sight_flight(
+    const target& t, std::string accept, std::optional<pins::class_answer> others, bool head,
+    std::string actor) {
+    auto* self = this;
+    cache::single_flight<first_sight>::work_type work = [self, t, accept, others, head, actor] {
+        return self->settle_first_sight(t, accept, others, head, actor);
+    };
+    auto key = cache::manifest_fetcher::flight_key(*t.client, t.where.repository, t.route.reference,
+                                                   accept);
+    co_return co_await first_sights_.run(key, work);
 }
 
 asio::awaitable<oci::result<service::first_sight>> service::settle_first_sight(
@@ -347,28 +351,24 @@ asio::awaitable<oci::result<service::resolved>> service::resolve(std::string reg
     const std::string accept = oci::accept_for_class(oci::accepts_all);
     auto tag_pins = co_await pins_.list_tag(t.where.registry, repo, tag);
     if (!tag_pins) co_return cache::storage_error("reading a tag's pins", tag_pins.error());
-    std::optional<storage::pin> answer = pins::pin_for_nodes(*tag_pins);
-    std::optional<storage::manifest> fetched;
-    if (answer && answer->key.accept_class != oci::accepts_all) {
-        // Another class's pin answers containerd unless an index of the same image is preferred
-        // (manifest() decides the same way).
-        auto others = pins::answer_for_class(*tag_pins, oci::accepts_all);
-        if (others.prefer_upstream_index) answer.reset();
+    // manifest()'s rule for containerd's class: its own pin, else another class's that it
+    // accepts, unless an index of the same image is to be preferred (a first sight decides).
+    std::optional<storage::pin> answer;
+    std::optional<pins::class_answer> others;
+    for (const auto& p : *tag_pins)
+        if (p.key.accept_class == oci::accepts_all) answer = p;
+    if (!answer && !tag_pins->empty()) {
+        others = pins::answer_for_class(*tag_pins, oci::accepts_all);
+        if (others->serve && !others->prefer_upstream_index) answer = others->serve;
     }
+    std::optional<storage::manifest> fetched;
     if (!answer && !may_pin)
         co_return oci::error{error_code::manifest_unknown,
                              t.where.registry + "/" + repo + ":" + tag +
                                  " is not pinned yet (a dry run does not pin it)"};
     if (!answer) {
-        std::optional<pins::class_answer> others;
-        if (!tag_pins->empty()) others = pins::answer_for_class(*tag_pins, oci::accepts_all);
-        auto* self = this;
         const bool head = false;
-        cache::single_flight<first_sight>::work_type work = [self, t, accept, others, head, actor] {
-            return self->settle_first_sight(t, accept, others, head, actor);
-        };
-        auto key = cache::manifest_fetcher::flight_key(*t.client, repo, tag, accept);
-        auto settled = co_await first_sights_.run(key, work);
+        auto settled = co_await first_sight_flight(t, accept, others, head, actor);
         if (!settled) co_return settled.error();
         answer = settled->pin;
         if (settled->fetched && settled->pin.manifest_digest == settled->fetched->digest)
