@@ -25,7 +25,7 @@ void add_common(CLI::App& app, common& c, const char* json_help) {
         ->check(CLI::ExistingFile);
     app.add_option("--token-file", c.token_file, "the admin token (default $REGPIN_ADMIN_TOKEN)")
         ->check(CLI::ExistingFile);
-    app.add_flag("--json", c.as_json, json_help);
+    if (json_help) app.add_flag("--json", c.as_json, json_help);
 }
 
 void read_token(common& c) {

@@ -22,7 +22,8 @@ struct common {
 // Prints "regpin: MESSAGE" on stderr and exits 1.
 [[noreturn]] void fail(const std::string& message);
 
-// --admin (or $REGPIN_ADMIN), --cacert, --token-file, --json (with `json_help`).
+// --admin (or $REGPIN_ADMIN), --cacert, --token-file, and --json with `json_help` (none when
+// nullptr: a command whose output is not a table).
 void add_common(CLI::App& app, common& c, const char* json_help);
 
 // The token from --token-file, else $REGPIN_ADMIN_TOKEN.

@@ -59,11 +59,17 @@ public:
     answer resolve(const oci::image_reference& ref) override {
         answer a{ref.str(), std::nullopt, "unpinned", {}, {}};
         auto got = call_any(c_, "GET", "/api/v1/resolve?ref=" + query_escape(ref.str()));
-        if (got.status == 403 && got.message.find("has scope") != std::string::npos)
-            fail("the admin API refused the token: " + got.message);
+        if (got.status == 403) {
+            // A rejected tag's 403 carries its pin in the detail; any other is the token's scope.
+            const auto& errors = got.body["errors"];
+            bool rejected = errors.is_array() && !errors.empty() && errors[0].is_object() &&
+                            errors[0].contains("detail") && errors[0]["detail"].is_object() &&
+                            errors[0]["detail"].value("state", "") == "rejected";
+            if (!rejected) fail("the admin API refused the token: " + got.message);
+            a.state = "rejected";
+        }
         if (got.status != 200) {
             a.reason = got.message;
-            if (got.status == 403) a.state = "rejected";
             return a;
         }
         a.digest = got.body.value("digest", "");
@@ -83,8 +89,7 @@ public:
         storage::open_report opened;
         auto db = storage::open_database(dir, opened, storage::open_mode::read_only);
         if (!db) fail("cannot open the data folder '" + dir + "': " + opened.error_detail);
-        db_ = *db;
-        pins_ = std::make_unique<storage::rocksdb_pin_store>(db_);
+        pins_ = std::make_unique<storage::rocksdb_pin_store>(*db);
     }
     answer resolve(const oci::image_reference& ref) override {
         answer a{ref.str(), std::nullopt, "unpinned", {}, {}};
@@ -100,9 +105,7 @@ public:
         a.state = std::string(storage::to_string(p->state));
         if (p->pending_digest) a.upstream_digest = p->pending_digest->str();
         if (p->state == storage::pin_state::rejected) {
-            a.reason = ref.str() + " is rejected by policy: the upstream moved it from " +
-                       p->manifest_digest.str() + " to " + a.upstream_digest +
-                       "; an operator must approve a digest";
+            a.reason = pins::rejected_reason(*p);
             return a;
         }
         a.digest = p->manifest_digest.str();
@@ -111,7 +114,6 @@ public:
 
 private:
     std::string dir_;
-    std::shared_ptr<storage::database> db_;
     std::unique_ptr<storage::rocksdb_pin_store> pins_;
 };
 
@@ -147,16 +149,15 @@ int check_lock(const std::string& lock_path, resolver& r, const std::vector<inpu
     std::map<std::string, std::string> locked;  // image -> digest
     for (const auto& e : lock["images"]) {
         auto image = e.value("image", "");
-        if (!e.contains("digest") || !e["digest"].is_string() || !e["reference"].is_string()) {
+        auto digest = e.contains("digest") && e["digest"].is_string()
+                          ? e["digest"].get<std::string>()
+                          : std::string();
+        locked[image] = digest;
+        if (digest.empty() || !e.contains("reference") || !e["reference"].is_string()) {
             std::printf("skip     %s: %s\n", image.c_str(),
                         e.value("reason", "a digest without a tag: nothing to compare").c_str());
-            locked[image] = e.contains("digest") && e["digest"].is_string()
-                                ? e["digest"].get<std::string>()
-                                : std::string();
             continue;
         }
-        auto digest = e["digest"].get<std::string>();
-        locked[image] = digest;
         auto ref = oci::parse_image_name(e["reference"].get<std::string>());
         if (!ref) {
             std::printf("DRIFT    %s: the reference does not parse (%s)\n", image.c_str(),
@@ -236,7 +237,7 @@ int resolve_command(int argc, char** argv) {
                    "read the pins from this data folder instead of a running regpin (offline; "
                    "the embedded pin store)")
         ->check(CLI::ExistingDirectory);
-    add_common(app, c, "(unused)");
+    add_common(app, c, nullptr);
     if (auto exit = parse(app, argc, argv)) return *exit;
     if (check && lock_path.empty()) return usage_error(app, "--check needs --lock FILE");
     if (in_place && (files.empty() || std::count(files.begin(), files.end(), "-")))

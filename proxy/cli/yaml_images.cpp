@@ -41,9 +41,43 @@ struct frame {
     bool mapping = false;
     bool expect_key = true;  // mapping: the next node is a key
     std::string key;         // mapping: the current key (a scalar's), else empty
-    std::string parent_key;  // the key this node is the value of
+    std::string list_key;    // sequence: the key it is the value of, else empty
     bool container = false;  // mapping: an item of a container list
 };
+
+// A scalar event's place in the text: its bytes (quotes included, the &anchor and !tag before
+// it left out), its style and line.
+yaml_image scalar_site(std::string_view text, const char_offsets& offsets, const yaml_event_t& e) {
+    // The event starts at the node's properties: the scalar itself starts after them.
+    std::size_t begin = offsets.byte(e.start_mark.index);
+    std::size_t end = offsets.byte(e.end_mark.index);
+    auto blank = [&](std::size_t i) {
+        return text[i] == ' ' || text[i] == '\t' || text[i] == '\n' || text[i] == '\r';
+    };
+    while (begin < end && (text[begin] == '&' || text[begin] == '!')) {
+        while (begin < end && !blank(begin)) ++begin;
+        while (begin < end && blank(begin)) ++begin;
+    }
+    yaml_image img{
+        begin, end,
+        std::string(reinterpret_cast<const char*>(e.data.scalar.value), e.data.scalar.length), 0,
+        e.start_mark.line + 1};
+    switch (e.data.scalar.style) {
+        case YAML_SINGLE_QUOTED_SCALAR_STYLE:
+            img.style = '\'';
+            break;
+        case YAML_DOUBLE_QUOTED_SCALAR_STYLE:
+            img.style = '"';
+            break;
+        case YAML_LITERAL_SCALAR_STYLE:
+        case YAML_FOLDED_SCALAR_STYLE:
+            img.style = '|';
+            break;
+        default:
+            break;
+    }
+    return img;
+}
 
 struct parser_guard {
     yaml_parser_t p;
@@ -108,10 +142,10 @@ std::vector<yaml_image> find_images(std::string_view text) {
                 frame f;
                 f.mapping = e.type == YAML_MAPPING_START_EVENT;
                 auto s = where();
-                if (s == slot::value) f.parent_key = stack.back().key;
-                if (s == slot::item) f.parent_key = stack.back().parent_key;
-                f.container = f.mapping && s == slot::item && container_list(f.parent_key);
-                if (!f.mapping && s != slot::value) f.parent_key.clear();
+                if (f.mapping)
+                    f.container = s == slot::item && container_list(stack.back().list_key);
+                else if (s == slot::value)
+                    f.list_key = stack.back().key;
                 stack.push_back(std::move(f));
                 break;
             }
@@ -121,43 +155,18 @@ std::vector<yaml_image> find_images(std::string_view text) {
                 ended(std::nullopt);
                 break;
             case YAML_SCALAR_EVENT: {
-                std::string value(reinterpret_cast<const char*>(e.data.scalar.value),
-                                  e.data.scalar.length);
                 bool is_image = image_place();
                 if (is_image || e.data.scalar.anchor) {
-                    // The event starts at the node's properties (&anchor, !tag): the scalar
-                    // itself starts after them.
-                    std::size_t begin = offsets.byte(e.start_mark.index);
-                    std::size_t end = offsets.byte(e.end_mark.index);
-                    while (begin < end && (text[begin] == '&' || text[begin] == '!')) {
-                        while (begin < end && text[begin] != ' ' && text[begin] != '\t' &&
-                               text[begin] != '\n' && text[begin] != '\r')
-                            ++begin;
-                        while (begin < end && (text[begin] == ' ' || text[begin] == '\t' ||
-                                               text[begin] == '\n' || text[begin] == '\r'))
-                            ++begin;
-                    }
-                    yaml_image img{begin, end, value, 0, e.start_mark.line + 1};
-                    switch (e.data.scalar.style) {
-                        case YAML_SINGLE_QUOTED_SCALAR_STYLE:
-                            img.style = '\'';
-                            break;
-                        case YAML_DOUBLE_QUOTED_SCALAR_STYLE:
-                            img.style = '"';
-                            break;
-                        case YAML_LITERAL_SCALAR_STYLE:
-                        case YAML_FOLDED_SCALAR_STYLE:
-                            img.style = '|';
-                            break;
-                        default:
-                            break;
-                    }
+                    auto img = scalar_site(text, offsets, e);
                     if (e.data.scalar.anchor)
                         anchors[reinterpret_cast<const char*>(e.data.scalar.anchor)] = img;
-                    if (is_image) found.push_back(img);
+                    if (is_image) found.push_back(std::move(img));
                 }
-                auto s = where();
-                ended(s == slot::key ? std::optional<std::string>(value) : std::nullopt);
+                if (where() == slot::key)
+                    ended(std::string(reinterpret_cast<const char*>(e.data.scalar.value),
+                                      e.data.scalar.length));
+                else
+                    ended(std::nullopt);
                 break;
             }
             case YAML_ALIAS_EVENT:
