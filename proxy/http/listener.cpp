@@ -245,7 +245,9 @@ void listener::stop() {
 void listener::drain() {
     stop();
     shared_->draining = true;
-    for (auto& slot : shared_->all_slots()) detail::close_if_idle(slot);
+    // Each on its own strand: a connection whose request began meanwhile is served.
+    for (auto& slot : shared_->all_slots())
+        asio::co_spawn(slot->strand, close_now_if_idle(slot), asio::detached);
 }
 
 std::size_t listener::open_connections() const { return shared_->open.load(); }

@@ -235,7 +235,7 @@ inline reply refuse_request(const listener_options& o, unsigned status, const st
 struct connection_slot {
     std::mutex mutex;
     bool idle = true;      // waiting for a request's first byte (or the TLS handshake)
-    bool closing = false;  // close_if_idle was called
+    bool closing = false;  // closed to make room or by a drain (close_now_if_idle)
     bool ended = false;    // the session is over: `cancel` must not run
     std::chrono::steady_clock::time_point idle_since = std::chrono::steady_clock::now();
     asio::any_io_executor strand;
@@ -255,21 +255,6 @@ struct connection_slot {
         if (now_idle) idle_since = std::chrono::steady_clock::now();
     }
 };
-
-// Closes `slot`'s connection if it still waits for a request when its strand gets to it: a
-// request that began meanwhile is served.
-inline void close_if_idle(const std::shared_ptr<connection_slot>& slot) {
-    {
-        std::lock_guard lock(slot->mutex);
-        if (slot->closing || slot->ended) return;
-        slot->closing = true;
-    }
-    asio::post(slot->strand, [slot] {
-        std::lock_guard lock(slot->mutex);
-        if (slot->idle && !slot->ended && slot->cancel && !slot->has_input_locked()) slot->cancel();
-        slot->closing = false;
-    });
-}
 
 }  // namespace detail
 
@@ -329,7 +314,7 @@ asio::awaitable<void> serve(Stream& stream, std::shared_ptr<listener::shared> sh
             parser.body_limit(boost::none);
             if (buffer.size() == 0) {
                 // Idle until the client starts a request (pipelined bytes skip the wait); the
-                // listener may close an idle connection (close_if_idle).
+                // listener may close an idle connection (close_now_if_idle).
                 if (sh->draining.load()) co_return;
                 slot->set_idle(true);
                 lowest.expires_after(opts.idle_timeout);
