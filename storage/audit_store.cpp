@@ -27,6 +27,8 @@ constexpr char by_repository = 'r';
 constexpr char by_address = 'a';
 constexpr char by_node = 'n';
 constexpr char value_version = 1;
+// In the meta column family, written in the batch of every change that moves it.
+const std::string count_key = "audit/count";
 
 // The five parts of a record's identity, and the order each kind of key lists them in.
 enum part { registry_part, repository_part, digest_part, address_part, node_part };
@@ -168,14 +170,26 @@ public:
 
     result<void> load() {
         expect_may_block("audit_store::load");
-        std::size_t n = 0;
-        if (auto* cf = db_->audit()) {
-            std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, cf));
-            const std::string prefix(1, by_digest);
-            for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) ++n;
-            if (!it->status().ok()) return database::to_error(it->status(), "scan the audit");
+        auto* cf = db_->audit();
+        if (!cf) return {};  // a read-only open of a folder from before the audit
+        std::string kept;
+        auto s = db_->db()->Get({}, db_->meta(), count_key, &kept);
+        if (s.ok() && kept.size() == 8) {
+            count_ = from_big_endian(kept);
+            return {};
         }
+        if (!s.ok() && !s.IsNotFound()) return database::to_error(s, "read the audit count");
+        // A folder from before the count was kept: counted once, and (unless read-only) the
+        // count written, so that no later start walks the records.
+        std::size_t n = 0;
+        std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, cf));
+        const std::string prefix(1, by_digest);
+        for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) ++n;
+        if (!it->status().ok()) return database::to_error(it->status(), "scan the audit");
         count_ = n;
+        if (db_->read_only()) return {};
+        s = db_->db()->Put({}, db_->meta(), count_key, big_endian(n));
+        if (!s.ok()) return database::to_error(s, "write the audit count");
         return {};
     }
 
@@ -209,6 +223,7 @@ public:
             for (const auto& k : keys) batch.Put(cf, k, value);
             merged.push_back(std::move(r));
         }
+        if (added > 0) batch.Put(db_->meta(), count_key, big_endian(count_ + added));
         auto s = db_->db()->Write({}, &batch);
         if (!s.ok()) return database::to_error(s, "audit merge");
         count_ += added;
@@ -239,13 +254,19 @@ public:
         auto* cf = db_->audit();
         if (!cf) return std::size_t{0};
         std::lock_guard lock(write_mutex_);
-        std::size_t removed = 0;
+        std::size_t removed = 0;  // records forgotten (each batch written moves count_)
+        std::size_t batched = 0;  // of them, in `batch`
         rocksdb::WriteBatch batch;
         auto write = [&]() -> result<void> {
             if (batch.Count() == 0) return {};
+            auto left = count_ - std::min<std::size_t>(batched, count_);
+            batch.Put(db_->meta(), count_key, big_endian(left));
             auto s = db_->db()->Write({}, &batch);
             batch.Clear();
             if (!s.ok()) return database::to_error(s, "audit retention");
+            count_ = left;
+            removed += batched;
+            batched = 0;
             return {};
         };
         std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, cf));
@@ -253,18 +274,19 @@ public:
         for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
             auto r = decode_pull(it->key().ToStringView(), it->value().ToStringView());
             if (!r) {
+                // Counted as a record when it was written: forgetting it moves the count too.
                 batch.Delete(cf, it->key());
+                ++batched;
                 continue;
             }
             if (r->last_ms >= cutoff_ms) continue;
             for (const auto& k : pull_keys(*r)) batch.Delete(cf, k);
-            ++removed;
+            ++batched;
             if (batch.Count() >= 4096)
                 if (auto w = write(); !w) return w.error();
         }
         if (!it->status().ok()) return database::to_error(it->status(), "audit retention scan");
         if (auto w = write(); !w) return w.error();
-        count_ -= std::min<std::size_t>(removed, count_);
         return removed;
     }
 
@@ -273,6 +295,8 @@ public:
 private:
     std::shared_ptr<database> db_;
     std::mutex write_mutex_;  // merges read what they replace
+    // Kept in step with the records, in memory and in `meta` in the batch that moves it, by
+    // writers holding write_mutex_; read without it.
     std::atomic<std::size_t> count_{0};
 };
 

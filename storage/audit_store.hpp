@@ -85,8 +85,9 @@ std::vector<std::string> pull_clients(const std::vector<pull_record>& records);
 // tag of the later pull when it names one.
 void fold_pull(pull_record& into, const pull_record& r);
 
-// The audit in regpin's RocksDB database (column family "audit"). Counts what is stored (one
-// pass over the records) when made.
+// The audit in regpin's RocksDB database (column family "audit"), its count kept in `meta`
+// ("audit/count"). A folder from before the count was kept is counted once (one pass over
+// the records) and the count written, unless opened read-only.
 [[nodiscard]] result<std::unique_ptr<audit_store>> open_audit_store(std::shared_ptr<database> db);
 
 }  // namespace regpin::storage

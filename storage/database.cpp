@@ -280,6 +280,7 @@ result<std::shared_ptr<database>> open_database(const std::string& dir, open_rep
     }
     d->db_.reset(raw);
     d->dir_ = report.path;
+    d->read_only_ = read_only;
     if (read_only) {
         report.locate_detail = "read-only: chunks are read, never located";
         return d;

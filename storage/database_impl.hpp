@@ -16,6 +16,9 @@ public:
     ~database();
 
     rocksdb::DB* db() const { return db_.get(); }
+    // The default column family: the stores' own small records (the pin store's counts and
+    // its index of pins awaiting an operator; the audit's count), never content.
+    rocksdb::ColumnFamilyHandle* meta() const { return cfs_[0]; }
     rocksdb::ColumnFamilyHandle* chunks() const { return cfs_[1]; }
     rocksdb::ColumnFamilyHandle* blob_records() const { return cfs_[2]; }
     rocksdb::ColumnFamilyHandle* manifests() const { return cfs_[3]; }
@@ -39,6 +42,8 @@ public:
 
     // Whether chunks may be located in blob files (open_report::locate_verified).
     bool locate_verified() const { return locate_verified_; }
+    // Opened with open_mode::read_only: every write fails.
+    bool read_only() const { return read_only_; }
 
     // Read options for a point read in `mode`: memory_only reads memtables and the block cache
     // only (never the disk); may_block checks that the caller is no network thread, naming
@@ -58,6 +63,7 @@ private:
     std::unique_ptr<rocksdb::DB> db_;
     std::vector<rocksdb::ColumnFamilyHandle*> cfs_;
     bool locate_verified_ = false;
+    bool read_only_ = false;
     std::string dir_;
 };
 

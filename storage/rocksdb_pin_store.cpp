@@ -36,6 +36,12 @@ std::string history_key_prefix(const pin_key& key) {
 
 std::string event_key(std::uint64_t id) { return std::string(1, event_prefix) + big_endian(id); }
 
+// In the meta column family, written in the batch of every change that moves them: the
+// counts, and one key per pin awaiting an operator (the prefix + its encoded pin key).
+const std::string count_key = "pins/count";
+const std::string awaiting_count_key = "pins/awaiting-count";
+const std::string awaiting_prefix = "pins/awaiting/";
+
 std::optional<pin_key> decode_pin_key(std::string_view k) {
     auto a = k.find('\0');
     if (a == std::string_view::npos) return std::nullopt;
@@ -67,25 +73,7 @@ rocksdb_pin_store::rocksdb_pin_store(std::shared_ptr<database> db) : db_(std::mo
     it->SeekToLast();
     next_outbox_id_ = it->Valid() ? from_big_endian(it->key().ToStringView()) + 1 : 1;
 
-    // The one full pass: from here on apply() keeps both counts, so metrics never scan.
-    std::size_t total = 0, awaiting = 0;
-    std::unique_ptr<rocksdb::Iterator> pins(db_->db()->NewIterator({}, db_->pins()));
-    for (pins->SeekToFirst(); pins->Valid(); pins->Next()) {
-        ++total;
-        // An undecodable pin counts as a pin but not as awaiting: apply() cannot change it
-        // (find() fails on it), so the counts stay in step either way.
-        auto key = decode_pin_key(pins->key().ToStringView());
-        if (!key) continue;
-        auto p = decode_pin(*key, pins->value().ToStringView());
-        if (p && awaits_operator(*p)) {
-            ++awaiting;
-            awaiting_keys_.insert(pins->key().ToString());
-        }
-    }
-    if (!pins->status().ok())
-        throw std::runtime_error("cannot count pins: " + pins->status().ToString());
-    pin_count_ = total;
-    awaiting_count_ = awaiting;
+    load_counts();
 
     // The outbox's one pass: from here on due_deliveries reads memory only.
     std::unique_ptr<rocksdb::Iterator> out(db_->db()->NewIterator({}, db_->outbox()));
@@ -100,6 +88,55 @@ rocksdb_pin_store::rocksdb_pin_store(std::shared_ptr<database> db) : db_(std::mo
     }
     if (!out->status().ok())
         throw std::runtime_error("cannot read the outbox: " + out->status().ToString());
+}
+
+void rocksdb_pin_store::load_counts() {
+    auto* db = db_->db();
+    std::string total, awaiting;
+    auto a = db->Get({}, db_->meta(), count_key, &total);
+    auto b = db->Get({}, db_->meta(), awaiting_count_key, &awaiting);
+    for (const auto* s : {&a, &b})
+        if (!s->ok() && !s->IsNotFound())
+            throw std::runtime_error("cannot read the pin counts: " + s->ToString());
+    if (a.ok() && b.ok() && total.size() == 8 && awaiting.size() == 8) {
+        pin_count_ = from_big_endian(total);
+        awaiting_count_ = from_big_endian(awaiting);
+        indexed_ = true;
+        return;
+    }
+    // A folder from before the counts were kept: one pass over the pins, and (unless opened
+    // read-only) the counts and the index written, so that no later start reads the pins.
+    std::size_t n = 0;
+    std::vector<std::string> awaiting_keys;
+    std::unique_ptr<rocksdb::Iterator> pins(db->NewIterator({}, db_->pins()));
+    for (pins->SeekToFirst(); pins->Valid(); pins->Next()) {
+        ++n;
+        // An undecodable pin counts as a pin but not as awaiting: apply() cannot change it
+        // (find() fails on it), so the counts stay in step either way.
+        auto key = decode_pin_key(pins->key().ToStringView());
+        if (!key) continue;
+        auto p = decode_pin(*key, pins->value().ToStringView());
+        if (p && awaits_operator(*p)) awaiting_keys.push_back(pins->key().ToString());
+    }
+    if (!pins->status().ok())
+        throw std::runtime_error("cannot count pins: " + pins->status().ToString());
+    pin_count_ = n;
+    awaiting_count_ = awaiting_keys.size();
+    if (db_->read_only()) return;  // listing by state then reads every pin
+    rocksdb::WriteBatch batch;
+    batch.Put(db_->meta(), count_key, big_endian(n));
+    batch.Put(db_->meta(), awaiting_count_key, big_endian(awaiting_keys.size()));
+    for (const auto& k : awaiting_keys) batch.Put(db_->meta(), awaiting_prefix + k, "");
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    if (auto s = db->Write(wo, &batch); !s.ok())
+        throw std::runtime_error("cannot write the pin counts: " + s.ToString());
+    indexed_ = true;
+    if (n > 0)
+        spdlog::info(
+            "pin store: counted {} pins ({} awaiting an operator) once; the counts are "
+            "kept from now on",
+            n, awaiting_keys.size());
 }
 
 std::optional<pin_key> rocksdb_pin_store::decode_key(std::string_view k) {
@@ -150,12 +187,28 @@ result<std::vector<pin_event>> rocksdb_pin_store::apply(const std::vector<pin_ch
     std::vector<outbox_entry> queued;
     auto event_id = next_event_id_;
     auto outbox_id = next_outbox_id_;
-    for (const auto& change : changes) {
+    std::size_t total = pin_count_, awaiting = awaiting_count_;
+    for (std::size_t i = 0; i < changes.size(); ++i) {
+        const auto& change = changes[i];
         auto key = encode_key(change.key);
         if (change.replacement)
             batch.Put(db_->pins(), key, encode_pin(*change.replacement));
         else
             batch.Delete(db_->pins(), key);
+        // The compare above made `before` the stored pins: the counts move with them.
+        const auto& was = before[i];
+        const auto& after = change.replacement;
+        if (!was && after) ++total;
+        if (was && !after) --total;
+        bool awaited = was && awaits_operator(*was);
+        bool awaits = after && awaits_operator(*after);
+        if (awaits && !awaited) {
+            ++awaiting;
+            batch.Put(db_->meta(), awaiting_prefix + key, "");
+        } else if (awaited && !awaits) {
+            --awaiting;
+            batch.Delete(db_->meta(), awaiting_prefix + key);
+        }
         auto first_event = stored.size();
         for (auto e : change.events) {
             e.id = event_id++;
@@ -170,6 +223,9 @@ result<std::vector<pin_event>> rocksdb_pin_store::apply(const std::vector<pin_ch
             queued.push_back(std::move(o));
         }
     }
+    if (total != pin_count_) batch.Put(db_->meta(), count_key, big_endian(total));
+    if (awaiting != awaiting_count_)
+        batch.Put(db_->meta(), awaiting_count_key, big_endian(awaiting));
     rocksdb::WriteOptions wo;
     wo.sync = true;
     auto s = db_->db()->Write(wo, &batch);
@@ -180,23 +236,8 @@ result<std::vector<pin_event>> rocksdb_pin_store::apply(const std::vector<pin_ch
     }
     next_event_id_ = event_id;
     next_outbox_id_ = outbox_id;
-    // Only now that the write is durable; the compare above made `before` the stored pins.
-    for (std::size_t i = 0; i < changes.size(); ++i) {
-        const auto& was = before[i];
-        const auto& after = changes[i].replacement;
-        if (!was && after) ++pin_count_;
-        if (was && !after) --pin_count_;
-        if (was && awaits_operator(*was)) --awaiting_count_;
-        if (after && awaits_operator(*after)) ++awaiting_count_;
-        bool awaits = after && awaits_operator(*after);
-        if (awaits != (was && awaits_operator(*was))) {
-            std::lock_guard held(awaiting_mutex_);
-            if (awaits)
-                awaiting_keys_.insert(encode_key(changes[i].key));
-            else
-                awaiting_keys_.erase(encode_key(changes[i].key));
-        }
-    }
+    pin_count_ = total;
+    awaiting_count_ = awaiting;
     return stored;
 }
 
@@ -251,17 +292,16 @@ result<std::vector<pin>> rocksdb_pin_store::list(const pin_filter& filter) const
         out.push_back(std::move(*p));
         return {};
     };
-    if (filter.state && *filter.state != pin_state::pinned) {
-        // Pins awaiting an operator: the few keys held in memory, each read by itself.
-        std::vector<std::string> keys;
-        {
-            std::lock_guard held(awaiting_mutex_);
-            for (auto it = awaiting_keys_.lower_bound(start);
-                 it != awaiting_keys_.end() && it->starts_with(prefix); ++it)
-                if (!(after_cursor && *it == start)) keys.push_back(*it);
-        }
-        for (const auto& k : keys) {
-            if (out.size() >= filter.limit) break;
+    if (filter.state && *filter.state != pin_state::pinned && indexed_) {
+        // Pins awaiting an operator: the few keys of the index, each pin read by itself.
+        std::unique_ptr<rocksdb::Iterator> index(db_->db()->NewIterator({}, db_->meta()));
+        index->Seek(awaiting_prefix + start);
+        for (; out.size() < filter.limit && index->Valid(); index->Next()) {
+            auto k = index->key().ToStringView();
+            if (!k.starts_with(awaiting_prefix)) break;
+            k.remove_prefix(awaiting_prefix.size());
+            if (!k.starts_with(prefix)) break;
+            if (after_cursor && k == start) continue;
             std::string value;
             auto s = db_->db()->Get(database::point_read(read_mode::may_block, "list pins"),
                                     db_->pins(), k, &value);
@@ -269,6 +309,7 @@ result<std::vector<pin>> rocksdb_pin_store::list(const pin_filter& filter) const
             if (!s.ok()) return database::to_error(s, "list pins");
             if (auto c = consider(k, value); !c) return c.error();
         }
+        if (!index->status().ok()) return database::to_error(index->status(), "list pins");
         return out;
     }
     std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator({}, db_->pins()));

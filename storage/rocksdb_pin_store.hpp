@@ -3,7 +3,6 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
-#include <set>
 
 #include "storage/outbox_index.hpp"
 #include "storage/pin_store.hpp"
@@ -13,14 +12,18 @@ namespace regpin::storage {
 class database;
 
 // Pins in the `pins` column family (one JSON value per key), history in `events`
-// ("e" + id -> event, "h" + pin key + id -> index), deliveries in `outbox` (id -> entry).
-// Every change is one synced WriteBatch. The outbox is also held in memory by due time
-// (outbox_index): due_deliveries and pending_deliveries never read RocksDB.
+// ("e" + id -> event, "h" + pin key + id -> index), deliveries in `outbox` (id -> entry),
+// the counts and the index of pins awaiting an operator in `meta` ("pins/..."). Every change
+// is one synced WriteBatch, its counts and index entries in it. The outbox is also held in
+// memory by due time (outbox_index): due_deliveries and pending_deliveries never read RocksDB.
 class rocksdb_pin_store final : public pin_store {
 public:
-    // Reads the highest event and outbox ids, counts the pins and loads the outbox into memory
-    // (one pass over each); throws std::runtime_error if the store is unreadable. An outbox
-    // entry that does not decode is logged and left out (it could never be delivered).
+    // Reads the highest event and outbox ids and the kept counts, and loads the outbox into
+    // memory (one pass over it); the pins are not read, however many there are. A folder
+    // from before the counts were kept is counted once (one pass over the pins), and the
+    // counts and index are written then, unless it is opened read-only. Throws
+    // std::runtime_error if the store is unreadable. An outbox entry that does not decode is
+    // logged and left out (it could never be delivered).
     explicit rocksdb_pin_store(std::shared_ptr<database> db);
 
     result<std::optional<pin>> find(const pin_key& key,
@@ -67,13 +70,15 @@ private:
     std::uint64_t next_event_id_ = 1;
     std::uint64_t next_outbox_id_ = 1;
     // Kept in step with the pins column family by apply() (the only writer that adds, removes
-    // or changes the state of a pin), under write_mutex_; read without it.
+    // or changes the state of a pin), in memory and in `meta` in the same batch, under
+    // write_mutex_; read without it.
     std::atomic<std::size_t> pin_count_{0};
     std::atomic<std::size_t> awaiting_count_{0};
-    // The keys (encoded) of the pins awaiting an operator: what list() reads for a state
-    // filter of pending or rejected, instead of every pin. Changed with awaiting_count_.
-    mutable std::mutex awaiting_mutex_;
-    std::set<std::string> awaiting_keys_;
+    // Whether `meta` holds the index of pins awaiting an operator (what list() reads for a
+    // state filter of pending or rejected, instead of every pin). False only in a read-only
+    // open of a folder from before it was kept.
+    bool indexed_ = false;
+    void load_counts();
     // The pins under `prefix` (encoded keys), in key order.
     result<std::vector<pin>> scan(const std::string& prefix) const;
     // The outbox column family, in memory. Changed only after the write to RocksDB succeeded

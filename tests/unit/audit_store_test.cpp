@@ -2,6 +2,7 @@
 
 #include "storage/audit_store.hpp"
 #include "storage/database.hpp"
+#include "storage/database_impl.hpp"
 #include "tests/unit/temp_dir.hpp"
 
 using namespace regpin::storage;
@@ -95,4 +96,33 @@ TEST(AuditStore, RetentionRemovesEveryKeyOfOldRecordsAndSurvivesReopen) {
     auto store = *open_audit_store(open_at(dir));
     EXPECT_EQ(store->count(), 1u);
     EXPECT_EQ(clients(*store->query({})), (std::vector<std::string>{"node-2"}));
+}
+
+TEST(AuditStore, TheCountIsKeptNotRecountedWhenOpened) {
+    temp_dir dir;
+    {
+        auto store = *open_audit_store(open_at(dir));
+        std::vector<pull_record> batch;
+        for (int i = 0; i < 5000; ++i)
+            batch.push_back(pull(a, "node-" + std::to_string(i), "v1", 1000 + i));
+        ASSERT_TRUE(store->merge(batch));
+        ASSERT_TRUE(store->merge({pull(a, "node-1", "v1", 9000), pull(b, "node-1", "v1", 9000)}));
+        EXPECT_EQ(store->count(), 5001u);
+        // Nodes 0 to 3999 but node-1, pulled again at 9000.
+        EXPECT_EQ(*store->forget_before(1000 + 4000), 3999u);
+        EXPECT_EQ(store->count(), 1002u);
+    }
+    {
+        auto store = *open_audit_store(open_at(dir));
+        EXPECT_EQ(store->count(), 1002u);
+        EXPECT_EQ(store->query({.limit = 10000})->size(), 1002u);
+    }
+    // The records gone behind the store's back: a store that counted them when opened would
+    // count none.
+    {
+        auto db = open_at(dir);
+        ASSERT_TRUE(
+            db->db()->DeleteRange({}, db->audit(), std::string(), std::string(1, '\xff')).ok());
+    }
+    EXPECT_EQ((*open_audit_store(open_at(dir)))->count(), 1002u);
 }
