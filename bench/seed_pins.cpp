@@ -1,7 +1,8 @@
 // Writes pins straight into a stopped regpin's data folder, for the scale workload of
 // bench/run.py: tags `<prefix><first>` .. `<prefix><first+count-1>` of one repository, all
 // pinned to one manifest digest that regpin already has cached. Goes through the same pin
-// store regpin uses (one synced write per pin, as a first pull would make). With --etcd URL
+// store regpin uses (its apply(): pins, first-sight events, counters), 1,000 first sights to
+// a synced write batch, so a million pins seed in about a minute. With --etcd URL
 // (and --etcd-prefix, default /regpin/) the pins go to etcd instead, through regpin's etcd pin
 // store, 40 to a transaction (etcd's default limit is 128 operations per transaction).
 //
@@ -111,10 +112,14 @@ int main(int argc, char** argv) {
     auto db = storage::open_database(data, report);
     if (!db) usage("cannot open " + data + ": " + report.error_detail);
     storage::rocksdb_pin_store pins(*db);
+    std::vector<storage::pin_change> batch;
     for (std::uint64_t i = first; i < first + count; ++i) {
-        auto change = first_sight(i);
-        auto r = pins.create_if_absent(*change.replacement, change.events.front());
-        if (!r) usage("writing pin " + p.key.tag + " failed: " + r.error().message());
+        batch.push_back(first_sight(i));
+        if (batch.size() == 1000 || i + 1 == first + count) {
+            auto r = pins.apply(batch);
+            if (!r) usage("writing pins up to " + p.key.tag + " failed: " + r.error().message());
+            batch.clear();
+        }
     }
     std::printf("{\"seeded\": %llu}\n", static_cast<unsigned long long>(count));
     return 0;

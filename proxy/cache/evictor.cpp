@@ -252,6 +252,9 @@ bool evictor::protected_blobs(std::unordered_set<storage::digest>& out) {
         }
         if (page->size() < f.limit) return true;
         f.after = page->back().key;
+        // A million pins take seconds to read: a stop (SIGTERM) does not wait for them.
+        std::lock_guard lock(mutex_);
+        if (stopping_) return false;
     }
 }
 

@@ -112,7 +112,8 @@ private:
     void loop();
     void pass();
     std::uint64_t allowed(const storage::disk_usage& u) const;
-    // Digests of blobs a pin needs; false when the pins could not be read (evict nothing).
+    // Digests of blobs a pin needs; false when the pins could not be read, or the evictor
+    // stops while they are (evict nothing).
     bool protected_blobs(std::unordered_set<storage::digest>& out);
     void protect_closure(const storage::digest& d, std::unordered_set<storage::digest>& out,
                          std::unordered_set<std::string>& visited);
