@@ -69,18 +69,23 @@ result<void> blob_store::read_chunk(const digest& d, std::uint64_t index, chunk&
 result<std::optional<blob_store::file_span>> blob_store::locate_chunk(const digest& d,
                                                                       std::uint64_t index,
                                                                       chunk& out) const {
-    located_read where;
-    result<void> r;
-    if (!db_->locate_verified()) {
-        r = read_chunk(d, index, out);  // the start-up probe found locating unsafe
-    } else {
-        locate_scope scope(where);
-        r = read_chunk(d, index, out);
+    if (!db_->locate_verified()) {  // the start-up probe found locating unsafe
+        if (auto r = read_chunk(d, index, out); !r) return r.error();
+        return std::optional<file_span>{};
     }
-    if (!r) return r.error();
+    auto& locations = db_->locations();
+    if (auto known = locations.find(d, index)) return known;
+    auto epoch = locations.epoch();
+    located_read where;
+    {
+        locate_scope scope(where);
+        if (auto r = read_chunk(d, index, out); !r) return r.error();
+    }
     if (!where.found) return std::optional<file_span>{};
     out.slice_->Reset();  // not read: its bytes are unspecified
-    return std::optional<file_span>{file_span{where.path, where.offset, where.size}};
+    file_span span{where.path, where.offset, where.size};
+    locations.put(d, index, span, epoch);
+    return std::optional<file_span>{std::move(span)};
 }
 
 result<void> blob_store::read_chunk(const digest& d, std::uint64_t index, std::string& out) const {
@@ -152,6 +157,7 @@ result<void> blob_store::discard(const digest& d) {
     if (!s.ok()) return database::to_error(s, "discard blob record");
     s = db_->db()->DeleteRange({}, db_->chunks(), chunk_key(d, 0), chunk_prefix_end(d));
     if (!s.ok()) return database::to_error(s, "discard blob chunks");
+    db_->locations().forget(d);
     return {};
 }
 

@@ -236,6 +236,7 @@ result<std::uint64_t> cache_index::evict(const digest& d) {
     (void)batch.DeleteRange(db_->chunks(), chunk_key(d, 0), chunk_prefix_end(d));
     if (auto* access = db_->blob_access()) (void)batch.Delete(access, d.str());
     auto s = db_->db()->Write({}, &batch);
+    if (s.ok()) db_->locations().forget(d);
     std::lock_guard lock(mutex_);
     auto it = entries_.find(d);
     if (!s.ok()) {

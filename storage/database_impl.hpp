@@ -7,6 +7,7 @@
 
 #include <rocksdb/db.h>
 
+#include "storage/chunk_locations.hpp"
 #include "storage/database.hpp"
 
 namespace regpin::storage {
@@ -44,6 +45,8 @@ public:
     bool locate_verified() const { return locate_verified_; }
     // Opened with open_mode::read_only: every write fails.
     bool read_only() const { return read_only_; }
+    // Where the chunks of blobs served lately sit (storage/chunk_locations.hpp).
+    chunk_locations& locations() const { return locations_; }
 
     // Read options for a point read in `mode`: memory_only reads memtables and the block cache
     // only (never the disk); may_block checks that the caller is no network thread, naming
@@ -65,6 +68,8 @@ private:
     bool locate_verified_ = false;
     bool read_only_ = false;
     std::string dir_;
+    // 32,768 chunks: 32 GiB of hot blobs at 1 MiB a chunk, about 3 MiB of memory.
+    mutable chunk_locations locations_{32768};
 };
 
 }  // namespace regpin::storage

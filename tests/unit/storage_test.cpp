@@ -7,7 +7,9 @@
 #include <rocksdb/db.h>
 
 #include "storage/blob_store.hpp"
+#include "storage/chunk_locations.hpp"
 #include "storage/database.hpp"
+#include "storage/database_impl.hpp"
 #include "storage/manifest_store.hpp"
 #include "storage/referrers_store.hpp"
 #include "storage/threads.hpp"
@@ -185,6 +187,71 @@ TEST(BlobStore, LocatesFlushedChunksInBlobFilesAndReadsTheRest) {
         ASSERT_TRUE(blobs.read_chunk(d, i, copy));
         EXPECT_EQ(copy, expected);
     }
+}
+
+// A warm GET locates a chunk found before without reading RocksDB (whose read copies the value);
+// a blob deleted (discarded or evicted) is located afresh once written again.
+TEST(BlobStore, LocationsAreKeptUntilTheBlobIsDeleted) {
+    temp_dir dir;
+    auto db = open_at(dir);
+    blob_store blobs(db);
+    constexpr std::uint32_t chunk_size = 64 * 1024;
+    auto data = pattern(3 * chunk_size);
+    auto d = sha256_of(data);
+    auto write = [&] {
+        ASSERT_TRUE(blobs.begin(d, chunk_size));
+        for (std::uint64_t i = 0; i * chunk_size < data.size(); ++i)
+            ASSERT_TRUE(blobs.put_chunk(d, i,
+                                        std::string_view(data).substr(i * chunk_size, chunk_size),
+                                        blob_store::durability::unlogged));
+        ASSERT_TRUE(blobs.commit(d, data.size(), blob_store::durability::unlogged));
+    };
+    write();
+    chunk c;
+    auto first = blobs.locate_chunk(d, 1, c);
+    ASSERT_TRUE(first && *first);
+    // The chunks gone behind the store's back: only a kept location still answers.
+    ASSERT_TRUE(db->db()->DeleteRange({}, db->chunks(), chunk_key(d, 0), chunk_prefix_end(d)).ok());
+    auto again = blobs.locate_chunk(d, 1, c);
+    ASSERT_TRUE(again && *again) << "located through RocksDB, not from the kept location";
+    EXPECT_EQ((*again)->path, (*first)->path);
+    EXPECT_EQ((*again)->offset, (*first)->offset);
+
+    ASSERT_TRUE(blobs.discard(d));
+    EXPECT_FALSE(blobs.locate_chunk(d, 1, c)) << "a discarded blob's chunk was still located";
+    write();  // into a new blob file
+    auto fresh = blobs.locate_chunk(d, 1, c);
+    ASSERT_TRUE(fresh && *fresh);
+    EXPECT_NE((*fresh)->path, (*first)->path);
+}
+
+TEST(ChunkLocations, HoldsAtMostItsBoundAndDropsTheBlobUsedLeast) {
+    chunk_locations kept(4);
+    auto a = sha256_of("a"), b = sha256_of("b"), c = sha256_of("c");
+    auto at = [](std::uint64_t offset) { return chunk_span{"/f.blob", offset, 10}; };
+    for (std::uint64_t i = 0; i < 2; ++i) kept.put(a, i, at(i), kept.epoch());
+    for (std::uint64_t i = 0; i < 2; ++i) kept.put(b, i, at(10 + i), kept.epoch());
+    ASSERT_TRUE(kept.find(a, 1));  // a is now the most recently used
+    kept.put(c, 0, at(20), kept.epoch());
+    EXPECT_EQ(kept.chunks(), 3u);
+    EXPECT_FALSE(kept.find(b, 0)) << "b, used least, should have gone";
+    EXPECT_EQ(kept.find(a, 1)->offset, 1u);
+    EXPECT_EQ(kept.find(c, 0)->offset, 20u);
+    EXPECT_FALSE(kept.find(c, 1));
+}
+
+TEST(ChunkLocations, ALocationReadBeforeAForgetIsNotKept) {
+    chunk_locations kept(16);
+    auto a = sha256_of("a"), b = sha256_of("b");
+    kept.put(a, 0, {"/old.blob", 0, 10}, kept.epoch());
+    auto began = kept.epoch();                     // a read of b's chunk begins ...
+    kept.forget(a);                                // ... a deletion ends meanwhile ...
+    kept.put(b, 0, {"/old.blob", 10, 10}, began);  // ... and the read's location comes back
+    EXPECT_FALSE(kept.find(a, 0));
+    EXPECT_FALSE(kept.find(b, 0)) << "a location from before the deletion was kept";
+    EXPECT_EQ(kept.chunks(), 0u);
+    kept.put(b, 0, {"/new.blob", 0, 10}, kept.epoch());
+    EXPECT_EQ(kept.find(b, 0)->path, "/new.blob");
 }
 
 // The start-up probe: chunks are located only when a probe value was found byte for byte in a

@@ -1,0 +1,74 @@
+#include "storage/chunk_locations.hpp"
+
+namespace regpin::storage {
+
+namespace {
+
+// A blob of more chunks than this is located chunk by chunk, never held whole: 64 GiB at
+// 1 MiB a chunk, far beyond any layer (and bounding a vector a bad index could grow).
+constexpr std::uint64_t max_index = 1 << 16;
+
+}  // namespace
+
+chunk_locations::chunk_locations(std::size_t max_chunks) : max_chunks_(max_chunks) {}
+
+std::optional<chunk_span> chunk_locations::find(const digest& d, std::uint64_t index) {
+    std::lock_guard lock(mutex_);
+    auto it = by_digest_.find(d);
+    if (it == by_digest_.end()) return std::nullopt;
+    auto& spans = it->second->spans;
+    if (index >= spans.size() || !spans[index]) return std::nullopt;
+    lru_.splice(lru_.begin(), lru_, it->second);
+    return spans[index];
+}
+
+std::uint64_t chunk_locations::epoch() const {
+    std::lock_guard lock(mutex_);
+    return epoch_;
+}
+
+void chunk_locations::put(const digest& d, std::uint64_t index, chunk_span span,
+                          std::uint64_t epoch) {
+    if (max_chunks_ == 0 || index >= max_index) return;
+    std::lock_guard lock(mutex_);
+    if (epoch != epoch_) return;  // the blob may have been deleted since the read began
+    auto it = by_digest_.find(d);
+    if (it == by_digest_.end()) {
+        lru_.push_front(blob{d, {}, 0});
+        it = by_digest_.emplace(d, lru_.begin()).first;
+    } else {
+        lru_.splice(lru_.begin(), lru_, it->second);
+    }
+    auto& b = *it->second;
+    if (index >= b.spans.size()) b.spans.resize(index + 1);
+    if (!b.spans[index]) {
+        ++b.held;
+        ++held_;
+    }
+    b.spans[index] = std::move(span);
+    while (held_ > max_chunks_ && lru_.size() > 1) drop_oldest();
+}
+
+void chunk_locations::forget(const digest& d) {
+    std::lock_guard lock(mutex_);
+    ++epoch_;
+    auto it = by_digest_.find(d);
+    if (it == by_digest_.end()) return;
+    held_ -= it->second->held;
+    lru_.erase(it->second);
+    by_digest_.erase(it);
+}
+
+std::size_t chunk_locations::chunks() const {
+    std::lock_guard lock(mutex_);
+    return held_;
+}
+
+void chunk_locations::drop_oldest() {
+    auto& b = lru_.back();
+    held_ -= b.held;
+    by_digest_.erase(b.d);
+    lru_.pop_back();
+}
+
+}  // namespace regpin::storage
