@@ -150,6 +150,9 @@ public:
                                                                 std::int64_t since_ms,
                                                                 std::size_t limit) const = 0;
     [[nodiscard]] virtual result<std::optional<pin_event>> event(std::uint64_t id) const = 0;
+    // The id of the newest event (0: none yet). Every change of what a pin serves, or of its
+    // state, has an event: a reader that saw this id and sees it again saw no such change.
+    [[nodiscard]] virtual result<std::uint64_t> newest_event_id() const = 0;
 
     // Outbox entries due at `now_ms` (next_attempt_ms <= now_ms), soonest due first (equal
     // times: lower id first), at most `limit`. Answered from memory (storage/outbox_index.hpp):

@@ -185,7 +185,7 @@ result<std::vector<pin_event>> rocksdb_pin_store::apply(const std::vector<pin_ch
     rocksdb::WriteBatch batch;
     std::vector<pin_event> stored;
     std::vector<outbox_entry> queued;
-    auto event_id = next_event_id_;
+    std::uint64_t event_id = next_event_id_;
     auto outbox_id = next_outbox_id_;
     std::size_t total = pin_count_, awaiting = awaiting_count_;
     for (std::size_t i = 0; i < changes.size(); ++i) {
@@ -377,6 +377,10 @@ result<std::optional<pin_event>> rocksdb_pin_store::event(std::uint64_t id) cons
     auto e = decode_event(value);
     if (!e) return errc::corruption;
     return std::optional<pin_event>{std::move(*e)};
+}
+
+result<std::uint64_t> rocksdb_pin_store::newest_event_id() const {
+    return next_event_id_.load() - 1;
 }
 
 result<std::vector<pin_event>> rocksdb_pin_store::events(std::uint64_t after_id,

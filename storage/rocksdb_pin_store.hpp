@@ -42,6 +42,7 @@ public:
     result<std::vector<pin_event>> events(std::uint64_t after_id, std::int64_t since_ms,
                                           std::size_t limit) const override;
     result<std::optional<pin_event>> event(std::uint64_t id) const override;
+    result<std::uint64_t> newest_event_id() const override;
     result<std::vector<outbox_entry>> due_deliveries(std::int64_t now_ms,
                                                      std::size_t limit) const override;
     result<std::size_t> pending_deliveries() const override;
@@ -66,8 +67,8 @@ public:
 
 private:
     std::shared_ptr<database> db_;
-    std::mutex write_mutex_;  // makes read-check-write atomic among writers
-    std::uint64_t next_event_id_ = 1;
+    std::mutex write_mutex_;                       // makes read-check-write atomic among writers
+    std::atomic<std::uint64_t> next_event_id_{1};  // written under write_mutex_
     std::uint64_t next_outbox_id_ = 1;
     // Kept in step with the pins column family by apply() (the only writer that adds, removes
     // or changes the state of a pin), in memory and in `meta` in the same batch, under

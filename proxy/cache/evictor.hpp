@@ -25,6 +25,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_set>
@@ -137,6 +138,12 @@ private:
     std::uint64_t bytes_at_pass_ = 0;
     cache_status status_;
     std::chrono::steady_clock::time_point protected_at_{};
+    // What the last refresh of the protected set saw: the newest pin event (every change of
+    // what a pin serves has one) and the manifests' count; nullopt: unknown.
+    std::optional<std::uint64_t> refreshed_event_;
+    std::uint64_t refreshed_manifests_ = 0;
+    // The id of the newest pin event (0: none), nullopt when the events cannot be read.
+    std::optional<std::uint64_t> newest_event() const;
     std::int64_t no_space_seen_ = 0;  // storage::last_no_space_ms() as of the last pass
     std::thread thread_;
 };

@@ -707,6 +707,12 @@ result<std::vector<pin_event>> etcd_pin_store::history(const pin_key& key) const
     return out;
 }
 
+result<std::uint64_t> etcd_pin_store::newest_event_id() const {
+    if (!loaded_) return errc::unavailable;
+    std::shared_lock lock(mutex_);
+    return seq_.last_event;  // kept by the watch, like the pins
+}
+
 result<std::vector<pin_event>> etcd_pin_store::events(std::uint64_t after_id, std::int64_t since_ms,
                                                       std::size_t limit) const {
     std::vector<pin_event> out;

@@ -77,6 +77,7 @@ public:
     storage::result<std::size_t> count_awaiting() const override;
     storage::result<std::vector<storage::pin_event>> history(
         const storage::pin_key& key) const override;
+    storage::result<std::uint64_t> newest_event_id() const override;
     storage::result<std::vector<storage::pin_event>> events(std::uint64_t after_id,
                                                             std::int64_t since_ms,
                                                             std::size_t limit) const override;

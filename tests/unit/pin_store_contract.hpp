@@ -756,17 +756,49 @@ TYPED_TEST_P(PinStoreContract, ListsATagAndSearchesNamesAndPagesThroughAwaitingP
     expect_counts(pins, 6, 3);
 }
 
+TYPED_TEST_P(PinStoreContract, TheNewestEventIdMovesWithEveryChangeAndSurvivesReopen) {
+    auto newest = [](const pin_store& pins) {
+        auto id = pins.newest_event_id();
+        EXPECT_TRUE(id);
+        return id ? *id : std::uint64_t{0};
+    };
+    auto a = make_pin("a", "A");
+    {
+        auto& pins = this->backend.store();
+        EXPECT_EQ(newest(pins), 0u);
+        ASSERT_TRUE(first_pull(pins, a));
+        auto first = newest(pins);
+        EXPECT_GT(first, 0u);
+        // A touch changes nothing a pin serves: no event, the same id.
+        ASSERT_TRUE(pins.touch_verified(a.key, 9000));
+        EXPECT_EQ(newest(pins), first);
+        ASSERT_TRUE(
+            pins.apply(change_to(a, awaiting(a, pin_state::pending, "A2"), event_type::repointed)));
+        auto second = newest(pins);
+        EXPECT_GT(second, first);
+        auto all = pins.events(0, 0, 100);
+        ASSERT_TRUE(all);
+        ASSERT_FALSE(all->empty());
+        EXPECT_EQ(all->back().id, second);
+    }
+    auto& reopened = this->backend.reopen();
+    auto all = reopened.events(0, 0, 100);
+    ASSERT_TRUE(all);
+    ASSERT_FALSE(all->empty());
+    EXPECT_EQ(newest(reopened), all->back().id);
+}
+
 REGISTER_TYPED_TEST_SUITE_P(
-    PinStoreContract, FirstWriterWinsAndLaterCandidatesGetTheOlderPin,
-    ConcurrentFirstPullsHaveExactlyOneWinner, AcceptClassIsPartOfTheKey,
-    PinsSurviveRestartAndListByRepository, ApplyIsCompareAndSetAndRecordsHistory,
-    ATagsChangesApplyTogetherOrNotAtAll, AlertsAreQueuedAsTheChangeNamesThemDurably,
-    UnpinDeletesThePinButKeepsItsHistory, ListFiltersByRegistryPrefixAndState,
-    EventsComeOldestFirstAndFromATime, CountsFollowCreatesRepointsApprovalsAndUnpins,
-    RefusedChangesLeaveTheCountsAlone, CountsAreRebuiltWhenTheStoreIsReopened,
-    ListAfterAKeyPagesThroughThePinsInKeyOrder, AChangeOfWhatAPinServesWithoutAnEventIsRefused,
-    AMemoryOnlyFindNeverContradictsABlockingOne, DueDeliveriesComeByDueTimeNotById,
-    ForgetBeforeRemovesOldEventsTheirHistoryAndTheirAlerts,
+    PinStoreContract, TheNewestEventIdMovesWithEveryChangeAndSurvivesReopen,
+    FirstWriterWinsAndLaterCandidatesGetTheOlderPin, ConcurrentFirstPullsHaveExactlyOneWinner,
+    AcceptClassIsPartOfTheKey, PinsSurviveRestartAndListByRepository,
+    ApplyIsCompareAndSetAndRecordsHistory, ATagsChangesApplyTogetherOrNotAtAll,
+    AlertsAreQueuedAsTheChangeNamesThemDurably, UnpinDeletesThePinButKeepsItsHistory,
+    ListFiltersByRegistryPrefixAndState, EventsComeOldestFirstAndFromATime,
+    CountsFollowCreatesRepointsApprovalsAndUnpins, RefusedChangesLeaveTheCountsAlone,
+    CountsAreRebuiltWhenTheStoreIsReopened, ListAfterAKeyPagesThroughThePinsInKeyOrder,
+    AChangeOfWhatAPinServesWithoutAnEventIsRefused, AMemoryOnlyFindNeverContradictsABlockingOne,
+    DueDeliveriesComeByDueTimeNotById, ForgetBeforeRemovesOldEventsTheirHistoryAndTheirAlerts,
     ListsATagAndSearchesNamesAndPagesThroughAwaitingPins);
 
 }  // namespace regpin::testing
