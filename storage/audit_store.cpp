@@ -9,6 +9,7 @@
 
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
+#include <spdlog/spdlog.h>
 
 #include "storage/database_impl.hpp"
 #include "storage/record_codec.hpp"
@@ -176,6 +177,7 @@ public:
         auto s = db_->db()->Get({}, db_->meta(), count_key, &kept);
         if (s.ok() && kept.size() == 8) {
             count_ = from_big_endian(kept);
+            kept_ = true;
             return {};
         }
         if (!s.ok() && !s.IsNotFound()) return database::to_error(s, "read the audit count");
@@ -189,7 +191,16 @@ public:
         count_ = n;
         if (db_->read_only()) return {};
         s = db_->db()->Put({}, db_->meta(), count_key, big_endian(n));
-        if (!s.ok()) return database::to_error(s, "write the audit count");
+        if (!s.ok()) {
+            // A full disk must not keep regpin from starting: counted again at the next one,
+            // and no merge writes the count meanwhile.
+            spdlog::warn(
+                "audit: its count could not be written ({}); counted again at the next "
+                "start",
+                s.ToString());
+            return {};
+        }
+        kept_ = true;
         return {};
     }
 
@@ -223,7 +234,7 @@ public:
             for (const auto& k : keys) batch.Put(cf, k, value);
             merged.push_back(std::move(r));
         }
-        if (added > 0) batch.Put(db_->meta(), count_key, big_endian(count_ + added));
+        if (kept_ && added > 0) batch.Put(db_->meta(), count_key, big_endian(count_ + added));
         auto s = db_->db()->Write({}, &batch);
         if (!s.ok()) return database::to_error(s, "audit merge");
         count_ += added;
@@ -260,7 +271,7 @@ public:
         auto write = [&]() -> result<void> {
             if (batch.Count() == 0) return {};
             auto left = count_ - std::min<std::size_t>(batched, count_);
-            batch.Put(db_->meta(), count_key, big_endian(left));
+            if (kept_) batch.Put(db_->meta(), count_key, big_endian(left));
             auto s = db_->db()->Write({}, &batch);
             batch.Clear();
             if (!s.ok()) return database::to_error(s, "audit retention");
@@ -298,6 +309,7 @@ private:
     // Kept in step with the records, in memory and in `meta` in the batch that moves it, by
     // writers holding write_mutex_; read without it.
     std::atomic<std::size_t> count_{0};
+    bool kept_ = false;  // `meta` holds the count (false: counted at each start)
 };
 
 }  // namespace

@@ -108,6 +108,8 @@ result<void> blob_store::read_blob(const digest& d, const blob_record& rec,
 result<void> blob_store::begin(const digest& d, std::uint32_t chunk_size) {
     expect_may_block("blob_store::begin");
     if (auto ec = db_->check_room("begin blob")) return ec;
+    // Chunks written from here on replace any of an earlier download whose discard failed.
+    db_->locations().forget(d);
     blob_record r;
     r.chunk_size = chunk_size;
     r.created_ms = now_ms();
@@ -152,12 +154,18 @@ result<void> blob_store::commit(const digest& d, std::uint64_t size, durability 
 
 result<void> blob_store::discard(const digest& d) {
     expect_may_block("blob_store::discard");
+    // Whatever fails below, no location of these chunks is kept: a download of `d` that comes
+    // later writes new chunks over them.
+    struct forget_after {
+        database& db;
+        const digest& d;
+        ~forget_after() { db.locations().forget(d); }
+    } forget{*db_, d};
     // Record first: once it is gone, no reader can reach the chunks.
     auto s = db_->db()->Delete({}, db_->blob_records(), d.str());
     if (!s.ok()) return database::to_error(s, "discard blob record");
     s = db_->db()->DeleteRange({}, db_->chunks(), chunk_key(d, 0), chunk_prefix_end(d));
     if (!s.ok()) return database::to_error(s, "discard blob chunks");
-    db_->locations().forget(d);
     return {};
 }
 

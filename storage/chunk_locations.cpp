@@ -2,14 +2,6 @@
 
 namespace regpin::storage {
 
-namespace {
-
-// A blob of more chunks than this is located chunk by chunk, never held whole: 64 GiB at
-// 1 MiB a chunk, far beyond any layer (and bounding a vector a bad index could grow).
-constexpr std::uint64_t max_index = 1 << 16;
-
-}  // namespace
-
 chunk_locations::chunk_locations(std::size_t max_chunks) : max_chunks_(max_chunks) {}
 
 std::optional<chunk_span> chunk_locations::find(const digest& d, std::uint64_t index) {
@@ -29,7 +21,8 @@ std::uint64_t chunk_locations::epoch() const {
 
 void chunk_locations::put(const digest& d, std::uint64_t index, chunk_span span,
                           std::uint64_t epoch) {
-    if (max_chunks_ == 0 || index >= max_index) return;
+    // A chunk past the bound (32 GiB into a blob) is located through RocksDB each time.
+    if (index >= max_chunks_) return;
     std::lock_guard lock(mutex_);
     if (epoch != epoch_) return;  // the blob may have been deleted since the read began
     auto it = by_digest_.find(d);
@@ -40,10 +33,12 @@ void chunk_locations::put(const digest& d, std::uint64_t index, chunk_span span,
         lru_.splice(lru_.begin(), lru_, it->second);
     }
     auto& b = *it->second;
-    if (index >= b.spans.size()) b.spans.resize(index + 1);
-    if (!b.spans[index]) {
-        ++b.held;
-        ++held_;
+    if (index >= b.spans.size()) {
+        // Every slot counts, filled or not: a range read near the end of a large blob holds
+        // the slots before it too.
+        held_ += index + 1 - b.spans.size();
+        b.spans.resize(index + 1);
+        b.held = b.spans.size();
     }
     b.spans[index] = std::move(span);
     while (held_ > max_chunks_ && lru_.size() > 1) drop_oldest();

@@ -27,7 +27,8 @@ namespace regpin::storage {
 using chunk_span = blob_store::file_span;
 
 // An LRU of blobs, each with the locations of its chunks found so far, bounded by the number
-// of chunks held (about 100 bytes each). Thread-safe.
+// of chunk slots held (a blob holds one for each chunk up to the last one located; about 100
+// bytes each when filled, 56 when not). Thread-safe.
 class chunk_locations {
 public:
     explicit chunk_locations(std::size_t max_chunks);
@@ -45,7 +46,7 @@ private:
     struct blob {
         digest d;
         std::vector<std::optional<chunk_span>> spans;  // by chunk index
-        std::size_t held = 0;
+        std::size_t held = 0;                          // slots: spans.size()
     };
     void drop_oldest();
 

@@ -129,8 +129,15 @@ void rocksdb_pin_store::load_counts() {
     for (const auto& k : awaiting_keys) batch.Put(db_->meta(), awaiting_prefix + k, "");
     rocksdb::WriteOptions wo;
     wo.sync = true;
-    if (auto s = db->Write(wo, &batch); !s.ok())
-        throw std::runtime_error("cannot write the pin counts: " + s.ToString());
+    if (auto s = db->Write(wo, &batch); !s.ok()) {
+        // A full disk must not keep regpin from starting: counted in memory this time (no
+        // change writes the counts then), and written at a later start.
+        spdlog::warn(
+            "pin store: the pin counts could not be written ({}); counted again at the "
+            "next start",
+            s.ToString());
+        return;
+    }
     indexed_ = true;
     if (n > 0)
         spdlog::info(
@@ -199,15 +206,15 @@ result<std::vector<pin_event>> rocksdb_pin_store::apply(const std::vector<pin_ch
         const auto& was = before[i];
         const auto& after = change.replacement;
         if (!was && after) ++total;
-        if (was && !after) --total;
+        if (was && !after && total > 0) --total;
         bool awaited = was && awaits_operator(*was);
         bool awaits = after && awaits_operator(*after);
         if (awaits && !awaited) {
             ++awaiting;
-            batch.Put(db_->meta(), awaiting_prefix + key, "");
+            if (indexed_) batch.Put(db_->meta(), awaiting_prefix + key, "");
         } else if (awaited && !awaits) {
-            --awaiting;
-            batch.Delete(db_->meta(), awaiting_prefix + key);
+            if (awaiting > 0) --awaiting;
+            if (indexed_) batch.Delete(db_->meta(), awaiting_prefix + key);
         }
         auto first_event = stored.size();
         for (auto e : change.events) {
@@ -223,8 +230,8 @@ result<std::vector<pin_event>> rocksdb_pin_store::apply(const std::vector<pin_ch
             queued.push_back(std::move(o));
         }
     }
-    if (total != pin_count_) batch.Put(db_->meta(), count_key, big_endian(total));
-    if (awaiting != awaiting_count_)
+    if (indexed_ && total != pin_count_) batch.Put(db_->meta(), count_key, big_endian(total));
+    if (indexed_ && awaiting != awaiting_count_)
         batch.Put(db_->meta(), awaiting_count_key, big_endian(awaiting));
     rocksdb::WriteOptions wo;
     wo.sync = true;

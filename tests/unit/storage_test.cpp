@@ -223,6 +223,14 @@ TEST(BlobStore, LocationsAreKeptUntilTheBlobIsDeleted) {
     auto fresh = blobs.locate_chunk(d, 1, c);
     ASSERT_TRUE(fresh && *fresh);
     EXPECT_NE((*fresh)->path, (*first)->path);
+
+    // A download that begins anew forgets too (an earlier discard may have failed midway).
+    ASSERT_TRUE(
+        db->db()->DeleteRange({}, db->chunks(), chunk_key(d, 0), chunk_prefix_end(d)).ok());
+    write();
+    auto rewritten = blobs.locate_chunk(d, 1, c);
+    ASSERT_TRUE(rewritten && *rewritten);
+    EXPECT_NE((*rewritten)->path, (*fresh)->path);
 }
 
 TEST(ChunkLocations, HoldsAtMostItsBoundAndDropsTheBlobUsedLeast) {
