@@ -24,6 +24,18 @@ bool lists(const manifest_identity& index, std::string_view digest) {
 
 }  // namespace
 
+class_pick pick_for_class(const std::vector<storage::pin>& tag_pins, std::uint8_t cls) {
+    class_pick out;
+    for (const auto& p : tag_pins)
+        if (p.key.accept_class == cls) {
+            out.answer = p;
+            return out;
+        }
+    out.others = answer_for_class(tag_pins, cls);
+    if (out.others->serve && !out.others->prefer_upstream_index) out.answer = out.others->serve;
+    return out;
+}
+
 class_answer answer_for_class(const std::vector<storage::pin>& tag_pins, std::uint8_t cls) {
     class_answer out;
     const storage::pin* best = nullptr;

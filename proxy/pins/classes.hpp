@@ -31,6 +31,15 @@ struct class_answer {
 // single manifest, then the earliest first sight.
 class_answer answer_for_class(const std::vector<storage::pin>& tag_pins, std::uint8_t cls);
 
+// What answers a client of accept class `cls` from `tag_pins` (every class of one tag): its
+// class's own pin; else another class's that it accepts (answer_for_class), unless an index of
+// the same image is to be preferred, which only a first sight can decide.
+struct class_pick {
+    std::optional<storage::pin> answer;  // nullopt: a first sight decides
+    std::optional<class_answer> others;  // set when the tag has no pin of `cls`
+};
+class_pick pick_for_class(const std::vector<storage::pin>& tag_pins, std::uint8_t cls);
+
 // What a stored manifest is, for same_image: its digest and what it refers to.
 struct manifest_identity {
     std::string_view digest;

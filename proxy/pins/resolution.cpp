@@ -10,9 +10,9 @@ namespace regpin::proxy::pins {
 using nlohmann::json;
 
 std::optional<storage::pin> pin_for_nodes(const std::vector<storage::pin>& tag_pins) {
-    for (const auto& p : tag_pins)
-        if (p.key.accept_class == oci::accepts_all) return p;
-    return answer_for_class(tag_pins, oci::accepts_all).serve;
+    auto pick = pick_for_class(tag_pins, oci::accepts_all);
+    if (pick.answer || !pick.others) return pick.answer;
+    return pick.others->serve;  // offline: no first sight can prefer an index
 }
 
 resolved_or_error resolve_pin(const storage::pin& p, const storage::manifest* m,

@@ -15,8 +15,9 @@
 namespace regpin::proxy::pins {
 
 // The pin that answers containerd, CRI-O and Docker (which accept all four manifest types) for
-// one tag, from every pin of that tag (pin_store::list_tag): its own class's pin, else the
-// one answer_for_class picks. nullopt when none answers.
+// one tag, from every pin of that tag (pin_store::list_tag): pick_for_class's answer, else the
+// pin of another class it would serve (where no first sight can be made: regpin resolve
+// --data). nullopt when none answers.
 std::optional<storage::pin> pin_for_nodes(const std::vector<storage::pin>& tag_pins);
 
 struct platform_digest {

@@ -228,8 +228,9 @@ asio::awaitable<reply> service::manifest(const target& t, bool head, std::string
             // One tag, one truth: a pin of another class that this client accepts answers it.
             auto tag_pins = co_await pins_.list_tag(registry, repository, ref);
             if (!tag_pins) co_return storage_failure("reading a tag's pins", tag_pins.error());
-            others = pins::answer_for_class(*tag_pins, cls);
-            if (others->serve && !others->prefer_upstream_index) answer = others->serve;
+            auto pick = pins::pick_for_class(*tag_pins, cls);
+            answer = std::move(pick.answer);
+            others = std::move(pick.others);
         }
         // A pin answers whatever the upstream says now (and if its bytes are gone, they are
         // fetched again by digest, never by tag).
@@ -351,16 +352,10 @@ asio::awaitable<oci::result<service::resolved>> service::resolve(std::string reg
     const std::string accept = oci::accept_for_class(oci::accepts_all);
     auto tag_pins = co_await pins_.list_tag(t.where.registry, repo, tag);
     if (!tag_pins) co_return cache::storage_error("reading a tag's pins", tag_pins.error());
-    // manifest()'s rule for containerd's class: its own pin, else another class's that it
-    // accepts, unless an index of the same image is to be preferred (a first sight decides).
-    std::optional<storage::pin> answer;
-    std::optional<pins::class_answer> others;
-    for (const auto& p : *tag_pins)
-        if (p.key.accept_class == oci::accepts_all) answer = p;
-    if (!answer && !tag_pins->empty()) {
-        others = pins::answer_for_class(*tag_pins, oci::accepts_all);
-        if (others->serve && !others->prefer_upstream_index) answer = others->serve;
-    }
+    // manifest()'s rule, for containerd's class.
+    auto pick = pins::pick_for_class(*tag_pins, oci::accepts_all);
+    auto& answer = pick.answer;
+    const auto& others = pick.others;
     std::optional<storage::manifest> fetched;
     if (!answer && !may_pin)
         co_return oci::error{error_code::manifest_unknown,

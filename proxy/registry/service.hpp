@@ -63,15 +63,15 @@ private:
     };
 
     boost::asio::awaitable<http::reply> manifest(const target& t, bool head, std::string accept);
-    // Fetches a never-pinned tag and pins it; run once per (upstream, repository, tag, accept
-    // class) for every request that asks meanwhile (first_sights_). `others`: the tag's pins of
-    // other classes (pins/classes.hpp).
     // settle_first_sight in the single flight of its (upstream, repository, tag, Accept): a pull
     // and a resolve asking at once share one upstream fetch and one pin.
     boost::asio::awaitable<oci::result<first_sight>> first_sight_flight(
         const target& t, std::string accept, std::optional<pins::class_answer> others, bool head,
         std::string actor);
-    // `actor`: who the history names for the pin ("first-pull" for a pull).
+    // Fetches a never-pinned tag and pins it; run once per (upstream, repository, tag, accept
+    // class) for every request that asks meanwhile (first_sights_). `others`: the tag's pins of
+    // other classes (pins/classes.hpp). `actor`: who the history names for the pin
+    // ("first-pull" for a pull).
     boost::asio::awaitable<oci::result<first_sight>> settle_first_sight(
         target t, std::string accept, std::optional<pins::class_answer> others, bool head,
         std::string actor);

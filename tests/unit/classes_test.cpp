@@ -94,3 +94,31 @@ TEST(OneTagOneTruth, SameImageWhenOneListsTheOtherOrTheyShareAChild) {
     EXPECT_FALSE(same_image({a, index_of({'b', 'c'})}, {d, index_of({'e'})}));
     EXPECT_FALSE(same_image({a, index_of({'b'})}, {e, std::nullopt}));
 }
+
+// pick_for_class: what the registry API's manifest() and the resolve API both answer from.
+TEST(OneTagOneTruth, AClassOwnPinAnswersElseAnAcceptedOneUnlessAnIndexIsPreferred) {
+    auto own = pin_of(oci::accepts_all, oci::oci_manifest, 'a', 20);
+    auto single = pin_of(docker_only, oci::docker_manifest, 'b', 10);
+    auto pick = pick_for_class({single, own}, oci::accepts_all);
+    ASSERT_TRUE(pick.answer);
+    EXPECT_EQ(pick.answer->manifest_digest.str(), digest_text('a')) << "its own class first";
+    EXPECT_FALSE(pick.others);
+
+    // Only a single manifest of another class, and the client accepts indexes: a first sight
+    // decides (the upstream may have an index of the same image).
+    pick = pick_for_class({single}, oci::accepts_all);
+    EXPECT_FALSE(pick.answer);
+    ASSERT_TRUE(pick.others);
+    EXPECT_TRUE(pick.others->prefer_upstream_index);
+    EXPECT_EQ(pick.others->serve->manifest_digest.str(), digest_text('b'));
+
+    // A client that takes no index is served it.
+    pick = pick_for_class({single}, docker_only | oci::accepts_oci_manifest);
+    ASSERT_TRUE(pick.answer);
+    EXPECT_EQ(pick.answer->manifest_digest.str(), digest_text('b'));
+
+    pick = pick_for_class({}, oci::accepts_all);
+    EXPECT_FALSE(pick.answer);
+    ASSERT_TRUE(pick.others);
+    EXPECT_FALSE(pick.others->first);
+}
