@@ -27,18 +27,15 @@ void chunk_locations::put(const digest& d, std::uint64_t index, chunk_span span,
     if (epoch != epoch_) return;  // the blob may have been deleted since the read began
     auto it = by_digest_.find(d);
     if (it == by_digest_.end()) {
-        lru_.push_front(blob{d, {}, 0});
+        lru_.push_front(blob{d, {}});
         it = by_digest_.emplace(d, lru_.begin()).first;
     } else {
         lru_.splice(lru_.begin(), lru_, it->second);
     }
     auto& b = *it->second;
     if (index >= b.spans.size()) {
-        // Every slot counts, filled or not: a range read near the end of a large blob holds
-        // the slots before it too.
         held_ += index + 1 - b.spans.size();
         b.spans.resize(index + 1);
-        b.held = b.spans.size();
     }
     b.spans[index] = std::move(span);
     while (held_ > max_chunks_ && lru_.size() > 1) drop_oldest();
@@ -49,7 +46,7 @@ void chunk_locations::forget(const digest& d) {
     ++epoch_;
     auto it = by_digest_.find(d);
     if (it == by_digest_.end()) return;
-    held_ -= it->second->held;
+    held_ -= it->second->spans.size();
     lru_.erase(it->second);
     by_digest_.erase(it);
 }
@@ -61,7 +58,7 @@ std::size_t chunk_locations::chunks() const {
 
 void chunk_locations::drop_oldest() {
     auto& b = lru_.back();
-    held_ -= b.held;
+    held_ -= b.spans.size();
     by_digest_.erase(b.d);
     lru_.pop_back();
 }

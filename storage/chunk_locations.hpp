@@ -45,8 +45,9 @@ public:
 private:
     struct blob {
         digest d;
-        std::vector<std::optional<chunk_span>> spans;  // by chunk index
-        std::size_t held = 0;                          // slots: spans.size()
+        // By chunk index; every slot counts toward the bound, filled or not (a range read near
+        // the end of a large blob holds the slots before it too).
+        std::vector<std::optional<chunk_span>> spans;
     };
     void drop_oldest();
 
@@ -54,7 +55,7 @@ private:
     mutable std::mutex mutex_;
     std::list<blob> lru_;  // most recently used first
     std::unordered_map<digest, std::list<blob>::iterator> by_digest_;
-    std::size_t held_ = 0;
+    std::size_t held_ = 0;  // the spans' slots over all blobs
     std::uint64_t epoch_ = 0;
 };
 
