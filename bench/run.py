@@ -943,22 +943,29 @@ def report(results: dict, args: argparse.Namespace) -> str:
             herd = statistics.median(r["herd_seconds"] for r in runs)
             herd_warm = statistics.median(r["herd_warm_seconds"] for r in runs)
             up = max(r["upstream_bytes_herd"] for r in runs) / runs[0]["blob_bytes"]
-            w["c"][f"{system}_summary"] = {"single": single, "herd": herd, "herd_warm": herd_warm, "upstream_x": up}
+            # Each round's cold herd over the warm herd that follows it on the same blob: paired,
+            # so drift between rounds cancels out.
+            over_warm = statistics.median(r["herd_seconds"] / r["herd_warm_seconds"] for r in runs)
+            w["c"][f"{system}_summary"] = {"single": single, "herd": herd, "herd_warm": herd_warm, "upstream_x": up,
+                                          "cold_over_warm": over_warm}
         rs, ps = w["c"].get("regpin_summary"), w["c"].get("peer_summary")
         if rs and ps:
             mib = w["c"]["regpin"][0]["blob_bytes"] // MiB
-            ok = rs["upstream_x"] == 1 and rs["herd"] <= 1.5 * rs["single"]
+            # Issue 18: the warm herd measures delivering 16 copies alone, so the cold herd over
+            # it is what the first download adds. (The bar before, herd <= 1.5x one cold client,
+            # was bounded by the 2 cores the 16 clients share: nginx alone took 1.7-2.0x.)
+            ok = rs["upstream_x"] == 1 and rs["cold_over_warm"] <= 1.3
             rows.append((f"c. cold herd, 16 clients, one {mib} MiB blob",
-                         f"upstream {rs['upstream_x']:.0f}x blob; {rs['herd']:.2f} s (1 client {rs['single']:.2f} s)",
-                         f"upstream {ps['upstream_x']:.0f}x blob; {ps['herd']:.2f} s (1 client {ps['single']:.2f} s)", "",
-                         f"herd/single {rs['herd'] / rs['single']:.2f} (peer {ps['herd'] / ps['single']:.2f})",
-                         "upstream 1x, herd <= 1.5x single", verdict(ok)))
+                         f"upstream {rs['upstream_x']:.0f}x blob; {rs['herd']:.2f} s; cold herd / warm herd {rs['cold_over_warm']:.2f}",
+                         f"upstream {ps['upstream_x']:.0f}x blob; {ps['herd']:.2f} s; cold herd / warm herd {ps['cold_over_warm']:.2f}", "",
+                         f"{ratio(ps['herd'], rs['herd']):.2f}x faster than peer",
+                         "upstream 1x, cold herd <= 1.3x warm herd", verdict(ok)))
             nginx = statistics.median(r["herd_warm_seconds"] for r in w["c"].get("nginx", [{"herd_warm_seconds": 0}]))
-            rows.append(("c'. the same 16 clients again, warm (delivering 16 copies alone)",
-                         f"{rs['herd_warm']:.2f} s; cold herd / warm herd {rs['herd'] / rs['herd_warm']:.2f}",
-                         f"{ps['herd_warm']:.2f} s; cold herd / warm herd {ps['herd'] / ps['herd_warm']:.2f}",
+            rows.append(("c'. the same 16 clients again, warm (delivering 16 copies alone); one cold client",
+                         f"{rs['herd_warm']:.2f} s; 1 cold client {rs['single']:.2f} s (herd/single {rs['herd'] / rs['single']:.2f})",
+                         f"{ps['herd_warm']:.2f} s; 1 cold client {ps['single']:.2f} s (herd/single {ps['herd'] / ps['single']:.2f})",
                          f"{nginx:.2f} s ({nginx / rs['single']:.2f}x regpin's one cold client)",
-                         f"{ratio(ps['herd'], rs['herd']):.2f}x faster than peer", "(reported)", ""))
+                         "", "(reported)", ""))
     # d: peak RSS per workload
     peaks: dict[str, dict[str, float]] = {}
     for name, cells in w.items():
