@@ -14,7 +14,8 @@ raw measurement as JSON next to it.
 
 Workloads (see bench/README.md): a warm 1 GiB blob GET, b manifest by tag HEAD/GET,
 c cold herd, d peak RSS incl. a 4 GiB blob, e containerd pull, f 100,000 pins, g pins on etcd,
-h rollout (64 clients' first requests for one manifest at once, upstream requests counted).
+h rollout (64 clients' first requests for one manifest at once, upstream requests counted), i warm GETs while
+eviction runs.
 Load comes from build/bench/regpin_loadgen (keep-alive GET and HEAD; wrk cannot send HEAD),
 the same binary against every server.
 """
@@ -472,6 +473,79 @@ class Bench:
                 raise RuntimeError(f"herd through nginx: {warm}")
             self.results["workloads"]["c"].setdefault("nginx", []).append(
                 {"herd_warm_seconds": warm["seconds"], "peak_rss_mib": warm["peak_rss_mib"]})
+
+    # -- i: warm GETs while eviction runs ---------------------------------------------------
+
+    def eviction_workload(self) -> None:
+        """Warm 1 GiB GETs (1 client) on a regpin whose cache is capped (cache.max_bytes), alone
+        and while a second client pulls never-seen blobs through it, so that every pass of the
+        evictor removes blobs during the GETs; and the same pulls on a regpin without a cap (no
+        eviction), which separates what the evictions cost from what the downloads cost."""
+        churn_size, churn_per_run = 64 * MiB, 8
+        cap = GiB + 512 * MiB  # the hot GiB, and about 6 churn blobs beside it
+        log("i: pushing a 1 GiB blob and the churn blobs")
+        hot = self.blob("i-hot", GiB)
+        rounds = self.args.rounds
+        churn = {s: [[self.blob(f"i-{s}-{r}-{k}", churn_size) for k in range(churn_per_run)] for r in range(rounds)]
+                 for s in ("capped", "uncapped")}
+        up = h.Upstream(self.upstream.host, self.upstream.url, read_timeout_ms=60000)
+        servers = {
+            "capped": h.Regpin([up], log_level="info",
+                               settings={"cache": {"max_bytes": cap, "min_free_percent": 0}}).start(),
+            "uncapped": h.Regpin([up], log_level="info").start(),
+        }
+        try:
+            hot_path = f"/v2/bench/blobs/blobs/{hot}"
+            for rp in servers.values():
+                loadgen(rp.host, [f"GET {hot_path}"], connections=1, duration=3600, max_requests=1)
+            os.sync()
+
+            def warm(system: str) -> dict:
+                return loadgen(servers[system].host, [f"GET {hot_path}"], connections=1, duration=3600,
+                               max_requests=5)
+
+            def evictions(system: str) -> float:
+                m = re.search(r"^regpin_cache_evictions_total(?:\{[^}]*\})? (\S+)$", servers[system].metrics_text(), re.M)
+                return float(m.group(1)) if m else 0.0
+
+            out: dict[str, list[dict]] = {"alone": [], "capped": [], "uncapped": []}
+            for rnd in range(rounds):
+                log(f"i: round {rnd + 1}: warm GETs alone, then beside cold pulls, capped and not")
+                out["alone"].append(warm("capped"))
+                for system in ("capped", "uncapped") if rnd % 2 == 0 else ("uncapped", "capped"):
+                    done = threading.Event()
+                    pulled: list[int] = []
+
+                    def pull_churn(sys_name: str = system) -> None:
+                        for d in churn[sys_name][rnd]:  # bounded: churn_per_run blobs at most
+                            if done.is_set():
+                                break
+                            r = loadgen(servers[sys_name].host, [f"GET /v2/bench/blobs/blobs/{d}"], connections=1,
+                                        duration=600, max_requests=1)
+                            pulled.append(r["bytes"])
+
+                    before = evictions(system)
+                    t = threading.Thread(target=pull_churn)
+                    t.start()
+                    try:
+                        cell = warm(system)
+                    finally:
+                        done.set()
+                        t.join()
+                    cell["evictions"] = evictions(system) - before
+                    cell["churn_pulled_bytes"] = sum(pulled)
+                    out[system].append(cell)
+            hot_up = upstream_blob_bytes(self.upstream, hot)
+        finally:
+            for rp in servers.values():
+                rp.close()
+        if hot_up != 2 * GiB:  # one cold fetch per regpin: the hot blob was never evicted
+            raise RuntimeError(f"i: the upstream sent the hot blob {hot_up} bytes, not 2 GiB: it was evicted")
+        if not any(c["evictions"] for c in out["capped"]):
+            raise RuntimeError("i: no eviction ran beside the warm GETs")
+        self.results["workloads"]["i"] = {
+            k: sorted(v, key=lambda r: r["bytes_per_second"]) for k, v in out.items()} | {
+            "cap_bytes": cap, "churn_blob_bytes": churn_size}
 
     # -- e: containerd pull ------------------------------------------------------------------
 
@@ -1047,6 +1121,18 @@ def report(results: dict, args: argparse.Namespace) -> str:
                          f"3 replicas {three['upstream_manifest_requests']} vs 1 replica "
                          f"{one['upstream_manifest_requests']} upstream manifest requests", "", "",
                          f"{rr:.2f}x", "about 1x, not 3x", verdict(rr <= 1.5)))
+    if "i" in w:
+        i = w["i"]
+
+        def med(cells: list[dict], key: str) -> float:
+            return statistics.median(c[key] for c in cells)
+
+        alone, capped, uncapped = (med(i[k], "bytes_per_second") for k in ("alone", "capped", "uncapped"))
+        rows.append((f"i. warm 1 GiB blob GET, 1 client, while another pulls new {i['churn_blob_bytes'] // MiB} MiB "
+                     f"blobs through a cache capped at {i['cap_bytes'] / GiB:.1f} GiB (eviction running)",
+                     f"{fmt_rate(capped)} ({med(i['capped'], 'evictions'):.0f} evictions per run); "
+                     f"same pulls, no cap {fmt_rate(uncapped)}; alone {fmt_rate(alone)}", "", "",
+                     f"{ratio(capped, uncapped):.2f}x no cap, {ratio(capped, alone):.2f}x alone", "(reported)", ""))
     if "h" in w:
         summary = w["h"].get("summary") or rollout_summary(w["h"])
         cells = [summary[c] for c in ROLLOUT_CASES if "regpin" in summary.get(c, {}) and "peer" in summary[c]]
@@ -1097,7 +1183,7 @@ def before_table(w: dict, args: argparse.Namespace) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="a,b,c,d,e,f,g,h", help="workloads to run (d adds the big blob; RSS is read in all)")
+    ap.add_argument("--only", default="a,b,c,d,e,f,g,h,i", help="workloads to run (d adds the big blob; RSS is read in all)")
     ap.add_argument("--rounds", type=int, default=3, help="runs per cell (the median is reported)")
     ap.add_argument("--seconds", type=float, default=5.0, help="duration of each timed request-rate run")
     ap.add_argument("--herd-mib", type=int, default=256)
@@ -1142,6 +1228,8 @@ def main() -> int:
             bench.etcd_workload()
         if "h" in only:
             bench.rollout_workload()
+        if "i" in only:
+            bench.eviction_workload()
         if args.profile:
             bench.profile()
     finally:
