@@ -8,7 +8,7 @@ of the same upstream. Runs the same workloads against each and writes a Markdown
 absolute numbers, ratios and the bar for each to --out (default bench/RESULTS.md), and every
 raw measurement as JSON next to it.
 
-    python3 bench/run.py                      # everything (about 15 minutes, ~20 GiB of disk)
+    python3 bench/run.py                      # everything (about 20 minutes, ~20 GiB of disk)
     python3 bench/run.py --only a,b --rounds 1
     python3 bench/run.py --profile            # also perf profiles of workloads a and b
 
