@@ -611,11 +611,14 @@ void app::start(std::shared_ptr<storage::database> db) {
 
 void app::drain() {
     auto& p = *parts_;
+    // The listener closes before /readyz says "draining": whoever sees the 503 (a probe, a
+    // test) may rely on new connections being refused. The other order left a window in which
+    // a connection made after the 503 was still accepted.
+    if (p.registry_listener) p.registry_listener->drain();
     if (p.admin) p.admin->set_draining();
     if (p.scheduler) p.scheduler->stop();
     if (p.closure) p.closure->stop();
     if (p.history) p.history->stop();
-    if (p.registry_listener) p.registry_listener->drain();
 }
 
 std::size_t app::in_flight() const {
