@@ -158,39 +158,6 @@ def _alert_or_empty(d: Delivery) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------
-# Prometheus text exposition
-# ------------------------------------------------------------------------------------------------
-
-SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\d+)?$")
-LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
-def metric_value(text: str, name: str, **labels: str) -> float:
-    """The sum of the samples of `name` whose labels include `labels` (0 if there is none)."""
-    total = 0.0
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = SAMPLE_RE.match(line)
-        if not m or m.group(1) != name:
-            continue
-        have = dict(LABEL_RE.findall(m.group(2) or ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            total += float(m.group(3))
-    return total
-
-
-def metric_types(text: str) -> dict[str, str]:
-    """{family: type} from the `# TYPE` lines."""
-    out = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 4 and parts[:2] == ["#", "TYPE"]:
-            out[parts[2]] = parts[3]
-    return out
-
-
-# ------------------------------------------------------------------------------------------------
 # Base class
 # ------------------------------------------------------------------------------------------------
 
@@ -339,8 +306,8 @@ class PinLifecycleTestCase(h.LogsOnFailure):
         return self.regpin.metrics_text()
 
     def wait_queue_empty(self, timeout: float = 20) -> None:
-        h.wait_until(lambda: metric_value(self.metrics(), "regpin_webhook_queue") == 0 and
-                     "regpin_webhook_queue" in metric_types(self.metrics()),
+        h.wait_until(lambda: h.metric_value(self.metrics(), "regpin_webhook_queue") == 0 and
+                     "regpin_webhook_queue" in h.metric_types(self.metrics()),
                      timeout=timeout, interval=0.1, message="regpin_webhook_queue == 0")
 
     # -- assertions ------------------------------------------------------------------------------
@@ -451,9 +418,9 @@ class RepointPolicyTest(PinLifecycleTestCase):
     def counters(self, policy: str) -> tuple[float, float, float]:
         text = self.metrics()
         host = self.upstream.host
-        return (metric_value(text, "regpin_repoints_total", registry=host, policy=policy),
-                metric_value(text, "regpin_pins_pending"),
-                metric_value(text, "regpin_pin_checks_total", registry=host, outcome="repointed"))
+        return (h.metric_value(text, "regpin_repoints_total", registry=host, policy=policy),
+                h.metric_value(text, "regpin_pins_pending"),
+                h.metric_value(text, "regpin_pin_checks_total", registry=host, outcome="repointed"))
 
     # -- 1. each policy ---------------------------------------------------------------------------
 
@@ -1022,7 +989,7 @@ class PinContentTest(PinLifecycleTestCase):
                          ({"cached": 3, "total": 3}, {"cached": 2, "total": 2}, {"cached": 2, "total": 2}, []))
         self.delete_platform(repo, image, "linux/arm64")
         self.assertEqual(self.pull_platform(repo, "linux/arm64"), image.digest, self.last_pull.stderr)
-        self.assertGreaterEqual(metric_value(self.metrics(), "regpin_pin_content_walks_total", result="complete"), 1)
+        self.assertGreaterEqual(h.metric_value(self.metrics(), "regpin_pin_content_walks_total", result="complete"), 1)
 
     def test_with_pin_content_manifests_the_manifest_is_served_and_the_missing_layers_are_reported(self):
         self.start_regpin("manifests")
@@ -1063,7 +1030,7 @@ class PinContentTest(PinLifecycleTestCase):
                          [("layer", layer, "linux/arm64")])
         self.assertIn("upstream", content["missing"][0]["reason"])
         self.assertIn("not found", content["missing"][0]["reason"])
-        h.wait_until(lambda: metric_value(self.metrics(), "regpin_pin_content_walks_total", result="incomplete") >= 1,
+        h.wait_until(lambda: h.metric_value(self.metrics(), "regpin_pin_content_walks_total", result="incomplete") >= 1,
                      timeout=10, interval=0.1, message="an incomplete walk counted")
 
     def test_with_pin_content_none_nothing_is_fetched_beyond_the_pull(self):
@@ -1074,7 +1041,7 @@ class PinContentTest(PinLifecycleTestCase):
         self.assertEqual(content["state"], "complete")
         self.assertEqual(content["manifests"], {"cached": 2, "total": 3})
         self.assertEqual({m["platform"] for m in content["missing"]}, {"linux/arm64"})
-        self.assertEqual(metric_value(self.metrics(), "regpin_pin_content_walks_total", result="complete"), 0)
+        self.assertEqual(h.metric_value(self.metrics(), "regpin_pin_content_walks_total", result="complete"), 0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1422,7 +1389,7 @@ class BackgroundCheckTest(PinLifecycleTestCase):
         h.push(self.layout, f"{repo}:v1", self.upstream, source_tag=second.tag)
         self.assertEqual(self.upstream.manifest_digest(repo, "v1"), second.digest)
         after = self.last_event_id()
-        self.assertEqual(metric_value(self.metrics(), "regpin_pin_checks_total"), 0, "no check before the request")
+        self.assertEqual(h.metric_value(self.metrics(), "regpin_pin_checks_total"), 0, "no check before the request")
 
         self.assertEqual(self.served_digest(repo), first.digest, "the request that starts the check")
 
@@ -1435,7 +1402,7 @@ class BackgroundCheckTest(PinLifecycleTestCase):
         pin = self.the_pin(repo)
         self.assertEqual((pin["state"], pin["digest"], pin["pending_digest"]), ("pending", first.digest, second.digest))
         self.assertEqual(self.served_digest(repo), first.digest, "policy pin keeps serving the pin")
-        self.assertEqual(metric_value(self.metrics(), "regpin_repoints_total", registry=self.upstream.host,
+        self.assertEqual(h.metric_value(self.metrics(), "regpin_repoints_total", registry=self.upstream.host,
                                       policy="pin"), 1)
 
 
@@ -1463,7 +1430,7 @@ class BackgroundCheckTest(PinLifecycleTestCase):
             self.assertLess(time.monotonic() - started, 2.0, "a pinned answer waited for the upstream")
 
         host = self.upstream.host
-        h.wait_until(lambda: metric_value(self.metrics(), "regpin_pin_checks_total", registry=host, outcome="error") >= 1,
+        h.wait_until(lambda: h.metric_value(self.metrics(), "regpin_pin_checks_total", registry=host, outcome="error") >= 1,
                      timeout=15, interval=0.05, message="the background check to time out")
         # A forced check times out as well; by then any other background check started by the
         # five requests would have timed out too: there was one, the pin key's only one.
@@ -1471,8 +1438,8 @@ class BackgroundCheckTest(PinLifecycleTestCase):
         self.assertEqual(result["outcome"], "error", result)
         self.assertTrue(result["error"], result)
         text = self.metrics()
-        self.assertEqual(metric_value(text, "regpin_pin_checks_total", registry=host, outcome="error"), 2)
-        self.assertGreaterEqual(metric_value(text, "regpin_upstream_errors_total", registry=host), 2)
+        self.assertEqual(h.metric_value(text, "regpin_pin_checks_total", registry=host, outcome="error"), 2)
+        self.assertGreaterEqual(h.metric_value(text, "regpin_upstream_errors_total", registry=host), 2)
         pin = self.the_pin(repo)
         self.assertEqual((pin["state"], pin["digest"], pin["pending_digest"]), ("pinned", first.digest, None))
 
@@ -1579,7 +1546,7 @@ class AlertDurabilityTest(PinLifecycleTestCase):
         return result["events"][0]
 
     def deliveries_metric(self, result: str) -> float:
-        return metric_value(self.metrics(), "regpin_webhook_deliveries_total", result=result)
+        return h.metric_value(self.metrics(), "regpin_webhook_deliveries_total", result=result)
 
     def test_an_alert_queued_while_the_receiver_is_down_survives_a_restart_and_arrives_exactly_once(self):
         secret_file = f"{self.layout.path}/webhook-secret"
@@ -1589,12 +1556,12 @@ class AlertDurabilityTest(PinLifecycleTestCase):
         event = self.repoint("durable/app")
         h.wait_until(lambda: self.deliveries_metric("failed") >= 1, timeout=15, interval=0.05,
                      message="a failed delivery attempt (nothing listens on the webhook port)")
-        self.assertEqual(metric_value(self.metrics(), "regpin_webhook_queue"), 1)
+        self.assertEqual(h.metric_value(self.metrics(), "regpin_webhook_queue"), 1)
 
         self.regpin.stop()
         self.regpin.start()
 
-        self.assertEqual(metric_value(self.metrics(), "regpin_webhook_queue"), 1, "the outbox after the restart")
+        self.assertEqual(h.metric_value(self.metrics(), "regpin_webhook_queue"), 1, "the outbox after the restart")
         self.assertEqual([e["id"] for e in self.events() if e["type"] == "repointed"], [event["id"]])
         self.assertEqual(self.receiver.deliveries(), [])
         self.receiver.start()
@@ -1685,7 +1652,7 @@ class MetricsExpositionTest(PinLifecycleTestCase):
         self.assertEqual(result.returncode, 0, f"promtool check metrics:\n{result.stdout}{result.stderr}\n"
                                                f"--- exposition ---\n{text}")
         self.assertEqual(result.stdout + result.stderr, "", "promtool found problems")
-        types = metric_types(text)
+        types = h.metric_types(text)
         expected = {
             "regpin_requests_total": "counter", "regpin_cache_requests_total": "counter",
             "regpin_served_bytes_total": "counter", "regpin_request_duration_seconds": "histogram",
@@ -1696,17 +1663,17 @@ class MetricsExpositionTest(PinLifecycleTestCase):
         }
         self.assertEqual({k: types.get(k) for k in expected}, expected, text)
         host = self.upstream.host
-        self.assertGreaterEqual(metric_value(text, "regpin_requests_total", route="manifest", status="200"), 1)
-        self.assertGreaterEqual(metric_value(text, "regpin_requests_total", route="manifest", status="404"), 1)
-        self.assertGreaterEqual(metric_value(text, "regpin_cache_requests_total", route="manifest", result="miss"), 1)
-        self.assertGreaterEqual(metric_value(text, "regpin_served_bytes_total", route="blob"), len(first.blobs[first.layer_digests[0]]))
-        self.assertEqual(metric_value(text, "regpin_repoints_total", registry=host, policy="pin"), 1)
-        self.assertEqual(metric_value(text, "regpin_pin_checks_total", registry=host, outcome="repointed"), 1)
-        self.assertEqual((metric_value(text, "regpin_pins"), metric_value(text, "regpin_pins_pending")), (1, 1))
-        self.assertEqual(metric_value(text, "regpin_webhook_deliveries_total", result="ok"), 1)
-        self.assertGreaterEqual(metric_value(text, "regpin_upstream_requests_total", registry=host, status="200"), 2)
-        self.assertEqual(metric_value(text, "regpin_request_duration_seconds_count", route="manifest"),
-                         metric_value(text, "regpin_requests_total", route="manifest"))
+        self.assertGreaterEqual(h.metric_value(text, "regpin_requests_total", route="manifest", status="200"), 1)
+        self.assertGreaterEqual(h.metric_value(text, "regpin_requests_total", route="manifest", status="404"), 1)
+        self.assertGreaterEqual(h.metric_value(text, "regpin_cache_requests_total", route="manifest", result="miss"), 1)
+        self.assertGreaterEqual(h.metric_value(text, "regpin_served_bytes_total", route="blob"), len(first.blobs[first.layer_digests[0]]))
+        self.assertEqual(h.metric_value(text, "regpin_repoints_total", registry=host, policy="pin"), 1)
+        self.assertEqual(h.metric_value(text, "regpin_pin_checks_total", registry=host, outcome="repointed"), 1)
+        self.assertEqual((h.metric_value(text, "regpin_pins"), h.metric_value(text, "regpin_pins_pending")), (1, 1))
+        self.assertEqual(h.metric_value(text, "regpin_webhook_deliveries_total", result="ok"), 1)
+        self.assertGreaterEqual(h.metric_value(text, "regpin_upstream_requests_total", registry=host, status="200"), 2)
+        self.assertEqual(h.metric_value(text, "regpin_request_duration_seconds_count", route="manifest"),
+                         h.metric_value(text, "regpin_requests_total", route="manifest"))
 
 
 if __name__ == "__main__":

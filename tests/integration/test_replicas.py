@@ -23,7 +23,7 @@ import urllib.parse
 from typing import Optional
 
 import harness as h
-from test_pin_lifecycle import WebhookReceiver, metric_value
+from test_pin_lifecycle import WebhookReceiver
 
 PREFIX = "/regpin-it/"
 TOKEN = "replicas-admin-token-0123456789"
@@ -245,10 +245,10 @@ class ReplicasTest(h.LogsOnFailure):
         event_id = repoints[0]["id"]
         h.wait_until(lambda: self.receiver.accepted(event_id), timeout=20, message="the alert delivered")
         for r in self.replicas:
-            h.wait_until(lambda r=r: metric_value(r.metrics_text(), "regpin_webhook_queue") == 0, timeout=20,
+            h.wait_until(lambda r=r: h.metric_value(r.metrics_text(), "regpin_webhook_queue") == 0, timeout=20,
                          message="the outbox is empty on every replica")
         self.assertEqual(len(self.receiver.deliveries(event_id)), 1, "exactly one delivery for the cluster")
-        leaders = [metric_value(r.metrics_text(), "regpin_pin_store_webhook_leader") for r in self.replicas]
+        leaders = [h.metric_value(r.metrics_text(), "regpin_pin_store_webhook_leader") for r in self.replicas]
         self.assertEqual(sorted(leaders), [0, 0, 1], "one replica sends webhooks")
 
         for i in range(3):
@@ -322,7 +322,7 @@ class ReplicasTest(h.LogsOnFailure):
             for r in self.replicas:
                 h.wait_until(lambda r=r: r.admin_request("GET", "/readyz", token=None).json().get("status")
                              == "degraded", timeout=20, message="/readyz says degraded")
-                self.assertEqual(metric_value(r.metrics_text(), "regpin_pin_store_degraded"), 1)
+                self.assertEqual(h.metric_value(r.metrics_text(), "regpin_pin_store_degraded"), 1)
             for i in range(3):
                 self.assertEqual(self.served(i, repo), a, "a pinned tag is served from memory")
             resp = self.get(1, "outage-new")
@@ -390,17 +390,17 @@ class ReplicasTest(h.LogsOnFailure):
         repo = "split"
         self.push("a", repo)
         self.served(0, repo)
-        before = [metric_value(r.metrics_text(), "regpin_pin_checks_total") for r in self.replicas]
+        before = [h.metric_value(r.metrics_text(), "regpin_pin_checks_total") for r in self.replicas]
 
         def deltas() -> list[float]:
-            return [metric_value(r.metrics_text(), "regpin_pin_checks_total") - b
+            return [h.metric_value(r.metrics_text(), "regpin_pin_checks_total") - b
                     for r, b in zip(self.replicas, before)]
 
         # Due every second on every replica's sweep; only its owner checks it.
         h.wait_until(lambda: sum(deltas()) >= 3, timeout=30, interval=0.1, message="three checks of the pin")
         checked_by = [i for i, d in enumerate(deltas()) if d > 0]
         self.assertEqual(len(checked_by), 1, f"checks per replica: {deltas()}")
-        replicas = [metric_value(r.metrics_text(), "regpin_pin_store_replicas") for r in self.replicas]
+        replicas = [h.metric_value(r.metrics_text(), "regpin_pin_store_replicas") for r in self.replicas]
         self.assertEqual(replicas, [3, 3, 3])
 
 

@@ -27,6 +27,7 @@ One module per concern; each imports only modules listed above it:
   starting and stopping servers (`_spawn`, `_terminate`, `_kill`; leftovers are terminated at
   exit), `REPO_ROOT`.
 - `web`: `http_request`, `Response`, `with_query`.
+- `metrics`: `metric_value`, `metric_types` (Prometheus text, as /metrics answers).
 - `images`: media types, `ACCEPT_ALL_MANIFESTS`, `sha256_digest`, `Image`, `OciLayout`,
   `make_image`, `make_large_image`.
 - `tls`: `CertificateAuthority`, `ServerCert`.
@@ -65,6 +66,7 @@ from .process import (
     wait_until,
 )
 from .web import Response, http_request, with_query
+from .metrics import metric_types, metric_value
 from .images import (
     ACCEPT_ALL_MANIFESTS,
     MEDIA_DOCKER_LIST,
@@ -113,6 +115,8 @@ __all__ = [
     "run", "tail", "wait_until",
     # web
     "Response", "http_request", "with_query",
+    # metrics
+    "metric_types", "metric_value",
     # images
     "ACCEPT_ALL_MANIFESTS", "MEDIA_DOCKER_LIST", "MEDIA_DOCKER_MANIFEST", "MEDIA_OCI_CONFIG",
     "MEDIA_OCI_INDEX", "MEDIA_OCI_LAYER_GZIP", "MEDIA_OCI_MANIFEST", "Image", "OciLayout",
