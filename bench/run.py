@@ -319,10 +319,10 @@ class Bench:
             self.hosts["before"] = self.before.host
 
     def new_regpin(self, data_dir: Optional[str] = None, binary: Optional[str] = None,
-                   upstream: Optional[h.Registry] = None) -> h.Regpin:
+                   upstream: Optional[h.Registry] = None, settings: Optional[dict] = None) -> h.Regpin:
         upstream = upstream or self.upstream
         up = h.Upstream(upstream.host, upstream.url, read_timeout_ms=60000)
-        rp = h.Regpin([up], log_level="info", data_dir=data_dir)
+        rp = h.Regpin([up], log_level="info", data_dir=data_dir, settings=settings)
         if binary:
             rp.binary = binary
         return rp.start()
@@ -366,12 +366,15 @@ class Bench:
             out[system] = best
         return out
 
-    def blob(self, name: str, size: int) -> str:
+    def blob(self, name: str, size: int, sync: bool = True) -> str:
+        """Pushes `size` random bytes to the upstream; `sync`: then writes back the dirty pages
+        (a caller pushing many blobs syncs once, after the last)."""
         path = os.path.join(self.work, name)
         digest = random_file(path, size)
         self.upstream.upload_blob("bench/blobs", digest, path)
         os.unlink(path)
-        os.sync()
+        if sync:
+            os.sync()
         return digest
 
     def link_for_nginx(self, digest: str) -> str:
@@ -484,15 +487,14 @@ class Bench:
         churn_size, churn_per_run = 64 * MiB, 8
         cap = GiB + 512 * MiB  # the hot GiB, and about 6 churn blobs beside it
         log("i: pushing a 1 GiB blob and the churn blobs")
-        hot = self.blob("i-hot", GiB)
+        hot = self.blob("i-hot", GiB, sync=False)
         rounds = self.args.rounds
-        churn = {s: [[self.blob(f"i-{s}-{r}-{k}", churn_size) for k in range(churn_per_run)] for r in range(rounds)]
-                 for s in ("capped", "uncapped")}
-        up = h.Upstream(self.upstream.host, self.upstream.url, read_timeout_ms=60000)
+        churn = {s: [[self.blob(f"i-{s}-{r}-{k}", churn_size, sync=False) for k in range(churn_per_run)]
+                     for r in range(rounds)] for s in ("capped", "uncapped")}
+        os.sync()
         servers = {
-            "capped": h.Regpin([up], log_level="info",
-                               settings={"cache": {"max_bytes": cap, "min_free_percent": 0}}).start(),
-            "uncapped": h.Regpin([up], log_level="info").start(),
+            "capped": self.new_regpin(settings={"cache": {"max_bytes": cap, "min_free_percent": 0}}),
+            "uncapped": self.new_regpin(),
         }
         try:
             hot_path = f"/v2/bench/blobs/blobs/{hot}"
@@ -505,8 +507,7 @@ class Bench:
                                max_requests=5)
 
             def evictions(system: str) -> float:
-                m = re.search(r"^regpin_cache_evictions_total(?:\{[^}]*\})? (\S+)$", servers[system].metrics_text(), re.M)
-                return float(m.group(1)) if m else 0.0
+                return h.metric_value(servers[system].metrics_text(), "regpin_cache_evictions_total")
 
             out: dict[str, list[dict]] = {"alone": [], "capped": [], "uncapped": []}
             for rnd in range(rounds):
